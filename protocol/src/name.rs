@@ -1,0 +1,94 @@
+//! File and directory names from the wire: the check that a name is one
+//! safe path component (DESIGN.md "Receiving safely"), and the `::` escaping
+//! that attachment lists and directory headers use for `:`.
+
+use crate::error::{Error, Result};
+
+/// The longest name most file systems store (bytes of UTF-8).
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Checks that `name` is a single, ordinary path component: not empty, not
+/// `.` or `..`, no `/`, `\`, NUL or control characters, no drive prefix
+/// (`C:`), at most 255 bytes. `:` elsewhere is allowed (Linux names may hold
+/// it).
+pub fn validate_component(name: &str) -> Result<()> {
+    let bad = |why| Err(Error::UnsafeName { name: name.chars().take(80).collect(), why });
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name == "." || name == ".." {
+        return bad("refers to a directory");
+    }
+    if name.contains('/') || name.contains('\\') {
+        return bad("contains a path separator");
+    }
+    if name.chars().any(char::is_control) {
+        return bad("contains a control character");
+    }
+    let b = name.as_bytes();
+    if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' {
+        return bad("has a drive prefix");
+    }
+    if b.len() > MAX_NAME_BYTES {
+        return bad("longer than 255 bytes");
+    }
+    Ok(())
+}
+
+/// Reads a `::`-escaped name from the start of `s` up to the first single
+/// `:`. Returns the unescaped bytes and the rest after that `:` (`None` if
+/// no separator follows).
+pub(crate) fn take_escaped(s: &[u8]) -> (Vec<u8>, Option<&[u8]>) {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b':' {
+            if s.get(i + 1) == Some(&b':') {
+                out.push(b':');
+                i += 2;
+                continue;
+            }
+            return (out, Some(&s[i + 1..]));
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    (out, None)
+}
+
+/// Writes a name with every `:` doubled.
+pub(crate) fn put_escaped(out: &mut Vec<u8>, name: &[u8]) {
+    for &b in name {
+        out.push(b);
+        if b == b':' {
+            out.push(b':');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names() {
+        for n in ["", ".", "..", "../x", "a/b", "a\\b", "/etc", "C:evil", "a\0b", "a\nb", &"x".repeat(256)] {
+            assert!(validate_component(n).is_err(), "{n:?}");
+        }
+        for n in ["a.txt", "报告.pdf", "ab:c.txt", "...", ".hidden", "x y"] {
+            assert!(validate_component(n).is_ok(), "{n:?}");
+        }
+    }
+
+    #[test]
+    fn escaping() {
+        let (n, rest) = take_escaped(b"a::b.txt:5:");
+        assert_eq!(n, b"a:b.txt");
+        assert_eq!(rest, Some(&b"5:"[..]));
+        let (n, rest) = take_escaped(b"ends:::1");
+        assert_eq!((n.as_slice(), rest), (&b"ends:"[..], Some(&b"1"[..])));
+        let mut out = Vec::new();
+        put_escaped(&mut out, b"a:b:");
+        assert_eq!(out, b"a::b::");
+    }
+}
