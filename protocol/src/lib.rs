@@ -16,12 +16,14 @@
 //! - [`name`]: safe file names;
 //! - [`hostlist`]: ANSLIST host lists;
 //! - [`reply`]: the short control bodies and key-exchange fields;
+//! - [`crypto`]: AES / Blowfish CBC, AES-CTR, FeiQ group cipher, key fingerprint;
 //! - [`feiq`]: FeiQ's font tag, image fragments and acks.
 
 pub mod attachment;
 pub mod charset;
 pub mod client;
 pub mod command;
+pub mod crypto;
 pub mod dirstream;
 pub mod entry;
 pub mod error;

@@ -28,10 +28,7 @@ fn name() -> impl Strategy<Value = String> {
 }
 
 fn ext_attrs() -> impl Strategy<Value = Vec<ExtAttr>> {
-    proptest::collection::vec(
-        (any::<u32>(), "[0-9a-f,=]{0,10}").prop_map(|(key, value)| ExtAttr { key, value }),
-        0..3,
-    )
+    proptest::collection::vec((any::<u32>(), "[0-9a-f,=]{0,10}").prop_map(|(key, value)| ExtAttr { key, value }), 0..3)
 }
 
 proptest! {

@@ -33,7 +33,8 @@ fn send(h: Header<'_>, body: &[u8]) -> Vec<u8> {
 fn v01_ipmsg_startup() {
     let noop = b"1:1700000000:taro-<b61b29bc7516778f>:PC-TARO:258211840:Taro\0Dev\0\nUN:taro-<b61b29bc7516778f>\nHN:PC-TARO\nNN:Taro\nGN:Dev\nVS:00010002:4:99:103";
     let entry = b"1:1700000001:taro-<b61b29bc7516778f>:PC-TARO:258211841:Taro\0Dev\0\nUN:taro-<b61b29bc7516778f>\nHN:PC-TARO\nNN:Taro\nGN:Dev\nVS:00010002:4:99:103";
-    for (bytes, mode, no) in [(&noop[..], Mode::NOOPERATION, "1700000000"), (&entry[..], Mode::BR_ENTRY, "1700000001")] {
+    for (bytes, mode, no) in [(&noop[..], Mode::NOOPERATION, "1700000000"), (&entry[..], Mode::BR_ENTRY, "1700000001")]
+    {
         let (p, e, _) = entry_of(bytes);
         assert_eq!(p.version, b"1");
         assert_eq!(p.packet_no, no.as_bytes());
@@ -52,7 +53,8 @@ fn v01_ipmsg_startup() {
 
 #[test]
 fn v02_ipmsg_ansentry_utf8() {
-    let (p, e, cs) = entry_of(b"1:1700000002:taro-<b61b29bc7516778f>:PC-TARO:266600451:Taro\0Dev\0\nVS:00010002:4:99:103");
+    let (p, e, cs) =
+        entry_of(b"1:1700000002:taro-<b61b29bc7516778f>:PC-TARO:266600451:Taro\0Dev\0\nVS:00010002:4:99:103");
     assert_eq!(p.mode(), Mode::ANSENTRY);
     assert!(p.opts().has(Opts::UTF8OPT));
     assert_eq!(cs, Charset::Utf8);
@@ -123,7 +125,8 @@ fn v05_iptux_entry_both_forms() {
 
 #[test]
 fn v06_feiq_ansentry() {
-    let (p, e, cs) = entry_of(b"1_lbt6_0#128#F8B46AA55B28#0#0#0#4001#9:1780525944:13652:DESKTOP-4331HHF:6291459:13652\0\0");
+    let (p, e, cs) =
+        entry_of(b"1_lbt6_0#128#F8B46AA55B28#0#0#0#4001#9:1780525944:13652:DESKTOP-4331HHF:6291459:13652\0\0");
     assert_eq!(ClientKind::from_version(p.version), ClientKind::Feiq);
     assert_eq!(FeiqVersion::parse(p.version).unwrap().mac, "F8B46AA55B28");
     assert_eq!(p.mode(), Mode::ANSENTRY);
@@ -178,7 +181,7 @@ fn v09_sealed_round_trip() {
 
 #[test]
 fn v10_attachments() {
-    let bytes = b"1:1700000400:taro-<b61b29bc7516778f>:PC-TARO:27263264:see attached\0123456789:report.pdf:1e240:65a1b2c3:1:\x07123456790:notes.txt:5:65a1b2c4:1:\x07123456791:proj:0:65a1b2c5:2:\x07";
+    let bytes = b"1:1700000400:taro-<b61b29bc7516778f>:PC-TARO:27263264:see attached\x00123456789:report.pdf:1e240:65a1b2c3:1:\x07123456790:notes.txt:5:65a1b2c4:1:\x07123456791:proj:0:65a1b2c5:2:\x07";
     let p = Packet::decode(bytes).unwrap();
     let (m, _) = MessageBody::decode(&p, Charset::Gbk, None).unwrap();
     assert_eq!(m.text, "see attached");
@@ -193,7 +196,8 @@ fn v10_attachments() {
     Attachment::encode_list(a, Charset::Utf8, &mut list).unwrap();
     assert_eq!(list, p.section(0).unwrap());
 
-    let iptux = Attachment::decode_list(b"0:a::b.txt:5:65a1b2c3:1:\x07:1:notes.txt:5:65a1b2c4:1:\x07:", Charset::Utf8).unwrap();
+    let iptux =
+        Attachment::decode_list(b"0:a::b.txt:5:65a1b2c3:1:\x07:1:notes.txt:5:65a1b2c4:1:\x07:", Charset::Utf8).unwrap();
     assert_eq!(iptux.len(), 2);
     assert_eq!((iptux[0].id, iptux[0].name.as_str(), iptux[0].size), (0, "a:b.txt", 5));
     assert_eq!((iptux[1].id, iptux[1].name.as_str()), (1, "notes.txt"));
@@ -375,7 +379,8 @@ fn v17_key_exchange() {
 fn v18_encrypted_message_fields() {
     let k = "A".repeat(340) + "AAA=";
     let s = "B".repeat(340) + "BBB=";
-    let bytes = format!("1:1700000123:taro-<b61b29bc7516778f>:PC-TARO:30409504:41900004:{k}:nWE3kniuJ6K2mdI1K36f+w==:{s}\0");
+    let bytes =
+        format!("1:1700000123:taro-<b61b29bc7516778f>:PC-TARO:30409504:41900004:{k}:nWE3kniuJ6K2mdI1K36f+w==:{s}\0");
     let p = Packet::decode(bytes.as_bytes()).unwrap();
     assert_eq!(
         p.command.option_names(),
@@ -425,14 +430,23 @@ fn v22_feiq_image() {
     assert_eq!(again, p.payload);
 
     let ack = FragmentAck { id: f.id.clone(), index: f.index };
-    assert_eq!(send(header(1700000113, 193), ack.encode().as_bytes()), b"1:1700000113:alice:alice-laptop:193:64ea4edd|1#\0");
+    assert_eq!(
+        send(header(1700000113, 193), ack.encode().as_bytes()),
+        b"1:1700000113:alice:alice-laptop:193:64ea4edd|1#\0"
+    );
 }
 
 #[test]
 fn v23_feiq_group_message_frame() {
-    let ct: Vec<u8> = (0..40).map(|i| {
-        u8::from_str_radix(&"fe5e244929386d8e8a259d3a823aa630b686bc3cceb95852f5565c24eab04e8e8f4df16b5b5f66e2"[i * 2..i * 2 + 2], 16).unwrap()
-    }).collect();
+    let ct: Vec<u8> = (0..40)
+        .map(|i| {
+            u8::from_str_radix(
+                &"fe5e244929386d8e8a259d3a823aa630b686bc3cceb95852f5565c24eab04e8e8f4df16b5b5f66e2"[i * 2..i * 2 + 2],
+                16,
+            )
+            .unwrap()
+        })
+        .collect();
     let mut bytes = b"1_lbt4_0#128#001122AABBCC#0#0#40#4000#9:1700000000:alice:alice-pc:4194339:".to_vec();
     bytes.extend_from_slice(&ct);
     let p = Packet::decode(&bytes).unwrap();

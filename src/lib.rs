@@ -1,0 +1,7 @@
+//! Pigeon, a LAN messenger that talks to FeiQ, IP Messenger and iptux.
+//!
+//! The wire format lives in the `pigeon-protocol` crate; this crate holds
+//! the faces (`cli`) and what they need around it.
+
+pub mod capture;
+pub mod cli;
