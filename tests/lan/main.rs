@@ -1,0 +1,177 @@
+//! The LAN suite: real broadcast among network-namespace hosts on a private
+//! bridge, impaired links, and a real iptux peer. Needs root; runs only
+//! with `PIGEON_LAN_TESTS=1` (each test prints that it was skipped
+//! otherwise). `.ci/run` sets the variable, so there the suite is required.
+//!
+//!     sudo PIGEON_LAN_TESTS=1 cargo test --test lan
+
+mod harness;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use harness::{enabled, harness_namespaces, Host, Lan};
+
+/// A socket on 0.0.0.0:`port` inside `host`, with SO_BROADCAST, as Pigeon binds.
+fn bound_socket(host: &Host, port: u16) -> UdpSocket {
+    host.enter(move || {
+        let s = UdpSocket::bind(("0.0.0.0", port)).expect("bind in namespace");
+        s.set_broadcast(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s
+    })
+}
+
+/// Everything that arrives on `s` within `window`, with its source.
+fn collect(s: &UdpSocket, window: Duration) -> Vec<(Vec<u8>, SocketAddr)> {
+    let deadline = Instant::now() + window;
+    let mut buf = vec![0u8; 65536];
+    let mut got = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            got.push((buf[..n].to_vec(), from));
+        }
+    }
+    got
+}
+
+#[test]
+fn broadcast_reaches_every_host_and_nothing_leaves_the_bridge() {
+    if !enabled("broadcast_reaches_every_host_and_nothing_leaves_the_bridge") {
+        return;
+    }
+    let lan = Lan::new(4);
+    let dir = tempfile::tempdir().unwrap();
+    // Watch the root namespace for anything from the test subnet.
+    let root_pcap = dir.path().join("root.pcap");
+    let tcpdump = harness::which("tcpdump").expect("tcpdump is not installed");
+    let mut root_watch = std::process::Command::new(tcpdump);
+    root_watch.args(["-i", "any", "-n", "-U", "-w"]).arg(&root_pcap).arg("net 198.18.0.0/15");
+    let mut root_watch = harness::Proc::start(&mut root_watch);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let receivers: Vec<UdpSocket> = lan.hosts()[1..].iter().map(|h| bound_socket(h, 2425)).collect();
+    let sender = bound_socket(lan.host(1), 2425);
+    let token = format!("pigeon-lan-{}", std::process::id());
+    for (i, target) in ["255.255.255.255:2425", "198.18.0.255:2425"].iter().enumerate() {
+        let msg = format!("{token}-{i}");
+        sender.send_to(msg.as_bytes(), target).unwrap_or_else(|e| panic!("send to {target}: {e}"));
+    }
+    for (r, host) in receivers.iter().zip(&lan.hosts()[1..]) {
+        let got = collect(r, Duration::from_millis(600));
+        for i in 0..2 {
+            let want = format!("{token}-{i}");
+            assert!(
+                got.iter().any(|(b, from)| b == want.as_bytes() && from.ip() == lan.host(1).addr),
+                "{} did not receive broadcast {i}: {got:?}",
+                host.ns
+            );
+        }
+    }
+    root_watch.signal(libc::SIGINT);
+    root_watch.wait_for(Duration::from_secs(5));
+    let cap = pigeon::capture::read_udp(&root_pcap, 2425).expect("read the root capture");
+    assert_eq!(
+        cap.datagrams.len() + cap.other + cap.fragments,
+        0,
+        "packets of the test subnet were seen in the root namespace"
+    );
+}
+
+/// Sends `n` numbered datagrams from `from` to `to` while `to` reads
+/// (so no receive buffer overflows); returns how many arrived.
+fn blast(lan: &Lan, from: usize, to: usize, n: usize) -> usize {
+    let rx = bound_socket(lan.host(to), 2425);
+    let tx = bound_socket(lan.host(from), 2425);
+    let dst = SocketAddr::from((lan.host(to).addr, 2425));
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| collect(&rx, Duration::from_millis(1500)).len());
+        std::thread::sleep(Duration::from_millis(50));
+        for i in 0..n {
+            tx.send_to(format!("{i}").as_bytes(), dst).unwrap();
+            if i % 20 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        reader.join().unwrap()
+    })
+}
+
+#[test]
+fn impaired_link_loses_and_duplicates() {
+    if !enabled("impaired_link_loses_and_duplicates") {
+        return;
+    }
+    let lan = Lan::new(2);
+    assert_eq!(blast(&lan, 1, 2, 1000), 1000, "a clean link loses nothing");
+    lan.host(2).impair(30, 0, 0);
+    let lossy = blast(&lan, 1, 2, 1000);
+    assert!((600..=800).contains(&lossy), "30% loss let {lossy} of 1000 through");
+
+    let lan = Lan::new(2);
+    lan.host(1).impair(0, 20, 0);
+    let dup = blast(&lan, 1, 2, 1000);
+    assert!((1120..=1280).contains(&dup), "20% duplication gave {dup} datagrams for 1000");
+}
+
+#[test]
+fn teardown_leaves_nothing_even_after_a_panic() {
+    if !enabled("teardown_leaves_nothing_even_after_a_panic") {
+        return;
+    }
+    // A normal drop.
+    let (names, pid) = {
+        let lan = Lan::new(2);
+        let mut sleeper = lan.host(1).command("sleep");
+        sleeper.arg("600");
+        let p = harness::Proc::start(&mut sleeper);
+        let pid = p.pid();
+        std::mem::forget(p); // only the LAN's teardown may end it
+        (lan.namespaces(), pid)
+    };
+    assert_gone(&names, pid);
+
+    // A panic inside a test.
+    let caught = std::panic::catch_unwind(|| {
+        let lan = Lan::new(2);
+        let mut sleeper = lan.host(2).command("sleep");
+        sleeper.arg("600");
+        let p = harness::Proc::start(&mut sleeper);
+        let pid = p.pid();
+        std::mem::forget(p);
+        let names = lan.namespaces();
+        std::panic::panic_any((names, pid));
+    });
+    let (names, pid) = *caught.unwrap_err().downcast::<(Vec<String>, u32)>().unwrap();
+    assert_gone(&names, pid);
+
+    // Leftovers of a run that was killed: a namespace named after a dead PID.
+    let mut t = std::process::Command::new("true");
+    let dead = t.spawn().unwrap();
+    let dead_pid = dead.id();
+    let mut dead = dead;
+    dead.wait().unwrap();
+    let stale = format!("pgt{dead_pid}x0br");
+    let mut add = std::process::Command::new("ip");
+    add.args(["netns", "add", &stale]);
+    assert!(harness::run_bounded(add, Duration::from_secs(5)).status.success());
+    let lan = Lan::new(1);
+    assert!(!harness_namespaces().contains(&stale), "a stale namespace survived the next run");
+    drop(lan);
+}
+
+fn assert_gone(names: &[String], pid: u32) {
+    let left = harness_namespaces();
+    for n in names {
+        assert!(!left.contains(n), "namespace {n} left behind");
+    }
+    // SAFETY: signal 0 only checks whether the PID exists.
+    let alive = unsafe { libc::kill(pid as i32, 0) } == 0 && !is_zombie(pid);
+    assert!(!alive, "process {pid} left running");
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(true)
+}
