@@ -5,12 +5,13 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use etherparse::defrag::IpDefragPool;
+use etherparse::{IpNumber, NetSlice, SlicedPacket, TransportSlice, UdpSlice};
 use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::DataLink;
@@ -30,11 +31,14 @@ pub struct Datagram {
 /// What was read and what was passed over.
 #[derive(Debug, Default)]
 pub struct Capture {
+    defrag: IpDefragPool,
     pub datagrams: Vec<Datagram>,
     /// Frames that were not UDP on the port (TCP, ARP, other ports…).
     pub other: usize,
-    /// IP fragments after the first, which carry no UDP header (not reassembled).
+    /// Frames that were IP fragments.
     pub fragments: usize,
+    /// Datagrams put back together from fragments.
+    pub reassembled: usize,
     /// Frames of a link type this reader does not know.
     pub unknown_link: usize,
 }
@@ -118,8 +122,29 @@ impl Capture {
                     payload: udp.payload().to_vec(),
                 });
             }
-            None if fragmented => self.fragments += 1,
+            _ if fragmented => self.reassemble(frame, time, &sliced, src_ip, dst_ip, port),
             _ => self.other += 1,
+        }
+    }
+
+    /// Datagrams larger than the MTU (IPMsg sends up to 32 KiB) arrive as IP
+    /// fragments; the datagram is taken when its last fragment arrives.
+    fn reassemble(&mut self, frame: usize, time: Duration, sliced: &SlicedPacket, src: IpAddr, dst: IpAddr, port: u16) {
+        self.fragments += 1;
+        let Ok(Some(whole)) = self.defrag.process_sliced_packet(sliced, (), ()) else { return };
+        if whole.ip_number != IpNumber::UDP {
+            return;
+        }
+        let Ok(udp) = UdpSlice::from_slice(&whole.payload) else { return };
+        if udp.source_port() == port || udp.destination_port() == port {
+            self.datagrams.push(Datagram {
+                frame,
+                time,
+                src: SocketAddr::new(src, udp.source_port()),
+                dst: SocketAddr::new(dst, udp.destination_port()),
+                payload: udp.payload().to_vec(),
+            });
+            self.reassembled += 1;
         }
     }
 }

@@ -160,3 +160,51 @@ fn pcap_port_2425_only() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("neither a pcap nor a pcapng"));
 }
+
+/// Splits a UDP datagram into IPv4 fragments of at most 1480 payload bytes.
+fn fragmented_udp(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<Vec<u8>> {
+    use etherparse::{EtherType, Ethernet2Header, IpFragOffset, IpNumber, Ipv4Header};
+    let mut ip = Vec::new();
+    PacketBuilder::ipv4(src, dst, 64).udp(2425, 2425).write(&mut ip, payload).unwrap();
+    let udp = &ip[20..];
+    udp.chunks(1480)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut h = Ipv4Header::new(chunk.len() as u16, 64, IpNumber::UDP, src, dst).unwrap();
+            h.identification = 4242;
+            h.more_fragments = (i + 1) * 1480 < udp.len();
+            h.fragment_offset = IpFragOffset::try_new((i * 1480 / 8) as u16).unwrap();
+            let mut frame = Vec::new();
+            Ethernet2Header {
+                source: [2, 0, 0, 0, 0, 1],
+                destination: [2, 0, 0, 0, 0, 2],
+                ether_type: EtherType::IPV4,
+            }
+            .write(&mut frame)
+            .unwrap();
+            h.write(&mut frame).unwrap();
+            frame.extend_from_slice(chunk);
+            frame
+        })
+        .collect()
+}
+
+#[test]
+fn pcap_reassembles_fragmented_datagrams() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.pcap");
+    let text = "长消息".repeat(1000); // 9000 bytes of UTF-8, as IPMsg may send
+    let mut datagram = b"1:1700000102:alice:alice-laptop:25166112:".to_vec();
+    datagram.extend_from_slice(text.as_bytes());
+    datagram.push(0);
+    let frames = fragmented_udp([198, 18, 0, 11], [198, 18, 0, 12], &datagram);
+    assert!(frames.len() >= 7);
+    write_pcap(&path, &frames);
+    let out = pigeon(&["decode", "--pcap", path.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json_lines(&out);
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0]["text"].as_str(), Some(text.as_str()));
+    assert_eq!(v[0]["length"].as_u64(), Some(datagram.len() as u64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("made 1 datagrams"));
+}

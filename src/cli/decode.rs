@@ -358,7 +358,7 @@ pub fn run(args: &DecodeArgs) -> Result<ExitCode> {
             inputs.push((source, d.payload));
         }
         if cap.fragments > 0 {
-            notes.push(format!("{} IP fragments were not reassembled", cap.fragments));
+            notes.push(format!("{} IP fragments made {} datagrams", cap.fragments, cap.reassembled));
         }
         if cap.unknown_link > 0 {
             notes.push(format!("{} frames of an unknown link type were skipped", cap.unknown_link));

@@ -68,8 +68,6 @@ pub struct Host {
     pub ns: String,
     /// Its address on the bridge.
     pub addr: Ipv4Addr,
-    /// 1-based position on the LAN.
-    pub index: usize,
 }
 
 impl Lan {
@@ -88,7 +86,7 @@ impl Lan {
             let ns = format!("{}h{i}", lan.prefix);
             let addr = Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], 10 + i as u8);
             ip(&["netns", "add", &ns]);
-            lan.hosts.push(Host { ns: ns.clone(), addr, index: i });
+            lan.hosts.push(Host { ns: ns.clone(), addr });
             sysctl(&ns, &["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
             ip(&["-n", &ns, "link", "set", "lo", "up"]);
             let port = format!("p{i}");
@@ -162,12 +160,6 @@ impl Host {
         let mut c = self.command(args[0]);
         c.args(&args[1..]);
         run_bounded(c, limit)
-    }
-
-    /// Starts a long-lived process in this host; it is ended when the
-    /// returned handle (or the LAN) is dropped.
-    pub fn spawn(&self, c: &mut Command) -> Proc {
-        Proc::start(c)
     }
 
     /// Runs `f` on a thread that has entered this host's network namespace:
