@@ -50,11 +50,14 @@ fn broadcast_reaches_every_host_and_nothing_leaves_the_bridge() {
     let mut root_watch = harness::Proc::start(&mut root_watch);
     std::thread::sleep(Duration::from_millis(500));
 
+    let pcap = dir.path().join("h2.pcap");
+    let capture = lan.host(2).capture(&pcap);
     let receivers: Vec<UdpSocket> = lan.hosts()[1..].iter().map(|h| bound_socket(h, 2425)).collect();
     let sender = bound_socket(lan.host(1), 2425);
     let token = format!("pigeon-lan-{}", std::process::id());
     for (i, target) in ["255.255.255.255:2425", "198.18.0.255:2425"].iter().enumerate() {
-        let msg = format!("{token}-{i}");
+        // A real IPMsg broadcast message, so the capture can be decoded.
+        let msg = format!("1:{}:lan:lan-test:1056:{token}-{i}\0", 100 + i);
         sender.send_to(msg.as_bytes(), target).unwrap_or_else(|e| panic!("send to {target}: {e}"));
     }
     for (r, host) in receivers.iter().zip(&lan.hosts()[1..]) {
@@ -62,11 +65,31 @@ fn broadcast_reaches_every_host_and_nothing_leaves_the_bridge() {
         for i in 0..2 {
             let want = format!("{token}-{i}");
             assert!(
-                got.iter().any(|(b, from)| b == want.as_bytes() && from.ip() == lan.host(1).addr),
+                got.iter()
+                    .any(|(b, from)| b.windows(want.len()).any(|w| w == want.as_bytes())
+                        && from.ip() == lan.host(1).addr),
                 "{} did not receive broadcast {i}: {got:?}",
                 host.ns
             );
         }
+    }
+    // The capture of host 2 decodes with `pigeon decode --pcap`.
+    let pcap = capture.finish();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pigeon"))
+        .args(["decode", "--json", "--pcap"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for (i, dst) in ["255.255.255.255:2425", "198.18.0.255:2425"].iter().enumerate() {
+        assert!(
+            lines.iter().any(|v| v["text"] == format!("{token}-{i}")
+                && v["source"]["dst"] == *dst
+                && v["options"] == serde_json::json!(["BROADCASTOPT"])),
+            "capture lacks broadcast {i}: {lines:?}"
+        );
     }
     root_watch.signal(libc::SIGINT);
     root_watch.wait_for(Duration::from_secs(5));

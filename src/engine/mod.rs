@@ -1,0 +1,1202 @@
+//! The engine: Pigeon's protocol state machines, with no sockets, no clock
+//! and no disk (DESIGN.md "How data flows"; shaped like quinn-proto).
+//!
+//! Input: [`Engine::handle`] (a datagram, with the time and its source),
+//! [`Engine::command`] (what a user asked for), [`Engine::handle_timeout`].
+//! Output, in order, from [`Engine::poll_output`]: datagrams to send, events
+//! for listeners, and store operations — the latter may carry datagrams that
+//! must go out only after the operation is on disk (the acknowledgement of a
+//! message is sent once the message is stored). [`Engine::poll_timeout`]
+//! says when to call `handle_timeout` next.
+//!
+//! Owns: presence and the peer table (§3), outgoing messages with retry,
+//! outbox and receipts (§4.1), incoming de-duplication, sealed messages and
+//! read receipts (§4.2), info and away replies (§4.3), charsets (§5.4),
+//! FeiQ shakes and image fragments (§8), packet numbers (§1.5).
+
+pub mod peers;
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pigeon_protocol::charset::{self, Charset};
+use pigeon_protocol::feiq::{self, FragmentAck, ImageFragment};
+use pigeon_protocol::reply::{PacketRef, NOT_ABSENCE_MODE};
+use pigeon_protocol::{Attachment, ClientKind, Command, Entry, Header, MessageBody, Mode, Opts, Packet, Utf8Trailer};
+
+pub use peers::{Change, Peer, PeerKey, PeerTable};
+
+/// The version text SENDINFO answers with.
+pub const PRODUCT: &str = concat!("Pigeon ", env!("CARGO_PKG_VERSION"));
+
+/// The engine's notion of now: a monotonic time since the driver started
+/// and the wall clock (packet numbers and message times).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    pub mono: Duration,
+    /// Milliseconds since the Unix epoch.
+    pub unix_ms: i64,
+}
+
+/// What the engine is told about itself.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub user: String,
+    pub host: String,
+    pub nick: String,
+    pub group: String,
+    /// The header version field (starts with `1`).
+    pub version: String,
+    /// Charset for peers that do not read UTF-8.
+    pub legacy: Charset,
+    /// Where presence broadcasts go.
+    pub targets: Vec<SocketAddr>,
+    /// The port peers listen on (for targets given without one and for replies).
+    pub port: u16,
+    /// A short-lived node: NOADDLISTOPT on its messages, no answers to entries.
+    pub oneshot: bool,
+    /// Time between retransmissions of an unacknowledged message.
+    pub retry_interval: Duration,
+    /// Retransmissions before a message waits in the outbox.
+    pub retries: u32,
+    /// How long a queued message waits for its peer before it fails.
+    pub outbox_expiry: Duration,
+    /// Away text, if away.
+    pub away: Option<String>,
+    /// Seed of the random answer delays (fixed in simulations).
+    pub seed: u64,
+}
+
+impl Config {
+    /// A configuration with the protocol's default timings.
+    pub fn new(user: &str, host: &str, nick: &str) -> Config {
+        Config {
+            user: user.into(),
+            host: host.into(),
+            nick: nick.into(),
+            group: String::new(),
+            version: format!("{} {}", pigeon_protocol::client::PIGEON_VERSION_PREFIX, env!("CARGO_PKG_VERSION")),
+            legacy: Charset::Gbk,
+            targets: Vec::new(),
+            port: 2425,
+            oneshot: false,
+            retry_interval: Duration::from_secs(1),
+            retries: 4,
+            outbox_expiry: Duration::from_secs(7 * 24 * 3600),
+            away: None,
+            seed: 0x5eed,
+        }
+    }
+}
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub dst: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// Delivery state of an outgoing message to one recipient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Sent, not yet acknowledged.
+    Sending,
+    /// Acknowledged.
+    Delivered,
+    /// Not acknowledged after every retry; resent when the peer reappears.
+    Queued,
+    /// Given up (expired in the outbox).
+    Failed,
+    /// A sealed message was opened.
+    Read,
+}
+
+impl Delivery {
+    /// The lower-case name used in JSON and the store.
+    pub fn name(self) -> &'static str {
+        match self {
+            Delivery::Sending => "sending",
+            Delivery::Delivered => "delivered",
+            Delivery::Queued => "queued",
+            Delivery::Failed => "failed",
+            Delivery::Read => "read",
+        }
+    }
+}
+
+/// A peer as events describe it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerInfo {
+    pub key: PeerKey,
+    pub nick: String,
+    pub group: String,
+    pub addr: SocketAddr,
+    pub client: ClientKind,
+    pub away: bool,
+}
+
+impl From<&Peer> for PeerInfo {
+    fn from(p: &Peer) -> PeerInfo {
+        PeerInfo {
+            key: p.key.clone(),
+            nick: p.nick.clone(),
+            group: p.group.clone(),
+            addr: p.addr,
+            client: p.client,
+            away: p.away,
+        }
+    }
+}
+
+/// A message that arrived.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Incoming {
+    pub from: PeerInfo,
+    pub text: String,
+    pub packet_no: String,
+    pub command: u32,
+    pub sealed: bool,
+    pub broadcast: bool,
+    /// An automatic reply (away message).
+    pub auto: bool,
+    pub attachments: Vec<Attachment>,
+    pub unix_ms: i64,
+}
+
+/// A message we sent, one row per recipient.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outgoing {
+    pub id: u64,
+    pub to: PeerInfo,
+    pub text: String,
+    pub packet_no: u64,
+    pub command: u32,
+    pub sealed: bool,
+    pub broadcast: bool,
+    pub unix_ms: i64,
+}
+
+/// Something listeners are told.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    PeerOnline(PeerInfo),
+    PeerOffline(PeerInfo),
+    PeerChanged(PeerInfo),
+    Message(Incoming),
+    /// A send's state for one recipient changed.
+    Receipt {
+        id: u64,
+        peer: PeerKey,
+        packet_no: u64,
+        status: Delivery,
+    },
+    /// A peer opened our sealed message.
+    Read {
+        peer: PeerKey,
+        packet_no: u64,
+    },
+    /// FeiQ window shake.
+    Shake {
+        from: PeerInfo,
+    },
+    /// The first fragment of a FeiQ inline image arrived (images are not shown yet).
+    Image {
+        from: PeerInfo,
+        id: String,
+        bytes: u64,
+    },
+    /// Answer to GETINFO or GETABSENCEINFO.
+    Info {
+        peer: PeerKey,
+        version: Option<String>,
+        absence: Option<String>,
+    },
+}
+
+/// What must be stored.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreOp {
+    /// Nothing to store: only the datagrams wait (a repeated acknowledgement
+    /// must not overtake the first one).
+    Barrier,
+    Incoming(Incoming),
+    Outgoing(Vec<Outgoing>),
+    /// State of our message to a peer.
+    OutState {
+        peer: PeerKey,
+        packet_no: u64,
+        state: Delivery,
+    },
+    /// An incoming sealed message was opened.
+    InRead {
+        peer: PeerKey,
+        packet_no: String,
+    },
+    Peer(PeerInfo),
+    /// Packet numbers up to here may have been used.
+    Counter(u64),
+}
+
+/// One output of the engine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    Transmit(Transmit),
+    Event(Event),
+    /// Store `op`; after it is durable, send `then`.
+    Store {
+        op: StoreOp,
+        then: Vec<Transmit>,
+    },
+}
+
+/// A user's request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    /// Announce ourselves (start-up): NOOPERATION, BR_ENTRY after 250 ms and again after 5 s.
+    Start,
+    /// Send a message to peers (known keys).
+    Send { to: Vec<PeerKey>, text: String, sealed: bool },
+    /// BROADCASTOPT message to every peer and target; no receipts.
+    Broadcast { text: String },
+    /// Go away (with a text) or come back (None).
+    SetAway(Option<String>),
+    /// Change nick or group.
+    SetName { nick: String, group: String },
+    /// The user opened a sealed message.
+    Open { peer: PeerKey, packet_no: String },
+    /// Ask a peer for its version and away text.
+    GetInfo(PeerKey),
+    /// Leave: BR_EXIT twice, 100 ms apart.
+    Quit,
+}
+
+/// Why a request was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("unknown peer {0}")]
+    UnknownPeer(PeerKey),
+    #[error("message too long for {peer} ({client}): {bytes} bytes, at most {limit} fit in one packet; split it")]
+    TooLong { peer: PeerKey, client: &'static str, bytes: usize, limit: usize },
+    #[error("cannot write the packet: {0}")]
+    Encode(String),
+}
+
+/// Counters for what was dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub received: u64,
+    pub malformed: u64,
+    pub duplicates: u64,
+    pub ignored: u64,
+    pub sent: u64,
+}
+
+/// One recipient of an outgoing message still waiting for its ack.
+#[derive(Clone, Debug)]
+struct Pending {
+    id: u64,
+    peer: PeerKey,
+    packet_no: u64,
+    datagram: Vec<u8>,
+    sends: u32,
+    next: Option<Duration>,
+    queued_at_ms: Option<i64>,
+}
+
+/// A READMSG of ours waiting for its ANSREADMSG.
+#[derive(Clone, Debug)]
+struct PendingRead {
+    dst: SocketAddr,
+    packet_no: u64,
+    datagram: Vec<u8>,
+    sends: u32,
+    next: Duration,
+}
+
+/// How long incoming packet numbers are remembered, and how many.
+const DEDUP_LIMIT: usize = 200_000;
+/// IPMsg's READMSG retry: 750 ms, 12 times.
+const READ_RETRY: Duration = Duration::from_millis(750);
+const READ_TRIES: u32 = 12;
+/// Packet numbers are reserved in blocks so a restart never reuses one.
+const COUNTER_BLOCK: u64 = 1024;
+
+/// The protocol engine of one node.
+pub struct Engine {
+    cfg: Config,
+    peers: PeerTable,
+    out: VecDeque<Output>,
+    rng: fastrand::Rng,
+    last_packet_no: u64,
+    reserved_to: u64,
+    next_id: u64,
+    pending: Vec<Pending>,
+    reads: Vec<PendingRead>,
+    seen: HashSet<(PeerKey, String)>,
+    seen_order: VecDeque<(PeerKey, String)>,
+    images: HashSet<(PeerKey, String)>,
+    entry_at: Vec<Duration>,
+    answer_at: Option<Duration>,
+    answer_to: Vec<SocketAddr>,
+    exit_at: Option<Duration>,
+    next_expiry_check: Duration,
+    stats: Stats,
+}
+
+impl Engine {
+    /// An engine; `last_packet_no` is the persisted counter (0 if none),
+    /// `seen` the recently received (user, host, packet number) to ignore.
+    pub fn new(cfg: Config, last_packet_no: u64, seen: impl IntoIterator<Item = (PeerKey, String)>) -> Engine {
+        let rng = fastrand::Rng::with_seed(cfg.seed);
+        let mut e = Engine {
+            cfg,
+            peers: PeerTable::default(),
+            out: VecDeque::new(),
+            rng,
+            last_packet_no,
+            reserved_to: last_packet_no,
+            next_id: 1,
+            pending: Vec::new(),
+            reads: Vec::new(),
+            seen: HashSet::new(),
+            seen_order: VecDeque::new(),
+            images: HashSet::new(),
+            entry_at: Vec::new(),
+            answer_at: None,
+            answer_to: Vec::new(),
+            exit_at: None,
+            next_expiry_check: Duration::ZERO,
+            stats: Stats::default(),
+        };
+        for k in seen {
+            e.remember(k);
+        }
+        e
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The peer table.
+    pub fn peers(&self) -> &PeerTable {
+        &self.peers
+    }
+
+    /// What was received and dropped so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Number of messages still waiting for an acknowledgement (sending or queued).
+    pub fn unacknowledged(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Restores a queued message from the store (after a restart); it is sent
+    /// again, with its original packet number, when the peer appears.
+    pub fn restore_queued(&mut self, peer: PeerKey, packet_no: u64, text: &str, sealed: bool, queued_at_ms: i64) {
+        let id = self.next_id;
+        self.next_id += 1;
+        // The datagram is built when the peer's charset is known.
+        self.pending.push(Pending {
+            id,
+            peer,
+            packet_no,
+            datagram: encode_restored(text, sealed),
+            sends: u32::MAX,
+            next: None,
+            queued_at_ms: Some(queued_at_ms),
+        });
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let retries = self.pending.iter().filter_map(|p| p.next);
+        let reads = self.reads.iter().map(|r| r.next);
+        let fixed = self.entry_at.iter().copied().chain(self.answer_at).chain(self.exit_at);
+        let expiry = (!self.pending.is_empty()).then_some(self.next_expiry_check);
+        retries.chain(reads).chain(fixed).chain(expiry).min()
+    }
+
+    fn packet_no(&mut self, now: Now) -> u64 {
+        let secs = (now.unix_ms / 1000).max(0) as u64;
+        self.last_packet_no = secs.max(self.last_packet_no + 1);
+        if self.last_packet_no >= self.reserved_to {
+            self.reserved_to = self.last_packet_no + COUNTER_BLOCK;
+            self.out.push_back(Output::Store { op: StoreOp::Counter(self.reserved_to), then: Vec::new() });
+        }
+        self.last_packet_no
+    }
+
+    fn transmit(&mut self, dst: SocketAddr, payload: Vec<u8>) {
+        self.stats.sent += 1;
+        self.out.push_back(Output::Transmit(Transmit { dst, payload }));
+    }
+
+    fn event(&mut self, e: Event) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    /// Our status flags.
+    fn status(&self) -> u32 {
+        let mut s = Opts::FILEATTACHOPT | Opts::CAPUTF8OPT;
+        if self.cfg.away.is_some() {
+            s |= Opts::ABSENCEOPT;
+        }
+        s
+    }
+
+    /// Our entry payload: legacy nick and group, then the UTF-8 trailer.
+    fn entry_packet(&mut self, now: Now, mode: Mode, extra: u32) -> Vec<u8> {
+        let nick = self.display_nick();
+        let entry = Entry {
+            nick: nick.clone(),
+            group: self.cfg.group.clone(),
+            trailer: Some(Utf8Trailer {
+                user: Some(self.cfg.user.clone()),
+                host: Some(self.cfg.host.clone()),
+                nick: Some(nick),
+                group: Some(self.cfg.group.clone()),
+                version: None,
+            }),
+            iptux: None,
+        };
+        let no = self.packet_no(now);
+        let command = Command::new(mode, self.status() | extra);
+        let mut out = Vec::with_capacity(128);
+        let header = Header {
+            version: self.cfg.version.as_bytes(),
+            packet_no: no,
+            user: self.cfg.user.as_bytes(),
+            host: self.cfg.host.as_bytes(),
+            command,
+        };
+        entry.encode(&header, self.cfg.legacy, &mut out).expect("own names are checked at start-up");
+        out
+    }
+
+    fn display_nick(&self) -> String {
+        match &self.cfg.away {
+            Some(_) => format!("{}[away]", self.cfg.nick),
+            None => self.cfg.nick.clone(),
+        }
+    }
+
+    /// Writes a packet with a plain body to `peer`'s charset (UTF8OPT if it reads it).
+    fn simple_packet(&mut self, now: Now, mode: Mode, opts: u32, body: &[u8]) -> Vec<u8> {
+        let no = self.packet_no(now);
+        let command = Command::new(mode, opts);
+        let mut out = Vec::with_capacity(64 + body.len());
+        let header = Header {
+            version: self.cfg.version.as_bytes(),
+            packet_no: no,
+            user: self.cfg.user.as_bytes(),
+            host: self.cfg.host.as_bytes(),
+            command,
+        };
+        pigeon_protocol::write_packet(&mut out, &header, body, &[]).expect("own names are checked at start-up");
+        out
+    }
+
+    fn broadcast_all(&mut self, payload: Vec<u8>) {
+        let targets = self.cfg.targets.clone();
+        for t in targets {
+            self.transmit(t, payload.clone());
+        }
+    }
+
+    /// Handles a user request.
+    pub fn command(&mut self, now: Now, req: Request) -> Result<Vec<u64>, RequestError> {
+        match req {
+            Request::Start => {
+                let noop = self.entry_packet(now, Mode::NOOPERATION, 0);
+                self.broadcast_all(noop);
+                self.entry_at = vec![now.mono + Duration::from_millis(250), now.mono + Duration::from_millis(5250)];
+                Ok(vec![])
+            }
+            Request::Send { to, text, sealed } => self.send(now, &to, &text, sealed),
+            Request::Broadcast { text } => {
+                let flags = Opts::BROADCASTOPT | self.oneshot_flag();
+                let no = self.packet_no(now);
+                let mut sent_to = HashSet::new();
+                for t in self.cfg.targets.clone() {
+                    let p = self.message_packet(no, flags, &text, self.cfg.legacy, false)?;
+                    sent_to.insert(t);
+                    self.transmit(t, p);
+                }
+                let peers: Vec<Peer> = self.peers.all().into_iter().filter(|p| p.online).cloned().collect();
+                let mut rows = Vec::new();
+                for p in peers {
+                    let cs = p.write_charset(self.cfg.legacy);
+                    let utf8 = if p.reads_utf8_flag() { Opts::UTF8OPT | Opts::CAPUTF8OPT } else { 0 };
+                    let pkt = self.message_packet(no, flags | utf8, &text, cs, false)?;
+                    if sent_to.insert(p.addr) {
+                        self.transmit(p.addr, pkt);
+                    }
+                    rows.push(self.outgoing_row(0, &p, &text, no, flags | utf8, false, true, now));
+                }
+                if !rows.is_empty() {
+                    self.out.push_back(Output::Store { op: StoreOp::Outgoing(rows), then: Vec::new() });
+                }
+                Ok(vec![])
+            }
+            Request::SetAway(text) => {
+                self.cfg.away = text;
+                self.announce_change(now);
+                Ok(vec![])
+            }
+            Request::SetName { nick, group } => {
+                self.cfg.nick = nick;
+                self.cfg.group = group;
+                self.announce_change(now);
+                Ok(vec![])
+            }
+            Request::Open { peer, packet_no } => {
+                let p = self.peers.get(&peer).cloned().ok_or_else(|| RequestError::UnknownPeer(peer.clone()))?;
+                let body = packet_no.clone();
+                let pkt = self.simple_packet(now, Mode::READMSG, Opts::READCHECKOPT, body.as_bytes());
+                let no = self.last_packet_no;
+                self.transmit(p.addr, pkt.clone());
+                self.reads.push(PendingRead {
+                    dst: p.addr,
+                    packet_no: no,
+                    datagram: pkt,
+                    sends: 1,
+                    next: now.mono + READ_RETRY,
+                });
+                self.out.push_back(Output::Store { op: StoreOp::InRead { peer, packet_no }, then: Vec::new() });
+                Ok(vec![])
+            }
+            Request::GetInfo(peer) => {
+                let p = self.peers.get(&peer).cloned().ok_or(RequestError::UnknownPeer(peer))?;
+                let a = self.simple_packet(now, Mode::GETINFO, 0, b"");
+                self.transmit(p.addr, a);
+                let b = self.simple_packet(now, Mode::GETABSENCEINFO, 0, b"");
+                self.transmit(p.addr, b);
+                Ok(vec![])
+            }
+            Request::Quit => {
+                let exit = self.entry_packet(now, Mode::BR_EXIT, 0);
+                self.broadcast_all(exit.clone());
+                let targets: HashSet<SocketAddr> = self.cfg.targets.iter().copied().collect();
+                let unicast: Vec<SocketAddr> = self
+                    .peers
+                    .all()
+                    .iter()
+                    .filter(|p| p.online && !targets.contains(&p.addr))
+                    .map(|p| p.addr)
+                    .collect();
+                for a in unicast {
+                    self.transmit(a, exit.clone());
+                }
+                self.exit_at = Some(now.mono + Duration::from_millis(100));
+                self.entry_at.clear();
+                Ok(vec![])
+            }
+        }
+    }
+
+    fn oneshot_flag(&self) -> u32 {
+        if self.cfg.oneshot {
+            Opts::NOADDLISTOPT
+        } else {
+            0
+        }
+    }
+
+    fn announce_change(&mut self, now: Now) {
+        let p = self.entry_packet(now, Mode::BR_ABSENCE, 0);
+        self.broadcast_all(p.clone());
+        let targets: HashSet<SocketAddr> = self.cfg.targets.iter().copied().collect();
+        let unicast: Vec<SocketAddr> =
+            self.peers.all().iter().filter(|p| p.online && !targets.contains(&p.addr)).map(|p| p.addr).collect();
+        for a in unicast {
+            self.transmit(a, p.clone());
+        }
+    }
+
+    fn message_packet(
+        &self,
+        no: u64,
+        opts: u32,
+        text: &str,
+        cs: Charset,
+        _sealed: bool,
+    ) -> Result<Vec<u8>, RequestError> {
+        let body = MessageBody { text: text.to_string(), font: None, attachments: Vec::new() };
+        let header = Header {
+            version: self.cfg.version.as_bytes(),
+            packet_no: no,
+            user: self.cfg.user.as_bytes(),
+            host: self.cfg.host.as_bytes(),
+            command: Command::new(Mode::SENDMSG, opts),
+        };
+        let mut out = Vec::with_capacity(64 + text.len());
+        body.encode(&header, cs, &mut out).map_err(|e| RequestError::Encode(e.to_string()))?;
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn outgoing_row(
+        &self,
+        id: u64,
+        p: &Peer,
+        text: &str,
+        no: u64,
+        opts: u32,
+        sealed: bool,
+        broadcast: bool,
+        now: Now,
+    ) -> Outgoing {
+        Outgoing {
+            id,
+            to: PeerInfo::from(p),
+            text: text.to_string(),
+            packet_no: no,
+            command: Command::new(Mode::SENDMSG, opts).0,
+            sealed,
+            broadcast,
+            unix_ms: now.unix_ms,
+        }
+    }
+
+    fn send(&mut self, now: Now, to: &[PeerKey], text: &str, sealed: bool) -> Result<Vec<u64>, RequestError> {
+        let recipients: Vec<Peer> = to
+            .iter()
+            .map(|k| self.peers.get(k).cloned().ok_or_else(|| RequestError::UnknownPeer(k.clone())))
+            .collect::<Result<_, _>>()?;
+        let mut base = Opts::SENDCHECKOPT | self.oneshot_flag();
+        if sealed {
+            base |= Opts::SECRETEXOPT;
+        }
+        if recipients.len() >= 2 {
+            base |= Opts::MULTICASTOPT;
+        }
+        // Check every length before anything is sent.
+        let mut packets = Vec::with_capacity(recipients.len());
+        for p in &recipients {
+            let cs = p.write_charset(self.cfg.legacy);
+            let opts = if p.reads_utf8_flag() { base | Opts::UTF8OPT | Opts::CAPUTF8OPT } else { base };
+            let pkt = self.message_packet(0, opts, text, cs, sealed)?;
+            if pkt.len() + 10 > p.max_datagram() {
+                return Err(RequestError::TooLong {
+                    peer: p.key.clone(),
+                    client: p.client.display_name(),
+                    bytes: pkt.len() + 10,
+                    limit: p.max_datagram(),
+                });
+            }
+            packets.push((opts, cs));
+        }
+        // All recipients share one packet number (IPMsg does the same).
+        let no = self.packet_no(now);
+        let mut ids = Vec::new();
+        let mut rows = Vec::new();
+        let mut sends = Vec::new();
+        for (p, (opts, cs)) in recipients.iter().zip(packets) {
+            let id = self.next_id;
+            self.next_id += 1;
+            let pkt = self.message_packet(no, opts, text, cs, sealed)?;
+            rows.push(self.outgoing_row(id, p, text, no, opts, sealed, false, now));
+            let online = p.online;
+            self.pending.push(Pending {
+                id,
+                peer: p.key.clone(),
+                packet_no: no,
+                datagram: pkt.clone(),
+                sends: if online { 1 } else { self.cfg.retries + 1 },
+                next: online.then_some(now.mono + self.cfg.retry_interval),
+                queued_at_ms: (!online).then_some(now.unix_ms),
+            });
+            ids.push(id);
+            sends.push((online, p.key.clone(), p.addr, id, pkt));
+        }
+        // Stored before it is sent, so a crash never loses a sent message.
+        self.out.push_back(Output::Store { op: StoreOp::Outgoing(rows), then: Vec::new() });
+        for (online, key, addr, id, pkt) in sends {
+            if online {
+                self.transmit(addr, pkt);
+            } else {
+                self.queued(id, key, no);
+            }
+        }
+        Ok(ids)
+    }
+
+    fn queued(&mut self, id: u64, peer: PeerKey, packet_no: u64) {
+        self.event(Event::Receipt { id, peer: peer.clone(), packet_no, status: Delivery::Queued });
+        self.out.push_back(Output::Store {
+            op: StoreOp::OutState { peer, packet_no, state: Delivery::Queued },
+            then: Vec::new(),
+        });
+    }
+
+    /// Handles the passing of time: retries, delayed answers, expiry.
+    pub fn handle_timeout(&mut self, now: Now) {
+        while let Some(pos) = self.entry_at.iter().position(|&t| t <= now.mono) {
+            self.entry_at.remove(pos);
+            let entry = self.entry_packet(now, Mode::BR_ENTRY, 0);
+            self.broadcast_all(entry);
+        }
+        if self.answer_at.is_some_and(|t| t <= now.mono) {
+            self.answer_at = None;
+            for dst in std::mem::take(&mut self.answer_to) {
+                let utf8 = self.peers.by_addr(dst).is_some_and(Peer::reads_utf8_flag);
+                let p = self.answer_packet(now, utf8);
+                self.transmit(dst, p);
+            }
+        }
+        if self.exit_at.is_some_and(|t| t <= now.mono) {
+            self.exit_at = None;
+            let exit = self.entry_packet(now, Mode::BR_EXIT, 0);
+            self.broadcast_all(exit);
+        }
+        let mut resend = Vec::new();
+        let mut give_up = Vec::new();
+        for (i, p) in self.pending.iter_mut().enumerate() {
+            let Some(t) = p.next else { continue };
+            if t > now.mono {
+                continue;
+            }
+            if p.sends > self.cfg.retries {
+                p.next = None;
+                p.queued_at_ms = Some(now.unix_ms);
+                give_up.push(i);
+            } else {
+                p.sends += 1;
+                p.next = Some(now.mono + self.cfg.retry_interval);
+                resend.push(i);
+            }
+        }
+        for i in resend {
+            let (key, mut dg, sends) = {
+                let p = &self.pending[i];
+                (p.peer.clone(), p.datagram.clone(), p.sends)
+            };
+            // IPMsg pads the 3rd and 4th retransmissions with 64 NULs.
+            if sends >= 4 {
+                dg.extend_from_slice(&[0; 64]);
+            }
+            if let Some(addr) = self.peers.get(&key).map(|p| p.addr) {
+                self.transmit(addr, dg);
+            }
+        }
+        for i in give_up {
+            let (id, key, no) = (self.pending[i].id, self.pending[i].peer.clone(), self.pending[i].packet_no);
+            self.queued(id, key, no);
+        }
+        let mut read_retry = Vec::new();
+        self.reads.retain_mut(|r| {
+            if r.next > now.mono {
+                return true;
+            }
+            if r.sends >= READ_TRIES {
+                return false;
+            }
+            r.sends += 1;
+            r.next = now.mono + READ_RETRY;
+            read_retry.push((r.dst, r.datagram.clone()));
+            true
+        });
+        for (dst, dg) in read_retry {
+            self.transmit(dst, dg);
+        }
+        if now.mono >= self.next_expiry_check {
+            self.next_expiry_check = now.mono + Duration::from_secs(60);
+            let expiry_ms = self.cfg.outbox_expiry.as_millis() as i64;
+            let expired: Vec<Pending> = self
+                .pending
+                .iter()
+                .filter(|p| p.queued_at_ms.is_some_and(|q| now.unix_ms - q >= expiry_ms))
+                .cloned()
+                .collect();
+            self.pending.retain(|p| !p.queued_at_ms.is_some_and(|q| now.unix_ms - q >= expiry_ms));
+            for p in expired {
+                self.finish(p.id, p.peer, p.packet_no, Delivery::Failed);
+            }
+        }
+    }
+
+    fn finish(&mut self, id: u64, peer: PeerKey, packet_no: u64, state: Delivery) {
+        self.event(Event::Receipt { id, peer: peer.clone(), packet_no, status: state });
+        self.out.push_back(Output::Store { op: StoreOp::OutState { peer, packet_no, state }, then: Vec::new() });
+    }
+
+    fn answer_packet(&mut self, now: Now, utf8: bool) -> Vec<u8> {
+        if !utf8 {
+            return self.entry_packet(now, Mode::ANSENTRY, 0);
+        }
+        // To UTF-8 readers: everything UTF-8, no trailer (as IPMsg answers).
+        let entry = Entry { nick: self.display_nick(), group: self.cfg.group.clone(), trailer: None, iptux: None };
+        let no = self.packet_no(now);
+        let command = Command::new(Mode::ANSENTRY, self.status() | Opts::UTF8OPT);
+        let header = Header {
+            version: self.cfg.version.as_bytes(),
+            packet_no: no,
+            user: self.cfg.user.as_bytes(),
+            host: self.cfg.host.as_bytes(),
+            command,
+        };
+        let mut out = Vec::with_capacity(96);
+        entry.encode(&header, Charset::Utf8, &mut out).expect("own names are checked at start-up");
+        out
+    }
+
+    fn remember(&mut self, k: (PeerKey, String)) -> bool {
+        if !self.seen.insert(k.clone()) {
+            return false;
+        }
+        self.seen_order.push_back(k);
+        if self.seen_order.len() > DEDUP_LIMIT {
+            if let Some(old) = self.seen_order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Handles one datagram from `from`.
+    pub fn handle(&mut self, now: Now, from: SocketAddr, datagram: &[u8]) {
+        self.stats.received += 1;
+        let Ok(p) = Packet::decode(datagram) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let client = ClientKind::from_version(p.version);
+        let known = self.peers.by_ip(from.ip()).cloned();
+        let announced = known.as_ref().and_then(|k| k.announced);
+        let mut sample = Vec::with_capacity(p.user.len() + p.host.len() + p.body().len());
+        sample.extend_from_slice(p.user);
+        sample.extend_from_slice(p.host);
+        sample.extend_from_slice(p.body());
+        let cs = charset::detect(p.opts(), client, announced, self.cfg.legacy, &sample);
+        let mut key = PeerKey::new(cs.decode(p.user), cs.decode(p.host));
+        let mode = p.mode();
+        if mode.is_presence() || mode == Mode::BR_ISGETLIST2 {
+            let (entry, entry_cs) = Entry::decode(&p, self.cfg.legacy);
+            if let Some(t) = &entry.trailer {
+                if let (Some(u), Some(h)) = (&t.user, &t.host) {
+                    key = PeerKey::new(u.as_str(), h.as_str());
+                }
+            }
+            if key.user == self.cfg.user && key.host == self.cfg.host {
+                return; // our own broadcast
+            }
+            self.presence(now, from, &p, key, entry, entry_cs, client);
+            return;
+        }
+        if key.user == self.cfg.user && key.host == self.cfg.host {
+            return;
+        }
+        // A known peer keyed by IP may send header names in another charset
+        // (IPMsg's ANSI acks): prefer its recorded identity.
+        if self.peers.get(&key).is_none() {
+            if let Some(k) = &known {
+                if k.addr.ip() == from.ip() && (mode != Mode::SENDMSG || cs != k.charset) {
+                    key = k.key.clone();
+                }
+            }
+        }
+        match mode {
+            Mode::SENDMSG => self.message(now, from, &p, key, client, cs),
+            Mode::RECVMSG => {
+                let Ok(r) = PacketRef::decode(p.body()) else { return self.malformed() };
+                self.acked(from, r.value, Delivery::Delivered);
+            }
+            Mode::READMSG => {
+                let Ok(r) = PacketRef::decode(p.body()) else { return self.malformed() };
+                if p.opts().has(Opts::READCHECKOPT) {
+                    let ans = self.simple_packet(now, Mode::ANSREADMSG, 0, p.packet_no);
+                    self.transmit(from, ans);
+                }
+                self.read_receipt(from, r.value);
+            }
+            Mode::ANSREADMSG => {
+                let Ok(r) = PacketRef::decode(p.body()) else { return self.malformed() };
+                self.reads.retain(|x| !(x.packet_no == r.value && x.dst.ip() == from.ip()));
+            }
+            Mode::GETINFO => {
+                let a = self.simple_packet(now, Mode::SENDINFO, 0, PRODUCT.as_bytes());
+                self.transmit(from, a);
+            }
+            Mode::GETABSENCEINFO => {
+                let text = self.cfg.away.clone().unwrap_or_else(|| NOT_ABSENCE_MODE.into());
+                let cs = self.peers.get(&key).map_or(self.cfg.legacy, |p| p.write_charset(self.cfg.legacy));
+                let opts = if cs == Charset::Utf8 && self.peers.get(&key).is_some_and(Peer::reads_utf8_flag) {
+                    Opts::UTF8OPT
+                } else {
+                    0
+                };
+                let a = self.simple_packet(now, Mode::SENDABSENCEINFO, opts, &cs.encode(&text));
+                self.transmit(from, a);
+            }
+            Mode::SENDINFO => {
+                let text = cs.decode(p.body()).into_owned();
+                self.event(Event::Info { peer: key, version: Some(text), absence: None });
+            }
+            Mode::SENDABSENCEINFO => {
+                let text = cs.decode(p.body()).into_owned();
+                self.event(Event::Info { peer: key, version: None, absence: Some(text) });
+            }
+            Mode::FEIQ_SHAKE => {
+                let ack = self.simple_packet(now, Mode::FEIQ_SHAKE_ACK, 0, b"");
+                self.transmit(from, ack);
+                let info = self.info_for(&key, from);
+                self.event(Event::Shake { from: info });
+            }
+            Mode::FEIQ_IMAGE => {
+                let Ok(f) = ImageFragment::decode(p.payload) else { return self.malformed() };
+                let ack = FragmentAck { id: f.id.clone(), index: f.index };
+                let a = self.simple_packet(now, Mode::FEIQ_IMAGE_ACK, 0, ack.encode().as_bytes());
+                self.transmit(from, a);
+                if self.images.insert((key.clone(), f.id.clone())) {
+                    let info = self.info_for(&key, from);
+                    self.event(Event::Image { from: info, id: f.id, bytes: f.total });
+                }
+            }
+            _ => self.stats.ignored += 1,
+        }
+    }
+
+    fn malformed(&mut self) {
+        self.stats.malformed += 1;
+    }
+
+    fn info_for(&self, key: &PeerKey, from: SocketAddr) -> PeerInfo {
+        match self.peers.get(key) {
+            Some(p) => PeerInfo::from(p),
+            None => PeerInfo {
+                key: key.clone(),
+                nick: key.user.clone(),
+                group: String::new(),
+                addr: from,
+                client: ClientKind::Unknown,
+                away: false,
+            },
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn presence(
+        &mut self,
+        now: Now,
+        from: SocketAddr,
+        p: &Packet<'_>,
+        key: PeerKey,
+        entry: Entry,
+        cs: Charset,
+        client: ClientKind,
+    ) {
+        let mode = p.mode();
+        if mode == Mode::NOOPERATION {
+            return;
+        }
+        if mode == Mode::BR_EXIT {
+            if let Some(gone) = self.peers.exit(&key) {
+                self.event(Event::PeerOffline(PeerInfo::from(&gone)));
+            }
+            return;
+        }
+        let announced = entry.iptux.as_ref().and_then(|x| pigeon_protocol::Charset::from_label(&x.charset));
+        let away = p.opts().has(Opts::ABSENCEOPT) && client != ClientKind::Iptux;
+        let peer = Peer {
+            key: key.clone(),
+            nick: strip_away_marker(entry.display_nick()).to_string(),
+            group: entry.display_group().to_string(),
+            addr: from,
+            client,
+            version: String::from_utf8_lossy(p.version).into_owned(),
+            status: p.opts(),
+            away,
+            charset: cs,
+            announced,
+            online: true,
+            seen: now.mono,
+        };
+        let change = self.peers.upsert(peer);
+        let info = PeerInfo::from(self.peers.get(&key).expect("just upserted"));
+        match change {
+            Change::Online => self.event(Event::PeerOnline(info.clone())),
+            Change::Changed => self.event(Event::PeerChanged(info.clone())),
+            Change::Same => {}
+        }
+        if change != Change::Same {
+            self.out.push_back(Output::Store { op: StoreOp::Peer(info.clone()), then: Vec::new() });
+        }
+        if mode == Mode::BR_ENTRY && !self.cfg.oneshot {
+            self.schedule_answer(now, info.addr);
+        }
+        if mode == Mode::BR_ENTRY || mode == Mode::ANSENTRY || change == Change::Online {
+            self.flush_outbox(now, &key);
+        }
+    }
+
+    /// Queues an ANSENTRY after a random delay scaled by the LAN's size;
+    /// one timer serves every answer due (protocol.md §3.2).
+    fn schedule_answer(&mut self, now: Now, to: SocketAddr) {
+        if !self.answer_to.contains(&to) {
+            self.answer_to.push(to);
+        }
+        if self.answer_at.is_none() {
+            let mask = match self.peers.online_count() {
+                0..50 => 1023,
+                50..300 => 2047,
+                _ => 4095,
+            };
+            let delay = 5 + (self.rng.u64(..) & mask);
+            self.answer_at = Some(now.mono + Duration::from_millis(delay));
+        }
+    }
+
+    /// Sends again every queued message to a peer that reappeared.
+    fn flush_outbox(&mut self, now: Now, key: &PeerKey) {
+        let Some(peer) = self.peers.get(key).cloned() else { return };
+        let legacy = self.cfg.legacy;
+        let mut sends = Vec::new();
+        for p in self.pending.iter_mut().filter(|p| &p.peer == key && p.next.is_none()) {
+            if p.sends == u32::MAX {
+                // Restored from the store: build it now that the charset is known.
+                p.datagram = rebuild(&self.cfg, p.packet_no, &p.datagram, &peer, legacy);
+            }
+            p.sends = 1;
+            p.next = Some(now.mono + self.cfg.retry_interval);
+            sends.push((p.id, p.packet_no, p.datagram.clone()));
+        }
+        for (id, no, dg) in sends {
+            self.transmit(peer.addr, dg);
+            self.event(Event::Receipt { id, peer: key.clone(), packet_no: no, status: Delivery::Sending });
+        }
+    }
+
+    fn acked(&mut self, from: SocketAddr, packet_no: u64, state: Delivery) {
+        let peers = &self.peers;
+        let Some(i) = self.pending.iter().position(|p| {
+            p.packet_no == packet_no && peers.get(&p.peer).is_some_and(|peer| peer.addr.ip() == from.ip())
+        }) else {
+            return; // a late duplicate ack
+        };
+        let p = self.pending.swap_remove(i);
+        self.finish(p.id, p.peer, p.packet_no, state);
+    }
+
+    fn read_receipt(&mut self, from: SocketAddr, packet_no: u64) {
+        // A READMSG also proves delivery if the RECVMSG was lost.
+        self.acked(from, packet_no, Delivery::Delivered);
+        if let Some(peer) = self.peers.by_ip(from.ip()).map(|p| p.key.clone()) {
+            self.event(Event::Read { peer: peer.clone(), packet_no });
+            self.out.push_back(Output::Store {
+                op: StoreOp::OutState { peer, packet_no, state: Delivery::Read },
+                then: Vec::new(),
+            });
+        }
+    }
+
+    fn message(&mut self, now: Now, from: SocketAddr, p: &Packet<'_>, key: PeerKey, client: ClientKind, cs: Charset) {
+        let opts = p.opts();
+        let automatic = opts.has(Opts::BROADCASTOPT) || opts.has(Opts::AUTORETOPT);
+        let wants_ack = opts.has(Opts::SENDCHECKOPT) && !automatic;
+        let ack = wants_ack.then(|| {
+            let a = self.simple_packet(now, Mode::RECVMSG, 0, p.packet_no);
+            Transmit { dst: from, payload: a }
+        });
+        let dedup_key = (key.clone(), String::from_utf8_lossy(p.packet_no).into_owned());
+        if !self.remember(dedup_key) {
+            self.stats.duplicates += 1;
+            if let Some(a) = ack {
+                self.out.push_back(Output::Store { op: StoreOp::Barrier, then: vec![a] });
+            }
+            return;
+        }
+        if self.peers.get(&key).is_none() && !opts.has(Opts::NOADDLISTOPT) && !automatic && !self.cfg.oneshot {
+            // Ask an unknown sender who it is (§3.6).
+            let e = self.entry_packet(now, Mode::BR_ENTRY, 0);
+            self.transmit(from, e);
+        }
+        let body = match MessageBody::decode(p, self.cfg.legacy, Some(cs).filter(|_| client == ClientKind::Iptux)) {
+            Ok((b, _)) => b,
+            Err(_) => {
+                // Keep the text even if the attachment list is broken.
+                self.stats.malformed += 1;
+                MessageBody { text: feiq::split_font(&cs.decode(p.body())).0.to_string(), ..Default::default() }
+            }
+        };
+        let incoming = Incoming {
+            from: self.info_for(&key, from),
+            text: body.text,
+            packet_no: String::from_utf8_lossy(p.packet_no).into_owned(),
+            command: p.command.0,
+            sealed: opts.has(Opts::SECRETOPT),
+            broadcast: opts.has(Opts::BROADCASTOPT),
+            auto: opts.has(Opts::AUTORETOPT),
+            attachments: body.attachments,
+            unix_ms: now.unix_ms,
+        };
+        self.event(Event::Message(incoming.clone()));
+        self.out.push_back(Output::Store { op: StoreOp::Incoming(incoming), then: ack.into_iter().collect() });
+        if let (Some(text), false) = (self.cfg.away.clone(), automatic) {
+            let peer = self.peers.get(&key).cloned();
+            let (pcs, utf8) = match &peer {
+                Some(pp) => (pp.write_charset(self.cfg.legacy), pp.reads_utf8_flag()),
+                None => (cs, false),
+            };
+            let flags = Opts::AUTORETOPT | if utf8 { Opts::UTF8OPT | Opts::CAPUTF8OPT } else { 0 };
+            let no = self.packet_no(now);
+            if let Ok(reply) = self.message_packet(no, flags, &text, pcs, false) {
+                self.transmit(from, reply);
+            }
+        }
+    }
+}
+
+/// IPMsg adds `[absence]`-style markers to nicks of away users; the away
+/// state is shown separately, so the marker is dropped.
+fn strip_away_marker(nick: &str) -> &str {
+    for m in ["[absence]", "[away]", "[不在]", "[离开]"] {
+        if let Some(s) = nick.strip_suffix(m) {
+            return s.trim_end();
+        }
+    }
+    nick
+}
+
+/// A queued message restored from the store keeps its text here until the
+/// peer's charset is known (first byte: 1 if sealed).
+fn encode_restored(text: &str, sealed: bool) -> Vec<u8> {
+    let mut v = vec![sealed as u8];
+    v.extend_from_slice(text.as_bytes());
+    v
+}
+
+fn rebuild(cfg: &Config, packet_no: u64, stash: &[u8], peer: &Peer, legacy: Charset) -> Vec<u8> {
+    let sealed = stash.first() == Some(&1);
+    let text = String::from_utf8_lossy(stash.get(1..).unwrap_or_default());
+    let mut opts = Opts::SENDCHECKOPT;
+    if sealed {
+        opts |= Opts::SECRETEXOPT;
+    }
+    if peer.reads_utf8_flag() {
+        opts |= Opts::UTF8OPT | Opts::CAPUTF8OPT;
+    }
+    let header = Header {
+        version: cfg.version.as_bytes(),
+        packet_no,
+        user: cfg.user.as_bytes(),
+        host: cfg.host.as_bytes(),
+        command: Command::new(Mode::SENDMSG, opts),
+    };
+    let body = MessageBody { text: text.into_owned(), font: None, attachments: Vec::new() };
+    let mut out = Vec::new();
+    let _ = body.encode(&header, peer.write_charset(legacy), &mut out);
+    out
+}
+
+#[cfg(test)]
+mod sim;

@@ -1,0 +1,400 @@
+//! Deterministic simulations: several engines on an in-memory network with
+//! loss, duplication, reordering and a fake clock (DESIGN.md "Testing
+//! layers" 2). Stores are instantaneous: a store operation's datagrams go
+//! out at once.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use super::*;
+
+const BROADCAST: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 0, 255, 255)), 2425);
+
+struct Node {
+    engine: Engine,
+    addr: SocketAddr,
+    events: Vec<Event>,
+}
+
+/// A lossy LAN.
+struct Net {
+    nodes: Vec<Node>,
+    /// (deliver at ms, sequence) → (from, to, payload).
+    flight: BinaryHeap<Reverse<(u64, u64)>>,
+    payloads: HashMap<u64, (SocketAddr, SocketAddr, Vec<u8>)>,
+    seq: u64,
+    now_ms: u64,
+    rng: fastrand::Rng,
+    loss: f64,
+    dup: f64,
+    /// Extra random latency, which reorders.
+    jitter_ms: u64,
+    /// Every datagram put on the wire: (time, sender index, payload).
+    log: Vec<(u64, usize, Vec<u8>)>,
+}
+
+impl Net {
+    fn new(n: usize, loss: f64, dup: f64, jitter_ms: u64, seed: u64) -> Net {
+        let nodes = (0..n)
+            .map(|i| {
+                let addr = SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250 + 1) as u8], 2425));
+                let mut cfg = Config::new(&format!("user{i}"), &format!("host{i}"), &format!("Node {i}"));
+                cfg.targets = vec![BROADCAST];
+                cfg.seed = seed.wrapping_add(i as u64 * 7919);
+                Node { engine: Engine::new(cfg, 0, []), addr, events: Vec::new() }
+            })
+            .collect();
+        Net {
+            nodes,
+            flight: BinaryHeap::new(),
+            payloads: HashMap::new(),
+            seq: 0,
+            now_ms: 0,
+            rng: fastrand::Rng::with_seed(seed),
+            loss,
+            dup,
+            jitter_ms,
+            log: Vec::new(),
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now { mono: Duration::from_millis(self.now_ms), unix_ms: 1_700_000_000_000 + self.now_ms as i64 }
+    }
+
+    fn put(&mut self, from: usize, dst: SocketAddr, payload: Vec<u8>) {
+        self.log.push((self.now_ms, from, payload.clone()));
+        let src = self.nodes[from].addr;
+        let targets: Vec<SocketAddr> =
+            if dst == BROADCAST { self.nodes.iter().map(|n| n.addr).collect() } else { vec![dst] };
+        for to in targets {
+            let copies = if self.rng.f64() < self.dup { 2 } else { 1 };
+            for _ in 0..copies {
+                if self.rng.f64() < self.loss {
+                    continue;
+                }
+                let at = self.now_ms + 1 + self.rng.u64(0..=self.jitter_ms);
+                self.seq += 1;
+                self.flight.push(Reverse((at, self.seq)));
+                self.payloads.insert(self.seq, (src, to, payload.clone()));
+            }
+        }
+    }
+
+    fn drain(&mut self, i: usize) {
+        while let Some(o) = self.nodes[i].engine.poll_output() {
+            match o {
+                Output::Transmit(t) => self.put(i, t.dst, t.payload),
+                Output::Event(e) => self.nodes[i].events.push(e),
+                Output::Store { then, .. } => {
+                    for t in then {
+                        self.put(i, t.dst, t.payload);
+                    }
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, i: usize, r: Request) -> Result<Vec<u64>, RequestError> {
+        let now = self.now();
+        let res = self.nodes[i].engine.command(now, r);
+        self.drain(i);
+        res
+    }
+
+    /// Runs until `until_ms` of simulated time.
+    fn run_until(&mut self, until_ms: u64) {
+        loop {
+            let next_packet = self.flight.peek().map(|Reverse((t, _))| *t);
+            let next_timer =
+                self.nodes.iter().filter_map(|n| n.engine.poll_timeout()).map(|d| d.as_millis() as u64).min();
+            let next = [next_packet, next_timer].into_iter().flatten().min();
+            match next {
+                Some(t) if t <= until_ms => self.now_ms = self.now_ms.max(t),
+                _ => {
+                    self.now_ms = until_ms;
+                    return;
+                }
+            }
+            while let Some(Reverse((t, seq))) = self.flight.peek().copied() {
+                if t > self.now_ms {
+                    break;
+                }
+                self.flight.pop();
+                let (src, to, payload) = self.payloads.remove(&seq).unwrap();
+                if let Some(i) = self.nodes.iter().position(|n| n.addr == to) {
+                    let now = self.now();
+                    self.nodes[i].engine.handle(now, src, &payload);
+                    self.drain(i);
+                }
+            }
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].engine.poll_timeout().is_some_and(|d| d.as_millis() as u64 <= self.now_ms) {
+                    let now = self.now();
+                    self.nodes[i].engine.handle_timeout(now);
+                    self.drain(i);
+                }
+            }
+        }
+    }
+
+    fn key(&self, i: usize) -> PeerKey {
+        PeerKey::new(format!("user{i}"), format!("host{i}"))
+    }
+}
+
+#[test]
+fn three_nodes_find_each_other_and_exit() {
+    let mut net = Net::new(3, 0.0, 0.0, 0, 1);
+    for i in 0..3 {
+        net.command(i, Request::Start).unwrap();
+    }
+    net.run_until(7000);
+    for i in 0..3 {
+        assert_eq!(net.nodes[i].engine.peers().online_count(), 2, "node {i}");
+    }
+    net.command(0, Request::Quit).unwrap();
+    net.run_until(8000);
+    for i in 1..3 {
+        assert_eq!(net.nodes[i].engine.peers().online_count(), 1);
+        assert!(net.nodes[i].events.iter().any(|e| matches!(e, Event::PeerOffline(p) if p.key == net.key(0))));
+    }
+}
+
+/// 3 nodes, 30% loss, 10% duplication, up to 40 ms of reordering: every
+/// message is shown exactly once or its sender was told it is queued or failed.
+#[test]
+fn lossy_lan_delivers_exactly_once_or_says_so() {
+    for seed in 1..=5 {
+        let mut net = Net::new(3, 0.30, 0.10, 40, seed);
+        for i in 0..3 {
+            net.command(i, Request::Start).unwrap();
+        }
+        net.run_until(6000);
+        // Loss may have hidden someone; a second round of entries finds them.
+        for i in 0..3 {
+            net.command(i, Request::Start).unwrap();
+        }
+        net.run_until(12_000);
+        let mut sent: Vec<(usize, usize, u64, String)> = Vec::new();
+        for round in 0..20 {
+            for from in 0..3 {
+                for to in 0..3 {
+                    if from == to || net.nodes[from].engine.peers().get(&net.key(to)).is_none() {
+                        continue;
+                    }
+                    let text = format!("m{round} {from}->{to} 你好");
+                    let ids =
+                        net.command(from, Request::Send { to: vec![net.key(to)], text: text.clone(), sealed: false });
+                    sent.push((from, to, ids.unwrap()[0], text));
+                }
+            }
+            let t = net.now_ms + 200;
+            net.run_until(t);
+        }
+        let t = net.now_ms + 20_000;
+        net.run_until(t);
+        assert!(sent.len() > 60, "seed {seed}: only {} messages could be sent", sent.len());
+        let mut delivered = 0;
+        for (from, to, id, text) in &sent {
+            let shown =
+                net.nodes[*to].events.iter().filter(|e| matches!(e, Event::Message(m) if &m.text == text)).count();
+            assert!(shown <= 1, "seed {seed}: {text:?} shown {shown} times");
+            let last = net.nodes[*from]
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Receipt { id: rid, status, .. } if rid == id => Some(*status),
+                    _ => None,
+                })
+                .next_back();
+            match last {
+                Some(Delivery::Delivered) => {
+                    assert_eq!(shown, 1, "seed {seed}: {text:?} reported delivered but not shown");
+                    delivered += 1;
+                }
+                Some(Delivery::Queued) | Some(Delivery::Failed) => {}
+                other => panic!("seed {seed}: {text:?} left in state {other:?}"),
+            }
+            if shown == 0 {
+                assert_ne!(last, Some(Delivery::Delivered));
+            }
+        }
+        assert!(delivered * 100 / sent.len() >= 90, "seed {seed}: only {delivered} of {} delivered", sent.len());
+    }
+}
+
+/// Queued messages go out when the peer reappears, with their first packet number.
+#[test]
+fn outbox_is_sent_when_the_peer_returns() {
+    let mut net = Net::new(2, 0.0, 0.0, 0, 3);
+    net.command(0, Request::Start).unwrap();
+    net.command(1, Request::Start).unwrap();
+    net.run_until(6000);
+    // Node 1 goes silent: drop everything to it.
+    net.loss = 1.0;
+    let ids = net.command(0, Request::Send { to: vec![net.key(1)], text: "later".into(), sealed: false }).unwrap();
+    net.run_until(12_000);
+    let status = |net: &Net| {
+        net.nodes[0]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Receipt { id, status, packet_no, .. } if *id == ids[0] => Some((*status, *packet_no)),
+                _ => None,
+            })
+            .next_back()
+    };
+    let (st, first_no) = status(&net).unwrap();
+    assert_eq!(st, Delivery::Queued);
+    net.loss = 0.0;
+    net.command(1, Request::Start).unwrap();
+    net.run_until(20_000);
+    assert_eq!(status(&net).unwrap(), (Delivery::Delivered, first_no));
+    let got: Vec<&Incoming> =
+        net.nodes[1].events.iter().filter_map(|e| if let Event::Message(m) = e { Some(m) } else { None }).collect();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].packet_no, first_no.to_string());
+}
+
+#[test]
+fn sealed_message_read_receipt_and_away_reply() {
+    let mut net = Net::new(2, 0.0, 0.0, 0, 4);
+    net.command(0, Request::Start).unwrap();
+    net.command(1, Request::Start).unwrap();
+    net.run_until(6000);
+    net.command(0, Request::Send { to: vec![net.key(1)], text: "secret".into(), sealed: true }).unwrap();
+    net.run_until(7000);
+    let m = net.nodes[1]
+        .events
+        .iter()
+        .find_map(|e| if let Event::Message(m) = e { Some(m.clone()) } else { None })
+        .unwrap();
+    assert!(m.sealed);
+    net.command(1, Request::Open { peer: net.key(0), packet_no: m.packet_no.clone() }).unwrap();
+    net.run_until(8000);
+    assert!(net.nodes[0].events.iter().any(|e| matches!(e, Event::Read { .. })));
+    assert!(net.nodes[1].engine.reads.is_empty(), "ANSREADMSG stops the READMSG retries");
+
+    net.command(1, Request::SetAway(Some("at lunch".into()))).unwrap();
+    net.run_until(9000);
+    assert!(net.nodes[0].events.iter().any(|e| matches!(e, Event::PeerChanged(p) if p.away)));
+    net.command(0, Request::Send { to: vec![net.key(1)], text: "hi?".into(), sealed: false }).unwrap();
+    net.run_until(10_000);
+    let replies: Vec<&Incoming> =
+        net.nodes[0].events.iter().filter_map(|e| if let Event::Message(m) = e { Some(m) } else { None }).collect();
+    assert_eq!(replies.len(), 1);
+    assert!(replies[0].auto && replies[0].text == "at lunch");
+    // The automatic reply is not answered by another one.
+    net.command(0, Request::SetAway(Some("also away".into()))).unwrap();
+    net.command(1, Request::Send { to: vec![net.key(0)], text: "ping".into(), sealed: false }).unwrap();
+    net.run_until(12_000);
+    let autos = net.nodes[1].events.iter().filter(|e| matches!(e, Event::Message(m) if m.auto)).count();
+    assert_eq!(autos, 1);
+    let autos0 = net.nodes[0].events.iter().filter(|e| matches!(e, Event::Message(m) if m.auto)).count();
+    assert_eq!(autos0, 1, "no ping-pong of automatic replies");
+}
+
+/// 200 nodes start at the same instant: answers are spread over time
+/// rather than sent in one storm. Bound: no 10 ms window holds more than
+/// 4% of all ANSENTRY datagrams, and they span at least 900 ms.
+#[test]
+fn two_hundred_nodes_entering_at_once_do_not_storm() {
+    let mut net = Net::new(200, 0.0, 0.0, 0, 9);
+    for i in 0..200 {
+        net.command(i, Request::Start).unwrap();
+    }
+    net.run_until(4000);
+    for i in 0..200 {
+        assert_eq!(net.nodes[i].engine.peers().online_count(), 199, "node {i}");
+    }
+    let answers: Vec<u64> = net
+        .log
+        .iter()
+        .filter(|(_, _, p)| Packet::decode(p).is_ok_and(|p| p.mode() == Mode::ANSENTRY))
+        .map(|(t, _, _)| *t)
+        .collect();
+    let mut windows: BTreeMap<u64, usize> = BTreeMap::new();
+    for t in &answers {
+        *windows.entry(t / 10).or_default() += 1;
+    }
+    let worst = windows.values().max().copied().unwrap_or(0);
+    let span = answers.iter().max().unwrap() - answers.iter().min().unwrap();
+    eprintln!("{} answers over {span} ms; worst 10 ms window: {worst}", answers.len());
+    assert!(worst * 100 <= answers.len() * 4, "burst of {worst} answers in 10 ms of {}", answers.len());
+    assert!(span >= 900, "answers squeezed into {span} ms");
+}
+
+#[test]
+fn duplicates_are_acknowledged_again_but_shown_once() {
+    let mut net = Net::new(2, 0.0, 0.0, 0, 5);
+    net.command(0, Request::Start).unwrap();
+    net.command(1, Request::Start).unwrap();
+    net.run_until(6000);
+    let msg = b"1:42:user0:host0:288:twice\0".to_vec();
+    let now = net.now();
+    let from = net.nodes[0].addr;
+    for _ in 0..3 {
+        net.nodes[1].engine.handle(now, from, &msg);
+    }
+    let mut acks = 0;
+    while let Some(o) = net.nodes[1].engine.poll_output() {
+        match o {
+            Output::Store { then, .. } => acks += then.len(),
+            Output::Event(Event::Message(m)) => assert_eq!(m.text, "twice"),
+            _ => {}
+        }
+    }
+    assert_eq!(acks, 3);
+    assert_eq!(net.nodes[1].engine.stats().duplicates, 2);
+    // Known across a restart: the store hands the key back.
+    let cfg = net.nodes[1].engine.config().clone();
+    let mut again = Engine::new(cfg, 0, [(PeerKey::new("user0", "host0"), "42".to_string())]);
+    again.handle(now, from, &msg);
+    assert!(std::iter::from_fn(|| again.poll_output()).all(|o| !matches!(o, Output::Event(Event::Message(_)))));
+}
+
+#[test]
+fn packet_numbers_never_go_backwards() {
+    let cfg = Config::new("a", "b", "c");
+    let mut e = Engine::new(cfg.clone(), 1_800_000_000, []);
+    let now = Now { mono: Duration::ZERO, unix_ms: 1_700_000_000_000 };
+    let a = e.packet_no(now);
+    let b = e.packet_no(now);
+    assert!(a > 1_800_000_000 && b == a + 1);
+    let reserved = std::iter::from_fn(|| e.poll_output())
+        .find_map(|o| if let Output::Store { op: StoreOp::Counter(n), .. } = o { Some(n) } else { None })
+        .unwrap();
+    assert!(reserved > b);
+    // A restart from the reservation starts above everything used.
+    let mut e2 = Engine::new(cfg, reserved, []);
+    assert!(e2.packet_no(now) > b);
+}
+
+#[test]
+fn malformed_packets_are_counted() {
+    let mut e = Engine::new(Config::new("a", "b", "c"), 0, []);
+    let now = Now { mono: Duration::ZERO, unix_ms: 0 };
+    let from: SocketAddr = "10.0.0.9:2425".parse().unwrap();
+    for bad in [&b"garbage"[..], b"1:2:u:h:x:", b"", b"1:1:u:h:33:notanumber\0"] {
+        e.handle(now, from, bad);
+    }
+    assert_eq!(e.stats().malformed, 4);
+}
+
+#[test]
+fn long_text_is_refused_for_iptux_with_a_clear_error() {
+    let mut e = Engine::new(Config::new("a", "b", "c"), 0, []);
+    let now = Now { mono: Duration::ZERO, unix_ms: 0 };
+    let from: SocketAddr = "10.0.0.9:2425".parse().unwrap();
+    e.handle(now, from, b"1_iptux 0.8.3:1:bob:bob-pc:257:Bob\0\0icon\0utf-8\0");
+    let err = e
+        .command(now, Request::Send { to: vec![PeerKey::new("bob", "bob-pc")], text: "x".repeat(9000), sealed: false })
+        .unwrap_err();
+    assert!(matches!(err, RequestError::TooLong { limit: 8191, .. }), "{err}");
+    assert!(e
+        .command(now, Request::Send { to: vec![PeerKey::new("bob", "bob-pc")], text: "x".repeat(8000), sealed: false })
+        .is_ok());
+}

@@ -1,0 +1,106 @@
+//! The schema, as a list of migrations.
+//!
+//! `PRAGMA user_version` holds the number of migrations applied; `open`
+//! applies the missing ones in order, inside one transaction. A migration,
+//! once released, is never edited: a change is a new entry at the end.
+
+/// `PRAGMA application_id` of a Pigeon database ("PGN1"), so that another
+/// program's SQLite file is recognised as such.
+pub(crate) const APPLICATION_ID: i32 = 0x5047_4E31;
+
+/// Migration `i` (0-based) brings the schema from version `i` to `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: messages with full-text search, peers seen, meta (packet counter).
+    r#"
+PRAGMA application_id = 1346850353;
+
+-- One row per message and peer: a message sent to three peers is three rows
+-- sharing one packet number. `time` is Unix milliseconds (UTC).
+CREATE TABLE messages (
+    id          INTEGER PRIMARY KEY,
+    direction   TEXT    NOT NULL CHECK (direction IN ('in', 'out')),
+    peer_user   TEXT    NOT NULL,
+    peer_host   TEXT    NOT NULL,
+    peer_nick   TEXT    NOT NULL,
+    peer_addr   TEXT    NOT NULL,
+    packet_no   TEXT    NOT NULL,
+    time        INTEGER NOT NULL,
+    text        TEXT    NOT NULL,
+    command     INTEGER NOT NULL,
+    sealed      INTEGER NOT NULL CHECK (sealed IN (0, 1)),
+    broadcast   INTEGER NOT NULL CHECK (broadcast IN (0, 1)),
+    state       TEXT    NOT NULL CHECK (
+        (direction = 'in'  AND state IN ('unread', 'read')) OR
+        (direction = 'out' AND state IN ('sending', 'delivered', 'queued', 'failed', 'read'))
+    ),
+    attachments TEXT
+);
+
+-- History of one conversation.
+CREATE INDEX messages_peer_time ON messages (peer_user, peer_host, time);
+-- History of everything, `since` queries, de-duplication keys at startup.
+CREATE INDEX messages_time ON messages (time);
+-- An incoming message is stored once, whatever the retransmissions.
+CREATE UNIQUE INDEX messages_in_key
+    ON messages (peer_user, peer_host, packet_no) WHERE direction = 'in';
+-- Receipts (RECVMSG / READMSG) find the outgoing row by peer and packet.
+CREATE INDEX messages_out_key
+    ON messages (peer_user, peer_host, packet_no) WHERE direction = 'out';
+-- The outbox at startup.
+CREATE INDEX messages_outbox
+    ON messages (time) WHERE direction = 'out' AND state IN ('queued', 'sending');
+
+-- Full-text index over the text and the peer's nick, external content.
+-- The trigram tokenizer finds any substring of 3 or more characters, which
+-- is what makes Chinese (no spaces between words) searchable.
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    text, peer_nick,
+    content = 'messages', content_rowid = 'id',
+    tokenize = 'trigram'
+);
+
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts (rowid, text, peer_nick)
+        VALUES (new.id, new.text, new.peer_nick);
+END;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, text, peer_nick)
+        VALUES ('delete', old.id, old.text, old.peer_nick);
+END;
+-- State changes (the common update) leave the index alone.
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF text, peer_nick ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, text, peer_nick)
+        VALUES ('delete', old.id, old.text, old.peer_nick);
+    INSERT INTO messages_fts (rowid, text, peer_nick)
+        VALUES (new.id, new.text, new.peer_nick);
+END;
+
+-- Peers seen, the last word of each.
+CREATE TABLE peers (
+    user      TEXT    NOT NULL,
+    host      TEXT    NOT NULL,
+    nick      TEXT    NOT NULL,
+    grp       TEXT    NOT NULL,
+    addr      TEXT    NOT NULL,
+    client    TEXT    NOT NULL,
+    last_seen INTEGER NOT NULL,
+    PRIMARY KEY (user, host)
+) WITHOUT ROWID;
+
+-- Small named values: 'packet_counter' (INTEGER).
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value
+) WITHOUT ROWID;
+"#,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn application_id_matches_migration_text() {
+        assert!(MIGRATIONS[0].contains(&format!("application_id = {APPLICATION_ID};")));
+    }
+}
