@@ -6,5 +6,7 @@
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod engine;
+pub mod net;
 pub mod store;

@@ -6,18 +6,46 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod config;
+pub mod daemon;
 pub mod decode;
+pub mod history;
+pub mod listen;
+pub mod node;
+pub mod peers;
+pub mod send;
+pub mod status;
 
 /// A LAN messenger that talks to FeiQ (飞秋), IP Messenger and iptux.
 #[derive(Debug, Parser)]
 #[command(name = "pigeon", version, about, propagate_version = true)]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: node::Global,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the node in the foreground and serve the control socket.
+    Daemon(daemon::DaemonArgs),
+    /// List who is online.
+    Peers(peers::PeersArgs),
+    /// Send a message with delivery receipts.
+    Send(send::SendArgs),
+    /// Send an announcement to everyone (no receipts).
+    Broadcast(send::BroadcastArgs),
+    /// Print events (peers, messages, receipts) as they happen.
+    Listen(listen::ListenArgs),
+    /// Go away (with an automatic reply) or come back online.
+    Status(status::StatusArgs),
+    /// Ask a peer for its program version and away text.
+    Info(status::InfoArgs),
+    /// Show or search the message history.
+    History(history::HistoryArgs),
+    /// Show the effective configuration.
+    Config(config::ConfigArgs),
     /// Decode IPMsg / FeiQ / iptux packets from hex, raw datagram files or a capture.
     Decode(decode::DecodeArgs),
 }
@@ -25,8 +53,23 @@ pub enum Command {
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Decode(args) => decode::run(&args),
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let default = if matches!(cli.command, Command::Daemon(_)) { "info" } else { "warn" };
+        tracing_subscriber::EnvFilter::new(default)
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let g = &cli.global;
+    let result = match &cli.command {
+        Command::Daemon(a) => daemon::run(g, a),
+        Command::Peers(a) => peers::run(g, a),
+        Command::Send(a) => send::run(g, a),
+        Command::Broadcast(a) => send::run_broadcast(g, a),
+        Command::Listen(a) => listen::run(g, a),
+        Command::Status(a) => status::run(g, a),
+        Command::Info(a) => status::run_info(g, a),
+        Command::History(a) => history::run(g, a),
+        Command::Config(a) => config::run(g, a),
+        Command::Decode(a) => decode::run(a),
     };
     match result {
         Ok(code) => code,
@@ -35,4 +78,19 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Columns a string takes in a terminal (CJK characters take two).
+pub fn display_width(s: &str) -> usize {
+    s.chars().map(|c| if is_wide(c) { 2 } else { 1 }).sum()
+}
+
+fn is_wide(c: char) -> bool {
+    matches!(c as u32, 0x1100..=0x115F | 0x2E80..=0xA4CF | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF | 0xFE30..=0xFE4F | 0xFF00..=0xFF60 | 0xFFE0..=0xFFE6 | 0x1F300..=0x1FAFF | 0x20000..=0x3FFFD)
+}
+
+/// Pads to a display width.
+pub fn pad(s: &str, width: usize) -> String {
+    let w = display_width(s);
+    format!("{s}{}", " ".repeat(width.saturating_sub(w)))
 }

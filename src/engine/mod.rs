@@ -269,6 +269,9 @@ pub enum Request {
     GetInfo(PeerKey),
     /// Leave: BR_EXIT twice, 100 ms apart.
     Quit,
+    /// Announce ourselves by unicast to addresses outside the broadcast
+    /// domain (configured ranges), paced at 1,000 per second.
+    Probe(Vec<SocketAddr>),
 }
 
 /// Why a request was refused.
@@ -319,6 +322,10 @@ const DEDUP_LIMIT: usize = 200_000;
 /// IPMsg's READMSG retry: 750 ms, 12 times.
 const READ_RETRY: Duration = Duration::from_millis(750);
 const READ_TRIES: u32 = 12;
+/// At most this many addresses wait to be probed.
+const PROBE_LIMIT: usize = 65_536;
+/// Probes sent per 10 ms tick.
+const PROBE_BATCH: usize = 10;
 /// Packet numbers are reserved in blocks so a restart never reuses one.
 const COUNTER_BLOCK: u64 = 1024;
 
@@ -340,6 +347,8 @@ pub struct Engine {
     answer_at: Option<Duration>,
     answer_to: Vec<SocketAddr>,
     exit_at: Option<Duration>,
+    probe: VecDeque<SocketAddr>,
+    probe_at: Option<Duration>,
     next_expiry_check: Duration,
     stats: Stats,
 }
@@ -366,6 +375,8 @@ impl Engine {
             answer_at: None,
             answer_to: Vec::new(),
             exit_at: None,
+            probe: VecDeque::new(),
+            probe_at: None,
             next_expiry_check: Duration::ZERO,
             stats: Stats::default(),
         };
@@ -421,7 +432,7 @@ impl Engine {
     pub fn poll_timeout(&self) -> Option<Duration> {
         let retries = self.pending.iter().filter_map(|p| p.next);
         let reads = self.reads.iter().map(|r| r.next);
-        let fixed = self.entry_at.iter().copied().chain(self.answer_at).chain(self.exit_at);
+        let fixed = self.entry_at.iter().copied().chain(self.answer_at).chain(self.exit_at).chain(self.probe_at);
         let expiry = (!self.pending.is_empty()).then_some(self.next_expiry_check);
         retries.chain(reads).chain(fixed).chain(expiry).min()
     }
@@ -581,6 +592,15 @@ impl Engine {
                 self.transmit(p.addr, a);
                 let b = self.simple_packet(now, Mode::GETABSENCEINFO, 0, b"");
                 self.transmit(p.addr, b);
+                Ok(vec![])
+            }
+            Request::Probe(addrs) => {
+                for a in addrs.into_iter().take(PROBE_LIMIT - self.probe.len().min(PROBE_LIMIT)) {
+                    self.probe.push_back(a);
+                }
+                if self.probe_at.is_none() && !self.probe.is_empty() {
+                    self.probe_at = Some(now.mono);
+                }
                 Ok(vec![])
             }
             Request::Quit => {
@@ -753,6 +773,16 @@ impl Engine {
                 let p = self.answer_packet(now, utf8);
                 self.transmit(dst, p);
             }
+        }
+        if self.probe_at.is_some_and(|t| t <= now.mono) {
+            let batch: Vec<SocketAddr> = (0..PROBE_BATCH).map_while(|_| self.probe.pop_front()).collect();
+            if !batch.is_empty() {
+                let entry = self.entry_packet(now, Mode::BR_ENTRY, Opts::DIALUPOPT);
+                for a in batch {
+                    self.transmit(a, entry.clone());
+                }
+            }
+            self.probe_at = (!self.probe.is_empty()).then_some(now.mono + Duration::from_millis(10));
         }
         if self.exit_at.is_some_and(|t| t <= now.mono) {
             self.exit_at = None;

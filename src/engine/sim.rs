@@ -398,3 +398,21 @@ fn long_text_is_refused_for_iptux_with_a_clear_error() {
         .command(now, Request::Send { to: vec![PeerKey::new("bob", "bob-pc")], text: "x".repeat(8000), sealed: false })
         .is_ok());
 }
+
+#[test]
+fn probes_are_paced_and_bounded() {
+    let mut e = Engine::new(Config::new("a", "b", "c"), 0, []);
+    let mut now = Now { mono: Duration::ZERO, unix_ms: 1_700_000_000_000 };
+    let addrs: Vec<SocketAddr> = (1..=254).map(|i| SocketAddr::from(([10, 9, 0, i as u8], 2425))).collect();
+    e.command(now, Request::Probe(addrs)).unwrap();
+    let mut per_tick = Vec::new();
+    while let Some(t) = e.poll_timeout() {
+        now.mono = t;
+        e.handle_timeout(now);
+        let n = std::iter::from_fn(|| e.poll_output()).filter(|o| matches!(o, Output::Transmit(_))).count();
+        per_tick.push(n);
+    }
+    assert_eq!(per_tick.iter().sum::<usize>(), 254);
+    assert!(per_tick.iter().all(|&n| n <= 10));
+    assert!(now.mono >= Duration::from_millis(250), "254 probes took only {:?}", now.mono);
+}

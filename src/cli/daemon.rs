@@ -1,0 +1,51 @@
+//! `pigeon daemon`: the node in the foreground, serving the control socket,
+//! logging with tracing (`RUST_LOG`); leaves the LAN (BR_EXIT twice) on
+//! Ctrl-C or SIGTERM.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::node::{runtime, Effective, Global};
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  pigeon --home ~/.pigeon daemon\n  RUST_LOG=debug pigeon daemon")]
+pub struct DaemonArgs {}
+
+pub fn run(g: &Global, _args: &DaemonArgs) -> Result<ExitCode> {
+    let eff = Effective::load(g)?;
+    runtime()?.block_on(async {
+        let (node, task) = eff.start_node(false)?;
+        let sock = eff.home.socket();
+        tracing::info!(
+            "pigeon daemon: {}@{} as {:?} on {}:{}, targets {:?}, control socket {}",
+            eff.user,
+            eff.host,
+            eff.nick,
+            eff.bind,
+            eff.port,
+            eff.targets,
+            sock.display()
+        );
+        let server = tokio::spawn({
+            let node = node.clone();
+            let sock = sock.clone();
+            async move { crate::control::serve(&sock, node).await }
+        });
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: leaving"),
+            _ = term.recv() => tracing::info!("terminated: leaving"),
+            r = server => {
+                node.shutdown().await;
+                let _ = std::fs::remove_file(&sock);
+                return match r { Ok(Err(e)) => Err(e), _ => Ok(ExitCode::FAILURE) };
+            }
+        }
+        node.shutdown().await;
+        let _ = task.await;
+        let _ = std::fs::remove_file(&sock);
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,116 @@
+//! `pigeon history`: every message in and out, from the store, filtered by
+//! peer, full-text search and date; exported as JSON Lines or text.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use serde_json::json;
+
+use super::node::{Effective, Global};
+use crate::store::{Direction, HistoryQuery, MessageRecord, Store};
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  pigeon history Alice --limit 20\n  pigeon history --search \"测试 report\" --since 2026-11-01\n  pigeon history --export jsonl > all.jsonl"
+)]
+pub struct HistoryArgs {
+    /// Only messages with this peer (user@host, or a nick seen in history)
+    pub peer: Option<String>,
+    /// Full-text search
+    #[arg(long)]
+    pub search: Option<String>,
+    /// Only messages since this date or time (2026-11-01, 2026-11-01T09:00)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many (the newest)
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// JSON Lines
+    #[arg(long)]
+    pub json: bool,
+    /// Everything matching, in this format
+    #[arg(long, value_enum)]
+    pub export: Option<Export>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Export {
+    Jsonl,
+    Text,
+}
+
+fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    use chrono::{Local, NaiveDate, NaiveDateTime, TimeZone};
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.into());
+    }
+    let naive = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M")
+        .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M"))
+        .or_else(|_| NaiveDate::parse_from_str(s, "%Y-%m-%d").map(|d| d.and_hms_opt(0, 0, 0).expect("midnight")))
+        .with_context(|| format!("--since {s:?}: use 2026-11-01 or 2026-11-01T09:00"))?;
+    Ok(Local.from_local_datetime(&naive).earliest().context("that local time does not exist")?.into())
+}
+
+pub fn record_json(m: &MessageRecord) -> serde_json::Value {
+    json!({
+        "id": m.id,
+        "direction": if m.direction == Direction::In { "in" } else { "out" },
+        "peer": {"user": m.peer.user, "host": m.peer.host, "nick": m.peer.nick, "addr": m.peer.addr},
+        "packet_no": m.packet_no,
+        "time": m.time.with_timezone(&chrono::Local).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        "text": m.text,
+        "sealed": m.sealed,
+        "broadcast": m.broadcast,
+        "state": m.state.as_str(),
+        "attachments": m.attachments_json.as_deref().and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok()),
+    })
+}
+
+pub fn run(g: &Global, args: &HistoryArgs) -> Result<ExitCode> {
+    let eff = Effective::load(g)?;
+    let db = eff.home.database();
+    if !db.exists() {
+        bail!("no history yet ({} does not exist)", db.display());
+    }
+    let store = Store::open(&db)?;
+    let mut q = HistoryQuery {
+        search: args.search.clone(),
+        since: args.since.as_deref().map(parse_since).transpose()?,
+        limit: if args.export.is_some() { None } else { Some(args.limit.unwrap_or(50)) },
+        peer: None,
+    };
+    if let Some(p) = &args.peer {
+        q.peer = Some(match p.split_once('@') {
+            Some((u, h)) => (u.to_string(), h.to_string()),
+            None => {
+                // A nick: the peer whose nick it is in the store.
+                let peers = store.peers()?;
+                let found = peers.iter().find(|r| r.nick.eq_ignore_ascii_case(p) || r.user.eq_ignore_ascii_case(p));
+                let r = found.with_context(|| format!("no peer called {p:?} in history (use user@host)"))?;
+                (r.user.clone(), r.host.clone())
+            }
+        });
+    }
+    let rows = store.history(&q)?;
+    let json = args.json || matches!(args.export, Some(Export::Jsonl));
+    for m in &rows {
+        if json {
+            println!("{}", record_json(m));
+        } else {
+            let arrow = if m.direction == Direction::In { "←" } else { "→" };
+            let marks =
+                format!("{}{}", if m.sealed { " [sealed]" } else { "" }, if m.broadcast { " [broadcast]" } else { "" });
+            println!(
+                "{} {arrow} {} ({}@{}){marks} [{}]: {}",
+                m.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
+                m.peer.nick,
+                m.peer.user,
+                m.peer.host,
+                m.state.as_str(),
+                m.text
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

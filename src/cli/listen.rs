@@ -1,0 +1,85 @@
+//! `pigeon listen`: events as they happen — peers coming and going,
+//! messages, receipts — as text or JSON Lines.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::Value;
+
+use super::node::{runtime, Effective, Global};
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  pigeon listen\n  pigeon listen --json | jq -c 'select(.event == \"message\")'")]
+pub struct ListenArgs {
+    /// JSON Lines, each with an `event` field
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(g: &Global, args: &ListenArgs) -> Result<ExitCode> {
+    let eff = Effective::load(g)?;
+    runtime()?.block_on(async {
+        let sock = eff.home.socket();
+        let print = |v: &Value| {
+            if args.json {
+                println!("{v}");
+            } else {
+                println!("{}", human(v));
+            }
+        };
+        if let Ok(mut lines) = crate::control::listen(&sock).await {
+            while let Some(l) = lines.next_line().await? {
+                print(&serde_json::from_str(&l)?);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        // No daemon: be a node until interrupted (it answers entries, so peers see us).
+        let (node, task) = eff.start_node(false)?;
+        let mut rx = node.events.subscribe();
+        loop {
+            tokio::select! {
+                e = rx.recv() => match e {
+                    Ok(e) => print(&crate::control::event_json(&e)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                },
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        node.shutdown().await;
+        let _ = task.await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn human(v: &Value) -> String {
+    let s = |x: &Value| x.as_str().unwrap_or("").to_string();
+    let peer = |p: &Value| format!("{} ({}@{}, {})", s(&p["nick"]), s(&p["user"]), s(&p["host"]), s(&p["addr"]));
+    match v["event"].as_str().unwrap_or("") {
+        "peer_online" => format!("+ {} is online", peer(&v["peer"])),
+        "peer_offline" => format!("- {} left", peer(&v["peer"])),
+        "peer_changed" => {
+            format!("~ {}{}", peer(&v["peer"]), if v["peer"]["away"] == true { " is away" } else { " changed" })
+        }
+        "message" | "offer" => {
+            let mut out = format!(
+                "{} {}{}{}: {}",
+                s(&v["time"]).get(11..19).unwrap_or(""),
+                s(&v["from"]["nick"]),
+                if v["broadcast"] == true { " [broadcast]" } else { "" },
+                if v["sealed"] == true { " [sealed]" } else { "" },
+                s(&v["text"])
+            );
+            for a in v["attachments"].as_array().into_iter().flatten() {
+                out.push_str(&format!("\n    {} {} ({} bytes)", s(&a["kind"]), s(&a["name"]), a["size"]));
+            }
+            out
+        }
+        "receipt" => format!("  {} → {}", s(&v["peer"]), s(&v["status"])),
+        "read" => format!("  {} read your message", s(&v["peer"])),
+        "shake" => format!("! {} shakes your window", peer(&v["from"])),
+        "image" => format!("! {} sent an image (not shown)", peer(&v["from"])),
+        _ => v.to_string(),
+    }
+}

@@ -1,0 +1,173 @@
+//! What every networked command shares: the global flags, the effective
+//! configuration (file, then flags), and how a one-shot command reaches a
+//! node — the daemon's control socket if one answers, else a short-lived
+//! node of its own (NOADDLISTOPT, a discovery window, BR_EXIT at the end).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::Value;
+
+use crate::config::{self, FileConfig, Home, Target};
+use crate::engine;
+use crate::net::{self, NodeHandle, NodeOptions};
+use crate::store::Store;
+
+/// Flags every command accepts.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Directory holding this identity's config, history and socket [env: PIGEON_HOME]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// UDP/TCP port (peers use 2425)
+    #[arg(long, global = true)]
+    pub port: Option<u16>,
+    /// Local address to bind (default 0.0.0.0)
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub bind: Option<IpAddr>,
+    /// Presence target; repeatable; replaces 255.255.255.255 and the interfaces' broadcasts
+    #[arg(long = "broadcast", global = true, value_name = "ADDR")]
+    pub broadcast: Vec<String>,
+    /// Nick shown to others (overrides config.toml)
+    #[arg(long, global = true)]
+    pub nick: Option<String>,
+    /// User name on the wire (overrides config.toml; default: the login name)
+    #[arg(long, global = true)]
+    pub user: Option<String>,
+}
+
+/// The configuration in force, with where each value came from.
+#[derive(Debug, Clone)]
+pub struct Effective {
+    pub home: Home,
+    pub file: FileConfig,
+    pub user: String,
+    pub host: String,
+    pub nick: String,
+    pub group: String,
+    pub charset: pigeon_protocol::Charset,
+    pub port: u16,
+    pub bind: IpAddr,
+    pub targets: Vec<SocketAddr>,
+    pub probe: Vec<SocketAddr>,
+    pub away: Option<String>,
+    pub outbox_expiry_days: u64,
+}
+
+impl Effective {
+    /// Reads `config.toml` of the home and applies the flags.
+    pub fn load(g: &Global) -> Result<Effective> {
+        let home = Home::resolve(g.home.as_deref())?;
+        let file = FileConfig::load(&home.config_file())?;
+        let port = g.port.or(file.port).unwrap_or(2425);
+        let user = pigeon_protocol::packet::sanitize_name(
+            &g.user.clone().or(file.user.clone()).unwrap_or_else(config::login_name),
+        );
+        let host = pigeon_protocol::packet::sanitize_name(&file.host.clone().unwrap_or_else(config::host_name));
+        let nick = g.nick.clone().or(file.nick.clone()).unwrap_or_else(|| user.clone());
+        let charset = config::charset(file.charset.as_deref().unwrap_or("gbk"))?;
+        let mut targets = Vec::new();
+        let mut probe = Vec::new();
+        let explicit = !g.broadcast.is_empty();
+        let listed: Vec<String> = if explicit { g.broadcast.clone() } else { file.targets.clone().unwrap_or_default() };
+        for t in &listed {
+            match Target::parse(t, port)? {
+                Target::Host(a) => targets.push(a),
+                r @ Target::Range { .. } => probe.extend(r.addresses()),
+            }
+        }
+        if !explicit {
+            for t in net::default_targets(port) {
+                if !targets.contains(&t) {
+                    targets.insert(0, t);
+                }
+            }
+        }
+        Ok(Effective {
+            home,
+            group: file.group.clone().unwrap_or_default(),
+            away: file.away.clone(),
+            outbox_expiry_days: file.outbox_expiry_days.unwrap_or(7),
+            file,
+            user,
+            host,
+            nick,
+            charset,
+            port,
+            bind: g.bind.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            targets,
+            probe,
+        })
+    }
+
+    /// The engine configuration for a node of this identity.
+    pub fn engine(&self, oneshot: bool) -> engine::Config {
+        let mut c = engine::Config::new(&self.user, &self.host, &self.nick);
+        c.group = self.group.clone();
+        c.legacy = self.charset;
+        c.targets = self.targets.clone();
+        c.port = self.port;
+        c.oneshot = oneshot;
+        c.away = self.away.clone();
+        c.outbox_expiry = Duration::from_secs(self.outbox_expiry_days * 24 * 3600);
+        c.seed = fastrand::u64(..);
+        c
+    }
+
+    /// Opens this identity's database (creating the home).
+    pub fn store(&self) -> Result<Store> {
+        self.home.create()?;
+        Ok(Store::open(&self.home.database())?)
+    }
+
+    /// Starts a node of this identity on the current runtime.
+    pub fn start_node(&self, oneshot: bool) -> Result<(NodeHandle, tokio::task::JoinHandle<()>)> {
+        let store = self.store()?;
+        net::start(NodeOptions { engine: self.engine(oneshot), bind: self.bind, probe: self.probe.clone() }, store)
+    }
+}
+
+/// Runs a control request: through the daemon if one answers on this home's
+/// socket, else on a short-lived node after a discovery window.
+pub async fn request(eff: &Effective, req: &Value, discovery: Duration) -> Result<Value> {
+    let sock = eff.home.socket();
+    if sock.exists() {
+        if let Ok(v) = crate::control::call(&sock, req).await {
+            return Ok(v);
+        }
+    }
+    let (node, task) = eff.start_node(true)?;
+    tokio::time::sleep(discovery).await;
+    let answer = crate::control::answer(req, &node).await;
+    node.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+    answer.or_else(|e| Ok(serde_json::json!({"ok": false, "error": format!("{e:#}")})))
+}
+
+/// Turns an `{"ok": false, "error": …}` answer into an error.
+pub fn check(v: Value) -> Result<Value> {
+    if v["ok"] == true {
+        Ok(v)
+    } else {
+        anyhow::bail!("{}", v["error"].as_str().unwrap_or("the node refused the request"))
+    }
+}
+
+/// A single-threaded runtime: a node is one task and a store thread.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the async runtime")
+}
+
+/// The text argument, or standard input for `-`.
+pub fn text_arg(t: &str) -> Result<String> {
+    if t == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("cannot read standard input")?;
+        Ok(s.trim_end_matches('\n').to_string())
+    } else {
+        Ok(t.to_string())
+    }
+}

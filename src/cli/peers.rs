@@ -1,0 +1,53 @@
+//! `pigeon peers`: who is online, as a table or a JSON array.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::json;
+
+use super::node::{check, request, runtime, Effective, Global};
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  pigeon peers\n  pigeon peers --json | jq '.[].nick'")]
+pub struct PeersArgs {
+    /// Print a JSON array of peers (user, host, nick, group, addr, client, away)
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to listen for answers when no daemon runs
+    #[arg(long, default_value_t = 2.0)]
+    pub wait: f64,
+}
+
+pub fn run(g: &Global, args: &PeersArgs) -> Result<ExitCode> {
+    let eff = Effective::load(g)?;
+    let v = runtime()?.block_on(request(&eff, &json!({"op": "peers"}), Duration::from_secs_f64(args.wait)))?;
+    let v = check(v)?;
+    let peers = v["peers"].as_array().cloned().unwrap_or_default();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&peers)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if peers.is_empty() {
+        eprintln!("nobody answered (is UDP 2425 open? see `pigeon config` for the broadcast targets)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = |k: &str| peers.iter().map(|p| super::display_width(p[k].as_str().unwrap_or(""))).max().unwrap_or(0);
+    let (wn, wg) = (width("nick").max(4), width("group").max(5));
+    println!("{}  {}  {:<21}  {:<7}  USER@HOST", super::pad("NICK", wn), super::pad("GROUP", wg), "ADDRESS", "CLIENT");
+    for p in &peers {
+        let s = |k: &str| p[k].as_str().unwrap_or("").to_string();
+        let away = if p["away"] == true { "  (away)" } else { "" };
+        println!(
+            "{}  {}  {:<21}  {:<7}  {}@{}{away}",
+            super::pad(&s("nick"), wn),
+            super::pad(&s("group"), wg),
+            s("addr"),
+            s("client"),
+            s("user"),
+            s("host")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,85 @@
+//! `pigeon send` and `pigeon broadcast`: messages with receipts, and
+//! announcements without. `send` exits 0 only when every recipient
+//! acknowledged; `--json` prints one result per recipient.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use serde_json::json;
+
+use super::node::{check, request, runtime, text_arg, Effective, Global};
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "TO is a nick, user@host, an IP address, group:NAME or all.\n\nExamples:\n  pigeon send Alice \"lunch at 12?\"\n  pigeon send group:QA bob@pc-bob \"build is green\" --json\n  echo \"report attached\" | pigeon send 192.168.1.20 -\n  pigeon send Alice --sealed \"the password is …\""
+)]
+pub struct SendArgs {
+    /// Recipients, then the text (`-` reads the text from standard input)
+    #[arg(required = true, num_args = 1.., value_name = "TO… TEXT")]
+    pub args: Vec<String>,
+    /// Seal the message: the recipient must open it, and you see when they do
+    #[arg(long)]
+    pub sealed: bool,
+    /// Seconds to wait for receipts (and, without a daemon, to discover peers first: 2 s)
+    #[arg(long, default_value_t = 6.0)]
+    pub wait: f64,
+    /// One JSON object per recipient: peer, nick, status (delivered|queued|failed)
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(g: &Global, args: &SendArgs) -> Result<ExitCode> {
+    let eff = Effective::load(g)?;
+    if args.args.len() < 2 {
+        bail!("give at least one recipient and the text: pigeon send TO… TEXT");
+    }
+    let (to, text) = args.args.split_at(args.args.len() - 1);
+    let text = text_arg(&text[0])?;
+    if text.is_empty() {
+        bail!("the message is empty");
+    }
+    let req = json!({"op": "send", "to": to, "text": text, "sealed": args.sealed, "wait": args.wait});
+    let v = runtime()?.block_on(request(&eff, &req, Duration::from_secs(2)))?;
+    let v = check(v)?;
+    let results = v["results"].as_array().cloned().unwrap_or_default();
+    let mut all = true;
+    for r in &results {
+        let status = r["status"].as_str().unwrap_or("failed");
+        all &= status == "delivered" || status == "read";
+        if args.json {
+            println!("{r}");
+        } else {
+            println!("{:<10} {} ({})", status, r["nick"].as_str().unwrap_or(""), r["peer"].as_str().unwrap_or(""));
+        }
+    }
+    Ok(if all { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  pigeon broadcast \"the office closes at 5 today\"\n  fortune | pigeon broadcast -"
+)]
+pub struct BroadcastArgs {
+    /// The text (`-` reads standard input)
+    pub text: String,
+    /// Seconds to discover peers first when no daemon runs
+    #[arg(long, default_value_t = 2.0)]
+    pub wait: f64,
+}
+
+pub fn run_broadcast(g: &Global, args: &BroadcastArgs) -> Result<ExitCode> {
+    let eff = Effective::load(g)?;
+    let text = text_arg(&args.text)?;
+    if text.is_empty() {
+        bail!("the message is empty");
+    }
+    let v = runtime()?.block_on(request(
+        &eff,
+        &json!({"op": "broadcast", "text": text}),
+        Duration::from_secs_f64(args.wait),
+    ))?;
+    check(v)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,384 @@
+//! The local control API: a Unix socket in the home directory speaking JSON
+//! Lines. The daemon serves it; the one-shot commands and the chat are its
+//! clients. One request per connection: `{"op": "peers"}`, `{"op": "send",
+//! …}`, `{"op": "listen"}` (then one event per line until closed), …; every
+//! answer carries `"ok"` and, when false, an `"error"` a person can read.
+//!
+//! This module also owns the JSON form of peers and events, so `pigeon
+//! listen --json` prints exactly what the API streams.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::engine::{Delivery, Event, Peer, PeerInfo, PeerKey, Request};
+use crate::net::NodeHandle;
+use pigeon_protocol::Attachment;
+
+/// A peer as JSON: `user`, `host`, `nick`, `group`, `addr`, `client`, `away`.
+pub fn peer_json(p: &Peer) -> Value {
+    json!({
+        "user": p.key.user, "host": p.key.host, "nick": p.nick, "group": p.group,
+        "addr": p.addr.to_string(), "client": p.client.name(), "away": p.away,
+    })
+}
+
+fn info_json(p: &PeerInfo) -> Value {
+    json!({
+        "user": p.key.user, "host": p.key.host, "nick": p.nick, "group": p.group,
+        "addr": p.addr.to_string(), "client": p.client.name(), "away": p.away,
+    })
+}
+
+/// Attachments as JSON: `id`, `name`, `size`, `mtime`, `kind`.
+pub fn attachments_json(list: &[Attachment]) -> Value {
+    Value::Array(
+        list.iter()
+            .map(|a| {
+                json!({"id": a.id, "name": a.name, "size": a.size, "mtime": a.mtime,
+                       "kind": if a.attr.is_dir() { "dir" } else { "file" }})
+            })
+            .collect(),
+    )
+}
+
+fn rfc3339(unix_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(unix_ms)
+        .unwrap_or_default()
+        .with_timezone(&chrono::Local)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+}
+
+/// An event as JSON, with an `event` field naming its kind.
+pub fn event_json(e: &Event) -> Value {
+    match e {
+        Event::PeerOnline(p) => json!({"event": "peer_online", "peer": info_json(p)}),
+        Event::PeerOffline(p) => json!({"event": "peer_offline", "peer": info_json(p)}),
+        Event::PeerChanged(p) => json!({"event": "peer_changed", "peer": info_json(p)}),
+        Event::Message(m) => {
+            let mut v = json!({
+                "event": if m.attachments.is_empty() { "message" } else { "offer" },
+                "from": {"user": m.from.key.user, "host": m.from.key.host, "nick": m.from.nick, "addr": m.from.addr.to_string()},
+                "text": m.text, "packet_no": m.packet_no, "sealed": m.sealed, "broadcast": m.broadcast,
+                "auto": m.auto, "time": rfc3339(m.unix_ms),
+            });
+            if !m.attachments.is_empty() {
+                v["attachments"] = attachments_json(&m.attachments);
+            }
+            v
+        }
+        Event::Receipt { id, peer, packet_no, status } => {
+            json!({"event": "receipt", "id": id, "peer": peer.to_string(), "packet_no": packet_no.to_string(), "status": status.name()})
+        }
+        Event::Read { peer, packet_no } => {
+            json!({"event": "read", "peer": peer.to_string(), "packet_no": packet_no.to_string()})
+        }
+        Event::Shake { from } => json!({"event": "shake", "from": info_json(from)}),
+        Event::Image { from, id, bytes } => {
+            json!({"event": "image", "from": info_json(from), "id": id, "bytes": bytes})
+        }
+        Event::Info { peer, version, absence } => {
+            json!({"event": "info", "peer": peer.to_string(), "version": version, "absence": absence})
+        }
+    }
+}
+
+/// Serves the control socket until the node stops. A stale socket file
+/// (no daemon answering) is replaced.
+pub async fn serve(path: &Path, node: NodeHandle) -> Result<()> {
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            bail!("a Pigeon daemon already runs with this home ({} answers)", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let node = node.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, node).await {
+                tracing::debug!("control connection: {e:#}");
+            }
+        });
+    }
+}
+
+async fn handle(stream: UnixStream, node: NodeHandle) -> Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(r).read_line(&mut line).await?;
+    let req: Value = match serde_json::from_str(&line) {
+        Ok(v) => v,
+        Err(e) => return write(&mut w, &json!({"ok": false, "error": format!("not a JSON request: {e}")})).await,
+    };
+    if req["op"] == "listen" {
+        let mut rx = node.events.subscribe();
+        write(&mut w, &json!({"ok": true})).await?;
+        loop {
+            match rx.recv().await {
+                Ok(e) => write(&mut w, &event_json(&e)).await?,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    write(&mut w, &json!({"event": "lagged", "missed": n})).await?
+                }
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+    let answer = match answer(&req, &node).await {
+        Ok(v) => v,
+        Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
+    };
+    write(&mut w, &answer).await
+}
+
+async fn write(w: &mut tokio::net::unix::OwnedWriteHalf, v: &Value) -> Result<()> {
+    let mut s = v.to_string();
+    s.push('\n');
+    w.write_all(s.as_bytes()).await?;
+    Ok(())
+}
+
+fn str_list(v: &Value) -> Vec<String> {
+    v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default()
+}
+
+/// Answers one request (everything but `listen`). Shared by the daemon and
+/// the short-lived node of the one-shot commands.
+pub async fn answer(req: &Value, node: &NodeHandle) -> Result<Value> {
+    match req["op"].as_str().unwrap_or_default() {
+        "peers" => {
+            let peers = node.peers().await?;
+            Ok(json!({"ok": true, "peers": peers.iter().filter(|p| p.online).map(peer_json).collect::<Vec<_>>()}))
+        }
+        "send" => {
+            let text = req["text"].as_str().context("send needs a text")?.to_string();
+            let sealed = req["sealed"].as_bool().unwrap_or(false);
+            let wait = Duration::from_secs_f64(req["wait"].as_f64().unwrap_or(10.0).clamp(0.0, 3600.0));
+            let peers = node.peers().await?;
+            let to = resolve_all(&peers, &str_list(&req["to"]))?;
+            let mut events = node.events.subscribe();
+            let ids = node.request(Request::Send { to: to.clone(), text, sealed }).await?;
+            let mut status: Vec<Delivery> = vec![Delivery::Sending; ids.len()];
+            let deadline = tokio::time::Instant::now() + wait;
+            while status.contains(&Delivery::Sending) {
+                match tokio::time::timeout_at(deadline, events.recv()).await {
+                    Ok(Ok(Event::Receipt { id, status: st, .. })) => {
+                        if let Some(i) = ids.iter().position(|x| *x == id) {
+                            status[i] = st;
+                        }
+                    }
+                    Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                    _ => break,
+                }
+            }
+            let results: Vec<Value> = to
+                .iter()
+                .zip(&status)
+                .map(|(k, s)| {
+                    let nick = peers.iter().find(|p| &p.key == k).map(|p| p.nick.clone()).unwrap_or_default();
+                    // Still unacknowledged when the wait ends: it stays in the outbox.
+                    let s = if *s == Delivery::Sending { Delivery::Queued } else { *s };
+                    json!({"peer": k.to_string(), "nick": nick, "status": s.name()})
+                })
+                .collect();
+            Ok(json!({"ok": true, "results": results}))
+        }
+        "broadcast" => {
+            let text = req["text"].as_str().context("broadcast needs a text")?.to_string();
+            node.request(Request::Broadcast { text }).await?;
+            Ok(json!({"ok": true}))
+        }
+        "status" => {
+            let away = req["away"].as_str().map(String::from);
+            node.request(Request::SetAway(away)).await?;
+            Ok(json!({"ok": true}))
+        }
+        "info" => {
+            let peers = node.peers().await?;
+            let spec = req["peer"].as_str().context("info needs a peer")?;
+            let keys = resolve(&peers, spec)?;
+            let [key] = keys.as_slice() else { bail!("{spec} names {} peers; name one", keys.len()) };
+            let peer = peers.iter().find(|p| &p.key == key).expect("resolved from this list");
+            let mut events = node.events.subscribe();
+            node.request(Request::GetInfo(key.clone())).await?;
+            let (mut version, mut absence) = (None, None);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while version.is_none() || absence.is_none() {
+                match tokio::time::timeout_at(deadline, events.recv()).await {
+                    Ok(Ok(Event::Info { peer, version: v, absence: a })) if &peer == key => {
+                        version = version.or(v);
+                        absence = absence.or(a);
+                    }
+                    Ok(Ok(_)) => {}
+                    _ => break,
+                }
+            }
+            let mut v = peer_json(peer);
+            v["version_field"] = json!(peer.version);
+            v["program"] = json!(version);
+            v["absence"] = json!(absence);
+            Ok(json!({"ok": true, "info": v}))
+        }
+        "open" => {
+            let user = req["user"].as_str().context("open needs user")?;
+            let host = req["host"].as_str().context("open needs host")?;
+            let no = req["packet_no"].as_str().context("open needs packet_no")?;
+            node.request(Request::Open { peer: PeerKey::new(user, host), packet_no: no.into() }).await?;
+            Ok(json!({"ok": true}))
+        }
+        "ping" => Ok(json!({"ok": true, "version": env!("CARGO_PKG_VERSION")})),
+        "shutdown" => {
+            node.shutdown().await;
+            Ok(json!({"ok": true}))
+        }
+        other => bail!("unknown request {other:?}"),
+    }
+}
+
+/// Resolves every recipient spec; fails on the first that names nobody.
+pub fn resolve_all(peers: &[Peer], specs: &[String]) -> Result<Vec<PeerKey>> {
+    if specs.is_empty() {
+        bail!("no recipient given");
+    }
+    let mut out = Vec::new();
+    for s in specs {
+        for k in resolve(peers, s)? {
+            if !out.contains(&k) {
+                out.push(k);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves one recipient: `all`, `group:NAME`, `user@host`, an IP address
+/// or a nick (case-insensitive). An unknown name lists close matches.
+pub fn resolve(peers: &[Peer], spec: &str) -> Result<Vec<PeerKey>> {
+    let online: Vec<&Peer> = peers.iter().filter(|p| p.online).collect();
+    let keys =
+        |f: &dyn Fn(&Peer) -> bool| -> Vec<PeerKey> { online.iter().filter(|p| f(p)).map(|p| p.key.clone()).collect() };
+    let found = if spec == "all" {
+        keys(&|_| true)
+    } else if let Some(g) = spec.strip_prefix("group:") {
+        keys(&|p| p.group == g)
+    } else if let Ok(ip) = spec.parse::<std::net::IpAddr>() {
+        keys(&|p| p.addr.ip() == ip)
+    } else if let Ok(sa) = spec.parse::<std::net::SocketAddr>() {
+        keys(&|p| p.addr == sa)
+    } else if let Some((u, h)) = spec.split_once('@').filter(|_| online.iter().any(|p| p.key.to_string() == spec)) {
+        keys(&|p| p.key.user == u && p.key.host == h)
+    } else {
+        let lower = spec.to_lowercase();
+        keys(&|p| p.nick.to_lowercase() == lower || p.key.user.to_lowercase() == lower)
+    };
+    if found.is_empty() {
+        let lower = spec.to_lowercase();
+        let mut close: Vec<String> = online
+            .iter()
+            .filter(|p| {
+                let n = p.nick.to_lowercase();
+                n.contains(&lower) || lower.contains(&n) || edit_distance(&n, &lower) <= 2
+            })
+            .map(|p| format!("{} ({})", p.nick, p.key))
+            .collect();
+        close.truncate(5);
+        if online.is_empty() {
+            bail!("unknown peer {spec:?}: nobody is online (is the network up, and UDP 2425 open?)");
+        }
+        if close.is_empty() {
+            bail!("unknown peer {spec:?}; `pigeon peers` lists who is online");
+        }
+        bail!("unknown peer {spec:?}; did you mean: {}", close.join(", "));
+    }
+    Ok(found)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + (ca != cb) as usize).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// A client connection: sends one request, returns the first answer line.
+pub async fn call(path: &Path, req: &Value) -> Result<Value> {
+    let stream =
+        UnixStream::connect(path).await.with_context(|| format!("cannot reach the daemon at {}", path.display()))?;
+    let (r, mut w) = stream.into_split();
+    write(&mut w, req).await?;
+    let mut line = String::new();
+    BufReader::new(r).read_line(&mut line).await?;
+    serde_json::from_str(&line).context("the daemon's answer is not JSON")
+}
+
+/// Opens a `listen` stream on the daemon.
+pub async fn listen(path: &Path) -> Result<tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>> {
+    let stream =
+        UnixStream::connect(path).await.with_context(|| format!("cannot reach the daemon at {}", path.display()))?;
+    let (r, mut w) = stream.into_split();
+    write(&mut w, &json!({"op": "listen"})).await?;
+    let mut lines = BufReader::new(r).lines();
+    let first = lines.next_line().await?.context("the daemon closed the connection")?;
+    let v: Value = serde_json::from_str(&first)?;
+    if v["ok"] != true {
+        bail!("{}", v["error"]);
+    }
+    // Keep the write half open: closing it is fine, the server only reads one line.
+    drop(w);
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Peer;
+    use pigeon_protocol::{Charset, ClientKind, Opts};
+
+    fn peer(user: &str, nick: &str, group: &str, ip: &str) -> Peer {
+        Peer {
+            key: PeerKey::new(user, "pc"),
+            nick: nick.into(),
+            group: group.into(),
+            addr: format!("{ip}:2425").parse().unwrap(),
+            client: ClientKind::Ipmsg,
+            version: "1".into(),
+            status: Opts(0),
+            away: false,
+            charset: Charset::Gbk,
+            announced: None,
+            online: true,
+            seen: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn recipients() {
+        let peers = vec![peer("alice", "Alice", "QA", "10.0.0.1"), peer("bob", "鲍勃", "Dev", "10.0.0.2")];
+        assert_eq!(resolve(&peers, "all").unwrap().len(), 2);
+        assert_eq!(resolve(&peers, "group:Dev").unwrap(), [PeerKey::new("bob", "pc")]);
+        assert_eq!(resolve(&peers, "10.0.0.1").unwrap(), [PeerKey::new("alice", "pc")]);
+        assert_eq!(resolve(&peers, "alice@pc").unwrap(), [PeerKey::new("alice", "pc")]);
+        assert_eq!(resolve(&peers, "ALICE").unwrap(), [PeerKey::new("alice", "pc")]);
+        assert_eq!(resolve(&peers, "鲍勃").unwrap(), [PeerKey::new("bob", "pc")]);
+        let err = resolve(&peers, "Alcie").unwrap_err().to_string();
+        assert!(err.contains("did you mean: Alice (alice@pc)"), "{err}");
+        assert!(resolve(&[], "x").unwrap_err().to_string().contains("nobody is online"));
+    }
+}

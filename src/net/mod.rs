@@ -1,0 +1,407 @@
+//! The tokio driver: the UDP socket on port 2425 (SO_BROADCAST, 256 KiB
+//! buffers, everything sent from it), broadcast targets (255.255.255.255,
+//! each up interface's directed broadcast, configured hosts and ranges),
+//! the clock and timers, and the store thread. It runs the engine in one
+//! task and executes its outputs; it knows nothing of terminals.
+//!
+//! Disk never blocks the engine: store operations go to a thread that
+//! commits them in batches and only then hands back the datagrams that
+//! waited for them (acknowledgements).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::engine::{self, Engine, Event, Now, Output, Peer, Request, RequestError, StoreOp, Transmit};
+use crate::store::{self, Store};
+
+/// What the node needs to start.
+pub struct NodeOptions {
+    pub engine: engine::Config,
+    /// Address to bind (0.0.0.0 by default).
+    pub bind: IpAddr,
+    /// Extra unicast targets probed with a paced BR_ENTRY (configured ranges).
+    pub probe: Vec<SocketAddr>,
+}
+
+/// Asks the node for something.
+pub enum NodeCommand {
+    Request(Request, oneshot::Sender<Result<Vec<u64>, RequestError>>),
+    Peers(oneshot::Sender<Vec<Peer>>),
+    Stats(oneshot::Sender<engine::Stats>),
+    /// Leave (BR_EXIT twice), then stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A handle on a running node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub commands: mpsc::Sender<NodeCommand>,
+    pub events: broadcast::Sender<Event>,
+}
+
+impl NodeHandle {
+    /// Runs a request on the engine.
+    pub async fn request(&self, r: Request) -> Result<Vec<u64>> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(NodeCommand::Request(r, tx)).await.context("the node has stopped")?;
+        Ok(rx.await.context("the node has stopped")??)
+    }
+
+    /// The peer table.
+    pub async fn peers(&self) -> Result<Vec<Peer>> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(NodeCommand::Peers(tx)).await.context("the node has stopped")?;
+        rx.await.context("the node has stopped")
+    }
+
+    /// Leaves the LAN and stops the node.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(NodeCommand::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Default presence targets: the limited broadcast and every up IPv4
+/// interface's directed broadcast.
+pub fn default_targets(port: u16) -> Vec<SocketAddr> {
+    let mut t = vec![SocketAddr::from((Ipv4Addr::BROADCAST, port))];
+    if let Ok(ifs) = if_addrs::get_if_addrs() {
+        for i in ifs {
+            if let if_addrs::IfAddr::V4(v4) = &i.addr {
+                if let Some(b) = v4.broadcast {
+                    if !i.is_loopback() && !t.contains(&SocketAddr::from((b, port))) {
+                        t.push(SocketAddr::from((b, port)));
+                    }
+                }
+            }
+        }
+    }
+    t
+}
+
+/// Binds the UDP socket as IPMsg does, with a clear error when the port is taken.
+pub fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_broadcast(true)?;
+    let _ = s.set_recv_buffer_size(256 * 1024);
+    let _ = s.set_send_buffer_size(256 * 1024);
+    if let Err(e) = s.bind(&addr.into()) {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            let who = port_owner(addr.port()).map(|w| format!(" by {w}")).unwrap_or_default();
+            anyhow::bail!(
+                "UDP port {} is in use{who}: another IP Messenger client (or a Pigeon daemon) runs here; \
+                 stop it, or run `pigeon daemon` and let the commands use it",
+                addr.port()
+            );
+        }
+        if e.kind() == std::io::ErrorKind::AddrNotAvailable {
+            anyhow::bail!("cannot bind {addr}: no such local address");
+        }
+        return Err(e).with_context(|| format!("cannot bind UDP {addr}"));
+    }
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// Which process holds a UDP port, from /proc (best effort, Linux only).
+fn port_owner(port: u16) -> Option<String> {
+    let want = format!(":{port:04X} ");
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        for line in std::fs::read_to_string(table).ok()?.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 && format!("{} ", f[1]).contains(&want) {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    for proc_dir in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = proc_dir.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                if inodes.iter().any(|i| target.to_string_lossy() == *i) {
+                    let name = std::fs::read_to_string(proc_dir.path().join("comm")).unwrap_or_default();
+                    return Some(format!("{} (pid {pid})", name.trim()));
+                }
+            }
+        }
+    }
+    None
+}
+
+struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    fn now(&self) -> Now {
+        let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        Now { mono: self.start.elapsed(), unix_ms }
+    }
+}
+
+/// Starts a node on the current tokio runtime: binds, loads state from the
+/// store, announces itself. Returns its handle and the task to await.
+pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task::JoinHandle<()>)> {
+    let addr = SocketAddr::new(opts.bind, opts.engine.port);
+    let std_sock = bind_udp(addr)?;
+    let sock = UdpSocket::from_std(std_sock).context("register the UDP socket")?;
+    let counter = store.packet_counter().context("read the packet counter")?;
+    let since = chrono::Utc::now() - chrono::Duration::days(30);
+    let seen = store
+        .recent_incoming_keys(since)
+        .context("read recent messages")?
+        .into_iter()
+        .map(|(u, h, n)| (engine::PeerKey::new(u, h), n));
+    let mut engine = Engine::new(opts.engine, counter, seen);
+    for m in store.outbox().context("read the outbox")? {
+        if let Ok(no) = m.packet_no.parse() {
+            engine.restore_queued(
+                engine::PeerKey::new(m.peer.user, m.peer.host),
+                no,
+                &m.text,
+                m.sealed,
+                m.time.timestamp_millis(),
+            );
+        }
+    }
+    let (cmd_tx, cmd_rx) = mpsc::channel(256);
+    let (ev_tx, _) = broadcast::channel(4096);
+    let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
+    let store_tx = spawn_store(store, persisted_tx);
+    let handle = NodeHandle { commands: cmd_tx, events: ev_tx.clone() };
+    let task = tokio::spawn(run(engine, sock, cmd_rx, ev_tx, store_tx, persisted_rx, opts.probe));
+    Ok((handle, task))
+}
+
+type StoreJob = (StoreOp, Vec<Transmit>);
+
+/// The store thread: commits what arrives in batches, then returns the
+/// datagrams that waited for the commit.
+fn spawn_store(mut store: Store, done: mpsc::UnboundedSender<Vec<Transmit>>) -> std_mpsc::Sender<StoreJob> {
+    let (tx, rx) = std_mpsc::channel::<StoreJob>();
+    std::thread::Builder::new()
+        .name("pigeon-store".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                while batch.len() < 1000 {
+                    match rx.try_recv() {
+                        Ok(j) => batch.push(j),
+                        Err(_) => break,
+                    }
+                }
+                let result = store.transaction(|tx| {
+                    for (op, _) in &batch {
+                        apply(tx, op)?;
+                    }
+                    Ok(())
+                });
+                match result {
+                    Ok(()) => {
+                        let then: Vec<Transmit> = batch.into_iter().flat_map(|(_, t)| t).collect();
+                        if !then.is_empty() && done.send(then).is_err() {
+                            break;
+                        }
+                    }
+                    // Not stored, so not acknowledged: the sender retries.
+                    Err(e) => tracing::error!("cannot store {} operations: {e}", batch.len()),
+                }
+            }
+        })
+        .expect("spawn the store thread");
+    tx
+}
+
+fn peer_ref(p: &engine::PeerInfo) -> store::PeerRef {
+    store::PeerRef {
+        user: p.key.user.clone(),
+        host: p.key.host.clone(),
+        nick: p.nick.clone(),
+        addr: p.addr.to_string(),
+    }
+}
+
+fn time(unix_ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(unix_ms).unwrap_or_default()
+}
+
+fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
+    match op {
+        StoreOp::Barrier => Ok(()),
+        StoreOp::Incoming(m) => {
+            let attachments =
+                (!m.attachments.is_empty()).then(|| crate::control::attachments_json(&m.attachments).to_string());
+            tx.insert_message(&store::MessageRecord {
+                id: 0,
+                direction: store::Direction::In,
+                peer: peer_ref(&m.from),
+                packet_no: m.packet_no.clone(),
+                time: time(m.unix_ms),
+                text: m.text.clone(),
+                command: m.command,
+                sealed: m.sealed,
+                broadcast: m.broadcast,
+                state: store::MessageState::Unread,
+                attachments_json: attachments,
+            })
+            .map(|_| ())
+        }
+        StoreOp::Outgoing(rows) => {
+            for r in rows {
+                tx.insert_message(&store::MessageRecord {
+                    id: 0,
+                    direction: store::Direction::Out,
+                    peer: peer_ref(&r.to),
+                    packet_no: r.packet_no.to_string(),
+                    time: time(r.unix_ms),
+                    text: r.text.clone(),
+                    command: r.command,
+                    sealed: r.sealed,
+                    broadcast: r.broadcast,
+                    state: if r.broadcast { store::MessageState::Delivered } else { store::MessageState::Sending },
+                    attachments_json: None,
+                })?;
+            }
+            Ok(())
+        }
+        StoreOp::OutState { peer, packet_no, state } => {
+            let s = match state {
+                engine::Delivery::Sending => store::MessageState::Sending,
+                engine::Delivery::Delivered => store::MessageState::Delivered,
+                engine::Delivery::Queued => store::MessageState::Queued,
+                engine::Delivery::Failed => store::MessageState::Failed,
+                engine::Delivery::Read => store::MessageState::Read,
+            };
+            tx.set_out_state(&peer.user, &peer.host, &packet_no.to_string(), s).map(|_| ())
+        }
+        StoreOp::InRead { peer, packet_no } => {
+            tx.set_in_state(&peer.user, &peer.host, packet_no, store::MessageState::Read).map(|_| ())
+        }
+        StoreOp::Peer(p) => tx.upsert_peer(&store::PeerRecord {
+            user: p.key.user.clone(),
+            host: p.key.host.clone(),
+            nick: p.nick.clone(),
+            group: p.group.clone(),
+            addr: p.addr.to_string(),
+            client: p.client.name().into(),
+            last_seen: chrono::Utc::now(),
+        }),
+        StoreOp::Counter(n) => tx.set_packet_counter(*n),
+    }
+}
+
+async fn run(
+    mut engine: Engine,
+    sock: UdpSocket,
+    mut commands: mpsc::Receiver<NodeCommand>,
+    events: broadcast::Sender<Event>,
+    store: std_mpsc::Sender<StoreJob>,
+    mut persisted: mpsc::UnboundedReceiver<Vec<Transmit>>,
+    probe: Vec<SocketAddr>,
+) {
+    let clock = Clock { start: Instant::now() };
+    let mut buf = vec![0u8; 65536];
+    let _ = engine.command(clock.now(), Request::Start);
+    if !probe.is_empty() {
+        let _ = engine.command(clock.now(), Request::Probe(probe));
+    }
+    let mut stopping: Option<(oneshot::Sender<()>, Instant)> = None;
+    loop {
+        flush(&mut engine, &sock, &events, &store).await;
+        if let Some((_, deadline)) = &stopping {
+            if engine.poll_timeout().is_none() || Instant::now() >= *deadline {
+                break;
+            }
+        }
+        let wake = engine.poll_timeout().map(|t| t.saturating_sub(clock.now().mono));
+        let sleep = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600)));
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok((n, from)) => engine.handle(clock.now(), from, &buf[..n]),
+                Err(e) => tracing::debug!("receive: {e}"),
+            },
+            Some(acks) = persisted.recv() => {
+                for t in acks {
+                    send(&sock, &t).await;
+                }
+            }
+            c = commands.recv(), if stopping.is_none() => match c {
+                Some(NodeCommand::Request(r, reply)) => {
+                    let _ = reply.send(engine.command(clock.now(), r));
+                }
+                Some(NodeCommand::Peers(reply)) => {
+                    let _ = reply.send(engine.peers().all().into_iter().cloned().collect());
+                }
+                Some(NodeCommand::Stats(reply)) => {
+                    let _ = reply.send(engine.stats());
+                }
+                Some(NodeCommand::Shutdown(reply)) => {
+                    let _ = engine.command(clock.now(), Request::Quit);
+                    stopping = Some((reply, Instant::now() + Duration::from_millis(500)));
+                }
+                None => {
+                    let _ = engine.command(clock.now(), Request::Quit);
+                    stopping = Some((oneshot::channel().0, Instant::now() + Duration::from_millis(500)));
+                }
+            },
+            _ = sleep => engine.handle_timeout(clock.now()),
+        }
+    }
+    flush(&mut engine, &sock, &events, &store).await;
+    // Let the store thread commit what it has, and send what waited for it.
+    drop(store);
+    let deadline = tokio::time::sleep(Duration::from_secs(2));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            acks = persisted.recv() => match acks {
+                Some(acks) => for t in acks { send(&sock, &t).await; },
+                None => break,
+            },
+            _ = &mut deadline => break,
+        }
+    }
+    if let Some((reply, _)) = stopping {
+        let _ = reply.send(());
+    }
+}
+
+async fn flush(
+    engine: &mut Engine,
+    sock: &UdpSocket,
+    events: &broadcast::Sender<Event>,
+    store: &std_mpsc::Sender<StoreJob>,
+) {
+    while let Some(o) = engine.poll_output() {
+        match o {
+            Output::Transmit(t) => send(sock, &t).await,
+            Output::Event(e) => {
+                let _ = events.send(e);
+            }
+            Output::Store { op, then } => {
+                let _ = store.send((op, then));
+            }
+        }
+    }
+}
+
+async fn send(sock: &UdpSocket, t: &Transmit) {
+    if let Err(e) = sock.send_to(&t.payload, t.dst).await {
+        // A broadcast on a host with no route (e.g. no network) fails here;
+        // the rest of the node keeps working.
+        tracing::debug!("send to {}: {e}", t.dst);
+    }
+}
