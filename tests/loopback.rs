@@ -1,0 +1,248 @@
+//! The real binary on loopback: several daemons bound to 127.0.0.x with
+//! explicit unicast targets (never a broadcast), on port 42425 so that a
+//! real IP Messenger client on 2425 does not interfere. Every process is
+//! killed by PID when its guard drops; every wait is bounded.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const PORT: &str = "42425";
+
+struct Daemon {
+    child: Option<Child>,
+    home: tempfile::TempDir,
+    ip: &'static str,
+    user: &'static str,
+    nick: &'static str,
+    others: Vec<&'static str>,
+}
+
+fn pigeon(home: &Path, ip: &str, user: &str, nick: &str, others: &[&str], args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pigeon"));
+    c.arg("--home").arg(home).args(["--port", PORT, "--bind", ip, "--user", user, "--nick", nick]);
+    for o in others {
+        c.args(["--broadcast", o]);
+    }
+    c.args(args);
+    c
+}
+
+impl Daemon {
+    fn start(ip: &'static str, user: &'static str, nick: &'static str, others: &[&'static str]) -> Daemon {
+        let mut d = Daemon { child: None, home: tempfile::tempdir().unwrap(), ip, user, nick, others: others.to_vec() };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let child = pigeon(self.home.path(), self.ip, self.user, self.nick, &self.others, &["daemon"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_for(|| UnixStream::connect(self.home.path().join("pigeon.sock")).is_ok(), "the control socket");
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        let mut c = pigeon(self.home.path(), self.ip, self.user, self.nick, &self.others, args);
+        let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "pigeon {args:?} did not finish in 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Vec<Value> {
+        let out = self.cli(args);
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    fn peers(&self) -> Vec<Value> {
+        let out = self.cli(&["peers", "--json"]);
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap_or_default()
+    }
+
+    fn control(&self, req: &Value) -> Value {
+        let mut s = UnixStream::connect(self.home.path().join("pigeon.sock")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        writeln!(s, "{req}").unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    fn history(&self, extra: &[&str]) -> Vec<Value> {
+        let mut args = vec!["history", "--json"];
+        args.extend_from_slice(extra);
+        self.json(&args)
+    }
+
+    /// SIGTERM: the daemon leaves the LAN with BR_EXIT.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's PID.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while c.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGKILL: gone without a word.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn nicks(peers: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = peers.iter().map(|p| p["nick"].as_str().unwrap_or("").to_string()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn discovery_messages_broadcast_sealed_away_and_exit() {
+    let a = Daemon::start("127.0.0.2", "alice", "爱丽丝", &["127.0.0.3", "127.0.0.4"]);
+    let b = Daemon::start("127.0.0.3", "bob", "Bob", &["127.0.0.2", "127.0.0.4"]);
+    let mut c = Daemon::start("127.0.0.4", "carol", "Carol", &["127.0.0.2", "127.0.0.3"]);
+    wait_for(|| a.peers().len() == 2 && b.peers().len() == 2 && c.peers().len() == 2, "all three to see each other");
+    assert_eq!(nicks(&a.peers()), ["Bob", "Carol"]);
+    let p = a.peers().into_iter().find(|p| p["nick"] == "Bob").unwrap();
+    assert_eq!(p["addr"], "127.0.0.3:42425");
+    assert_eq!(
+        (p["user"].as_str(), p["client"].as_str(), p["away"].as_bool()),
+        (Some("bob"), Some("pigeon"), Some(false))
+    );
+
+    // A message with a receipt; exit code 0 when delivered.
+    let out = a.cli(&["send", "Bob", "你好, Bob — café", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["peer"].as_str().unwrap().starts_with("bob@"), "{r}");
+    assert_eq!(r["status"], "delivered");
+    let got = b.history(&["--limit", "5"]);
+    assert!(got.iter().any(|m| m["text"] == "你好, Bob — café" && m["direction"] == "in"), "{got:?}");
+
+    // Several recipients, by group-less specs.
+    let results = a.json(&["send", "Bob", "127.0.0.4", "to both", "--json"]);
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|r| r["status"] == "delivered"), "{results:?}");
+
+    // A broadcast reaches both, flagged, without receipts.
+    assert!(a.cli(&["broadcast", "office closes at 5"]).status.success());
+    wait_for(|| c.history(&["--search", "office closes"]).len() == 1, "the broadcast at Carol");
+    let m = &c.history(&["--search", "office closes"])[0];
+    assert_eq!(m["broadcast"], true);
+
+    // Sealed: Bob opens it (READMSG) and Alice's history says read.
+    let out = a.cli(&["send", "Bob", "--sealed", "open me", "--json"]);
+    assert!(out.status.success());
+    let sealed = b.history(&["--search", "open me"]);
+    assert_eq!(sealed[0]["sealed"], true);
+    let ans = b.control(
+        &json!({"op": "open", "user": "alice", "host": sealed[0]["peer"]["host"], "packet_no": sealed[0]["packet_no"]}),
+    );
+    assert_eq!(ans["ok"], true, "{ans}");
+    wait_for(|| a.history(&["--search", "open me"]).first().is_some_and(|m| m["state"] == "read"), "the read receipt");
+
+    // Away: Carol's automatic reply arrives, marked, and is not answered.
+    assert!(c.cli(&["status", "away", "at lunch"]).status.success());
+    wait_for(|| a.peers().iter().any(|p| p["nick"] == "Carol" && p["away"] == true), "Carol to show as away");
+    assert!(a.cli(&["send", "Carol", "coffee?"]).status.success());
+    wait_for(|| a.history(&["--search", "at lunch"]).len() == 1, "the automatic reply");
+    assert!(c.history(&["--search", "at lunch"]).is_empty(), "Carol did not receive her own auto reply");
+
+    // History search across languages, and the text export.
+    assert_eq!(b.history(&["--search", "你好"]).len(), 1);
+    let text = b.cli(&["history", "--export", "text"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("你好, Bob — café"));
+
+    // Exit: Carol leaves and the others drop her.
+    c.stop();
+    wait_for(|| nicks(&a.peers()) == ["Bob"] && nicks(&b.peers()) == ["爱丽丝"], "Carol's exit");
+
+    // An unknown peer is a clear error with a suggestion; exit code 2.
+    let out = a.cli(&["send", "Bbo", "hi"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did you mean: Bob"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn queued_message_is_delivered_when_the_peer_comes_back() {
+    let a = Daemon::start("127.0.0.5", "dave", "Dave", &["127.0.0.6"]);
+    let mut b = Daemon::start("127.0.0.6", "erin", "Erin", &["127.0.0.5"]);
+    wait_for(|| a.peers().len() == 1, "Dave to see Erin");
+    // Erin disappears without a word: Dave still lists her.
+    b.kill9();
+    let out = a.cli(&["send", "Erin", "while you were out", "--json", "--wait", "8"]);
+    assert_eq!(out.status.code(), Some(1), "not delivered yet: exit code 1");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["status"], "queued");
+    assert_eq!(a.history(&["--search", "while you were"])[0]["state"], "queued");
+    // Erin returns; her entry makes Dave send the queued message again.
+    b.spawn();
+    wait_for(|| a.history(&["--search", "while you were"])[0]["state"] == "delivered", "delivery from the outbox");
+    let got = b.history(&["--search", "while you were"]);
+    assert_eq!(got.len(), 1, "delivered exactly once: {got:?}");
+}
+
+#[test]
+fn one_shot_commands_work_without_a_daemon() {
+    let b = Daemon::start("127.0.0.8", "frank", "Frank", &["127.0.0.7"]);
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| pigeon(home.path(), "127.0.0.7", "gina", "Gina", &["127.0.0.8"], args).output().unwrap();
+    let out = run(&["peers", "--json", "--wait", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let peers: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(nicks(&peers), ["Frank"]);
+    let out = run(&["send", "Frank", "from a script", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for(|| b.history(&["--search", "from a script"]).len() == 1, "the one-shot message");
+    // The short-lived node asked not to be listed, and left with BR_EXIT.
+    wait_for(|| b.peers().is_empty(), "the one-shot node to be gone");
+    // Its own history has the message too.
+    let h = run(&["history", "--json"]);
+    assert!(String::from_utf8_lossy(&h.stdout).contains("from a script"));
+}
+
+#[test]
+fn port_in_use_is_a_clear_error() {
+    let _a = Daemon::start("127.0.0.9", "hank", "Hank", &["127.0.0.10"]);
+    let home = tempfile::tempdir().unwrap();
+    let out = pigeon(home.path(), "127.0.0.9", "ivy", "Ivy", &["127.0.0.10"], &["daemon"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("UDP port 42425 is in use") && err.contains("pigeon"), "{err}");
+}
