@@ -1,0 +1,169 @@
+//! Pigeon daemons on the namespace LAN: discovery by real broadcast, delivery
+//! under loss, and no acknowledged message lost to a kill -9.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::{enabled, Host, Lan, Proc};
+
+/// A Pigeon daemon inside a namespace host.
+pub struct Node {
+    pub host: Host,
+    pub home: PathBuf,
+    pub user: String,
+    proc: Option<Proc>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    pub fn start(host: &Host, user: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let mut n =
+            Node { host: host.clone(), home: dir.path().to_path_buf(), user: user.into(), proc: None, _dir: dir };
+        n.spawn();
+        n
+    }
+
+    pub fn spawn(&mut self) {
+        let mut c = self.host.command(env!("CARGO_BIN_EXE_pigeon"));
+        c.arg("--home").arg(&self.home).args(["--user", &self.user, "--nick", &self.user, "daemon"]);
+        self.proc = Some(Proc::start(&mut c));
+        let sock = self.home.join("pigeon.sock");
+        wait_for(Duration::from_secs(10), || UnixStream::connect(&sock).is_ok(), "the daemon's socket");
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(p) = self.proc.take() {
+            p.signal(libc::SIGKILL);
+            drop(p);
+        }
+    }
+
+    /// One control request (the socket is a file: reachable from the root namespace).
+    pub fn control(&self, req: &Value) -> Value {
+        let mut s = UnixStream::connect(self.home.join("pigeon.sock")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        writeln!(s, "{req}").unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or(Value::Null)
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.control(&json!({"op": "peers"}))["peers"].as_array().map_or(0, Vec::len)
+    }
+
+    /// History as JSON records (read from the database, no daemon needed).
+    pub fn history(&self, search: Option<&str>) -> Vec<Value> {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_pigeon"));
+        c.arg("--home").arg(&self.home).args(["history", "--export", "jsonl"]);
+        if let Some(s) = search {
+            c.args(["--search", s]);
+        }
+        let out = crate::harness::run_bounded(c, Duration::from_secs(30));
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+}
+
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn ten_hosts_discover_each_other_by_broadcast() {
+    if !enabled("ten_hosts_discover_each_other_by_broadcast") {
+        return;
+    }
+    let lan = Lan::new(10);
+    let nodes: Vec<Node> = lan.hosts().iter().enumerate().map(|(i, h)| Node::start(h, &format!("user{i}"))).collect();
+    let last_start = Instant::now();
+    wait_for(Duration::from_secs(15), || nodes.iter().all(|n| n.peer_count() == 9), "every host to list the other 9");
+    eprintln!("10 hosts listed each other {:?} after the last start", last_start.elapsed());
+    // The addresses are the hosts' own, learned from real broadcasts.
+    let peers = nodes[0].control(&json!({"op": "peers"}));
+    for p in peers["peers"].as_array().unwrap() {
+        assert!(p["addr"].as_str().unwrap().starts_with("198.18.0."), "{p}");
+    }
+}
+
+#[test]
+fn hundred_messages_under_thirty_percent_loss_arrive_exactly_once() {
+    if !enabled("hundred_messages_under_thirty_percent_loss_arrive_exactly_once") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let a = Node::start(lan.host(1), "sender");
+    let b = Node::start(lan.host(2), "receiver");
+    wait_for(Duration::from_secs(10), || a.peer_count() == 1 && b.peer_count() == 1, "discovery");
+    // 30% loss each way on the receiver's link.
+    lan.host(2).impair(30, 0, 0);
+    for i in 0..100 {
+        let r = a.control(&json!({"op": "send", "to": ["receiver"], "text": format!("lossy #{i:03}"), "wait": 0}));
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    // Four retransmissions a second apart, then the outbox.
+    wait_for(Duration::from_secs(40), || b.history(Some("lossy")).len() >= 100, "all 100 messages at the receiver");
+    std::thread::sleep(Duration::from_secs(6));
+    let got = b.history(Some("lossy"));
+    let mut texts: Vec<String> = got.iter().map(|m| m["text"].as_str().unwrap().to_string()).collect();
+    texts.sort();
+    let before = texts.len();
+    texts.dedup();
+    assert_eq!((before, texts.len()), (100, 100), "every message exactly once");
+}
+
+#[test]
+fn kill_nine_of_the_receiver_loses_no_acknowledged_message() {
+    if !enabled("kill_nine_of_the_receiver_loses_no_acknowledged_message") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let a = Node::start(lan.host(1), "sender");
+    let mut b = Node::start(lan.host(2), "receiver");
+    wait_for(Duration::from_secs(10), || a.peer_count() == 1 && b.peer_count() == 1, "discovery");
+    // Keep sending while the receiver is killed and restarted.
+    let sender = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            for i in 0..60 {
+                a.control(&json!({"op": "send", "to": ["receiver"], "text": format!("burst #{i:03}"), "wait": 0}));
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(600));
+        b.kill9();
+        std::thread::sleep(Duration::from_millis(500));
+        b.spawn();
+        h.join()
+    });
+    sender.unwrap();
+    // Every message the sender saw acknowledged is in the receiver's history.
+    wait_for(
+        Duration::from_secs(30),
+        || a.history(Some("burst")).iter().all(|m| m["state"] != "sending"),
+        "every send to settle",
+    );
+    let delivered: Vec<String> = a
+        .history(Some("burst"))
+        .iter()
+        .filter(|m| m["state"] == "delivered")
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect();
+    let received: Vec<String> =
+        b.history(Some("burst")).iter().map(|m| m["text"].as_str().unwrap().to_string()).collect();
+    assert!(delivered.len() >= 30, "only {} of 60 delivered", delivered.len());
+    for d in &delivered {
+        assert!(received.contains(d), "{d:?} was acknowledged but is not in the receiver's history");
+    }
+    let mut unique = received.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), received.len(), "a message was stored twice");
+}
