@@ -25,8 +25,13 @@ pub fn image_refs(text: &str) -> Vec<&str> {
     let mut rest = text;
     while let Some(p) = rest.find("/~#>") {
         let after = &rest[p + 4..];
+        // `<X~` where X is one ASCII letter (B: picture, G: custom face);
+        // compare bytes, so text after `<` in any script cannot split a char.
         match after.find('<') {
-            Some(end) if after[end..].len() >= 3 && after[end + 2..].starts_with('~') => {
+            Some(end)
+                if after.as_bytes().get(end + 1).is_some_and(u8::is_ascii_alphabetic)
+                    && after.as_bytes().get(end + 2) == Some(&b'~') =>
+            {
                 out.push(&after[..end]);
                 rest = &after[end + 3..];
             }
@@ -151,6 +156,9 @@ mod tests {
     fn image_reference() {
         assert_eq!(image_refs("a/~#>64ea4edd<B~b/~#>1<G~"), ["64ea4edd", "1"]);
         assert!(image_refs("/~#>broken").is_empty());
+        // Found by the fuzzer: a multi-byte character right after `<`.
+        assert!(image_refs("/~#>‹é").is_empty());
+        assert!(image_refs("/~#>a<é~").is_empty());
     }
 
     #[test]

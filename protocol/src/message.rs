@@ -29,7 +29,7 @@ impl MessageBody {
         let client = ClientKind::from_version(p.version);
         let cs = charset::detect(p.opts(), client, announced, legacy, p.body());
         let raw = cs.decode(p.body());
-        let normalized = if raw.contains('\r') { raw.replace("\r\n", "\n") } else { raw.into_owned() };
+        let normalized = if raw.contains('\r') { normalize_newlines(&raw) } else { raw.into_owned() };
         let (text, font) = feiq::split_font(&normalized);
         let attachments = if p.opts().has(Opts::FILEATTACHOPT) && !p.opts().has(Opts::ENCRYPTOPT) {
             match p.section(0) {
@@ -45,7 +45,7 @@ impl MessageBody {
     /// Writes a whole SENDMSG: the text in `charset` (CRLF as LF), the font
     /// tag if set, and the attachment list as one section.
     pub fn encode(&self, header: &Header<'_>, charset: Charset, out: &mut Vec<u8>) -> Result<()> {
-        let mut text = self.text.replace("\r\n", "\n").replace('\0', "");
+        let mut text = normalize_newlines(&self.text).replace('\0', "");
         if let Some(f) = &self.font {
             // FeiQ writes one space between the text and its tag.
             text.push_str(&format!(" {{/font;{f};}}"));
@@ -58,4 +58,10 @@ impl MessageBody {
         Attachment::encode_list(&self.attachments, charset, &mut list)?;
         write_packet(out, header, &body, &[&list])
     }
+}
+
+/// Newlines on the wire are LF (IPMsg converts CRLF when sending); a CR
+/// left over, alone or doubled, becomes LF too.
+fn normalize_newlines(s: &str) -> String {
+    s.replace("\r\n", "\n").replace('\r', "\n")
 }
