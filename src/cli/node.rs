@@ -141,6 +141,15 @@ pub async fn request(eff: &Effective, req: &Value, discovery: Duration) -> Resul
     }
     let (node, task) = eff.start_node(true)?;
     tokio::time::sleep(discovery).await;
+    let unreachable: Vec<String> = {
+        let errors = node.send_errors.lock().map(|e| e.clone()).unwrap_or_default();
+        eff.targets.iter().filter_map(|t| errors.get(t).map(|e| format!("{t}: {e}"))).collect()
+    };
+    if !eff.targets.is_empty() && unreachable.len() == eff.targets.len() && node.peers().await?.is_empty() {
+        node.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+        anyhow::bail!("no network: could not send to any broadcast target ({})", unreachable.join("; "));
+    }
     let answer = crate::control::answer(req, &node).await;
     node.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(3), task).await;

@@ -37,11 +37,16 @@ pub enum NodeCommand {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// The last send error per destination (cleared when a send there works).
+pub type SendErrors = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<SocketAddr, String>>>;
+
 /// A handle on a running node.
 #[derive(Clone)]
 pub struct NodeHandle {
     pub commands: mpsc::Sender<NodeCommand>,
     pub events: broadcast::Sender<Event>,
+    /// Destinations the socket could not send to, with the reason.
+    pub send_errors: SendErrors,
 }
 
 impl NodeHandle {
@@ -181,8 +186,10 @@ pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task
     let (ev_tx, _) = broadcast::channel(4096);
     let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
     let store_tx = spawn_store(store, persisted_tx);
-    let handle = NodeHandle { commands: cmd_tx, events: ev_tx.clone() };
-    let task = tokio::spawn(run(engine, sock, cmd_rx, ev_tx, store_tx, persisted_rx, opts.probe));
+    let send_errors = SendErrors::default();
+    let handle = NodeHandle { commands: cmd_tx, events: ev_tx.clone(), send_errors: send_errors.clone() };
+    let out = Sender { sock, errors: send_errors };
+    let task = tokio::spawn(run(engine, out, cmd_rx, ev_tx, store_tx, persisted_rx, opts.probe));
     Ok((handle, task))
 }
 
@@ -303,9 +310,37 @@ fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
     }
 }
 
+/// The socket, and the record of where sending failed.
+struct Sender {
+    sock: UdpSocket,
+    errors: SendErrors,
+}
+
+impl Sender {
+    async fn send(&self, t: &Transmit) {
+        match self.sock.send_to(&t.payload, t.dst).await {
+            Ok(_) => {
+                if let Ok(mut e) = self.errors.lock() {
+                    if !e.is_empty() {
+                        e.remove(&t.dst);
+                    }
+                }
+            }
+            Err(err) => {
+                // A broadcast on a host with no route fails here; the rest of
+                // the node keeps working, and the commands can say why.
+                tracing::debug!("send to {}: {err}", t.dst);
+                if let Ok(mut e) = self.errors.lock() {
+                    e.insert(t.dst, err.to_string());
+                }
+            }
+        }
+    }
+}
+
 async fn run(
     mut engine: Engine,
-    sock: UdpSocket,
+    out: Sender,
     mut commands: mpsc::Receiver<NodeCommand>,
     events: broadcast::Sender<Event>,
     store: std_mpsc::Sender<StoreJob>,
@@ -320,7 +355,7 @@ async fn run(
     }
     let mut stopping: Option<(oneshot::Sender<()>, Instant)> = None;
     loop {
-        flush(&mut engine, &sock, &events, &store).await;
+        flush(&mut engine, &out, &events, &store).await;
         if let Some((_, deadline)) = &stopping {
             if engine.poll_timeout().is_none() || Instant::now() >= *deadline {
                 break;
@@ -329,13 +364,13 @@ async fn run(
         let wake = engine.poll_timeout().map(|t| t.saturating_sub(clock.now().mono));
         let sleep = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600)));
         tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
+            r = out.sock.recv_from(&mut buf) => match r {
                 Ok((n, from)) => engine.handle(clock.now(), from, &buf[..n]),
                 Err(e) => tracing::debug!("receive: {e}"),
             },
             Some(acks) = persisted.recv() => {
                 for t in acks {
-                    send(&sock, &t).await;
+                    out.send(&t).await;
                 }
             }
             c = commands.recv(), if stopping.is_none() => match c {
@@ -360,7 +395,7 @@ async fn run(
             _ = sleep => engine.handle_timeout(clock.now()),
         }
     }
-    flush(&mut engine, &sock, &events, &store).await;
+    flush(&mut engine, &out, &events, &store).await;
     // Let the store thread commit what it has, and send what waited for it.
     drop(store);
     let deadline = tokio::time::sleep(Duration::from_secs(2));
@@ -368,7 +403,7 @@ async fn run(
     loop {
         tokio::select! {
             acks = persisted.recv() => match acks {
-                Some(acks) => for t in acks { send(&sock, &t).await; },
+                Some(acks) => for t in acks { out.send(&t).await; },
                 None => break,
             },
             _ = &mut deadline => break,
@@ -381,13 +416,13 @@ async fn run(
 
 async fn flush(
     engine: &mut Engine,
-    sock: &UdpSocket,
+    out: &Sender,
     events: &broadcast::Sender<Event>,
     store: &std_mpsc::Sender<StoreJob>,
 ) {
     while let Some(o) = engine.poll_output() {
         match o {
-            Output::Transmit(t) => send(sock, &t).await,
+            Output::Transmit(t) => out.send(&t).await,
             Output::Event(e) => {
                 let _ = events.send(e);
             }
@@ -395,13 +430,5 @@ async fn flush(
                 let _ = store.send((op, then));
             }
         }
-    }
-}
-
-async fn send(sock: &UdpSocket, t: &Transmit) {
-    if let Err(e) = sock.send_to(&t.payload, t.dst).await {
-        // A broadcast on a host with no route (e.g. no network) fails here;
-        // the rest of the node keeps working.
-        tracing::debug!("send to {}: {e}", t.dst);
     }
 }
