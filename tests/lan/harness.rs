@@ -218,7 +218,7 @@ impl Host {
     pub fn capture(&self, path: &Path) -> Capture {
         let tcpdump = which("tcpdump").expect("tcpdump is not installed (apt-get install tcpdump)");
         let mut c = self.command(tcpdump);
-        c.args(["-i", "veth0", "-U", "-n", "-s", "0", "-w"]).arg(path).arg("port 2425");
+        c.args(["-i", "veth0", "-U", "--immediate-mode", "-n", "-s", "0", "-w"]).arg(path).arg("port 2425");
         let proc = Proc::start(&mut c);
         // tcpdump says "listening on …" once the capture is armed.
         let deadline = Instant::now() + Duration::from_secs(10);

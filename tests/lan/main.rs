@@ -6,6 +6,7 @@
 //!     sudo PIGEON_LAN_TESTS=1 cargo test --test lan
 
 mod harness;
+mod iptux;
 mod messaging;
 
 use std::net::{SocketAddr, UdpSocket};

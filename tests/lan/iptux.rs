@@ -1,0 +1,434 @@
+//! A real iptux on the namespace LAN (Debian's package, iptux 0.8.3).
+//!
+//! Two ways to run it, both inside a test host with their own host name:
+//!
+//! - [`Iptuxd`]: `tests/lan/iptux/iptuxd.cpp`, a small program linked
+//!   against Debian's `libiptux-core` — the whole protocol engine of the
+//!   iptux GUI, without GTK. It reads the GUI's `config.json`, takes
+//!   commands on stdin (`msg IP TEXT`, `send IP PATH`, `quit`, …) and
+//!   prints JSON events (`pal-online`, `message`, `offer`, `sent-msg`, …).
+//!   This is how tests make iptux send messages and files and accept them,
+//!   robustly and without a person. Built once per run with g++.
+//! - [`IptuxGui`]: the real GTK program under Xvfb with a private D-Bus
+//!   session bus and a fresh HOME (`tests/lan/iptux/gui.sh`), stopped with
+//!   its D-Bus `quit` action so that it sends BR_EXIT (SIGTERM makes it
+//!   abort without one). Used for the conformance capture.
+//!
+//! iptux 0.8.3 crashes whenever it accepts a folder (`AnalogFS::mkdir`
+//! recurses forever); `analogfs_fix.cpp` replaces that function (linked
+//! into iptuxd, LD_PRELOADed into the GUI).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::{self, enabled, Host, Lan};
+
+fn source_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lan/iptux")
+}
+
+/// Builds iptuxd and the GUI's preload fix once per test run.
+fn built() -> &'static (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("iptux");
+        std::fs::create_dir_all(&out).unwrap();
+        let flags = Command::new("pkg-config").args(["--cflags", "--libs", "iptux-core"]).output();
+        let flags = match flags {
+            Ok(o) if o.status.success() => String::from_utf8(o.stdout).unwrap(),
+            _ => panic!(
+                "cannot build the iptux test peer: `pkg-config iptux-core` failed; install iptux g++ pkg-config \
+                 libgoogle-glog-dev libjsoncpp-dev libsigc++-2.0-dev libglib2.0-dev libgflags-dev (.ci/run does)"
+            ),
+        };
+        let src = source_dir();
+        let bin = out.join("iptuxd");
+        let mut c = Command::new("g++");
+        c.args(["-std=c++17", "-O1", "-o"]).arg(&bin).arg(src.join("iptuxd.cpp")).arg(src.join("analogfs_fix.cpp"));
+        c.args(flags.split_whitespace()).arg("-lpthread");
+        let o = harness::run_bounded(c, Duration::from_secs(300));
+        assert!(o.status.success(), "building iptuxd failed:\n{}", String::from_utf8_lossy(&o.stderr));
+        let so = out.join("libiptux-analogfs-fix.so");
+        let mut c = Command::new("g++");
+        c.args(["-shared", "-fPIC", "-O1", "-o"]).arg(&so).arg(src.join("analogfs_fix.cpp"));
+        let o = harness::run_bounded(c, Duration::from_secs(120));
+        assert!(o.status.success(), "building the preload fix failed:\n{}", String::from_utf8_lossy(&o.stderr));
+        (bin, so)
+    })
+}
+
+/// Writes iptux's `~/.iptux/config.json` into a fresh HOME.
+fn seed_home(home: &Path, nick: &str, group: &str) -> PathBuf {
+    let dir = home.join(".iptux");
+    std::fs::create_dir_all(&dir).unwrap();
+    let archive = home.join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    let cfg = json!({
+        "nick_name": nick, "belong_group": group, "my_icon": "icon-tux.png", "personal_sign": "",
+        "archive_path": archive, "candidacy_encode": "gb18030,utf-16", "preference_encode": "utf-8",
+        "open_chat": false, "hide_startup": true, "open_transmission": false, "record_log": false,
+        "proof_shared": false, "send_message_retry_in_us": 1_000_000, "scan_net_segment": [], "shared_file_list": [],
+    });
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    path
+}
+
+/// iptux's core library driven by commands (see the module comment).
+pub struct Iptuxd {
+    child: Child,
+    stdin: ChildStdin,
+    events: mpsc::Receiver<Value>,
+    /// Every event seen so far.
+    pub seen: Vec<Value>,
+    _home: tempfile::TempDir,
+}
+
+impl Iptuxd {
+    /// Starts iptuxd in `host`, announcing `hostname`; with `accept_into`,
+    /// every offer is accepted into that folder.
+    pub fn start(host: &Host, nick: &str, group: &str, hostname: &str, accept_into: Option<&Path>) -> Iptuxd {
+        let (bin, _) = built();
+        let home = tempfile::tempdir().unwrap();
+        let config = seed_home(home.path(), nick, group);
+        let mut c = host.command("unshare");
+        c.args(["--uts", "sh", "-c", "hostname \"$0\" && exec \"$@\"", hostname]).arg(bin).arg("--config").arg(&config);
+        if let Some(dir) = accept_into {
+            c.arg("--auto-accept").arg(dir);
+        }
+        c.env("HOME", home.path()).env("LANG", "C.UTF-8").env("LC_ALL", "C.UTF-8");
+        let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut d = Iptuxd { child, stdin, events: rx, seen: Vec::new(), _home: home };
+        d.expect("ready", Duration::from_secs(15), |_| true);
+        d
+    }
+
+    /// Sends one command line.
+    pub fn command(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// Waits for an event `ev` that satisfies `pred` (earlier events count too).
+    pub fn expect(&mut self, ev: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let found = |v: &Value| v["ev"] == ev && pred(v);
+        if let Some(v) = self.seen.iter().find(|v| found(v)) {
+            return v.clone();
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if found(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!("iptuxd: no {ev:?} event in {limit:?}; events so far: {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Quits (BR_EXIT to every pal) and waits for the process.
+    pub fn quit(&mut self) {
+        self.command("quit");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Iptuxd {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: kill(2) on our own child's PID; SIGTERM makes iptuxd leave cleanly.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The real iptux GUI, headless (see the module comment).
+pub struct IptuxGui {
+    host: Host,
+    proc: harness::Proc,
+    pub home: tempfile::TempDir,
+}
+
+impl IptuxGui {
+    pub fn start(host: &Host, nick: &str, group: &str, hostname: &str, display: u32) -> IptuxGui {
+        let (_, fix) = built();
+        let home = tempfile::tempdir().unwrap();
+        seed_home(home.path(), nick, group);
+        let mut c = host.command("unshare");
+        c.args(["--uts", "bash"]).arg(source_dir().join("gui.sh")).arg(home.path()).arg(display.to_string());
+        c.env("IPTUX_HOSTNAME", hostname).env("IPTUX_PRELOAD", fix);
+        let proc = harness::Proc::start(&mut c);
+        let bus = home.path().join("bus.addr");
+        crate::messaging::wait_for(Duration::from_secs(20), || bus.exists(), "iptux's session bus");
+        IptuxGui { host: host.clone(), proc, home }
+    }
+
+    /// Activates an application action over the private session bus.
+    pub fn action(&self, name: &str) -> bool {
+        let bus = std::fs::read_to_string(self.home.path().join("bus.addr")).unwrap();
+        let mut c = self.host.command("gdbus");
+        c.env("DBUS_SESSION_BUS_ADDRESS", bus.trim()).args([
+            "call",
+            "--session",
+            "--dest",
+            "io.github.iptux_src.iptux",
+            "--object-path",
+            "/io/github/iptux_src/iptux",
+            "--method",
+            "org.gtk.Actions.Activate",
+            name,
+            "[]",
+            "{}",
+        ]);
+        harness::run_bounded(c, Duration::from_secs(10)).status.success()
+    }
+
+    /// Quits through D-Bus (so iptux sends BR_EXIT) and waits for it to end.
+    pub fn quit(&mut self) {
+        // The application registers its bus name a little after the bus starts.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.action("quit") {
+            assert!(Instant::now() < deadline, "iptux's D-Bus quit action never answered");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(self.proc.wait_for(Duration::from_secs(10)), "iptux did not exit after quit");
+    }
+}
+
+/// A raw IPMsg peer: a socket on 0.0.0.0:2425 in a host.
+pub struct RawPeer {
+    pub sock: UdpSocket,
+    no: u64,
+}
+
+impl RawPeer {
+    pub fn new(host: &Host) -> RawPeer {
+        let sock = host.enter(|| {
+            let s = UdpSocket::bind("0.0.0.0:2425").unwrap();
+            s.set_broadcast(true).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            s
+        });
+        RawPeer { sock, no: 1000 }
+    }
+
+    /// Sends a packet from user `raw` at host `raw-pc`; returns its number.
+    pub fn send(&mut self, to: SocketAddr, command: u32, body: &[u8]) -> u64 {
+        self.no += 1;
+        let mut p = format!("1:{}:raw:raw-pc:{command}:", self.no).into_bytes();
+        p.extend_from_slice(body);
+        p.push(0);
+        self.sock.send_to(&p, to).unwrap();
+        self.no
+    }
+
+    /// Waits for a packet from `from` whose mode is `mode`; returns the datagram.
+    pub fn expect(&self, from: std::net::Ipv4Addr, mode: u8, limit: Duration) -> Vec<u8> {
+        let deadline = Instant::now() + limit;
+        let mut buf = vec![0u8; 65536];
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            if let Ok((n, src)) = self.sock.recv_from(&mut buf) {
+                let d = buf[..n].to_vec();
+                if let Ok(p) = pigeon_protocol::Packet::decode(&d) {
+                    if src.ip() == from && p.mode().0 == mode {
+                        return d;
+                    }
+                    seen.push(format!("{} {}", p.command, String::from_utf8_lossy(p.body())));
+                }
+            }
+        }
+        panic!("no mode 0x{mode:02x} packet from {from} in {limit:?}; saw {seen:?}");
+    }
+}
+
+fn decode_capture(pcap: &Path) -> Vec<Value> {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_pigeon")).args(["decode", "--json", "--pcap"]).arg(pcap).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The packets a host sent, decoded; every one must decode without error.
+fn sent_by(packets: &[Value], ip: std::net::Ipv4Addr) -> Vec<Value> {
+    let mine: Vec<Value> = packets
+        .iter()
+        .filter(|v| v["source"]["src"].as_str().is_some_and(|s| s.starts_with(&format!("{ip}:"))))
+        .cloned()
+        .collect();
+    for v in &mine {
+        assert!(v["error"].is_null(), "iptux sent a packet we cannot decode: {v}");
+        assert_eq!(v["client"], "iptux", "{v}");
+    }
+    mine
+}
+
+const NICK: &str = "Tux 企鹅";
+const GROUP: &str = "QA组";
+
+#[test]
+fn iptux_gui_conformance() {
+    if !enabled("iptux_gui_conformance") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let dir = tempfile::tempdir().unwrap();
+    let capture = lan.host(1).capture(&dir.path().join("iptux.pcap"));
+    let mut raw = RawPeer::new(lan.host(2));
+    let iptux_ip = lan.host(1).addr;
+    let mut gui = IptuxGui::start(lan.host(1), NICK, GROUP, "iptux-gui", 91);
+    // It announces itself by broadcast.
+    raw.expect(iptux_ip, 0x01, Duration::from_secs(20));
+    // It answers an entry.
+    let to = SocketAddr::from((iptux_ip, 2425));
+    raw.send(to, 0x0120_0001, b"Raw\0Lab");
+    raw.expect(iptux_ip, 0x03, Duration::from_secs(10));
+    // It acknowledges a message, quoting its number.
+    let no = raw.send(to, 0x20 | 0x100, "hello iptux 你好".as_bytes());
+    let ack = raw.expect(iptux_ip, 0x21, Duration::from_secs(10));
+    let p = pigeon_protocol::Packet::decode(&ack).unwrap();
+    assert_eq!(p.body(), no.to_string().as_bytes());
+    // It leaves with BR_EXIT when quit through D-Bus.
+    gui.quit();
+    raw.expect(iptux_ip, 0x02, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    let packets = decode_capture(&capture.finish());
+    let iptux = sent_by(&packets, iptux_ip);
+    let modes: Vec<&str> = iptux.iter().filter_map(|v| v["mode"].as_str()).collect();
+    for m in ["BR_ENTRY", "ANSENTRY", "RECVMSG", "BR_EXIT"] {
+        assert!(modes.contains(&m), "no {m} in the capture: {modes:?}");
+    }
+    for e in iptux.iter().filter(|v| v["mode"] == "BR_ENTRY" || v["mode"] == "ANSENTRY") {
+        assert_eq!((e["nick"].as_str(), e["group"].as_str()), (Some(NICK), Some(GROUP)), "{e}");
+        assert_eq!(e["host"], "iptux-gui");
+        assert_eq!(e["iptux"]["charset"], "utf-8");
+    }
+}
+
+#[test]
+fn iptux_sends_a_message_and_a_file_offer_to_a_raw_peer() {
+    if !enabled("iptux_sends_a_message_and_a_file_offer_to_a_raw_peer") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let dir = tempfile::tempdir().unwrap();
+    let capture = lan.host(1).capture(&dir.path().join("iptuxd.pcap"));
+    let mut raw = RawPeer::new(lan.host(2));
+    let iptux_ip = lan.host(1).addr;
+    let mut d = Iptuxd::start(lan.host(1), NICK, GROUP, "iptux-core", None);
+    raw.send(SocketAddr::from((iptux_ip, 2425)), 0x0120_0001, b"Raw\0Lab");
+    d.expect("pal-online", Duration::from_secs(10), |v| v["ip"] == lan.host(2).addr.to_string());
+    // A message with Chinese and accented characters; the raw peer acknowledges it.
+    let text = "你好, café Ünïcödé — 测试";
+    d.command(&format!("msg {} {text}", lan.host(2).addr));
+    let msg = raw.expect(iptux_ip, 0x20, Duration::from_secs(10));
+    let p = pigeon_protocol::Packet::decode(&msg).unwrap();
+    assert_eq!(std::str::from_utf8(p.body()).unwrap(), text, "iptux sends UTF-8 as is");
+    raw.send(SocketAddr::from((iptux_ip, 2425)), 0x21, p.packet_no);
+    let sent = d.expect("sent-msg", Duration::from_secs(10), |_| true);
+    assert_eq!(sent["acked"], true, "{sent}");
+    // A file offer: the attachment list arrives.
+    let file = dir.path().join("报告 report.txt");
+    let content = b"thirty bytes of report text...";
+    assert_eq!(content.len(), 30);
+    std::fs::write(&file, content).unwrap();
+    d.command(&format!("send {} {}", lan.host(2).addr, file.display()));
+    let offer = raw.expect(iptux_ip, 0x20, Duration::from_secs(10));
+    let p = pigeon_protocol::Packet::decode(&offer).unwrap();
+    assert!(p.opts().has(pigeon_protocol::Opts::FILEATTACHOPT));
+    d.quit();
+    raw.expect(iptux_ip, 0x02, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let packets = decode_capture(&capture.finish());
+    let iptux = sent_by(&packets, iptux_ip);
+    let m = iptux.iter().find(|v| v["mode"] == "SENDMSG" && v["attachments"].is_null()).expect("the message");
+    assert_eq!((m["text"].as_str(), m["charset"].as_str()), (Some(text), Some("utf-8")));
+    let o = iptux.iter().find(|v| v["attachments"].is_array()).expect("the file offer");
+    let a = &o["attachments"][0];
+    assert_eq!(
+        (a["name"].as_str(), a["size"].as_u64(), a["kind"].as_str()),
+        (Some("报告 report.txt"), Some(30), Some("file"))
+    );
+    assert!(iptux.iter().any(|v| v["mode"] == "BR_EXIT"));
+}
+
+#[test]
+fn pigeon_and_iptux_talk() {
+    if !enabled("pigeon_and_iptux_talk") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let pigeon = crate::messaging::Node::start(lan.host(2), "pigeon");
+    let mut d = Iptuxd::start(lan.host(1), NICK, GROUP, "iptux-core", None);
+    // Each lists the other.
+    crate::messaging::wait_for(
+        Duration::from_secs(15),
+        || {
+            let peers = pigeon.control(&json!({"op": "peers"}));
+            peers["peers"].as_array().is_some_and(|a| a.iter().any(|p| p["nick"] == NICK && p["client"] == "iptux"))
+        },
+        "Pigeon to list iptux",
+    );
+    let peers = pigeon.control(&json!({"op": "peers"}));
+    let tux = peers["peers"].as_array().unwrap().iter().find(|p| p["nick"] == NICK).unwrap().clone();
+    assert_eq!(
+        (tux["group"].as_str(), tux["away"].as_bool()),
+        (Some(GROUP), Some(false)),
+        "iptux's ABSENCEOPT is not away"
+    );
+    d.expect("pal-online", Duration::from_secs(10), |v| v["ip"] == lan.host(2).addr.to_string());
+    // A Pigeon message reaches iptux, acknowledged.
+    let text = "来自 Pigeon 的消息 ✓ naïve";
+    let r = pigeon.control(&json!({"op": "send", "to": [NICK], "text": text, "wait": 10}));
+    assert_eq!(r["results"][0]["status"], "delivered", "{r}");
+    let got = d.expect("message", Duration::from_secs(10), |v| v["source"] == "pal");
+    assert_eq!(got["text"], text);
+    // An iptux message with Chinese text reaches Pigeon intact and lands in history.
+    let back = "中文消息 from iptux — 你好！";
+    d.command(&format!("msg {} {back}", lan.host(2).addr));
+    crate::messaging::wait_for(
+        Duration::from_secs(15),
+        || pigeon.history(None).iter().any(|m| m["text"] == back && m["direction"] == "in"),
+        "iptux's message in Pigeon's history",
+    );
+    let sent = d.expect("sent-msg", Duration::from_secs(10), |_| true);
+    assert_eq!(sent["acked"], true, "Pigeon acknowledged iptux's message: {sent}");
+    d.quit();
+    crate::messaging::wait_for(
+        Duration::from_secs(10),
+        || pigeon.control(&json!({"op": "peers"}))["peers"].as_array().is_some_and(Vec::is_empty),
+        "iptux's exit",
+    );
+}
