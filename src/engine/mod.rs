@@ -841,6 +841,19 @@ impl Engine {
         }
         if now.mono >= self.next_expiry_check {
             self.next_expiry_check = now.mono + Duration::from_secs(60);
+            // A peer still listed online may only have lost our packets or
+            // its acks: try its queued messages again, once a minute.
+            let mut waiting: Vec<PeerKey> = self
+                .pending
+                .iter()
+                .filter(|p| p.next.is_none() && self.peers.get(&p.peer).is_some_and(|peer| peer.online))
+                .map(|p| p.peer.clone())
+                .collect();
+            waiting.sort();
+            waiting.dedup();
+            for k in waiting {
+                self.flush_outbox(now, &k);
+            }
             let expiry_ms = self.cfg.outbox_expiry.as_millis() as i64;
             let expired: Vec<Pending> = self
                 .pending
@@ -934,6 +947,11 @@ impl Engine {
                     key = k.key.clone();
                 }
             }
+        }
+        // Any packet from a peer proves it can be reached again: what waits
+        // for it in the outbox goes out now, not only at its next entry.
+        if self.pending.iter().any(|q| q.peer == key && q.next.is_none()) && self.peers.get(&key).is_some() {
+            self.flush_outbox(now, &key);
         }
         match mode {
             Mode::SENDMSG => self.message(now, from, &p, key, client, cs),

@@ -416,3 +416,45 @@ fn probes_are_paced_and_bounded() {
     assert!(per_tick.iter().all(|&n| n <= 10));
     assert!(now.mono >= Duration::from_millis(250), "254 probes took only {:?}", now.mono);
 }
+
+/// A peer that stays online but lost every copy of a message (or its acks)
+/// gets it again: on its next packet of any kind, or within a minute.
+#[test]
+fn queued_messages_are_retried_while_the_peer_stays_online() {
+    let mut net = Net::new(2, 0.0, 0.0, 0, 11);
+    net.command(0, Request::Start).unwrap();
+    net.command(1, Request::Start).unwrap();
+    net.run_until(6000);
+    net.loss = 1.0;
+    let a = net.command(0, Request::Send { to: vec![net.key(1)], text: "first".into(), sealed: false }).unwrap();
+    let b = net.command(0, Request::Send { to: vec![net.key(1)], text: "second".into(), sealed: false }).unwrap();
+    net.run_until(12_000);
+    net.loss = 0.0;
+    let last = |net: &Net, id: u64| {
+        net.nodes[0]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Receipt { id: rid, status, .. } if *rid == id => Some(*status),
+                _ => None,
+            })
+            .next_back()
+    };
+    assert_eq!(last(&net, a[0]), Some(Delivery::Queued));
+    // The peer sends something (here: a message of its own).
+    net.command(1, Request::Send { to: vec![net.key(0)], text: "hello?".into(), sealed: false }).unwrap();
+    net.run_until(14_000);
+    assert_eq!(last(&net, a[0]), Some(Delivery::Delivered));
+    assert_eq!(last(&net, b[0]), Some(Delivery::Delivered));
+
+    // Silent but online: the once-a-minute retry delivers it.
+    net.loss = 1.0;
+    let c = net.command(0, Request::Send { to: vec![net.key(1)], text: "third".into(), sealed: false }).unwrap();
+    net.run_until(20_000);
+    assert_eq!(last(&net, c[0]), Some(Delivery::Queued));
+    net.loss = 0.0;
+    net.run_until(90_000);
+    assert_eq!(last(&net, c[0]), Some(Delivery::Delivered));
+    let shown = net.nodes[1].events.iter().filter(|e| matches!(e, Event::Message(m) if m.text == "third")).count();
+    assert_eq!(shown, 1);
+}
