@@ -167,6 +167,12 @@ fn discovery_messages_broadcast_sealed_away_and_exit() {
     assert!(out.status.success());
     let sealed = b.history(&["--search", "open me"]);
     assert_eq!(sealed[0]["sealed"], true);
+    let listed = b.cli(&["open"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(sealed[0]["packet_no"].as_str().unwrap()));
+    let opened = b.cli(&["open", sealed[0]["packet_no"].as_str().unwrap()]);
+    assert!(opened.status.success(), "{}", String::from_utf8_lossy(&opened.stderr));
+    assert_eq!(String::from_utf8_lossy(&opened.stdout).trim(), "open me");
+    // The control API is the same door: opening twice is harmless.
     let ans = b.control(
         &json!({"op": "open", "user": "alice", "host": sealed[0]["peer"]["host"], "packet_no": sealed[0]["packet_no"]}),
     );
@@ -187,7 +193,12 @@ fn discovery_messages_broadcast_sealed_away_and_exit() {
 
     // Exit: Carol leaves and the others drop her.
     c.stop();
-    wait_for(|| nicks(&a.peers()) == ["Bob"] && nicks(&b.peers()) == ["爱丽丝"], "Carol's exit");
+    let gone = || nicks(&a.peers()) == ["Bob"] && nicks(&b.peers()) == ["爱丽丝"];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !gone() {
+        assert!(Instant::now() < deadline, "Carol's exit: Alice sees {:?}, Bob sees {:?}", a.peers(), b.peers());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // An unknown peer is a clear error with a suggestion; exit code 2.
     let out = a.cli(&["send", "Bbo", "hi"]);

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod history;
 pub mod listen;
 pub mod node;
+pub mod open;
 pub mod peers;
 pub mod send;
 pub mod status;
@@ -44,6 +45,8 @@ pub enum Command {
     Info(status::InfoArgs),
     /// Show or search the message history.
     History(history::HistoryArgs),
+    /// Open a sealed message (the sender sees that you read it).
+    Open(open::OpenArgs),
     /// Show the effective configuration.
     Config(config::ConfigArgs),
     /// Decode IPMsg / FeiQ / iptux packets from hex, raw datagram files or a capture.
@@ -68,6 +71,7 @@ pub fn main() -> ExitCode {
         Command::Status(a) => status::run(g, a),
         Command::Info(a) => status::run_info(g, a),
         Command::History(a) => history::run(g, a),
+        Command::Open(a) => open::run(g, a),
         Command::Config(a) => config::run(g, a),
         Command::Decode(a) => decode::run(a),
     };

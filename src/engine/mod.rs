@@ -350,6 +350,7 @@ pub struct Engine {
     probe: VecDeque<SocketAddr>,
     probe_at: Option<Duration>,
     next_expiry_check: Duration,
+    quitting: bool,
     stats: Stats,
 }
 
@@ -378,6 +379,7 @@ impl Engine {
             probe: VecDeque::new(),
             probe_at: None,
             next_expiry_check: Duration::ZERO,
+            quitting: false,
             stats: Stats::default(),
         };
         for k in seen {
@@ -618,7 +620,14 @@ impl Engine {
                     self.transmit(a, exit.clone());
                 }
                 self.exit_at = Some(now.mono + Duration::from_millis(100));
+                // Nothing may announce us again after the exit: no second
+                // entry, no delayed answer, no probe.
+                self.quitting = true;
                 self.entry_at.clear();
+                self.answer_at = None;
+                self.answer_to.clear();
+                self.probe.clear();
+                self.probe_at = None;
                 Ok(vec![])
             }
         }
@@ -1090,6 +1099,9 @@ impl Engine {
     /// Queues an ANSENTRY after a random delay scaled by the LAN's size;
     /// one timer serves every answer due (protocol.md §3.2).
     fn schedule_answer(&mut self, now: Now, to: SocketAddr) {
+        if self.quitting {
+            return;
+        }
         if !self.answer_to.contains(&to) {
             self.answer_to.push(to);
         }
@@ -1163,7 +1175,12 @@ impl Engine {
             }
             return;
         }
-        if self.peers.get(&key).is_none() && !opts.has(Opts::NOADDLISTOPT) && !automatic && !self.cfg.oneshot {
+        if self.peers.get(&key).is_none()
+            && !opts.has(Opts::NOADDLISTOPT)
+            && !automatic
+            && !self.cfg.oneshot
+            && !self.quitting
+        {
             // Ask an unknown sender who it is (§3.6).
             let e = self.entry_packet(now, Mode::BR_ENTRY, 0);
             self.transmit(from, e);

@@ -458,3 +458,27 @@ fn queued_messages_are_retried_while_the_peer_stays_online() {
     let shown = net.nodes[1].events.iter().filter(|e| matches!(e, Event::Message(m) if m.text == "third")).count();
     assert_eq!(shown, 1);
 }
+
+/// Found by the loopback test: an answer still due when a node quits must
+/// not go out after its BR_EXIT (the others would list it again).
+#[test]
+fn nothing_announces_a_node_after_its_exit() {
+    let mut net = Net::new(3, 0.0, 0.0, 0, 12);
+    for i in 0..3 {
+        net.command(i, Request::Start).unwrap();
+    }
+    net.run_until(1000);
+    // Node 1 re-announces; node 0 schedules its answer and quits at once.
+    net.command(1, Request::Start).unwrap();
+    net.run_until(1001);
+    net.run_until(1260);
+    assert!(net.nodes[0].engine.answer_at.is_some(), "the scenario needs an answer pending");
+    net.command(0, Request::Quit).unwrap();
+    net.run_until(5000);
+    for i in 1..3 {
+        assert!(
+            net.nodes[i].engine.peers().get(&net.key(0)).is_some_and(|p| !p.online),
+            "node {i} lists node 0 again after its exit"
+        );
+    }
+}

@@ -432,3 +432,49 @@ fn pigeon_and_iptux_talk() {
         "iptux's exit",
     );
 }
+
+#[test]
+fn iptux_accepts_a_file_offered_to_it() {
+    if !enabled("iptux_accepts_a_file_offered_to_it") {
+        return;
+    }
+    use std::io::Read;
+    let lan = Lan::new(2);
+    let mut raw = RawPeer::new(lan.host(2));
+    let listener = lan.host(2).enter(|| std::net::TcpListener::bind("0.0.0.0:2425").unwrap());
+    let inbox = tempfile::tempdir().unwrap();
+    let iptux_ip = lan.host(1).addr;
+    let mut d = Iptuxd::start(lan.host(1), NICK, GROUP, "iptux-core", Some(inbox.path()));
+    let to = SocketAddr::from((iptux_ip, 2425));
+    raw.send(to, 0x0120_0001, b"Raw\0Lab");
+    d.expect("pal-online", Duration::from_secs(10), |_| true);
+    // Offer one file (decimal ID 7 in the list, as IPMsg writes it).
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let list = format!("7:数据 data.bin:{:x}:65a1b2c3:1:\x07", data.len());
+    let mut body = b"here you go".to_vec();
+    body.push(0);
+    body.extend_from_slice(list.as_bytes());
+    let offer_no = raw.send(to, 0x20 | 0x100 | 0x0020_0000, &body);
+    d.expect("offer", Duration::from_secs(10), |v| v["name"] == "数据 data.bin");
+    // iptux connects and asks for it: serve the requested bytes.
+    listener.set_nonblocking(false).unwrap();
+    let (mut conn, _) = listener.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = Vec::new();
+    let mut buf = [0u8; 512];
+    while !matches!(pigeon_protocol::request::request_framing(&req), pigeon_protocol::request::Framing::Complete(_)) {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "iptux closed before its request was complete: {req:?}");
+        req.extend_from_slice(&buf[..n]);
+    }
+    let p = pigeon_protocol::Packet::decode(&req).unwrap();
+    assert_eq!(p.mode(), pigeon_protocol::Mode::GETFILEDATA);
+    let r = pigeon_protocol::FileRequest::decode(p.body()).unwrap();
+    assert_eq!((r.packet_no, r.file_id), (offer_no, 7), "iptux asks in hex for what the list said in decimal");
+    conn.write_all(&data[r.offset.unwrap_or(0) as usize..]).unwrap();
+    drop(conn);
+    let done = d.expect("recv-done", Duration::from_secs(20), |_| true);
+    assert_eq!(done["ok"], true, "{done}");
+    let got = std::fs::read(inbox.path().join("数据 data.bin")).unwrap();
+    assert!(got == data, "the received file differs ({} bytes)", got.len());
+}
