@@ -10,3 +10,4 @@ pub mod control;
 pub mod engine;
 pub mod net;
 pub mod store;
+pub mod transfer;

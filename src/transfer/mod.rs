@@ -1,0 +1,324 @@
+//! Writing received files and folders safely (DESIGN.md "Receiving
+//! safely"), with resume. Knows nothing of sockets: it is given names,
+//! sizes and bytes.
+//!
+//! - Every name from the wire is one path component
+//!   ([`pigeon_protocol::name::validate_component`]); nothing is written
+//!   outside the target directory; no symlink is followed or created
+//!   (files are opened with `O_NOFOLLOW`, directories checked with
+//!   `symlink_metadata`).
+//! - Nothing is overwritten: a name that exists becomes `name (1).ext`.
+//! - Data goes to `name.part`; its length is where a later fetch resumes.
+//!   Only a file with exactly the announced size is renamed, atomically, to
+//!   its final name (with its modification time); a sender that sends more
+//!   than it announced is an error, and the partial file stays.
+//! - Free space is checked before a transfer starts.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use pigeon_protocol::name::validate_component;
+use pigeon_protocol::{DirEvent, DirHeader};
+
+/// Why a transfer cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("refused {name:?}: {why}")]
+    UnsafeName { name: String, why: String },
+    #[error("refused: {0} is a symbolic link")]
+    Symlink(PathBuf),
+    #[error("{name}: the sender sent more than the {expected} bytes it announced")]
+    TooLong { name: String, expected: u64 },
+    #[error("{name}: {got} of {expected} bytes arrived")]
+    Incomplete { name: String, got: u64, expected: u64 },
+    #[error("not enough space in {dir}: {needed} bytes needed, {free} free")]
+    NoSpace { dir: PathBuf, needed: u64, free: u64 },
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TransferError + 'a {
+    move |source| TransferError::Io { what, path: path.to_path_buf(), source }
+}
+
+/// The suffix of data still arriving.
+pub const PART: &str = ".part";
+
+/// Checks a wire name and joins it to `dir`.
+pub fn join_safe(dir: &Path, name: &str) -> Result<PathBuf, TransferError> {
+    validate_component(name)
+        .map_err(|e| TransferError::UnsafeName { name: name.chars().take(80).collect(), why: e.to_string() })?;
+    if name.ends_with(PART) {
+        return Err(TransferError::UnsafeName { name: name.into(), why: "ends with .part".into() });
+    }
+    Ok(dir.join(name))
+}
+
+/// `name (1).ext`, `name (2).ext`, … for the first that does not exist
+/// (neither it nor its `.part`), or `name` itself.
+pub fn unused_name(dir: &Path, name: &str) -> PathBuf {
+    let taken = |p: &Path| p.symlink_metadata().is_ok() || part_path(p).symlink_metadata().is_ok();
+    let first = dir.join(name);
+    if !taken(&first) {
+        return first;
+    }
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    (1..).map(|n| dir.join(format!("{stem} ({n}){ext}"))).find(|p| !taken(p)).expect("some number is free")
+}
+
+/// The `.part` path of a final path.
+pub fn part_path(final_path: &Path) -> PathBuf {
+    let mut s = final_path.as_os_str().to_owned();
+    s.push(PART);
+    PathBuf::from(s)
+}
+
+/// Bytes free for an unprivileged user on the file system of `dir`.
+pub fn free_space(dir: &Path) -> Result<u64, TransferError> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| TransferError::UnsafeName { name: dir.display().to_string(), why: "holds NUL".into() })?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a zeroed statvfs to fill.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io("cannot measure free space in", dir)(std::io::Error::last_os_error()));
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Fails unless `needed` bytes fit in `dir`.
+pub fn check_space(dir: &Path, needed: u64) -> Result<(), TransferError> {
+    let free = free_space(dir)?;
+    if needed > free {
+        return Err(TransferError::NoSpace { dir: dir.to_path_buf(), needed, free });
+    }
+    Ok(())
+}
+
+/// A directory that must exist as a real directory (not a symlink).
+fn ensure_dir(path: &Path) -> Result<(), TransferError> {
+    match path.symlink_metadata() {
+        Ok(m) if m.file_type().is_symlink() => Err(TransferError::Symlink(path.to_path_buf())),
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(io("not a directory:", path)(std::io::ErrorKind::AlreadyExists.into())),
+        Err(_) => std::fs::create_dir(path).map_err(io("cannot create", path)),
+    }
+}
+
+/// A file being received into `name.part`.
+#[derive(Debug)]
+pub struct PartFile {
+    final_path: PathBuf,
+    part: PathBuf,
+    file: File,
+    written: u64,
+    expected: u64,
+}
+
+impl PartFile {
+    /// Opens (or creates) the `.part` of `final_path`; its length so far is
+    /// [`PartFile::offset`], where a fetch resumes. A `.part` longer than
+    /// the announced size is started again.
+    pub fn open(final_path: &Path, expected: u64) -> Result<PartFile, TransferError> {
+        let part = part_path(final_path);
+        if part.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(TransferError::Symlink(part));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o644)
+            .open(&part)
+            .map_err(io("cannot open", &part))?;
+        let mut written = file.metadata().map_err(io("cannot read", &part))?.len();
+        if written > expected {
+            file.set_len(0).map_err(io("cannot truncate", &part))?;
+            written = 0;
+        }
+        let mut f = PartFile { final_path: final_path.to_path_buf(), part, file, written, expected };
+        f.file.seek(SeekFrom::Start(written)).map_err(io("cannot seek in", &f.part))?;
+        Ok(f)
+    }
+
+    /// Bytes already received (where to resume).
+    pub fn offset(&self) -> u64 {
+        self.written
+    }
+
+    /// The announced size.
+    pub fn expected(&self) -> u64 {
+        self.expected
+    }
+
+    /// Starts again from byte 0 (a sender that ignored the offset).
+    pub fn restart(&mut self) -> Result<(), TransferError> {
+        self.file.set_len(0).map_err(io("cannot truncate", &self.part))?;
+        self.file.seek(SeekFrom::Start(0)).map_err(io("cannot seek in", &self.part))?;
+        self.written = 0;
+        Ok(())
+    }
+
+    /// Appends received bytes; more than announced is an error.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), TransferError> {
+        if self.written + data.len() as u64 > self.expected {
+            return Err(TransferError::TooLong { name: self.name(), expected: self.expected });
+        }
+        self.file.write_all(data).map_err(io("cannot write", &self.part))?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    fn name(&self) -> String {
+        self.final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    /// True once every announced byte arrived.
+    pub fn is_complete(&self) -> bool {
+        self.written == self.expected
+    }
+
+    /// Makes the file final: all bytes there, flushed to disk, renamed to
+    /// its final name (or `name (1).ext` if that appeared meanwhile), with
+    /// the sender's modification time. Returns the final path.
+    pub fn finish(self, mtime: Option<u64>) -> Result<PathBuf, TransferError> {
+        if !self.is_complete() {
+            return Err(TransferError::Incomplete { name: self.name(), got: self.written, expected: self.expected });
+        }
+        self.file.sync_all().map_err(io("cannot flush", &self.part))?;
+        if let Some(t) = mtime {
+            let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t);
+            let _ = self.file.set_modified(when);
+        }
+        let dir = self.final_path.parent().unwrap_or(Path::new("."));
+        let name = self.final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let target =
+            if self.final_path.symlink_metadata().is_ok() { unused_name(dir, &name) } else { self.final_path.clone() };
+        // link + unlink never replaces an existing file (rename would).
+        std::fs::hard_link(&self.part, &target).map_err(io("cannot create", &target))?;
+        std::fs::remove_file(&self.part).map_err(io("cannot remove", &self.part))?;
+        Ok(target)
+    }
+}
+
+/// Applies a directory stream to the file system under `root` (the folder
+/// the stream's first record creates goes there), safely. Files that are
+/// already complete from an earlier attempt are skipped, a `.part` resumes
+/// where its data stops being new.
+#[derive(Debug)]
+pub struct DirWriter {
+    parent: PathBuf,
+    stack: Vec<PathBuf>,
+    current: Option<Receiving>,
+    /// Final paths of completed files, in order.
+    pub done: Vec<PathBuf>,
+    /// Bytes written to disk (not counting skipped ones).
+    pub written: u64,
+    /// Bytes of files already complete before, passed over.
+    pub skipped: u64,
+    top_name: Option<String>,
+}
+
+#[derive(Debug)]
+enum Receiving {
+    Writing {
+        file: PartFile,
+        mtime: Option<u64>,
+        seen: u64,
+    },
+    /// Already complete on disk: discard the data.
+    Skipping,
+}
+
+impl DirWriter {
+    /// A writer that creates the folder inside `parent`, named `top_name`
+    /// (the offer's name) rather than whatever the stream's first record says.
+    pub fn new(parent: &Path, top_name: &str) -> DirWriter {
+        DirWriter {
+            parent: parent.to_path_buf(),
+            stack: Vec::new(),
+            current: None,
+            done: Vec::new(),
+            written: 0,
+            skipped: 0,
+            top_name: Some(top_name.to_string()),
+        }
+    }
+
+    /// The folder being written.
+    pub fn root(&self) -> Option<&Path> {
+        self.stack.first().map(PathBuf::as_path)
+    }
+
+    /// Applies one event of the stream.
+    pub fn apply(&mut self, ev: DirEvent<'_>) -> Result<(), TransferError> {
+        match ev {
+            DirEvent::Dir(h) => {
+                let base = self.stack.last().cloned().unwrap_or_else(|| self.parent.clone());
+                let name = match self.top_name.take() {
+                    Some(top) if self.stack.is_empty() => top,
+                    _ => h.name.clone(),
+                };
+                let path = join_safe(&base, &name)?;
+                ensure_dir(&path)?;
+                self.stack.push(path);
+            }
+            DirEvent::File(h) => self.start_file(&h)?,
+            DirEvent::Data(d) => match &mut self.current {
+                Some(Receiving::Writing { file, seen, .. }) => {
+                    // Bytes before the resume point were written last time.
+                    let skip = file.offset().saturating_sub(*seen).min(d.len() as u64) as usize;
+                    *seen += d.len() as u64;
+                    file.write(&d[skip..])?;
+                    self.written += (d.len() - skip) as u64;
+                    self.skipped += skip as u64;
+                }
+                Some(Receiving::Skipping) => self.skipped += d.len() as u64,
+                None => {}
+            },
+            DirEvent::FileEnd => match self.current.take() {
+                Some(Receiving::Writing { file, mtime, .. }) => self.done.push(file.finish(mtime)?),
+                Some(Receiving::Skipping) | None => {}
+            },
+            DirEvent::Parent(h) => {
+                if let Some(dir) = self.stack.pop() {
+                    if let Some(t) = h.mtime() {
+                        if let Ok(f) = File::open(&dir) {
+                            let _ = f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_file(&mut self, h: &DirHeader) -> Result<(), TransferError> {
+        let dir = self.stack.last().cloned().unwrap_or_else(|| self.parent.clone());
+        // A lone file (the whole stream) takes the offer's name too.
+        let name =
+            if self.stack.is_empty() { self.top_name.take().unwrap_or_else(|| h.name.clone()) } else { h.name.clone() };
+        let path = join_safe(&dir, &name)?;
+        if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(TransferError::Symlink(path));
+        }
+        // Complete from an earlier attempt: same size, no .part beside it.
+        if path.metadata().is_ok_and(|m| m.is_file() && m.len() == h.size) && !part_path(&path).exists() {
+            self.current = Some(Receiving::Skipping);
+            return Ok(());
+        }
+        let file = PartFile::open(&path, h.size)?;
+        self.current = Some(Receiving::Writing { file, mtime: h.mtime(), seen: 0 });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
