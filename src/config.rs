@@ -43,6 +43,9 @@ impl Home {
     /// Creates the directories (private to the user).
     pub fn create(&self) -> Result<()> {
         for d in [&self.config_dir, &self.data_dir, &self.runtime_dir] {
+            if d.exists() {
+                continue; // someone else's folder keeps its permissions
+            }
             std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
             #[cfg(unix)]
             {
@@ -85,6 +88,8 @@ pub struct FileConfig {
     pub port: Option<u16>,
     /// Days a queued message waits for its peer before it fails.
     pub outbox_expiry_days: Option<u64>,
+    /// Days offered files and folders are served.
+    pub offer_expiry_days: Option<u64>,
 }
 
 impl FileConfig {

@@ -256,4 +256,15 @@ fn port_in_use_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("UDP port 42425 is in use") && err.contains("pigeon"), "{err}");
+    // Found in review: a second daemon of the same home (another port) must
+    // refuse before it announces anything or touches the first one's socket.
+    let out = Command::new(env!("CARGO_BIN_EXE_pigeon"))
+        .arg("--home")
+        .arg(_a.home.path())
+        .args(["--port", "42426", "--bind", "127.0.0.9", "--user", "hank", "daemon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already runs"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(_a.control(&json!({"op": "ping"}))["ok"], true, "the first daemon still answers");
 }

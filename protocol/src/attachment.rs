@@ -76,6 +76,11 @@ pub mod ext {
     pub const ACL: u32 = 0x30;
     pub const ALIASFNAME: u32 = 0x40;
     pub const UNICODEFNAME: u32 = 0x41;
+    /// Pigeon's own (folder resume): the file's data is omitted, the
+    /// receiver has all of it; the value is its size.
+    pub const PIGEON_OMITTED: u32 = 0x7F01;
+    /// Pigeon's own (folder resume): the data that follows starts at this offset.
+    pub const PIGEON_RESUMED_AT: u32 = 0x7F02;
 }
 
 /// One `key=value` extended attribute; the value is kept as written

@@ -87,6 +87,7 @@ impl<'a> ImageFragment<'a> {
         if index == 0 || index > count {
             return Err(bad("index outside 1..=count"));
         }
+        check_id(fields[0])?;
         Ok(ImageFragment {
             id: String::from_utf8_lossy(fields[0]).into_owned(),
             total: num(1, "image size")?,
@@ -125,6 +126,7 @@ impl FragmentAck {
         let body = body.strip_suffix(b"#").unwrap_or(body);
         let bar = body.iter().position(|&b| b == b'|').ok_or(Error::Missing { what: "fragment ack", part: "'|'" })?;
         let index = u32::try_from(dec_u64("fragment index", &body[bar + 1..])?).map_err(|_| bad("index too large"))?;
+        check_id(&body[..bar])?;
         Ok(FragmentAck { id: String::from_utf8_lossy(&body[..bar]).into_owned(), index })
     }
 
@@ -132,6 +134,15 @@ impl FragmentAck {
     pub fn encode(&self) -> String {
         format!("{}|{}#", self.id, self.index)
     }
+}
+
+/// Image ids are short printable ASCII (8 hex digits in captures); they
+/// are echoed back in acks, so nothing else is accepted.
+fn check_id(id: &[u8]) -> Result<()> {
+    if id.is_empty() || id.len() > 64 || !id.iter().all(|b| b.is_ascii_graphic() && !b"|#:".contains(b)) {
+        return Err(bad("image id is not 1-64 printable characters"));
+    }
+    Ok(())
 }
 
 fn bad(why: &str) -> Error {
@@ -166,6 +177,9 @@ mod tests {
         assert!(ImageFragment::decode(b"1|10|0|1|1|5|0#\0abc").is_err());
         assert!(ImageFragment::decode(b"1|10|0|1|2|0#\0").is_err());
         assert!(ImageFragment::decode(b"1|10|0").is_err());
+        // Found in review: a NUL in the id would be echoed into the ack.
+        assert!(ImageFragment::decode(b"a\0b|1|0|1|1|0#").is_err());
+        assert!(FragmentAck::decode(b"a\0b|1#").is_err());
         let f = ImageFragment::decode(b"1|3|0|1|1|3|0|2|0|00000000#\0abc\0\0").unwrap();
         assert_eq!(f.data, b"abc");
         assert_eq!(FragmentAck::decode(b"64ea4edd|1#").unwrap(), FragmentAck { id: "64ea4edd".into(), index: 1 });

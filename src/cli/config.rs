@@ -29,6 +29,7 @@ pub fn run(g: &Global, args: &ConfigArgs) -> Result<ExitCode> {
         "probed_addresses": e.probe.len(),
         "away": e.away,
         "outbox_expiry_days": e.outbox_expiry_days,
+        "offer_expiry_days": e.offer_expiry_days,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);

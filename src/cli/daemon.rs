@@ -16,8 +16,13 @@ pub struct DaemonArgs {}
 pub fn run(g: &Global, _args: &DaemonArgs) -> Result<ExitCode> {
     let eff = Effective::load(g)?;
     runtime()?.block_on(async {
-        let (node, task) = eff.start_node(false)?;
         let sock = eff.home.socket();
+        // Before anything goes on the wire: a second daemon of this identity
+        // would announce it (and its exit) twice.
+        if tokio::net::UnixStream::connect(&sock).await.is_ok() {
+            anyhow::bail!("a Pigeon daemon already runs with this home ({} answers)", sock.display());
+        }
+        let (node, task) = eff.start_node(false)?;
         tracing::info!(
             "pigeon daemon: {}@{} as {:?} on {}:{}, targets {:?}, control socket {}",
             eff.user,

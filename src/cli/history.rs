@@ -104,11 +104,11 @@ pub fn run(g: &Global, args: &HistoryArgs) -> Result<ExitCode> {
             println!(
                 "{} {arrow} {} ({}@{}){marks} [{}]: {}",
                 m.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
-                m.peer.nick,
-                m.peer.user,
-                m.peer.host,
+                super::clean(&m.peer.nick),
+                super::clean(&m.peer.user),
+                super::clean(&m.peer.host),
                 m.state.as_str(),
-                m.text
+                super::clean(&m.text)
             );
         }
     }

@@ -40,7 +40,7 @@ pub fn run(g: &Global, args: &ListenArgs) -> Result<ExitCode> {
         loop {
             tokio::select! {
                 e = rx.recv() => match e {
-                    Ok(e) => print(&crate::control::event_json(&e)),
+                    Ok(e) => crate::control::event_lines(&e).iter().for_each(print),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => break,
                 },
@@ -54,7 +54,7 @@ pub fn run(g: &Global, args: &ListenArgs) -> Result<ExitCode> {
 }
 
 fn human(v: &Value) -> String {
-    let s = |x: &Value| x.as_str().unwrap_or("").to_string();
+    let s = |x: &Value| super::clean(x.as_str().unwrap_or("")).into_owned();
     let peer = |p: &Value| format!("{} ({}@{}, {})", s(&p["nick"]), s(&p["user"]), s(&p["host"]), s(&p["addr"]));
     match v["event"].as_str().unwrap_or("") {
         "peer_online" => format!("+ {} is online", peer(&v["peer"])),
@@ -62,7 +62,8 @@ fn human(v: &Value) -> String {
         "peer_changed" => {
             format!("~ {}{}", peer(&v["peer"]), if v["peer"]["away"] == true { " is away" } else { " changed" })
         }
-        "message" | "offer" => {
+        "offer" => "  (`pigeon offers` lists it, `pigeon fetch ID` fetches it)".to_string(),
+        "message" => {
             let mut out = format!(
                 "{} {}{}{}: {}",
                 s(&v["time"]).get(11..19).unwrap_or(""),

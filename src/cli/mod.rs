@@ -98,3 +98,22 @@ pub fn pad(s: &str, width: usize) -> String {
     let w = display_width(s);
     format!("{s}{}", " ".repeat(width.saturating_sub(w)))
 }
+
+/// Text from the network made safe for a terminal: control characters (an
+/// escape sequence could retitle the window or write the clipboard) become
+/// U+FFFD; newlines and tabs stay.
+pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    s.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{fffd}' } else { c }).collect()
+}
+
+/// A `--wait` value: finite seconds, 0 to one hour.
+pub fn parse_wait(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !v.is_finite() || !(0.0..=3600.0).contains(&v) {
+        return Err(format!("{s}: give 0 to 3600 seconds"));
+    }
+    Ok(v)
+}

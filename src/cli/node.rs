@@ -55,6 +55,7 @@ pub struct Effective {
     pub probe: Vec<SocketAddr>,
     pub away: Option<String>,
     pub outbox_expiry_days: u64,
+    pub offer_expiry_days: u64,
 }
 
 impl Effective {
@@ -90,7 +91,8 @@ impl Effective {
             home,
             group: file.group.clone().unwrap_or_default(),
             away: file.away.clone(),
-            outbox_expiry_days: file.outbox_expiry_days.unwrap_or(7),
+            outbox_expiry_days: file.outbox_expiry_days.unwrap_or(7).min(3650),
+            offer_expiry_days: file.offer_expiry_days.unwrap_or(7).min(3650),
             file,
             user,
             host,
@@ -113,6 +115,7 @@ impl Effective {
         c.oneshot = oneshot;
         c.away = self.away.clone();
         c.outbox_expiry = Duration::from_secs(self.outbox_expiry_days * 24 * 3600);
+        c.offer_expiry = Duration::from_secs(self.offer_expiry_days * 24 * 3600);
         c.seed = fastrand::u64(..);
         c
     }

@@ -59,8 +59,9 @@ pub fn run(g: &Global, args: &OpenArgs) -> Result<ExitCode> {
         [] => bail!("no sealed message with packet number {no} in history"),
         _ => bail!("several peers sent a sealed message numbered {no}; say which with --from user@host"),
     };
-    let req = json!({"op": "open", "user": m.peer.user, "host": m.peer.host, "packet_no": m.packet_no});
+    let read_check = pigeon_protocol::Command(m.command).has(pigeon_protocol::Opts::READCHECKOPT);
+    let req = json!({"op": "open", "user": m.peer.user, "host": m.peer.host, "packet_no": m.packet_no, "read_check": read_check});
     check(runtime()?.block_on(request(&eff, &req, Duration::from_secs(2)))?)?;
-    println!("{}", m.text);
+    println!("{}", super::clean(&m.text));
     Ok(ExitCode::SUCCESS)
 }

@@ -16,7 +16,7 @@ pub struct PeersArgs {
     #[arg(long)]
     pub json: bool,
     /// Seconds to listen for answers when no daemon runs
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = super::parse_wait)]
     pub wait: f64,
 }
 
@@ -37,7 +37,7 @@ pub fn run(g: &Global, args: &PeersArgs) -> Result<ExitCode> {
     let (wn, wg) = (width("nick").max(4), width("group").max(5));
     println!("{}  {}  {:<21}  {:<7}  USER@HOST", super::pad("NICK", wn), super::pad("GROUP", wg), "ADDRESS", "CLIENT");
     for p in &peers {
-        let s = |k: &str| p[k].as_str().unwrap_or("").to_string();
+        let s = |k: &str| super::clean(p[k].as_str().unwrap_or("")).into_owned();
         let away = if p["away"] == true { "  (away)" } else { "" };
         println!(
             "{}  {}  {:<21}  {:<7}  {}@{}{away}",

@@ -23,7 +23,7 @@ pub struct SendArgs {
     #[arg(long)]
     pub sealed: bool,
     /// Seconds to wait for receipts (and, without a daemon, to discover peers first: 2 s)
-    #[arg(long, default_value_t = 6.0)]
+    #[arg(long, default_value_t = 6.0, value_parser = super::parse_wait)]
     pub wait: f64,
     /// One JSON object per recipient: peer, nick, status (delivered|queued|failed)
     #[arg(long)]
@@ -65,7 +65,7 @@ pub struct BroadcastArgs {
     /// The text (`-` reads standard input)
     pub text: String,
     /// Seconds to discover peers first when no daemon runs
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = super::parse_wait)]
     pub wait: f64,
 }
 

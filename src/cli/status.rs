@@ -30,7 +30,18 @@ pub fn run(g: &Global, args: &StatusArgs) -> Result<ExitCode> {
         State::Online => None,
         State::Away { text } => Some(text.clone().unwrap_or_else(|| "I am away".into())),
     };
-    let v = runtime()?.block_on(request(&eff, &json!({"op": "status", "away": away}), Duration::from_millis(300)))?;
+    // A short-lived node would announce the state and leave at once: the
+    // state belongs to a running daemon (or to `away` in config.toml).
+    let sock = eff.home.socket();
+    let v = runtime()?.block_on(async {
+        crate::control::call(&sock, &json!({"op": "status", "away": away})).await.map_err(|_| {
+            anyhow::anyhow!(
+                "no daemon runs with this home: `pigeon status` changes a running daemon's state \
+                 (start `pigeon daemon`, or set `away = \"…\"` in {})",
+                eff.home.config_file().display()
+            )
+        })
+    })?;
     check(v)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -43,7 +54,7 @@ pub struct InfoArgs {
     #[arg(long)]
     pub json: bool,
     /// Seconds to discover peers first when no daemon runs
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = super::parse_wait)]
     pub wait: f64,
 }
 

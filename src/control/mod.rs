@@ -53,6 +53,21 @@ fn rfc3339(unix_ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
 }
 
+/// The JSON lines of one event: a message with attachments is followed by
+/// an `offer` line carrying them.
+pub fn event_lines(e: &Event) -> Vec<Value> {
+    let first = event_json(e);
+    let mut out = vec![first];
+    if let Event::Message(m) = e {
+        if !m.attachments.is_empty() {
+            let mut offer = out[0].clone();
+            offer["event"] = json!("offer");
+            out.push(offer);
+        }
+    }
+    out
+}
+
 /// An event as JSON, with an `event` field naming its kind.
 pub fn event_json(e: &Event) -> Value {
     match e {
@@ -61,7 +76,7 @@ pub fn event_json(e: &Event) -> Value {
         Event::PeerChanged(p) => json!({"event": "peer_changed", "peer": info_json(p)}),
         Event::Message(m) => {
             let mut v = json!({
-                "event": if m.attachments.is_empty() { "message" } else { "offer" },
+                "event": "message",
                 "from": {"user": m.from.key.user, "host": m.from.key.host, "nick": m.from.nick, "addr": m.from.addr.to_string()},
                 "text": m.text, "packet_no": m.packet_no, "sealed": m.sealed, "broadcast": m.broadcast,
                 "auto": m.auto, "time": rfc3339(m.unix_ms),
@@ -126,7 +141,11 @@ async fn handle(stream: UnixStream, node: NodeHandle) -> Result<()> {
         write(&mut w, &json!({"ok": true})).await?;
         loop {
             match rx.recv().await {
-                Ok(e) => write(&mut w, &event_json(&e)).await?,
+                Ok(e) => {
+                    for line in event_lines(&e) {
+                        write(&mut w, &line).await?;
+                    }
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     write(&mut w, &json!({"event": "lagged", "missed": n})).await?
                 }
@@ -233,7 +252,9 @@ pub async fn answer(req: &Value, node: &NodeHandle) -> Result<Value> {
             let user = req["user"].as_str().context("open needs user")?;
             let host = req["host"].as_str().context("open needs host")?;
             let no = req["packet_no"].as_str().context("open needs packet_no")?;
-            node.request(Request::Open { peer: PeerKey::new(user, host), packet_no: no.into() }).await?;
+            // READCHECKOPT only if the message asked for it (§4.2); unknown: ask.
+            let read_check = req["read_check"].as_bool().unwrap_or(true);
+            node.request(Request::Open { peer: PeerKey::new(user, host), packet_no: no.into(), read_check }).await?;
             Ok(json!({"ok": true}))
         }
         "ping" => Ok(json!({"ok": true, "version": env!("CARGO_PKG_VERSION")})),
@@ -275,8 +296,10 @@ pub fn resolve(peers: &[Peer], spec: &str) -> Result<Vec<PeerKey>> {
         keys(&|p| p.addr.ip() == ip)
     } else if let Ok(sa) = spec.parse::<std::net::SocketAddr>() {
         keys(&|p| p.addr == sa)
-    } else if let Some((u, h)) = spec.split_once('@').filter(|_| online.iter().any(|p| p.key.to_string() == spec)) {
-        keys(&|p| p.key.user == u && p.key.host == h)
+    } else if let Some(p) = peers.iter().find(|p| p.key.to_string() == spec) {
+        // Named exactly, a peer that left still gets the message: it waits
+        // in the outbox until the peer comes back.
+        vec![p.key.clone()]
     } else {
         let lower = spec.to_lowercase();
         keys(&|p| p.nick.to_lowercase() == lower || p.key.user.to_lowercase() == lower)

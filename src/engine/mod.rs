@@ -62,6 +62,8 @@ pub struct Config {
     pub retries: u32,
     /// How long a queued message waits for its peer before it fails.
     pub outbox_expiry: Duration,
+    /// How long offered files are served.
+    pub offer_expiry: Duration,
     /// Away text, if away.
     pub away: Option<String>,
     /// Seed of the random answer delays (fixed in simulations).
@@ -84,6 +86,7 @@ impl Config {
             retry_interval: Duration::from_secs(1),
             retries: 4,
             outbox_expiry: Duration::from_secs(7 * 24 * 3600),
+            offer_expiry: Duration::from_secs(7 * 24 * 3600),
             away: None,
             seed: 0x5eed,
         }
@@ -169,6 +172,10 @@ pub struct Incoming {
 pub struct Outgoing {
     pub id: u64,
     pub to: PeerInfo,
+    /// Files and folders offered with it: (file ID, what).
+    pub offers: Vec<(u64, OfferFile)>,
+    /// Until when they are served (Unix milliseconds).
+    pub offers_expire_ms: i64,
     pub text: String,
     pub packet_no: u64,
     pub command: u32,
@@ -236,6 +243,13 @@ pub enum StoreOp {
     Peer(PeerInfo),
     /// Packet numbers up to here may have been used.
     Counter(u64),
+    /// The last packet number used, at a clean exit.
+    CounterExact(u64),
+    /// The peer gave up the files of one of our messages.
+    Release {
+        peer: PeerKey,
+        packet_no: u64,
+    },
 }
 
 /// One output of the engine.
@@ -250,6 +264,19 @@ pub enum Output {
     },
 }
 
+/// A file or folder to offer, as the caller found it on disk.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OfferFile {
+    pub path: std::path::PathBuf,
+    /// The name announced (the path's last component).
+    pub name: String,
+    pub dir: bool,
+    /// Bytes; for a folder the whole tree's (iptux's GUI needs it to accept).
+    pub size: u64,
+    /// Modification time, Unix seconds.
+    pub mtime: u64,
+}
+
 /// A user's request.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request {
@@ -257,14 +284,18 @@ pub enum Request {
     Start,
     /// Send a message to peers (known keys).
     Send { to: Vec<PeerKey>, text: String, sealed: bool },
+    /// Send files and folders (and a text) to peers: one SENDMSG|FILEATTACHOPT;
+    /// the offers are stored before the message goes out.
+    Offer { to: Vec<PeerKey>, text: String, sealed: bool, files: Vec<OfferFile> },
     /// BROADCASTOPT message to every peer and target; no receipts.
     Broadcast { text: String },
     /// Go away (with a text) or come back (None).
     SetAway(Option<String>),
     /// Change nick or group.
     SetName { nick: String, group: String },
-    /// The user opened a sealed message.
-    Open { peer: PeerKey, packet_no: String },
+    /// The user opened a sealed message; `read_check`: the message asked
+    /// for a checked read receipt (READCHECKOPT).
+    Open { peer: PeerKey, packet_no: String, read_check: bool },
     /// Ask a peer for its version and away text.
     GetInfo(PeerKey),
     /// Leave: BR_EXIT twice, 100 ms apart.
@@ -317,6 +348,15 @@ struct PendingRead {
     next: Duration,
 }
 
+/// What identifies an incoming message: sender, packet number and a hash of
+/// its text (iptux restarts its numbers at 1, so the number alone repeats).
+pub type SeenKey = (PeerKey, String, u64);
+
+/// FNV-1a, stable across versions and runs (the keys come back from disk).
+pub fn text_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// How long incoming packet numbers are remembered, and how many.
 const DEDUP_LIMIT: usize = 200_000;
 /// IPMsg's READMSG retry: 750 ms, 12 times.
@@ -340,8 +380,8 @@ pub struct Engine {
     next_id: u64,
     pending: Vec<Pending>,
     reads: Vec<PendingRead>,
-    seen: HashSet<(PeerKey, String)>,
-    seen_order: VecDeque<(PeerKey, String)>,
+    seen: HashSet<SeenKey>,
+    seen_order: VecDeque<SeenKey>,
     images: HashSet<(PeerKey, String)>,
     entry_at: Vec<Duration>,
     answer_at: Option<Duration>,
@@ -356,8 +396,18 @@ pub struct Engine {
 
 impl Engine {
     /// An engine; `last_packet_no` is the persisted counter (0 if none),
-    /// `seen` the recently received (user, host, packet number) to ignore.
-    pub fn new(cfg: Config, last_packet_no: u64, seen: impl IntoIterator<Item = (PeerKey, String)>) -> Engine {
+    /// `seen` the recently received messages to ignore if they come again.
+    pub fn new(mut cfg: Config, last_packet_no: u64, seen: impl IntoIterator<Item = SeenKey>) -> Engine {
+        // What we write must never break the framing: these checks make the
+        // packet writers below infallible.
+        cfg.user = pigeon_protocol::packet::sanitize_name(&cfg.user);
+        cfg.host = pigeon_protocol::packet::sanitize_name(&cfg.host);
+        cfg.nick = clean_text(&cfg.nick);
+        cfg.group = clean_text(&cfg.group);
+        cfg.away = cfg.away.as_deref().map(clean_text);
+        if !pigeon_protocol::client::version_accepted_by_ipmsg(cfg.version.as_bytes()) || cfg.version.contains(':') {
+            cfg.version = "1".into();
+        }
         let rng = fastrand::Rng::with_seed(cfg.seed);
         let mut e = Engine {
             cfg,
@@ -423,6 +473,18 @@ impl Engine {
             next: None,
             queued_at_ms: Some(queued_at_ms),
         });
+    }
+
+    /// A store operation could not be committed: an incoming message it
+    /// held was not acknowledged, so its retransmission must be taken in
+    /// again rather than treated as a duplicate.
+    pub fn store_failed(&mut self, op: &StoreOp) {
+        if let StoreOp::Incoming(m) = op {
+            let k = (m.from.key.clone(), m.packet_no.clone(), text_hash(&m.text));
+            if self.seen.remove(&k) {
+                self.seen_order.retain(|x| x != &k);
+            }
+        }
     }
 
     /// The next output, if any.
@@ -492,7 +554,7 @@ impl Engine {
             host: self.cfg.host.as_bytes(),
             command,
         };
-        entry.encode(&header, self.cfg.legacy, &mut out).expect("own names are checked at start-up");
+        entry.encode(&header, self.cfg.legacy, &mut out).expect("own header fields and texts are sanitized");
         out
     }
 
@@ -515,7 +577,11 @@ impl Engine {
             host: self.cfg.host.as_bytes(),
             command,
         };
-        pigeon_protocol::write_packet(&mut out, &header, body, &[]).expect("own names are checked at start-up");
+        // A body with a NUL (echoed from a peer) loses the NULs rather than
+        // failing: the header fields were made safe in `new`.
+        let body: std::borrow::Cow<'_, [u8]> =
+            if body.contains(&0) { body.iter().copied().filter(|&b| b != 0).collect() } else { body.into() };
+        pigeon_protocol::write_packet(&mut out, &header, &body, &[]).expect("own header fields are sanitized in new()");
         out
     }
 
@@ -535,23 +601,51 @@ impl Engine {
                 self.entry_at = vec![now.mono + Duration::from_millis(250), now.mono + Duration::from_millis(5250)];
                 Ok(vec![])
             }
-            Request::Send { to, text, sealed } => self.send(now, &to, &text, sealed),
+            Request::Send { to, text, sealed } => self.send(now, &to, &text, sealed, &[]),
+            Request::Offer { to, text, sealed, files } => self.send(now, &to, &text, sealed, &files),
             Request::Broadcast { text } => {
                 let flags = Opts::BROADCASTOPT | self.oneshot_flag();
                 let no = self.packet_no(now);
                 let mut sent_to = HashSet::new();
+                let p = self.message_packet(no, flags, &text, self.cfg.legacy, &[])?;
+                if p.len() > 32_767 {
+                    return Err(RequestError::TooLong {
+                        peer: PeerKey::new("*", "*"),
+                        client: "broadcast",
+                        bytes: p.len(),
+                        limit: 32_767,
+                    });
+                }
                 for t in self.cfg.targets.clone() {
-                    let p = self.message_packet(no, flags, &text, self.cfg.legacy, false)?;
                     sent_to.insert(t);
-                    self.transmit(t, p);
+                    self.transmit(t, p.clone());
                 }
                 let peers: Vec<Peer> = self.peers.all().into_iter().filter(|p| p.online).cloned().collect();
+                // A peer inside a directed broadcast we just sent to (x.y.z.255)
+                // has its copy; others (other subnets, unicast targets) get one each.
+                let broadcasts: Vec<SocketAddr> = sent_to.iter().copied().collect();
+                let reached = |ip: std::net::IpAddr| {
+                    broadcasts.iter().any(|t| match (t.ip(), ip) {
+                        (std::net::IpAddr::V4(b), std::net::IpAddr::V4(p)) => {
+                            b.octets()[3] == 255 && b.octets()[..3] == p.octets()[..3]
+                        }
+                        _ => false,
+                    })
+                };
                 let mut rows = Vec::new();
                 for p in peers {
                     let cs = p.write_charset(self.cfg.legacy);
                     let utf8 = if p.reads_utf8_flag() { Opts::UTF8OPT | Opts::CAPUTF8OPT } else { 0 };
-                    let pkt = self.message_packet(no, flags | utf8, &text, cs, false)?;
-                    if sent_to.insert(p.addr) {
+                    let pkt = self.message_packet(no, flags | utf8, &text, cs, &[])?;
+                    if pkt.len() + 10 > p.max_datagram() {
+                        return Err(RequestError::TooLong {
+                            peer: p.key.clone(),
+                            client: p.client.display_name(),
+                            bytes: pkt.len() + 10,
+                            limit: p.max_datagram(),
+                        });
+                    }
+                    if !reached(p.addr.ip()) && sent_to.insert(p.addr) {
                         self.transmit(p.addr, pkt);
                     }
                     rows.push(self.outgoing_row(0, &p, &text, no, flags | utf8, false, true, now));
@@ -562,29 +656,35 @@ impl Engine {
                 Ok(vec![])
             }
             Request::SetAway(text) => {
-                self.cfg.away = text;
+                self.cfg.away = text.as_deref().map(clean_text);
                 self.announce_change(now);
                 Ok(vec![])
             }
             Request::SetName { nick, group } => {
-                self.cfg.nick = nick;
-                self.cfg.group = group;
+                self.cfg.nick = clean_text(&nick);
+                self.cfg.group = clean_text(&group);
                 self.announce_change(now);
                 Ok(vec![])
             }
-            Request::Open { peer, packet_no } => {
+            Request::Open { peer, packet_no, read_check } => {
                 let p = self.peers.get(&peer).cloned().ok_or_else(|| RequestError::UnknownPeer(peer.clone()))?;
-                let body = packet_no.clone();
-                let pkt = self.simple_packet(now, Mode::READMSG, Opts::READCHECKOPT, body.as_bytes());
+                if packet_no.is_empty() || packet_no.len() > 20 || !packet_no.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(RequestError::Encode(format!("{packet_no:?} is not a packet number")));
+                }
+                let opts = if read_check { Opts::READCHECKOPT } else { 0 };
+                let pkt = self.simple_packet(now, Mode::READMSG, opts, packet_no.as_bytes());
                 let no = self.last_packet_no;
                 self.transmit(p.addr, pkt.clone());
-                self.reads.push(PendingRead {
-                    dst: p.addr,
-                    packet_no: no,
-                    datagram: pkt,
-                    sends: 1,
-                    next: now.mono + READ_RETRY,
-                });
+                // Only a checked receipt is answered (ANSREADMSG), so only it is retried.
+                if read_check {
+                    self.reads.push(PendingRead {
+                        dst: p.addr,
+                        packet_no: no,
+                        datagram: pkt,
+                        sends: 1,
+                        next: now.mono + READ_RETRY,
+                    });
+                }
                 self.out.push_back(Output::Store { op: StoreOp::InRead { peer, packet_no }, then: Vec::new() });
                 Ok(vec![])
             }
@@ -658,9 +758,9 @@ impl Engine {
         opts: u32,
         text: &str,
         cs: Charset,
-        _sealed: bool,
+        attachments: &[Attachment],
     ) -> Result<Vec<u8>, RequestError> {
-        let body = MessageBody { text: text.to_string(), font: None, attachments: Vec::new() };
+        let body = MessageBody { text: text.to_string(), font: None, attachments: attachments.to_vec() };
         let header = Header {
             version: self.cfg.version.as_bytes(),
             packet_no: no,
@@ -688,6 +788,8 @@ impl Engine {
         Outgoing {
             id,
             to: PeerInfo::from(p),
+            offers: Vec::new(),
+            offers_expire_ms: now.unix_ms + self.cfg.offer_expiry.as_millis() as i64,
             text: text.to_string(),
             packet_no: no,
             command: Command::new(Mode::SENDMSG, opts).0,
@@ -697,7 +799,14 @@ impl Engine {
         }
     }
 
-    fn send(&mut self, now: Now, to: &[PeerKey], text: &str, sealed: bool) -> Result<Vec<u64>, RequestError> {
+    fn send(
+        &mut self,
+        now: Now,
+        to: &[PeerKey],
+        text: &str,
+        sealed: bool,
+        files: &[OfferFile],
+    ) -> Result<Vec<u64>, RequestError> {
         let recipients: Vec<Peer> = to
             .iter()
             .map(|k| self.peers.get(k).cloned().ok_or_else(|| RequestError::UnknownPeer(k.clone())))
@@ -709,12 +818,19 @@ impl Engine {
         if recipients.len() >= 2 {
             base |= Opts::MULTICASTOPT;
         }
+        if !files.is_empty() {
+            base |= Opts::FILEATTACHOPT;
+        }
+        // Decimal file IDs below 2^31 from a random base, as IPMsg does.
+        let id_base = 1 + self.rng.u64(..(1 << 30));
+        let ids_of: Vec<u64> = (0..files.len() as u64).map(|i| id_base + i).collect();
         // Check every length before anything is sent.
         let mut packets = Vec::with_capacity(recipients.len());
         for p in &recipients {
             let cs = p.write_charset(self.cfg.legacy);
             let opts = if p.reads_utf8_flag() { base | Opts::UTF8OPT | Opts::CAPUTF8OPT } else { base };
-            let pkt = self.message_packet(0, opts, text, cs, sealed)?;
+            let list = attachment_list(files, &ids_of, p.client);
+            let pkt = self.message_packet(0, opts, text, cs, &list)?;
             if pkt.len() + 10 > p.max_datagram() {
                 return Err(RequestError::TooLong {
                     peer: p.key.clone(),
@@ -723,18 +839,20 @@ impl Engine {
                     limit: p.max_datagram(),
                 });
             }
-            packets.push((opts, cs));
+            packets.push((opts, cs, list));
         }
         // All recipients share one packet number (IPMsg does the same).
         let no = self.packet_no(now);
         let mut ids = Vec::new();
         let mut rows = Vec::new();
         let mut sends = Vec::new();
-        for (p, (opts, cs)) in recipients.iter().zip(packets) {
+        for (p, (opts, cs, list)) in recipients.iter().zip(packets) {
             let id = self.next_id;
             self.next_id += 1;
-            let pkt = self.message_packet(no, opts, text, cs, sealed)?;
-            rows.push(self.outgoing_row(id, p, text, no, opts, sealed, false, now));
+            let pkt = self.message_packet(no, opts, text, cs, &list)?;
+            let mut row = self.outgoing_row(id, p, text, no, opts, sealed, false, now);
+            row.offers = ids_of.iter().copied().zip(files.iter().cloned()).collect();
+            rows.push(row);
             let online = p.online;
             self.pending.push(Pending {
                 id,
@@ -748,14 +866,27 @@ impl Engine {
             ids.push(id);
             sends.push((online, p.key.clone(), p.addr, id, pkt));
         }
-        // Stored before it is sent, so a crash never loses a sent message.
-        self.out.push_back(Output::Store { op: StoreOp::Outgoing(rows), then: Vec::new() });
+        // Stored before it is sent, so a crash never loses a sent message. An
+        // offer must be on disk before the peer can ask for it: its
+        // datagrams wait for the store.
+        let mut transmits = Vec::new();
+        let mut offline = Vec::new();
         for (online, key, addr, id, pkt) in sends {
             if online {
-                self.transmit(addr, pkt);
+                self.stats.sent += 1;
+                transmits.push(Transmit { dst: addr, payload: pkt });
             } else {
-                self.queued(id, key, no);
+                offline.push((key, id));
             }
+        }
+        if files.is_empty() {
+            self.out.push_back(Output::Store { op: StoreOp::Outgoing(rows), then: Vec::new() });
+            self.out.extend(transmits.into_iter().map(Output::Transmit));
+        } else {
+            self.out.push_back(Output::Store { op: StoreOp::Outgoing(rows), then: transmits });
+        }
+        for (key, id) in offline {
+            self.queued(id, key, no);
         }
         Ok(ids)
     }
@@ -797,6 +928,9 @@ impl Engine {
             self.exit_at = None;
             let exit = self.entry_packet(now, Mode::BR_EXIT, 0);
             self.broadcast_all(exit);
+            // A clean exit records the last number used, not the reservation,
+            // so frequent short runs (cron) do not push numbers ahead.
+            self.out.push_back(Output::Store { op: StoreOp::CounterExact(self.last_packet_no), then: Vec::new() });
         }
         let mut resend = Vec::new();
         let mut give_up = Vec::new();
@@ -807,7 +941,8 @@ impl Engine {
             }
             if p.sends > self.cfg.retries {
                 p.next = None;
-                p.queued_at_ms = Some(now.unix_ms);
+                // The outbox expiry counts from the first time it was queued.
+                p.queued_at_ms.get_or_insert(now.unix_ms);
                 give_up.push(i);
             } else {
                 p.sends += 1;
@@ -898,11 +1033,11 @@ impl Engine {
             command,
         };
         let mut out = Vec::with_capacity(96);
-        entry.encode(&header, Charset::Utf8, &mut out).expect("own names are checked at start-up");
+        entry.encode(&header, Charset::Utf8, &mut out).expect("own header fields and texts are sanitized");
         out
     }
 
-    fn remember(&mut self, k: (PeerKey, String)) -> bool {
+    fn remember(&mut self, k: SeenKey) -> bool {
         if !self.seen.insert(k.clone()) {
             return false;
         }
@@ -922,6 +1057,12 @@ impl Engine {
             self.stats.malformed += 1;
             return;
         };
+        // Bounded memory: names longer than any client writes (IPMsg: 80
+        // bytes) and packet numbers that are not 1-20 digits are dropped.
+        if p.user.len() > 255 || p.host.len() > 255 || !(1..=20).contains(&p.packet_no.len()) {
+            self.stats.malformed += 1;
+            return;
+        }
         let client = ClientKind::from_version(p.version);
         let known = self.peers.by_ip(from.ip()).cloned();
         let announced = known.as_ref().and_then(|k| k.announced);
@@ -980,6 +1121,13 @@ impl Engine {
                 let Ok(r) = PacketRef::decode(p.body()) else { return self.malformed() };
                 self.reads.retain(|x| !(x.packet_no == r.value && x.dst.ip() == from.ip()));
             }
+            Mode::RELEASEFILES => {
+                let Ok(r) = PacketRef::decode(p.body()) else { return self.malformed() };
+                self.out.push_back(Output::Store {
+                    op: StoreOp::Release { peer: key, packet_no: r.value },
+                    then: Vec::new(),
+                });
+            }
             Mode::GETINFO => {
                 let a = self.simple_packet(now, Mode::SENDINFO, 0, PRODUCT.as_bytes());
                 self.transmit(from, a);
@@ -1014,6 +1162,9 @@ impl Engine {
                 let ack = FragmentAck { id: f.id.clone(), index: f.index };
                 let a = self.simple_packet(now, Mode::FEIQ_IMAGE_ACK, 0, ack.encode().as_bytes());
                 self.transmit(from, a);
+                if self.images.len() >= 4096 {
+                    self.images.clear();
+                }
                 if self.images.insert((key.clone(), f.id.clone())) {
                     let info = self.info_for(&key, from);
                     self.event(Event::Image { from: info, id: f.id, bytes: f.total });
@@ -1057,6 +1208,11 @@ impl Engine {
             return;
         }
         if mode == Mode::BR_EXIT {
+            // Only the peer itself can say it left (§3.5: by address).
+            if self.peers.get(&key).is_some_and(|p| p.addr.ip() != from.ip()) {
+                self.stats.ignored += 1;
+                return;
+            }
             if let Some(gone) = self.peers.exit(&key) {
                 self.event(Event::PeerOffline(PeerInfo::from(&gone)));
             }
@@ -1089,7 +1245,7 @@ impl Engine {
             self.out.push_back(Output::Store { op: StoreOp::Peer(info.clone()), then: Vec::new() });
         }
         if mode == Mode::BR_ENTRY && !self.cfg.oneshot {
-            self.schedule_answer(now, info.addr);
+            self.schedule_answer(now, from);
         }
         if mode == Mode::BR_ENTRY || mode == Mode::ANSENTRY || change == Change::Online {
             self.flush_outbox(now, &key);
@@ -1138,9 +1294,16 @@ impl Engine {
 
     fn acked(&mut self, from: SocketAddr, packet_no: u64, state: Delivery) {
         let peers = &self.peers;
-        let Some(i) = self.pending.iter().position(|p| {
-            p.packet_no == packet_no && peers.get(&p.peer).is_some_and(|peer| peer.addr.ip() == from.ip())
-        }) else {
+        let addr_of = |p: &Pending| peers.get(&p.peer).map(|peer| peer.addr);
+        // The exact address first (two instances may share an IP), then the IP
+        // (iptux and FeiQ answer from 2425 whatever port we used).
+        let exact = self.pending.iter().position(|p| p.packet_no == packet_no && addr_of(p) == Some(from));
+        let by_ip = || {
+            self.pending
+                .iter()
+                .position(|p| p.packet_no == packet_no && addr_of(p).is_some_and(|a| a.ip() == from.ip()))
+        };
+        let Some(i) = exact.or_else(by_ip) else {
             return; // a late duplicate ack
         };
         let p = self.pending.swap_remove(i);
@@ -1167,7 +1330,15 @@ impl Engine {
             let a = self.simple_packet(now, Mode::RECVMSG, 0, p.packet_no);
             Transmit { dst: from, payload: a }
         });
-        let dedup_key = (key.clone(), String::from_utf8_lossy(p.packet_no).into_owned());
+        let body = match MessageBody::decode(p, self.cfg.legacy, Some(cs).filter(|_| client == ClientKind::Iptux)) {
+            Ok((b, _)) => b,
+            Err(_) => {
+                // Keep the text even if the attachment list is broken.
+                self.stats.malformed += 1;
+                MessageBody { text: feiq::split_font(&cs.decode(p.body())).0.to_string(), ..Default::default() }
+            }
+        };
+        let dedup_key = (key.clone(), String::from_utf8_lossy(p.packet_no).into_owned(), text_hash(&body.text));
         if !self.remember(dedup_key) {
             self.stats.duplicates += 1;
             if let Some(a) = ack {
@@ -1185,14 +1356,6 @@ impl Engine {
             let e = self.entry_packet(now, Mode::BR_ENTRY, 0);
             self.transmit(from, e);
         }
-        let body = match MessageBody::decode(p, self.cfg.legacy, Some(cs).filter(|_| client == ClientKind::Iptux)) {
-            Ok((b, _)) => b,
-            Err(_) => {
-                // Keep the text even if the attachment list is broken.
-                self.stats.malformed += 1;
-                MessageBody { text: feiq::split_font(&cs.decode(p.body())).0.to_string(), ..Default::default() }
-            }
-        };
         let incoming = Incoming {
             from: self.info_for(&key, from),
             text: body.text,
@@ -1214,7 +1377,7 @@ impl Engine {
             };
             let flags = Opts::AUTORETOPT | if utf8 { Opts::UTF8OPT | Opts::CAPUTF8OPT } else { 0 };
             let no = self.packet_no(now);
-            if let Ok(reply) = self.message_packet(no, flags, &text, pcs, false) {
+            if let Ok(reply) = self.message_packet(no, flags, &text, pcs, &[]) {
                 self.transmit(from, reply);
             }
         }
@@ -1265,3 +1428,27 @@ fn rebuild(cfg: &Config, packet_no: u64, stash: &[u8], peer: &Peer, legacy: Char
 
 #[cfg(test)]
 mod sim;
+
+/// The attachment list for one recipient: decimal IDs, plain attributes (iptux
+/// drops a list with option bits), and no `:` in names for clients that
+/// cannot store or parse it (Windows clients, iptux: protocol.md §10.5).
+fn attachment_list(files: &[OfferFile], ids: &[u64], client: ClientKind) -> Vec<Attachment> {
+    files
+        .iter()
+        .zip(ids)
+        .map(|(f, id)| Attachment {
+            id: *id,
+            name: if client == ClientKind::Pigeon { f.name.clone() } else { f.name.replace(':', "_") },
+            size: f.size,
+            mtime: f.mtime,
+            attr: if f.dir { pigeon_protocol::FileAttr::DIRECTORY } else { pigeon_protocol::FileAttr::FILE },
+            ext: Vec::new(),
+        })
+        .collect()
+}
+
+/// Our own texts without the characters that break the wire format (NUL)
+/// or a line-based field (CR, LF in nick and group).
+fn clean_text(s: &str) -> String {
+    s.chars().filter(|&c| c != '\0').collect()
+}

@@ -97,6 +97,9 @@ pub enum Change {
     Same,
 }
 
+/// The most peers kept; past it, peers that left are forgotten first.
+pub const MAX_PEERS: usize = 8192;
+
 /// All peers seen.
 #[derive(Debug, Default)]
 pub struct PeerTable {
@@ -147,13 +150,19 @@ impl PeerTable {
     pub fn upsert(&mut self, mut new: Peer) -> Change {
         match self.peers.get_mut(&new.key) {
             None => {
+                if self.peers.len() >= MAX_PEERS {
+                    self.evict_offline();
+                }
                 new.online = true;
                 self.peers.insert(new.key.clone(), new);
                 Change::Online
             }
             Some(old) => {
                 if old.addr != new.addr && old.online && new.seen.saturating_sub(old.seen) < ADDRESS_HOLD {
+                    // Not moved: the old address keeps its age, so that it
+                    // can still expire if the peer really moved.
                     new.addr = old.addr;
+                    new.seen = old.seen;
                 }
                 let was_online = old.online;
                 new.online = true;
@@ -168,6 +177,21 @@ impl PeerTable {
                     Change::Same
                 }
             }
+        }
+    }
+
+    /// Forgets the peers that left longest ago (a flood of made-up entries
+    /// cannot grow the table without bound), at least one.
+    fn evict_offline(&mut self) {
+        let mut gone: Vec<(Duration, PeerKey)> =
+            self.peers.values().filter(|p| !p.online).map(|p| (p.seen, p.key.clone())).collect();
+        if gone.is_empty() {
+            // All online: forget the one heard from least recently.
+            gone = self.peers.values().map(|p| (p.seen, p.key.clone())).collect();
+        }
+        gone.sort();
+        for (_, k) in gone.into_iter().take((MAX_PEERS / 8).max(1)) {
+            self.peers.remove(&k);
         }
     }
 

@@ -273,7 +273,7 @@ fn sealed_message_read_receipt_and_away_reply() {
         .find_map(|e| if let Event::Message(m) = e { Some(m.clone()) } else { None })
         .unwrap();
     assert!(m.sealed);
-    net.command(1, Request::Open { peer: net.key(0), packet_no: m.packet_no.clone() }).unwrap();
+    net.command(1, Request::Open { peer: net.key(0), packet_no: m.packet_no.clone(), read_check: true }).unwrap();
     net.run_until(8000);
     assert!(net.nodes[0].events.iter().any(|e| matches!(e, Event::Read { .. })));
     assert!(net.nodes[1].engine.reads.is_empty(), "ANSREADMSG stops the READMSG retries");
@@ -351,7 +351,7 @@ fn duplicates_are_acknowledged_again_but_shown_once() {
     assert_eq!(net.nodes[1].engine.stats().duplicates, 2);
     // Known across a restart: the store hands the key back.
     let cfg = net.nodes[1].engine.config().clone();
-    let mut again = Engine::new(cfg, 0, [(PeerKey::new("user0", "host0"), "42".to_string())]);
+    let mut again = Engine::new(cfg, 0, [(PeerKey::new("user0", "host0"), "42".to_string(), text_hash("twice"))]);
     again.handle(now, from, &msg);
     assert!(std::iter::from_fn(|| again.poll_output()).all(|o| !matches!(o, Output::Event(Event::Message(_)))));
 }
@@ -378,10 +378,17 @@ fn malformed_packets_are_counted() {
     let mut e = Engine::new(Config::new("a", "b", "c"), 0, []);
     let now = Now { mono: Duration::ZERO, unix_ms: 0 };
     let from: SocketAddr = "10.0.0.9:2425".parse().unwrap();
-    for bad in [&b"garbage"[..], b"1:2:u:h:x:", b"", b"1:1:u:h:33:notanumber\0"] {
+    let long_user = format!("1:1:{}:h:32:x\0", "u".repeat(300));
+    for bad in [&b"garbage"[..], b"1:2:u:h:x:", b"", b"1:1:u:h:33:notanumber\0", long_user.as_bytes()] {
         e.handle(now, from, bad);
     }
-    assert_eq!(e.stats().malformed, 4);
+    assert_eq!(e.stats().malformed, 5);
+    // Found in review: a NUL in a FeiQ image id was echoed into the ack and
+    // panicked the engine. Now it is refused, and the engine still answers.
+    e.handle(now, from, b"1:1:u:h:192:a\0b|1|0|1|1|0#");
+    assert_eq!(e.stats().malformed, 6);
+    e.handle(now, from, b"1:2:u:h:64:\0");
+    assert!(std::iter::from_fn(|| e.poll_output()).any(|o| matches!(o, Output::Transmit(_))));
 }
 
 #[test]
@@ -481,4 +488,81 @@ fn nothing_announces_a_node_after_its_exit() {
             "node {i} lists node 0 again after its exit"
         );
     }
+}
+
+/// Found in review: iptux restarts its packet numbers at 1, so a new message
+/// may carry a number seen before; it is shown, while a retransmission is not.
+#[test]
+fn reused_packet_numbers_with_new_text_are_new_messages() {
+    let mut e = Engine::new(Config::new("a", "b", "c"), 0, []);
+    let now = Now { mono: Duration::ZERO, unix_ms: 0 };
+    let from: SocketAddr = "10.0.0.9:2425".parse().unwrap();
+    e.handle(now, from, b"1_iptux 0.8.3:1:bob:bob-pc:257:Bob\0\0icon\0utf-8\0");
+    for (pkt, text) in [
+        (&b"1_iptux 0.8.3:7:bob:bob-pc:288:before\0"[..], "before"),
+        (b"1_iptux 0.8.3:7:bob:bob-pc:288:after\0", "after"),
+    ] {
+        e.handle(now, from, pkt);
+        let shown: Vec<String> = std::iter::from_fn(|| e.poll_output())
+            .filter_map(|o| if let Output::Event(Event::Message(m)) = o { Some(m.text) } else { None })
+            .collect();
+        assert_eq!(shown, [text]);
+    }
+    e.handle(now, from, b"1_iptux 0.8.3:7:bob:bob-pc:288:after\0");
+    assert_eq!(e.stats().duplicates, 1);
+}
+
+/// Found in review: BR_EXIT for a peer counts only from that peer's address.
+#[test]
+fn exit_from_elsewhere_is_ignored() {
+    let mut e = Engine::new(Config::new("a", "b", "c"), 0, []);
+    let now = Now { mono: Duration::ZERO, unix_ms: 0 };
+    let bob: SocketAddr = "10.0.0.9:2425".parse().unwrap();
+    let mallory: SocketAddr = "10.0.0.66:2425".parse().unwrap();
+    e.handle(now, bob, b"1:1:bob:pc:16777217:Bob\0\0\nUN:bob\nHN:pc\0");
+    e.handle(now, mallory, b"1:2:bob:pc:16777218:Bob\0\0\nUN:bob\nHN:pc\0");
+    assert_eq!(e.peers().online_count(), 1);
+    e.handle(now, bob, b"1:3:bob:pc:16777218:Bob\0\0\nUN:bob\nHN:pc\0");
+    assert_eq!(e.peers().online_count(), 0);
+}
+
+/// Found in review: a store failure must not leave the message marked seen
+/// (its retransmission would be acknowledged without ever being stored).
+#[test]
+fn a_message_whose_store_failed_is_taken_in_again() {
+    let mut e = Engine::new(Config::new("a", "b", "c"), 0, []);
+    let now = Now { mono: Duration::ZERO, unix_ms: 0 };
+    let from: SocketAddr = "10.0.0.9:2425".parse().unwrap();
+    let pkt = b"1:5:bob:pc:288:keep me\0";
+    e.handle(now, from, pkt);
+    let op = std::iter::from_fn(|| e.poll_output())
+        .find_map(|o| if let Output::Store { op: op @ StoreOp::Incoming(_), .. } = o { Some(op) } else { None })
+        .unwrap();
+    e.store_failed(&op);
+    e.handle(now, from, pkt);
+    let again =
+        std::iter::from_fn(|| e.poll_output()).any(|o| matches!(o, Output::Store { op: StoreOp::Incoming(_), .. }));
+    assert!(again, "the retransmission is stored this time");
+}
+
+/// Found in review: a queued message to a peer that vanished without BR_EXIT
+/// fails when the outbox expiry passes, despite the retries.
+#[test]
+fn queued_messages_to_a_vanished_peer_expire() {
+    let mut net = Net::new(2, 0.0, 0.0, 0, 13);
+    for n in &mut net.nodes {
+        n.engine.cfg.outbox_expiry = Duration::from_secs(300);
+    }
+    net.command(0, Request::Start).unwrap();
+    net.command(1, Request::Start).unwrap();
+    net.run_until(6000);
+    net.loss = 1.0;
+    let id = net.command(0, Request::Send { to: vec![net.key(1)], text: "lost".into(), sealed: false }).unwrap()[0];
+    net.run_until(400_000);
+    let failed = net.nodes[0]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Receipt { id: i, status: Delivery::Failed, .. } if *i == id));
+    assert!(failed);
+    assert_eq!(net.nodes[0].engine.unacknowledged(), 0);
 }

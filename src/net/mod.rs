@@ -19,6 +19,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::engine::{self, Engine, Event, Now, Output, Peer, Request, RequestError, StoreOp, Transmit};
 use crate::store::{self, Store};
 
+pub mod files;
+
 /// What the node needs to start.
 pub struct NodeOptions {
     pub engine: engine::Config,
@@ -162,6 +164,9 @@ impl Clock {
 pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task::JoinHandle<()>)> {
     let addr = SocketAddr::new(opts.bind, opts.engine.port);
     let std_sock = bind_udp(addr)?;
+    // Files are served on TCP at the same address and port (§1.1).
+    let listener = files::bind_tcp(addr)?;
+    files::spawn(listener, Store::open(store.path())?, opts.engine.legacy);
     let sock = UdpSocket::from_std(std_sock).context("register the UDP socket")?;
     let counter = store.packet_counter().context("read the packet counter")?;
     let since = chrono::Utc::now() - chrono::Duration::days(30);
@@ -169,7 +174,7 @@ pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task
         .recent_incoming_keys(since)
         .context("read recent messages")?
         .into_iter()
-        .map(|(u, h, n)| (engine::PeerKey::new(u, h), n));
+        .map(|(u, h, n, text)| (engine::PeerKey::new(u, h), n, engine::text_hash(&text)));
     let mut engine = Engine::new(opts.engine, counter, seen);
     for m in store.outbox().context("read the outbox")? {
         if let Ok(no) = m.packet_no.parse() {
@@ -195,9 +200,18 @@ pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task
 
 type StoreJob = (StoreOp, Vec<Transmit>);
 
+/// What the store thread reports back.
+enum Stored {
+    /// Committed: these datagrams may go out now.
+    Send(Vec<Transmit>),
+    /// Could not be committed (its datagrams are dropped, so the sender retries).
+    Failed(StoreOp),
+}
+
 /// The store thread: commits what arrives in batches, then returns the
-/// datagrams that waited for the commit.
-fn spawn_store(mut store: Store, done: mpsc::UnboundedSender<Vec<Transmit>>) -> std_mpsc::Sender<StoreJob> {
+/// datagrams that waited for the commit. A batch that fails is retried one
+/// operation at a time, so one bad operation loses nothing else.
+fn spawn_store(mut store: Store, done: mpsc::UnboundedSender<Stored>) -> std_mpsc::Sender<StoreJob> {
     let (tx, rx) = std_mpsc::channel::<StoreJob>();
     std::thread::Builder::new()
         .name("pigeon-store".into())
@@ -210,21 +224,30 @@ fn spawn_store(mut store: Store, done: mpsc::UnboundedSender<Vec<Transmit>>) -> 
                         Err(_) => break,
                     }
                 }
-                let result = store.transaction(|tx| {
-                    for (op, _) in &batch {
-                        apply(tx, op)?;
-                    }
-                    Ok(())
-                });
-                match result {
-                    Ok(()) => {
-                        let then: Vec<Transmit> = batch.into_iter().flat_map(|(_, t)| t).collect();
-                        if !then.is_empty() && done.send(then).is_err() {
-                            break;
+                let whole = store.transaction(|tx| batch.iter().try_for_each(|(op, _)| apply(tx, op)));
+                let mut reports = Vec::new();
+                match whole {
+                    Ok(()) => reports.push(Stored::Send(batch.into_iter().flat_map(|(_, t)| t).collect())),
+                    Err(e) => {
+                        tracing::warn!("storing {} operations failed ({e}); retrying one by one", batch.len());
+                        for (op, then) in batch {
+                            match store.transaction(|tx| apply(tx, &op)) {
+                                Ok(()) => reports.push(Stored::Send(then)),
+                                Err(e) => {
+                                    tracing::error!("cannot store {op:?}: {e}");
+                                    reports.push(Stored::Failed(op));
+                                }
+                            }
                         }
                     }
-                    // Not stored, so not acknowledged: the sender retries.
-                    Err(e) => tracing::error!("cannot store {} operations: {e}", batch.len()),
+                }
+                for r in reports {
+                    if matches!(&r, Stored::Send(t) if t.is_empty()) {
+                        continue;
+                    }
+                    if done.send(r).is_err() {
+                        return;
+                    }
                 }
             }
         })
@@ -239,6 +262,18 @@ fn peer_ref(p: &engine::PeerInfo) -> store::PeerRef {
         nick: p.nick.clone(),
         addr: p.addr.to_string(),
     }
+}
+
+fn offers_json(offers: &[(u64, engine::OfferFile)]) -> serde_json::Value {
+    serde_json::Value::Array(
+        offers
+            .iter()
+            .map(|(id, f)| {
+                serde_json::json!({"id": id, "name": f.name, "size": f.size, "mtime": f.mtime,
+                                   "kind": if f.dir { "dir" } else { "file" }})
+            })
+            .collect(),
+    )
 }
 
 fn time(unix_ms: i64) -> chrono::DateTime<chrono::Utc> {
@@ -279,8 +314,23 @@ fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
                     sealed: r.sealed,
                     broadcast: r.broadcast,
                     state: if r.broadcast { store::MessageState::Delivered } else { store::MessageState::Sending },
-                    attachments_json: None,
+                    attachments_json: (!r.offers.is_empty()).then(|| offers_json(&r.offers).to_string()),
                 })?;
+                for (file_id, f) in &r.offers {
+                    tx.insert_offer(&store::OfferRecord {
+                        packet_no: r.packet_no,
+                        file_id: *file_id,
+                        peer: peer_ref(&r.to),
+                        path: f.path.clone(),
+                        name: f.name.clone(),
+                        dir: f.dir,
+                        size: f.size,
+                        mtime: f.mtime,
+                        created: time(r.unix_ms),
+                        expires: time(r.offers_expire_ms),
+                        released: false,
+                    })?;
+                }
             }
             Ok(())
         }
@@ -307,6 +357,8 @@ fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
             last_seen: chrono::Utc::now(),
         }),
         StoreOp::Counter(n) => tx.set_packet_counter(*n),
+        StoreOp::CounterExact(n) => tx.reset_packet_counter(*n),
+        StoreOp::Release { peer, packet_no } => tx.release_offers(&peer.user, &peer.host, *packet_no).map(|_| ()),
     }
 }
 
@@ -344,7 +396,7 @@ async fn run(
     mut commands: mpsc::Receiver<NodeCommand>,
     events: broadcast::Sender<Event>,
     store: std_mpsc::Sender<StoreJob>,
-    mut persisted: mpsc::UnboundedReceiver<Vec<Transmit>>,
+    mut persisted: mpsc::UnboundedReceiver<Stored>,
     probe: Vec<SocketAddr>,
 ) {
     let clock = Clock { start: Instant::now() };
@@ -368,11 +420,14 @@ async fn run(
                 Ok((n, from)) => engine.handle(clock.now(), from, &buf[..n]),
                 Err(e) => tracing::debug!("receive: {e}"),
             },
-            Some(acks) = persisted.recv() => {
-                for t in acks {
-                    out.send(&t).await;
+            Some(report) = persisted.recv() => match report {
+                Stored::Send(acks) => {
+                    for t in acks {
+                        out.send(&t).await;
+                    }
                 }
-            }
+                Stored::Failed(op) => engine.store_failed(&op),
+            },
             c = commands.recv(), if stopping.is_none() => match c {
                 Some(NodeCommand::Request(r, reply)) => {
                     let _ = reply.send(engine.command(clock.now(), r));
@@ -403,7 +458,8 @@ async fn run(
     loop {
         tokio::select! {
             acks = persisted.recv() => match acks {
-                Some(acks) => for t in acks { out.send(&t).await; },
+                Some(Stored::Send(acks)) => for t in acks { out.send(&t).await; },
+                Some(Stored::Failed(_)) => {}
                 None => break,
             },
             _ = &mut deadline => break,

@@ -17,7 +17,10 @@
 //! rules, including the `LIKE` fallback for words shorter than three
 //! characters.
 
+mod offers;
 mod schema;
+
+pub use offers::OfferRecord;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -442,19 +445,22 @@ impl Store {
         rows.collect::<rusqlite::Result<Vec<_>>>().ctx(&self.path, OP)
     }
 
-    /// (user, host, packet_no) of the incoming messages since `since`, to
-    /// de-duplicate retransmissions across restarts.
-    pub fn recent_incoming_keys(&self, since: DateTime<Utc>) -> Result<Vec<(String, String, String)>, StoreError> {
+    /// (user, host, packet_no, text) of the incoming messages since `since`,
+    /// to de-duplicate retransmissions across restarts.
+    pub fn recent_incoming_keys(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, String, String, String)>, StoreError> {
         const OP: &str = "read recent incoming messages";
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT peer_user, peer_host, packet_no FROM messages \
+                "SELECT peer_user, peer_host, packet_no, text FROM messages \
                  WHERE direction = 'in' AND time >= ? ORDER BY time, id",
             )
             .ctx(&self.path, OP)?;
         let rows = stmt
-            .query_map([since.timestamp_millis()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map([since.timestamp_millis()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .ctx(&self.path, OP)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().ctx(&self.path, OP)
     }
@@ -514,7 +520,7 @@ impl Store {
 
 impl Tx<'_> {
     /// Inserts a message; for In messages, a duplicate (same user, host,
-    /// packet_no) is ignored and returns `Ok(None)`; else `Some(new id)`.
+    /// packet_no and text) is ignored and returns `Ok(None)`; else `Some(new id)`.
     /// `m.id` is ignored. A state that does not fit the direction (an In
     /// message `Sending`, say) is refused.
     pub fn insert_message(&self, m: &MessageRecord) -> Result<Option<i64>, StoreError> {
@@ -525,7 +531,7 @@ impl Tx<'_> {
                 "INSERT INTO messages (direction, peer_user, peer_host, peer_nick, peer_addr, \
                      packet_no, time, text, command, sealed, broadcast, state, attachments) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (peer_user, peer_host, packet_no) WHERE direction = 'in' DO NOTHING",
+                 ON CONFLICT (peer_user, peer_host, packet_no, text) WHERE direction = 'in' DO NOTHING",
             )
             .ctx(self.path, OP)?;
         let changed = stmt
@@ -627,6 +633,23 @@ impl Tx<'_> {
                 s.execute(params![p.user, p.host, p.nick, p.group, p.addr, p.client, p.last_seen.timestamp_millis(),])
             })
             .ctx(self.path, "store a peer")?;
+        Ok(())
+    }
+
+    /// Stores exactly `n` (the last number used, at a clean exit; the
+    /// reservation made by `set_packet_counter` is no longer needed).
+    pub fn reset_packet_counter(&self, n: u64) -> Result<(), StoreError> {
+        let n = i64::try_from(n).map_err(|_| StoreError::Invalid {
+            path: self.path.to_path_buf(),
+            op: "store the packet counter",
+            reason: format!("packet counter {n} is out of range"),
+        })?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .and_then(|mut s| s.execute(params![PACKET_COUNTER_KEY, n]))
+            .ctx(self.path, "store the packet counter")?;
         Ok(())
     }
 

@@ -40,9 +40,11 @@ CREATE TABLE messages (
 CREATE INDEX messages_peer_time ON messages (peer_user, peer_host, time);
 -- History of everything, `since` queries, de-duplication keys at startup.
 CREATE INDEX messages_time ON messages (time);
--- An incoming message is stored once, whatever the retransmissions.
+-- An incoming message is stored once, whatever the retransmissions. The text
+-- is part of the key: iptux restarts its packet numbers at 1, so a number
+-- seen last week may name a new message now.
 CREATE UNIQUE INDEX messages_in_key
-    ON messages (peer_user, peer_host, packet_no) WHERE direction = 'in';
+    ON messages (peer_user, peer_host, packet_no, text) WHERE direction = 'in';
 -- Receipts (RECVMSG / READMSG) find the outgoing row by peer and packet.
 CREATE INDEX messages_out_key
     ON messages (peer_user, peer_host, packet_no) WHERE direction = 'out';
@@ -92,6 +94,28 @@ CREATE TABLE meta (
     key   TEXT PRIMARY KEY NOT NULL,
     value
 ) WITHOUT ROWID;
+"#,
+    // 2: files and folders we offer, served on TCP to their addressee only.
+    r#"
+-- One row per file or folder and addressee. `path` is the local path's
+-- bytes; `packet_no` the offering SENDMSG's number (decimal).
+CREATE TABLE offers (
+    packet_no  TEXT    NOT NULL,
+    file_id    INTEGER NOT NULL,
+    peer_user  TEXT    NOT NULL,
+    peer_host  TEXT    NOT NULL,
+    peer_addr  TEXT    NOT NULL,
+    path       BLOB    NOT NULL,
+    name       TEXT    NOT NULL,
+    kind       TEXT    NOT NULL CHECK (kind IN ('file', 'dir')),
+    size       INTEGER NOT NULL,
+    mtime      INTEGER NOT NULL,
+    created    INTEGER NOT NULL,
+    expires    INTEGER NOT NULL,
+    released   INTEGER NOT NULL DEFAULT 0 CHECK (released IN (0, 1)),
+    PRIMARY KEY (packet_no, file_id, peer_user, peer_host)
+);
+CREATE INDEX offers_expires ON offers (expires);
 "#,
 ];
 

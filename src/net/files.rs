@@ -1,0 +1,346 @@
+//! The TCP file server (protocol.md §6.3–§6.6): answers GETFILEDATA and
+//! GETDIRFILES on the node's port, for live offers only and to their
+//! addressee only (the request's source address and user name, packet
+//! number and file ID must all match an offer). Every request form of §6.3
+//! is read (hex-then-decimal IDs, with or without trailing `:` or NUL, split
+//! across reads). File data goes out with `sendfile`; each connection has
+//! its own thread and timeouts, so a slow or silent client stalls nobody.
+//!
+//! Pigeon extension: a GETDIRFILES from a Pigeon may carry a fourth field
+//! `PR<hex path>,<hex offset>` — resume a folder at that file and offset.
+//! Files before it go as headers only (size 0, attribute `7f01` = their
+//! size), that file from the offset (attribute `7f02` = the offset).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pigeon_protocol::attachment::{ext, ExtAttr};
+use pigeon_protocol::charset::{self, Charset};
+use pigeon_protocol::request::{request_framing, Framing};
+use pigeon_protocol::{ClientKind, DirHeader, FileAttr, FileRequest, Opts, Packet, RequestKind};
+
+use crate::store::{OfferRecord, Store};
+
+/// At most this many transfers at once; more connections are closed.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A request must arrive within this time.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that takes nothing for this long is dropped (IPMsg: 180 s).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Nesting served at most (the receiver's limit is 64 too).
+const MAX_DEPTH: usize = 64;
+
+/// What the server needs.
+pub struct FileServer {
+    store: Mutex<Store>,
+    legacy: Charset,
+    active: AtomicUsize,
+}
+
+/// Starts serving on `listener` in a thread of its own.
+pub fn spawn(listener: TcpListener, store: Store, legacy: Charset) -> std::thread::JoinHandle<()> {
+    let server = Arc::new(FileServer { store: Mutex::new(store), legacy, active: AtomicUsize::new(0) });
+    std::thread::Builder::new()
+        .name("pigeon-files".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(stream) = conn else { continue };
+                if server.active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    tracing::warn!("file server: {MAX_CONNECTIONS} transfers already running; refusing one");
+                    continue;
+                }
+                server.active.fetch_add(1, Ordering::SeqCst);
+                let s = server.clone();
+                let _ = std::thread::Builder::new().name("pigeon-transfer".into()).spawn(move || {
+                    let peer = stream.peer_addr().ok();
+                    if let Err(e) = s.serve(stream) {
+                        tracing::info!("file request from {peer:?}: {e}");
+                    }
+                    s.active.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        })
+        .expect("spawn the file server")
+}
+
+/// Binds the TCP listener beside the UDP socket, with a clear error.
+pub fn bind_tcp(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if let Err(e) = s.bind(&addr.into()) {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::bail!("TCP port {} is in use: another IP Messenger client runs here", addr.port());
+        }
+        return Err(e.into());
+    }
+    s.listen(128)?;
+    Ok(s.into())
+}
+
+/// Reads one request: complete at its NUL or its last field, or whatever
+/// arrived when the client goes quiet (some clients send neither).
+pub fn read_request(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        // Once something arrived, a short silence ends it.
+        let wait = if buf.is_empty() { left } else { left.min(Duration::from_millis(300)) };
+        stream.set_read_timeout(Some(wait))?;
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if let Framing::Complete(len) = request_framing(&buf) {
+                    buf.truncate(len);
+                    return Ok(buf);
+                }
+                if buf.len() > 4096 {
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "request longer than 4 KiB"));
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if !buf.is_empty() {
+                    break;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if buf.is_empty() {
+        return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"));
+    }
+    Ok(buf)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("not a file request: {0}")]
+    BadRequest(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl FileServer {
+    fn serve(&self, mut stream: TcpStream) -> Result<(), ServeError> {
+        let peer = stream.peer_addr()?;
+        let raw = read_request(&mut stream)?;
+        let p = Packet::decode(&raw).map_err(|e| ServeError::BadRequest(e.to_string()))?;
+        let kind = FileRequest::kind_of(&p).ok_or_else(|| ServeError::BadRequest(format!("mode {}", p.mode())))?;
+        let req = FileRequest::decode(p.body()).map_err(|e| ServeError::BadRequest(e.to_string()))?;
+        let offer = self.find(&p, &req, peer)?;
+        stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        let client = ClientKind::from_version(p.version);
+        let names = if p.opts().has(Opts::UTF8OPT) || matches!(client, ClientKind::Iptux | ClientKind::Pigeon) {
+            Charset::Utf8
+        } else if client == ClientKind::Feiq {
+            Charset::Gbk
+        } else {
+            self.legacy
+        };
+        tracing::info!("{peer} fetches {:?} ({kind:?}) of offer {}", offer.name, offer.packet_no);
+        match (kind, offer.dir) {
+            (RequestKind::File, false) => {
+                let mut f = File::open(&offer.path)?;
+                let offset = req.offset.unwrap_or(0).min(offer.size);
+                send_range(&stream, &mut f, offset, offer.size - offset)?;
+            }
+            (RequestKind::Dir, true) => {
+                let hint = resume_hint(p.body());
+                let mut w = DirSender { stream: &mut stream, names, hint, skipping: false, sent: 0 };
+                w.skipping = w.hint.is_some();
+                w.dir(&offer.path, &offer.name, "", 0)?;
+            }
+            // IPMsg asks for single files this way when encrypting: one record.
+            (RequestKind::Dir, false) => {
+                let mut f = File::open(&offer.path)?;
+                let mut h = Vec::new();
+                DirHeader::file(&offer.name, offer.size, offer.mtime).encode(names, &mut h).map_err(io_err)?;
+                stream.write_all(&h)?;
+                send_range(&stream, &mut f, 0, offer.size)?;
+            }
+            (RequestKind::File, true) => {
+                return Err(ServeError::Refused("a folder is fetched with GETDIRFILES".into()))
+            }
+        }
+        // The receiver closes when it has everything (§6.5); wait for that briefly.
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let _ = stream.read(&mut [0u8; 64]);
+        Ok(())
+    }
+
+    /// The offer a request names, if the requester is its addressee.
+    fn find(&self, p: &Packet<'_>, req: &FileRequest, peer: SocketAddr) -> Result<OfferRecord, ServeError> {
+        let offers = self
+            .store
+            .lock()
+            .map_err(|_| ServeError::Refused("store unavailable".into()))?
+            .live_offers(req.packet_no, chrono::Utc::now())
+            .map_err(|e| ServeError::Refused(e.to_string()))?;
+        let for_them: Vec<&OfferRecord> =
+            offers.iter().filter(|o| o.peer.addr.parse::<SocketAddr>().is_ok_and(|a| a.ip() == peer.ip())).collect();
+        if for_them.is_empty() {
+            return Err(ServeError::Refused(format!("no live offer {} for {}", req.packet_no, peer.ip())));
+        }
+        // Hex first (as IPMsg writes it), then decimal (clients that echo the list).
+        let offer = for_them
+            .iter()
+            .find(|o| o.file_id == req.file_id)
+            .or_else(|| for_them.iter().find(|o| Some(o.file_id) == req.file_id_decimal))
+            .ok_or_else(|| ServeError::Refused(format!("offer {} has no file {:x}", req.packet_no, req.file_id)))?;
+        let cs = charset::detect(p.opts(), ClientKind::from_version(p.version), None, self.legacy, p.user);
+        let user = cs.decode(p.user);
+        if !user.eq_ignore_ascii_case(&offer.peer.user) {
+            return Err(ServeError::Refused(format!("offer {} is for {}, not {user}", req.packet_no, offer.peer.user)));
+        }
+        Ok((*offer).clone())
+    }
+}
+
+fn io_err(e: pigeon_protocol::Error) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// `PR<hex path>,<hex offset>` in the fourth field of a GETDIRFILES body.
+fn resume_hint(body: &[u8]) -> Option<(String, u64)> {
+    let field = body.split(|&b| b == b':').nth(3)?;
+    let rest = field.strip_prefix(b"PR")?;
+    let comma = rest.iter().position(|&b| b == b',')?;
+    let path = hex::decode(&rest[..comma]).ok()?;
+    let offset = u64::from_str_radix(std::str::from_utf8(&rest[comma + 1..]).ok()?.trim_end_matches('\0'), 16).ok()?;
+    Some((String::from_utf8(path).ok()?, offset))
+}
+
+/// Writes `len` bytes of `file` from `offset` with sendfile(2); a file that
+/// shrank meanwhile ends the transfer early (the receiver sees it short).
+pub fn send_range(stream: &TcpStream, file: &mut File, offset: u64, len: u64) -> std::io::Result<u64> {
+    let mut off = offset as libc::off_t;
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(1 << 30) as usize;
+        // SAFETY: valid descriptors of an open socket and file; `off` is ours.
+        let n = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut off, want) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the receiver stopped taking data"));
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        left -= n as u64;
+    }
+    Ok(len - left)
+}
+
+struct DirSender<'a> {
+    stream: &'a mut TcpStream,
+    names: Charset,
+    hint: Option<(String, u64)>,
+    skipping: bool,
+    sent: u64,
+}
+
+fn mtime_of(m: &std::fs::Metadata) -> u64 {
+    m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs())
+}
+
+impl DirSender<'_> {
+    fn header(&mut self, h: &DirHeader) -> std::io::Result<()> {
+        let mut out = Vec::with_capacity(64);
+        h.encode(self.names, &mut out).map_err(io_err)?;
+        self.stream.write_all(&out)
+    }
+
+    /// One folder, depth first, entries sorted by name (a resume relies on
+    /// the order); symlinks and special files are left out.
+    fn dir(&mut self, path: &Path, name: &str, rel: &str, depth: usize) -> std::io::Result<()> {
+        if depth >= MAX_DEPTH {
+            return Err(std::io::Error::other(format!("{} nests deeper than {MAX_DEPTH}", path.display())));
+        }
+        let meta = std::fs::symlink_metadata(path)?;
+        self.header(&DirHeader::dir(name, mtime_of(&meta)))?;
+        let mut entries: Vec<(String, PathBuf, std::fs::Metadata)> = std::fs::read_dir(path)?
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let m = e.path().symlink_metadata().ok()?;
+                Some((e.file_name().to_string_lossy().into_owned(), e.path(), m))
+            })
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        for (n, p, m) in entries {
+            let r = if rel.is_empty() { n.clone() } else { format!("{rel}/{n}") };
+            if m.is_dir() {
+                self.dir(&p, &n, &r, depth + 1)?;
+            } else if m.is_file() {
+                self.file(&p, &n, &r, &m)?;
+            }
+        }
+        self.header(&DirHeader::parent(mtime_of(&meta)))
+    }
+
+    fn file(&mut self, path: &Path, name: &str, rel: &str, m: &std::fs::Metadata) -> std::io::Result<()> {
+        let size = m.len();
+        let mtime = mtime_of(m);
+        let mut offset = 0;
+        if self.skipping {
+            match &self.hint {
+                Some((p, off)) if p == rel => {
+                    self.skipping = false;
+                    offset = (*off).min(size);
+                }
+                _ => {
+                    // Before the resume point: the receiver has it.
+                    let mut h = DirHeader::file(name, 0, mtime);
+                    h.ext.push(ExtAttr::hex(ext::PIGEON_OMITTED, size));
+                    return self.header(&h);
+                }
+            }
+        }
+        let mut h = DirHeader::file(name, size - offset, mtime);
+        if offset > 0 {
+            h.ext.push(ExtAttr::hex(ext::PIGEON_RESUMED_AT, offset));
+        }
+        self.header(&h)?;
+        let mut f = File::open(path)?;
+        let sent = send_range(self.stream, &mut f, offset, size - offset)?;
+        self.sent += sent;
+        if sent < size - offset {
+            return Err(std::io::Error::other(format!("{} shrank while being sent", path.display())));
+        }
+        let _ = FileAttr::FILE;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_hint_field() {
+        let body = format!("6553f290:75bcd17:0:PR{},1f4", hex::encode("sub/报告.txt"));
+        assert_eq!(resume_hint(body.as_bytes()), Some(("sub/报告.txt".into(), 500)));
+        assert_eq!(resume_hint(b"6553f290:75bcd17:0"), None);
+        assert_eq!(resume_hint(b"1:2:0:PRzz,1"), None);
+    }
+}
