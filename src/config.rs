@@ -90,6 +90,8 @@ pub struct FileConfig {
     pub outbox_expiry_days: Option<u64>,
     /// Days offered files and folders are served.
     pub offer_expiry_days: Option<u64>,
+    /// Where fetched files go (default: Downloads/pigeon).
+    pub download_dir: Option<PathBuf>,
 }
 
 impl FileConfig {

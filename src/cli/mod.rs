@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 pub mod config;
 pub mod daemon;
 pub mod decode;
+pub mod files;
 pub mod history;
 pub mod listen;
 pub mod node;
@@ -43,6 +44,10 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Ask a peer for its program version and away text.
     Info(status::InfoArgs),
+    /// List the files and folders offered to you.
+    Offers(files::OffersArgs),
+    /// Fetch an offered file or folder (resumes an interrupted fetch).
+    Fetch(files::FetchArgs),
     /// Show or search the message history.
     History(history::HistoryArgs),
     /// Open a sealed message (the sender sees that you read it).
@@ -70,6 +75,8 @@ pub fn main() -> ExitCode {
         Command::Listen(a) => listen::run(g, a),
         Command::Status(a) => status::run(g, a),
         Command::Info(a) => status::run_info(g, a),
+        Command::Offers(a) => files::run_offers(g, a),
+        Command::Fetch(a) => files::run_fetch(g, a),
         Command::History(a) => history::run(g, a),
         Command::Open(a) => open::run(g, a),
         Command::Config(a) => config::run(g, a),

@@ -22,6 +22,10 @@ pub struct SendArgs {
     /// Seal the message: the recipient must open it, and you see when they do
     #[arg(long)]
     pub sealed: bool,
+    /// Offer a file or folder (repeatable); served by the running daemon until
+    /// fetched or expired. With files, TEXT may be left out for one recipient.
+    #[arg(long = "file", value_name = "PATH")]
+    pub files: Vec<std::path::PathBuf>,
     /// Seconds to wait for receipts (and, without a daemon, to discover peers first: 2 s)
     #[arg(long, default_value_t = 6.0, value_parser = super::parse_wait)]
     pub wait: f64,
@@ -32,16 +36,33 @@ pub struct SendArgs {
 
 pub fn run(g: &Global, args: &SendArgs) -> Result<ExitCode> {
     let eff = Effective::load(g)?;
-    if args.args.len() < 2 {
+    let (to, text) = if !args.files.is_empty() && args.args.len() == 1 {
+        (&args.args[..], String::new())
+    } else if args.args.len() < 2 {
         bail!("give at least one recipient and the text: pigeon send TO… TEXT");
-    }
-    let (to, text) = args.args.split_at(args.args.len() - 1);
-    let text = text_arg(&text[0])?;
-    if text.is_empty() {
+    } else {
+        let (to, text) = args.args.split_at(args.args.len() - 1);
+        (to, text_arg(&text[0])?)
+    };
+    if text.is_empty() && args.files.is_empty() {
         bail!("the message is empty");
     }
-    let req = json!({"op": "send", "to": to, "text": text, "sealed": args.sealed, "wait": args.wait});
-    let v = runtime()?.block_on(request(&eff, &req, Duration::from_secs(2)))?;
+    let mut files = Vec::new();
+    for f in &args.files {
+        // Checked here so that a typo is reported before anything is sent.
+        let d = crate::transfer::describe(f)?;
+        files.push(d.path.to_string_lossy().into_owned());
+    }
+    let req = json!({"op": "send", "to": to, "text": text, "sealed": args.sealed, "wait": args.wait, "files": files});
+    let v = if files.is_empty() {
+        runtime()?.block_on(request(&eff, &req, Duration::from_secs(2)))?
+    } else {
+        // Files are served by the daemon; a short-lived node could not serve them.
+        let sock = eff.home.socket();
+        runtime()?.block_on(crate::control::call(&sock, &req)).map_err(|_| {
+            anyhow::anyhow!("offering files needs a running daemon to serve them: start `pigeon daemon` first")
+        })?
+    };
     let v = check(v)?;
     let results = v["results"].as_array().cloned().unwrap_or_default();
     let mut all = true;

@@ -185,8 +185,17 @@ pub async fn answer(req: &Value, node: &NodeHandle) -> Result<Value> {
             let wait = Duration::from_secs_f64(req["wait"].as_f64().unwrap_or(10.0).clamp(0.0, 3600.0));
             let peers = node.peers().await?;
             let to = resolve_all(&peers, &str_list(&req["to"]))?;
+            let files = str_list(&req["files"])
+                .iter()
+                .map(|f| crate::transfer::describe(std::path::Path::new(f)))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut events = node.events.subscribe();
-            let ids = node.request(Request::Send { to: to.clone(), text, sealed }).await?;
+            let request = if files.is_empty() {
+                Request::Send { to: to.clone(), text, sealed }
+            } else {
+                Request::Offer { to: to.clone(), text, sealed, files }
+            };
+            let ids = node.request(request).await?;
             let mut status: Vec<Delivery> = vec![Delivery::Sending; ids.len()];
             let deadline = tokio::time::Instant::now() + wait;
             while status.contains(&Delivery::Sending) {

@@ -19,8 +19,11 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use pigeon_protocol::attachment::ext;
 use pigeon_protocol::name::validate_component;
 use pigeon_protocol::{DirEvent, DirHeader};
+
+pub mod fetch;
 
 /// Why a transfer cannot go on.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,32 @@ pub enum TransferError {
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TransferError + 'a {
     move |source| TransferError::Io { what, path: path.to_path_buf(), source }
+}
+
+/// What an offer announces about a local file or folder: its name, kind,
+/// size (a folder's whole tree) and modification time.
+pub fn describe(path: &Path) -> Result<crate::engine::OfferFile, TransferError> {
+    let path = path.canonicalize().map_err(io("cannot offer", path))?;
+    let meta = path.metadata().map_err(io("cannot offer", &path))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if name.is_empty() {
+        return Err(TransferError::UnsafeName { name: path.display().to_string(), why: "has no name to offer".into() });
+    }
+    if !meta.is_dir() && !meta.is_file() {
+        return Err(TransferError::UnsafeName { name, why: "is neither a file nor a folder".into() });
+    }
+    let mtime =
+        meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
+    let size = if meta.is_dir() { tree_bytes(&path) } else { meta.len() };
+    Ok(crate::engine::OfferFile { path, name, dir: meta.is_dir(), size, mtime })
+}
+
+fn tree_bytes(p: &Path) -> u64 {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(p).map_or(0, |rd| rd.flatten().map(|e| tree_bytes(&e.path())).sum()),
+        Ok(m) if m.is_file() => m.len(),
+        _ => 0,
+    }
 }
 
 /// The suffix of data still arriving.
@@ -158,6 +187,19 @@ impl PartFile {
         self.expected
     }
 
+    /// Where the data is being written.
+    pub fn part_path(&self) -> &Path {
+        &self.part
+    }
+
+    /// Keeps only the first `offset` bytes (a resume that starts earlier).
+    pub fn truncate(&mut self, offset: u64) -> Result<(), TransferError> {
+        self.file.set_len(offset).map_err(io("cannot truncate", &self.part))?;
+        self.file.seek(SeekFrom::Start(offset)).map_err(io("cannot seek in", &self.part))?;
+        self.written = offset;
+        Ok(())
+    }
+
     /// Starts again from byte 0 (a sender that ignored the offset).
     pub fn restart(&mut self) -> Result<(), TransferError> {
         self.file.set_len(0).map_err(io("cannot truncate", &self.part))?;
@@ -224,6 +266,7 @@ pub struct DirWriter {
     /// Bytes of files already complete before, passed over.
     pub skipped: u64,
     top_name: Option<String>,
+    journal: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -249,7 +292,15 @@ impl DirWriter {
             written: 0,
             skipped: 0,
             top_name: Some(top_name.to_string()),
+            journal: None,
         }
+    }
+
+    /// Records in `path` the file being received (relative to the folder),
+    /// so that an interrupted fetch can ask a Pigeon to resume there.
+    pub fn with_journal(mut self, path: PathBuf) -> DirWriter {
+        self.journal = Some(path);
+        self
     }
 
     /// The folder being written.
@@ -309,13 +360,44 @@ impl DirWriter {
         if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
             return Err(TransferError::Symlink(path));
         }
-        // Complete from an earlier attempt: same size, no .part beside it.
-        if path.metadata().is_ok_and(|m| m.is_file() && m.len() == h.size) && !part_path(&path).exists() {
+        let attr = |key| h.ext.iter().find(|e| e.key == key).and_then(|e| e.hex_value());
+        let complete =
+            |total: u64| path.metadata().is_ok_and(|m| m.is_file() && m.len() == total) && !part_path(&path).exists();
+        // A Pigeon resuming a folder: this file's data is omitted, we have it.
+        if let Some(total) = attr(ext::PIGEON_OMITTED) {
+            if !complete(total) {
+                return Err(TransferError::Incomplete { name: h.name.clone(), got: 0, expected: total });
+            }
+            self.skipped += total;
             self.current = Some(Receiving::Skipping);
             return Ok(());
         }
-        let file = PartFile::open(&path, h.size)?;
-        self.current = Some(Receiving::Writing { file, mtime: h.mtime(), seen: 0 });
+        let resumed_at = attr(ext::PIGEON_RESUMED_AT).unwrap_or(0);
+        let total = h.size.saturating_add(resumed_at);
+        // Complete from an earlier attempt: same size, no .part beside it.
+        if complete(total) {
+            // Its data still streams past (counted as it does).
+            self.current = Some(Receiving::Skipping);
+            return Ok(());
+        }
+        let mut file = PartFile::open(&path, total)?;
+        if resumed_at > 0 {
+            if file.offset() < resumed_at {
+                return Err(TransferError::Incomplete {
+                    name: h.name.clone(),
+                    got: file.offset(),
+                    expected: resumed_at,
+                });
+            }
+            file.truncate(resumed_at)?;
+            self.skipped += resumed_at;
+        }
+        if let (Some(j), Some(root)) = (&self.journal, self.stack.first()) {
+            if let Ok(rel) = path.strip_prefix(root) {
+                let _ = std::fs::write(j, rel.to_string_lossy().as_bytes());
+            }
+        }
+        self.current = Some(Receiving::Writing { file, mtime: h.mtime(), seen: resumed_at });
         Ok(())
     }
 }

@@ -1,0 +1,211 @@
+//! `pigeon offers` and `pigeon fetch`: the files and folders offered to us,
+//! and fetching them — resumably, safely, with a progress bar on a
+//! terminal and JSON progress events for scripts.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::{json, Value};
+
+use super::node::{Effective, Global};
+use crate::store::{Direction, HistoryQuery, MessageRecord, Store};
+use crate::transfer::fetch::{self, Item, Progress, Source};
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  pigeon offers\n  pigeon offers --json | jq '.[0].id'")]
+pub struct OffersArgs {
+    /// A JSON array: id (what fetch takes), from, packet_no, text, time, attachments
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn offers(store: &Store) -> Result<Vec<(MessageRecord, Vec<Value>)>> {
+    Ok(store
+        .history(&HistoryQuery::default())?
+        .into_iter()
+        .filter(|m| m.direction == Direction::In)
+        .filter_map(|m| {
+            let list: Vec<Value> = serde_json::from_str(m.attachments_json.as_deref()?).ok()?;
+            (!list.is_empty()).then_some((m, list))
+        })
+        .collect())
+}
+
+fn offer_json(m: &MessageRecord, list: &[Value]) -> Value {
+    json!({
+        "id": m.id,
+        "from": {"user": m.peer.user, "host": m.peer.host, "nick": m.peer.nick, "addr": m.peer.addr},
+        "packet_no": m.packet_no,
+        "text": m.text,
+        "time": m.time.with_timezone(&chrono::Local).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        "attachments": list,
+    })
+}
+
+pub fn run_offers(g: &Global, args: &OffersArgs) -> Result<ExitCode> {
+    let eff = Effective::load(g)?;
+    let db = eff.home.database();
+    if !db.exists() {
+        bail!("nothing was offered yet ({} does not exist)", db.display());
+    }
+    let all = offers(&Store::open(&db)?)?;
+    if args.json {
+        let v: Vec<Value> = all.iter().map(|(m, l)| offer_json(m, l)).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if all.is_empty() {
+        println!("no offers");
+    }
+    for (m, list) in &all {
+        println!(
+            "#{}  {}  from {} ({}@{}){}",
+            m.id,
+            m.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M"),
+            super::clean(&m.peer.nick),
+            super::clean(&m.peer.user),
+            super::clean(&m.peer.host),
+            if m.text.is_empty() { String::new() } else { format!(": {}", super::clean(&m.text)) }
+        );
+        for a in list {
+            println!(
+                "    {:<4} {}  ({} bytes)",
+                a["kind"].as_str().unwrap_or(""),
+                super::clean(a["name"].as_str().unwrap_or("")),
+                a["size"]
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  pigeon fetch 12                       # every file and folder of offer #12\n  pigeon fetch 12 --to ~/inbox --only report.pdf\n  pigeon fetch 12 --json                # JSON progress events\n\nAn interrupted fetch leaves NAME.part files; fetching again resumes."
+)]
+pub struct FetchArgs {
+    /// The offer's id, as `pigeon offers` shows it
+    pub offer: i64,
+    /// Where to put it (default: the download folder)
+    #[arg(long, value_name = "DIR")]
+    pub to: Option<PathBuf>,
+    /// Only these names (repeatable)
+    #[arg(long, value_name = "NAME")]
+    pub only: Vec<String>,
+    /// JSON Lines progress: start, progress, file, done, error
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The default download folder: the user's Downloads/pigeon.
+pub fn download_dir() -> PathBuf {
+    directories::UserDirs::new()
+        .and_then(|u| u.download_dir().map(|d| d.join("pigeon")))
+        .or_else(|| directories::BaseDirs::new().map(|b| b.home_dir().join("Downloads").join("pigeon")))
+        .unwrap_or_else(|| PathBuf::from("pigeon-downloads"))
+}
+
+pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
+    let eff = Effective::load(g)?;
+    let store = Store::open(&eff.home.database()).context("no history yet")?;
+    let (m, list) = offers(&store)?
+        .into_iter()
+        .find(|(m, _)| m.id == args.offer)
+        .with_context(|| format!("no offer #{} (`pigeon offers` lists them)", args.offer))?;
+    let into = args.to.clone().or_else(|| eff.file.download_dir.clone()).unwrap_or_else(download_dir);
+    std::fs::create_dir_all(&into).with_context(|| format!("cannot create {}", into.display()))?;
+    let addr = m.peer.addr.parse().with_context(|| format!("the sender's address {:?} is not usable", m.peer.addr))?;
+    let pigeon = store.peers()?.iter().any(|p| p.user == m.peer.user && p.host == m.peer.host && p.client == "pigeon");
+    let src = Source {
+        addr,
+        bind: Some(eff.bind),
+        packet_no: m.packet_no.parse().context("the offer's packet number is not a number")?,
+        utf8: pigeon_protocol::Command(m.command).has(pigeon_protocol::Opts::UTF8OPT),
+        pigeon,
+        version: eff.engine(false).version,
+        user: eff.user.clone(),
+        host: eff.host.clone(),
+    };
+    let wanted: Vec<&Value> =
+        list.iter().filter(|a| args.only.is_empty() || args.only.iter().any(|n| a["name"] == n.as_str())).collect();
+    if wanted.is_empty() {
+        bail!("offer #{} has nothing called {}", args.offer, args.only.join(", "));
+    }
+    let mut failed = 0;
+    for a in wanted {
+        let item = Item {
+            id: a["id"].as_u64().unwrap_or(0),
+            name: a["name"].as_str().unwrap_or("").to_string(),
+            size: a["size"].as_u64().unwrap_or(0),
+            mtime: a["mtime"].as_u64().unwrap_or(0),
+            dir: a["kind"] == "dir",
+        };
+        let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new(item.size);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                )
+                .expect("a valid template"),
+            );
+            b.set_message(super::clean(&item.name).into_owned());
+            b
+        });
+        let started = std::time::Instant::now();
+        let mut last = std::time::Instant::now();
+        let json = args.json;
+        let mut report = |p: Progress<'_>| match p {
+            Progress::Start { name, total, offset } => {
+                if json {
+                    println!("{}", json!({"event": "start", "name": name, "size": total, "resumed_at": offset}));
+                }
+                if let Some(b) = &bar {
+                    b.set_position(offset);
+                }
+            }
+            Progress::Bytes { done } => {
+                if let Some(b) = &bar {
+                    b.set_position(done);
+                }
+                // At most 10 events a second: progress must not slow the stream.
+                if json && last.elapsed() >= std::time::Duration::from_millis(100) {
+                    last = std::time::Instant::now();
+                    println!("{}", json!({"event": "progress", "name": item.name, "bytes": done, "size": item.size}));
+                }
+            }
+            Progress::File { path } => {
+                if json {
+                    println!("{}", json!({"event": "file", "path": path}));
+                }
+            }
+        };
+        match fetch::fetch(&src, &item, &into, &mut report) {
+            Ok(path) => {
+                if let Some(b) = &bar {
+                    b.finish_and_clear();
+                }
+                let secs = started.elapsed().as_secs_f64();
+                if json {
+                    println!("{}", json!({"event": "done", "name": item.name, "path": path, "seconds": secs}));
+                } else {
+                    println!("{}", path.display());
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                if let Some(b) = &bar {
+                    b.abandon();
+                }
+                if json {
+                    println!("{}", json!({"event": "error", "name": item.name, "error": e.to_string()}));
+                } else {
+                    eprintln!("pigeon: {}: {e}", super::clean(&item.name));
+                }
+            }
+        }
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
