@@ -3,124 +3,13 @@
 //! real IP Messenger client on 2425 does not interfere. Every process is
 //! killed by PID when its guard drops; every wait is bounded.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{pigeon, wait_for, Daemon};
 use serde_json::{json, Value};
-
-const PORT: &str = "42425";
-
-struct Daemon {
-    child: Option<Child>,
-    home: tempfile::TempDir,
-    ip: &'static str,
-    user: &'static str,
-    nick: &'static str,
-    others: Vec<&'static str>,
-}
-
-fn pigeon(home: &Path, ip: &str, user: &str, nick: &str, others: &[&str], args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pigeon"));
-    c.arg("--home").arg(home).args(["--port", PORT, "--bind", ip, "--user", user, "--nick", nick]);
-    for o in others {
-        c.args(["--broadcast", o]);
-    }
-    c.args(args);
-    c
-}
-
-impl Daemon {
-    fn start(ip: &'static str, user: &'static str, nick: &'static str, others: &[&'static str]) -> Daemon {
-        let mut d = Daemon { child: None, home: tempfile::tempdir().unwrap(), ip, user, nick, others: others.to_vec() };
-        d.spawn();
-        d
-    }
-
-    fn spawn(&mut self) {
-        let child = pigeon(self.home.path(), self.ip, self.user, self.nick, &self.others, &["daemon"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        wait_for(|| UnixStream::connect(self.home.path().join("pigeon.sock")).is_ok(), "the control socket");
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        let mut c = pigeon(self.home.path(), self.ip, self.user, self.nick, &self.others, args);
-        let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "pigeon {args:?} did not finish in 30 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.wait_with_output().unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Vec<Value> {
-        let out = self.cli(args);
-        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-    }
-
-    fn peers(&self) -> Vec<Value> {
-        let out = self.cli(&["peers", "--json"]);
-        serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap_or_default()
-    }
-
-    fn control(&self, req: &Value) -> Value {
-        let mut s = UnixStream::connect(self.home.path().join("pigeon.sock")).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        writeln!(s, "{req}").unwrap();
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap()
-    }
-
-    fn history(&self, extra: &[&str]) -> Vec<Value> {
-        let mut args = vec!["history", "--json"];
-        args.extend_from_slice(extra);
-        self.json(&args)
-    }
-
-    /// SIGTERM: the daemon leaves the LAN with BR_EXIT.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on our own child's PID.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while c.try_wait().unwrap().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGKILL: gone without a word.
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn nicks(peers: &[Value]) -> Vec<String> {
     let mut v: Vec<String> = peers.iter().map(|p| p["nick"].as_str().unwrap_or("").to_string()).collect();

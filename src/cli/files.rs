@@ -157,8 +157,12 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
         let started = std::time::Instant::now();
         let mut last = std::time::Instant::now();
         let json = args.json;
+        // Bytes that came over the network this time (a resume sends less).
+        let (mut first, mut latest) = (0u64, 0u64);
         let mut report = |p: Progress<'_>| match p {
             Progress::Start { name, total, offset } => {
+                first = offset;
+                latest = offset;
                 if json {
                     println!("{}", json!({"event": "start", "name": name, "size": total, "resumed_at": offset}));
                 }
@@ -167,6 +171,7 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
                 }
             }
             Progress::Bytes { done } => {
+                latest = done;
                 if let Some(b) = &bar {
                     b.set_position(done);
                 }
@@ -182,14 +187,19 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
                 }
             }
         };
-        match fetch::fetch(&src, &item, &into, &mut report) {
+        let result = fetch::fetch(&src, &item, &into, &mut report);
+        let received = latest.saturating_sub(first);
+        match result {
             Ok(path) => {
                 if let Some(b) = &bar {
                     b.finish_and_clear();
                 }
                 let secs = started.elapsed().as_secs_f64();
                 if json {
-                    println!("{}", json!({"event": "done", "name": item.name, "path": path, "seconds": secs}));
+                    println!(
+                        "{}",
+                        json!({"event": "done", "name": item.name, "path": path, "seconds": secs, "received": received})
+                    );
                 } else {
                     println!("{}", path.display());
                 }

@@ -195,21 +195,16 @@ fn fetch_file(
 /// The sender ignored our offset: the `got` bytes written at `offset` are
 /// really bytes 0..got. Move them to the front and continue from `got`.
 fn restart_from_zero(part: &mut PartFile, offset: u64, got: u64) -> Result<(), TransferError> {
+    use std::io::Seek;
     let path = part.part_path().to_path_buf();
-    let data =
-        {
-            let mut f = std::fs::File::open(&path).map_err(|e| TransferError::Io {
-                what: "cannot read",
-                path: path.clone(),
-                source: e,
-            })?;
-            let mut v = vec![0u8; got as usize];
-            use std::io::Seek;
-            f.seek(std::io::SeekFrom::Start(offset))
-                .and_then(|_| f.read_exact(&mut v))
-                .map_err(|e| TransferError::Io { what: "cannot read", path: path.clone(), source: e })?;
-            v
-        };
+    let err = |e| TransferError::Io { what: "cannot read", path: path.clone(), source: e };
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&path).map_err(err)?;
+    // Zeros written as a hole at the end are not in the length yet.
+    if f.metadata().map_err(err)?.len() < offset + got {
+        f.set_len(offset + got).map_err(err)?;
+    }
+    let mut data = vec![0u8; got as usize];
+    f.seek(std::io::SeekFrom::Start(offset)).and_then(|_| f.read_exact(&mut data)).map_err(err)?;
     part.restart()?;
     part.write(&data)
 }

@@ -72,6 +72,9 @@ fn tree_bytes(p: &Path) -> u64 {
     }
 }
 
+/// Files at least this large are flushed to disk before they are renamed.
+pub const SYNC_THRESHOLD: u64 = 8 << 20;
+
 /// The suffix of data still arriving.
 pub const PART: &str = ".part";
 
@@ -213,7 +216,12 @@ impl PartFile {
         if self.written + data.len() as u64 > self.expected {
             return Err(TransferError::TooLong { name: self.name(), expected: self.expected });
         }
-        self.file.write_all(data).map_err(io("cannot write", &self.part))?;
+        // Runs of zeros become holes: a sparse file stays sparse.
+        if data.len() >= 4096 && data.iter().all(|&b| b == 0) {
+            self.file.seek(SeekFrom::Current(data.len() as i64)).map_err(io("cannot seek in", &self.part))?;
+        } else {
+            self.file.write_all(data).map_err(io("cannot write", &self.part))?;
+        }
         self.written += data.len() as u64;
         Ok(())
     }
@@ -234,7 +242,15 @@ impl PartFile {
         if !self.is_complete() {
             return Err(TransferError::Incomplete { name: self.name(), got: self.written, expected: self.expected });
         }
-        self.file.sync_all().map_err(io("cannot flush", &self.part))?;
+        // A hole at the end is not part of the length yet.
+        self.file.set_len(self.expected).map_err(io("cannot extend", &self.part))?;
+        // Large files are flushed before they take their final name, so a
+        // power cut cannot leave a "complete" file without its data; small
+        // ones are cheap to fetch again, and a flush each would make a folder
+        // of thousands crawl. (A killed process loses nothing either way.)
+        if self.expected >= SYNC_THRESHOLD {
+            self.file.sync_all().map_err(io("cannot flush", &self.part))?;
+        }
         if let Some(t) = mtime {
             let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t);
             let _ = self.file.set_modified(when);

@@ -1,0 +1,133 @@
+//! What the loopback integration tests share: daemons of the real binary
+//! bound to 127.0.0.x with explicit unicast targets (never a broadcast), on
+//! port 42425 so that a real IP Messenger client on 2425 does not
+//! interfere. Every process is killed by PID when its guard drops; every
+//! wait is bounded.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const PORT: &str = "42425";
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub home: tempfile::TempDir,
+    pub ip: &'static str,
+    pub user: &'static str,
+    pub nick: &'static str,
+    pub others: Vec<&'static str>,
+}
+
+pub fn pigeon(home: &Path, ip: &str, user: &str, nick: &str, others: &[&str], args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pigeon"));
+    c.arg("--home").arg(home).args(["--port", PORT, "--bind", ip, "--user", user, "--nick", nick]);
+    for o in others {
+        c.args(["--broadcast", o]);
+    }
+    c.args(args);
+    c
+}
+
+impl Daemon {
+    pub fn start(ip: &'static str, user: &'static str, nick: &'static str, others: &[&'static str]) -> Daemon {
+        let mut d = Daemon { child: None, home: tempfile::tempdir().unwrap(), ip, user, nick, others: others.to_vec() };
+        d.spawn();
+        d
+    }
+
+    pub fn spawn(&mut self) {
+        let child = pigeon(self.home.path(), self.ip, self.user, self.nick, &self.others, &["daemon"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_for(|| UnixStream::connect(self.home.path().join("pigeon.sock")).is_ok(), "the control socket");
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut c = pigeon(self.home.path(), self.ip, self.user, self.nick, &self.others, args);
+        let child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let pid = child.id();
+        // Read while waiting: a chatty command would block on a full pipe.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(out) => out.unwrap(),
+            Err(_) => {
+                // SAFETY: kill(2) on the PID of our own child.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                panic!("pigeon {args:?} did not finish in 120 s");
+            }
+        }
+    }
+
+    pub fn json(&self, args: &[&str]) -> Vec<Value> {
+        let out = self.cli(args);
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    pub fn peers(&self) -> Vec<Value> {
+        let out = self.cli(&["peers", "--json"]);
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap_or_default()
+    }
+
+    pub fn control(&self, req: &Value) -> Value {
+        let mut s = UnixStream::connect(self.home.path().join("pigeon.sock")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        writeln!(s, "{req}").unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    pub fn history(&self, extra: &[&str]) -> Vec<Value> {
+        let mut args = vec!["history", "--json"];
+        args.extend_from_slice(extra);
+        self.json(&args)
+    }
+
+    /// SIGTERM: the daemon leaves the LAN with BR_EXIT.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's PID.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while c.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGKILL: gone without a word.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

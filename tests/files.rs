@@ -1,0 +1,459 @@
+//! Files and folders with the real binary on loopback: Pigeon ↔ Pigeon both
+//! ways (files, empty files, a sparse file over 4 GiB, a tree of 1,000 files
+//! with empty folders and Chinese and `:` names), resume after kill -9 of the
+//! sender, a hostile sender, offers served only to their addressee, and GBK
+//! names for a peer that does not read UTF-8. SHA-256 compared with
+//! `sha256sum`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{pigeon, wait_for, Daemon, PORT};
+use pigeon_protocol::{Charset, DirHeader, FileRequest, Packet};
+use serde_json::Value;
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// SHA-256 of every file under `root`, by relative path, plus the folders.
+fn tree(root: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if e.path().is_dir() {
+                out.push((rel, "dir".into()));
+                walk(root, &e.path(), out);
+            } else {
+                out.push((rel, sha256(&e.path())));
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+fn random_file(path: &Path, len: usize, seed: u64) {
+    // One random MiB, varied per chunk: fast, and no two chunks alike.
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let block: Vec<u8> = (0..len.min(1 << 20)).map(|_| rng.u8(..)).collect();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut left = len;
+    let mut i = 0u8;
+    while left > 0 {
+        let n = left.min(block.len());
+        let chunk: Vec<u8> = block[..n].iter().map(|b| b ^ i).collect();
+        f.write_all(&chunk).unwrap();
+        left -= n;
+        i = i.wrapping_add(1);
+    }
+}
+
+fn offers(d: &Daemon) -> Vec<Value> {
+    let out = d.cli(&["offers", "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// Runs `fetch` for the newest offer; returns (exit code, JSON events).
+fn fetch(d: &Daemon, to: &Path) -> (Option<i32>, Vec<Value>) {
+    let id = offers(d).last().expect("an offer")["id"].as_i64().unwrap().to_string();
+    let out = d.cli(&["fetch", &id, "--to", to.to_str().unwrap(), "--json"]);
+    let events = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    (out.status.code(), events)
+}
+
+fn offer(from: &Daemon, to_nick: &str, files: &[&Path]) {
+    let mut args = vec!["send".to_string(), to_nick.to_string()];
+    for f in files {
+        args.push("--file".into());
+        args.push(f.to_str().unwrap().into());
+    }
+    args.push("files for you".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = from.cli(&args);
+    assert!(out.status.success(), "send --file: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn files_and_folders_both_ways() {
+    let a = Daemon::start("127.0.0.31", "ann", "Ann", &["127.0.0.32"]);
+    let b = Daemon::start("127.0.0.32", "ben", "Ben", &["127.0.0.31"]);
+    wait_for(|| a.peers().len() == 1 && b.peers().len() == 1, "discovery");
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("报告 v1:final.bin");
+    random_file(&file, 3_000_000, 1);
+    let empty = src.path().join("empty.txt");
+    std::fs::write(&empty, b"").unwrap();
+    let folder = src.path().join("项目 tree");
+    for i in 0..1000 {
+        let sub = folder.join(format!("part {}", i / 100)).join(if i % 2 == 0 { "子目录" } else { "b:c" });
+        std::fs::create_dir_all(&sub).unwrap();
+        random_file(&sub.join(format!("文件 {i}.dat")), (i * 37) % 5000, i as u64);
+    }
+    std::fs::create_dir_all(folder.join("empty folder/nested empty")).unwrap();
+    offer(&a, "Ben", &[&file, &empty, &folder]);
+    wait_for(|| !offers(&b).is_empty(), "the offer at Ben");
+    let list = offers(&b)[0]["attachments"].as_array().unwrap().clone();
+    assert_eq!(list.len(), 3);
+    assert_eq!(list[0]["name"], "报告 v1:final.bin", "Pigeon peers keep ':' in names");
+    assert_eq!(list[2]["kind"], "dir");
+    let dst = tempfile::tempdir().unwrap();
+    let (code, events) = fetch(&b, dst.path());
+    assert_eq!(code, Some(0), "{events:?}");
+    assert_eq!(sha256(&dst.path().join("报告 v1:final.bin")), sha256(&file));
+    assert_eq!(std::fs::metadata(dst.path().join("empty.txt")).unwrap().len(), 0);
+    assert_eq!(tree(&dst.path().join("项目 tree")), tree(&folder));
+    assert!(dst.path().join("项目 tree/empty folder/nested empty").is_dir());
+    // The wire carries whole seconds.
+    let mtime = |p: &Path| {
+        std::fs::metadata(p).unwrap().modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    };
+    assert_eq!(mtime(&dst.path().join("报告 v1:final.bin")), mtime(&file), "mtime applied");
+
+    // The other way round.
+    let back = src.path().join("reply.bin");
+    random_file(&back, 100_000, 9);
+    offer(&b, "Ann", &[&back]);
+    wait_for(|| !offers(&a).is_empty(), "the offer at Ann");
+    let dst2 = tempfile::tempdir().unwrap();
+    assert_eq!(fetch(&a, dst2.path()).0, Some(0));
+    assert_eq!(sha256(&dst2.path().join("reply.bin")), sha256(&back));
+
+    // Fetching again never overwrites: it lands beside.
+    assert_eq!(fetch(&a, dst2.path()).0, Some(0));
+    assert_eq!(sha256(&dst2.path().join("reply (1).bin")), sha256(&back));
+}
+
+#[test]
+fn sparse_file_over_four_gib() {
+    let a = Daemon::start("127.0.0.33", "cat", "Cat", &["127.0.0.34"]);
+    let b = Daemon::start("127.0.0.34", "dan", "Dan", &["127.0.0.33"]);
+    wait_for(|| a.peers().len() == 1 && b.peers().len() == 1, "discovery");
+    let src = tempfile::tempdir().unwrap();
+    let big = src.path().join("disk.img");
+    {
+        let mut f = std::fs::File::create(&big).unwrap();
+        f.write_all(b"start of the image").unwrap();
+        let size: u64 = 4 * 1024 * 1024 * 1024 + 12_345;
+        f.set_len(size).unwrap();
+        use std::io::Seek;
+        f.seek(std::io::SeekFrom::Start(size - 100)).unwrap();
+        f.write_all(&[7u8; 100]).unwrap();
+    }
+    offer(&a, "Dan", &[&big]);
+    wait_for(|| !offers(&b).is_empty(), "the offer");
+    assert_eq!(offers(&b)[0]["attachments"][0]["size"].as_u64(), Some(4 * 1024 * 1024 * 1024 + 12_345));
+    let dst = tempfile::tempdir().unwrap();
+    let (code, events) = fetch(&b, dst.path());
+    assert_eq!(code, Some(0), "{events:?}");
+    let got = dst.path().join("disk.img");
+    assert_eq!(std::fs::metadata(&got).unwrap().len(), std::fs::metadata(&big).unwrap().len());
+    assert_eq!(sha256(&got), sha256(&big));
+    use std::os::unix::fs::MetadataExt;
+    assert!(std::fs::metadata(&got).unwrap().blocks() * 512 < 64 * 1024 * 1024, "the copy stays sparse");
+}
+
+/// Kill -9 of the sender mid-file and mid-folder; after a restart, fetching
+/// again resumes: less than 10% of the bytes come again, SHA-256 identical.
+#[test]
+fn kill_nine_of_the_sender_then_resume() {
+    let mut a = Daemon::start("127.0.0.35", "eve", "Eve", &["127.0.0.36"]);
+    let b = Daemon::start("127.0.0.36", "fay", "Fay", &["127.0.0.35"]);
+    wait_for(|| a.peers().len() == 1 && b.peers().len() == 1, "discovery");
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("big.bin");
+    random_file(&file, 400_000_000, 3);
+    let folder = src.path().join("album");
+    std::fs::create_dir_all(&folder).unwrap();
+    for i in 0..40 {
+        random_file(&folder.join(format!("photo {i:02}.jpg")), 8_000_000, 100 + i);
+    }
+    for (what, path, size) in [("file", &file, 400_000_000u64), ("folder", &folder, 320_000_000)] {
+        offer(&a, "Fay", &[path]);
+        wait_for(|| offers(&b).len() == if what == "file" { 1 } else { 2 }, "the offer");
+        let id = offers(&b).last().unwrap()["id"].as_i64().unwrap().to_string();
+        let dst = src.path().join(format!("dst-{what}"));
+        std::fs::create_dir_all(&dst).unwrap();
+        let mut c =
+            pigeon(b.home.path(), b.ip, b.user, b.nick, &b.others, &["fetch", &id, "--to", dst.to_str().unwrap()]);
+        let mut child = c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        // Kill the sender once about a third has arrived.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let have = du(&dst);
+            if have > size / 3 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the {what} fetch made no progress ({have} bytes)");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        a.kill9();
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "the interrupted {what} fetch reports failure");
+        let partial = du(&dst);
+        assert!(partial < size, "the {what} was not complete before the kill");
+        a.spawn();
+        wait_for(|| b.peers().len() == 1, "the sender back");
+        let out = b.cli(&["fetch", &id, "--to", dst.to_str().unwrap(), "--json"]);
+        assert!(out.status.success(), "resumed {what} fetch: {}", String::from_utf8_lossy(&out.stdout));
+        let done: Value = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["event"] == "done")
+            .unwrap();
+        let received = done["received"].as_u64().unwrap();
+        let resent = (received + partial).saturating_sub(size);
+        eprintln!("{what}: {partial} bytes before the kill, {received} after; re-sent {resent}");
+        assert!(resent * 10 < size, "{what}: {resent} of {size} bytes were sent again");
+        if what == "file" {
+            assert_eq!(sha256(&dst.join("big.bin")), sha256(&file));
+        } else {
+            assert_eq!(tree(&dst.join("album")), tree(&folder));
+        }
+    }
+}
+
+fn du(p: &Path) -> u64 {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(p).map_or(0, |rd| rd.flatten().map(|e| du(&e.path())).sum()),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
+/// A raw peer: UDP and TCP on `ip`:PORT.
+struct Raw {
+    udp: UdpSocket,
+    tcp: TcpListener,
+    no: u64,
+}
+
+impl Raw {
+    fn new(ip: &str) -> Raw {
+        let udp = UdpSocket::bind(format!("{ip}:{PORT}")).unwrap();
+        udp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let tcp = TcpListener::bind(format!("{ip}:{PORT}")).unwrap();
+        Raw { udp, tcp, no: 500 }
+    }
+
+    fn send(&mut self, to: &str, command: u32, body: &[u8], sections: &[&[u8]]) -> u64 {
+        self.no += 1;
+        let mut p = format!("1:{}:raw:raw-pc:{command}:", self.no).into_bytes();
+        p.extend_from_slice(body);
+        p.push(0);
+        for s in sections {
+            p.extend_from_slice(s);
+            p.push(0);
+        }
+        self.udp.send_to(&p, format!("{to}:{PORT}")).unwrap();
+        self.no
+    }
+
+    /// Serves one TCP request with `answer(request) -> bytes`.
+    fn serve_one(&self, answer: impl FnOnce(&FileRequest) -> Vec<u8>) {
+        self.tcp.set_nonblocking(false).unwrap();
+        let (mut s, _) = self.tcp.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).unwrap();
+        let p = Packet::decode(&buf[..n]).unwrap();
+        let r = FileRequest::decode(p.body()).unwrap();
+        let _ = s.write_all(&answer(&r));
+    }
+}
+
+#[test]
+fn a_hostile_sender_is_refused_and_nothing_lands_outside() {
+    let b = Daemon::start("127.0.0.38", "gil", "Gil", &["127.0.0.37"]);
+    let mut raw = Raw::new("127.0.0.37");
+    let area = tempfile::tempdir().unwrap();
+    let dst = area.path().join("inbox");
+    std::fs::create_dir_all(&dst).unwrap();
+    let before = tree(area.path());
+
+    // Names that try to leave the folder, in the attachment list itself.
+    for name in ["../evil.txt", "/etc/evil", "a/../../b"] {
+        let list = format!("1:{}:5:0:1:\x07", name.replace(':', "::"));
+        raw.send("127.0.0.38", 0x0020_0120, b"take this", &[list.as_bytes()]);
+        wait_for(|| offers(&b).iter().any(|o| o["attachments"][0]["name"] == name), "the hostile offer");
+        let (code, events) = fetch(&b, &dst);
+        assert_eq!(code, Some(1), "{name}: {events:?}");
+        assert!(
+            events.iter().any(|e| e["event"] == "error" && e["error"].as_str().unwrap().contains("refused")),
+            "{events:?}"
+        );
+    }
+
+    // Folder streams that lie: a traversal name inside, a symlink, a size
+    // that lies, 5,000 levels, an endless header.
+    let traversal = {
+        let mut s = Vec::new();
+        DirHeader::dir("ok", 1).encode(Charset::Utf8, &mut s).unwrap();
+        DirHeader::file("../../escape", 3, 1).encode(Charset::Utf8, &mut s).unwrap();
+        s.extend_from_slice(b"bad");
+        s
+    };
+    let symlink = {
+        let mut s = Vec::new();
+        DirHeader::dir("ok", 1).encode(Charset::Utf8, &mut s).unwrap();
+        let link = DirHeader { name: "link".into(), size: 0, attr: pigeon_protocol::FileAttr(4), ext: vec![] };
+        link.encode(Charset::Utf8, &mut s).unwrap();
+        s
+    };
+    let lying = {
+        let mut s = Vec::new();
+        DirHeader::dir("ok", 1).encode(Charset::Utf8, &mut s).unwrap();
+        DirHeader::file("short.bin", 1_000_000, 1).encode(Charset::Utf8, &mut s).unwrap();
+        s.extend_from_slice(&[1u8; 1000]);
+        s
+    };
+    let deep = {
+        let mut s = Vec::new();
+        for _ in 0..5000 {
+            DirHeader::dir("d", 1).encode(Charset::Utf8, &mut s).unwrap();
+        }
+        s
+    };
+    let endless = {
+        let mut s = Vec::new();
+        DirHeader::dir("ok", 1).encode(Charset::Utf8, &mut s).unwrap();
+        s.extend_from_slice(b"ffff:");
+        s.extend_from_slice(&vec![b'x'; 70_000]);
+        s
+    };
+    for (what, stream) in [
+        ("traversal", traversal),
+        ("symlink", symlink),
+        ("lying size", lying),
+        ("5000 levels", deep),
+        ("endless header", endless),
+    ] {
+        let list = b"7:ok:100:0:2:\x07".to_vec();
+        raw.send("127.0.0.38", 0x0020_0120, what.as_bytes(), &[&list]);
+        wait_for(|| offers(&b).iter().any(|o| o["text"] == what), "the hostile folder offer");
+        let id = offers(&b).iter().find(|o| o["text"] == what).unwrap()["id"].as_i64().unwrap().to_string();
+        let stream2 = stream.clone();
+        let server = std::thread::scope(|s| {
+            let h = s.spawn(|| raw.serve_one(move |_| stream2));
+            let out = b.cli(&["fetch", &id, "--to", dst.to_str().unwrap(), "--json"]);
+            h.join().unwrap();
+            out
+        });
+        assert_eq!(server.status.code(), Some(1), "{what}: {}", String::from_utf8_lossy(&server.stdout));
+    }
+    // Nothing appeared outside the inbox.
+    let after: Vec<(String, String)> = tree(area.path()).into_iter().filter(|(p, _)| !p.starts_with("inbox")).collect();
+    let before: Vec<(String, String)> = before.into_iter().filter(|(p, _)| !p.starts_with("inbox")).collect();
+    assert_eq!(after, before);
+    assert!(!area.path().join("escape").exists());
+}
+
+#[test]
+fn offers_are_served_to_their_addressee_only() {
+    let a = Daemon::start("127.0.0.39", "hal", "Hal", &["127.0.0.40"]);
+    let b = Daemon::start("127.0.0.40", "ida", "Ida", &["127.0.0.39"]);
+    wait_for(|| a.peers().len() == 1 && b.peers().len() == 1, "discovery");
+    let src = tempfile::tempdir().unwrap();
+    let secret = src.path().join("secret.txt");
+    std::fs::write(&secret, b"for Ida only").unwrap();
+    offer(&a, "Ida", &[&secret]);
+    wait_for(|| !offers(&b).is_empty(), "the offer");
+    let o = &offers(&b)[0];
+    let no: u64 = o["packet_no"].as_str().unwrap().parse().unwrap();
+    let fid = o["attachments"][0]["id"].as_u64().unwrap();
+    let ask = |from_ip: &str, user: &str| -> Vec<u8> {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&format!("{from_ip}:0").parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+        sock.connect(&format!("127.0.0.39:{PORT}").parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+        let mut s: TcpStream = sock.into();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s.write_all(format!("1:9:{user}:raw:96:{no:x}:{fid:x}:0:\0").as_bytes()).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    };
+    assert_eq!(ask("127.0.0.40", "ida"), b"for Ida only", "the addressee gets it");
+    assert!(ask("127.0.0.41", "ida").is_empty(), "another address gets nothing");
+    assert!(ask("127.0.0.40", "mallory").is_empty(), "another user gets nothing");
+    // A wrong file ID or packet number gets nothing either.
+    let wrong = |body: String| {
+        let mut s = TcpStream::connect(format!("127.0.0.39:{PORT}")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s.write_all(body.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    };
+    assert!(wrong(format!("1:9:ida:raw:96:{no:x}:{:x}:0:\0", fid + 1)).is_empty());
+    assert!(wrong(format!("1:9:ida:raw:96:{:x}:{fid:x}:0:\0", no + 1)).is_empty());
+    // RELEASEFILES ends the offer for that peer.
+    let udp = UdpSocket::bind("127.0.0.40:0").unwrap();
+    udp.send_to(format!("1:10:ida:ida-pc:97:{no}\0").as_bytes(), format!("127.0.0.39:{PORT}")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(ask("127.0.0.40", "ida").is_empty(), "a released offer is not served");
+}
+
+fn receive_offer(raw: &Raw) -> (usize, Vec<u8>) {
+    let mut buf = vec![0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "no offer arrived");
+        if let Ok((n, _)) = raw.udp.recv_from(&mut buf) {
+            if Packet::decode(&buf[..n]).is_ok_and(|p| p.opts().has(pigeon_protocol::Opts::FILEATTACHOPT)) {
+                return (n, buf[..n].to_vec());
+            }
+        }
+    }
+}
+
+#[test]
+fn gbk_names_for_a_peer_that_does_not_read_utf8() {
+    let a = Daemon::start("127.0.0.42", "jon", "Jon", &["127.0.0.43"]);
+    let mut feiq = Raw::new("127.0.0.43");
+    // A FeiQ-like entry: no CAPUTF8OPT, GBK nick.
+    let nick = Charset::Gbk.encode("飞秋用户");
+    feiq.send("127.0.0.42", 0x0060_0001, &nick, &[b""]);
+    wait_for(|| a.peers().iter().any(|p| p["nick"] == "飞秋用户"), "the FeiQ-like peer");
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("中文 名.txt");
+    std::fs::write(&f, b"gbk please").unwrap();
+    // The raw peer acknowledges, as a real client would, while `send` waits.
+    let (n, msg) = std::thread::scope(|scope| {
+        let sending = scope.spawn(|| offer(&a, "飞秋用户", &[&f]));
+        let got = receive_offer(&feiq);
+        let p = Packet::decode(&got.1[..got.0]).unwrap();
+        feiq.udp
+            .send_to(
+                format!("1:601:raw:raw-pc:33:{}\0", p.packet_number().unwrap()).as_bytes(),
+                format!("127.0.0.42:{PORT}"),
+            )
+            .unwrap();
+        sending.join().unwrap();
+        got
+    });
+    let p = Packet::decode(&msg[..n]).unwrap();
+    assert!(!p.opts().has(pigeon_protocol::Opts::UTF8OPT));
+    let list = p.section(0).unwrap();
+    assert!(std::str::from_utf8(list).is_err(), "the list is not UTF-8");
+    let a0 = &pigeon_protocol::Attachment::decode_list(list, Charset::Gbk).unwrap()[0];
+    assert_eq!(a0.name, "中文 名.txt");
+    // And the file is served to it (asked from its own address).
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&"127.0.0.43:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    sock.connect(&format!("127.0.0.42:{PORT}").parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    let mut s: TcpStream = sock.into();
+    s.write_all(format!("1:600:raw:raw-pc:96:{:x}:{:x}:0:\0", p.packet_number().unwrap(), a0.id).as_bytes()).unwrap();
+    let mut got = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.read_to_end(&mut got);
+    assert_eq!(got, b"gbk please");
+}
