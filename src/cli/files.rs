@@ -118,13 +118,24 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
     let into = args.to.clone().or_else(|| eff.file.download_dir.clone()).unwrap_or_else(download_dir);
     std::fs::create_dir_all(&into).with_context(|| format!("cannot create {}", into.display()))?;
     let addr = m.peer.addr.parse().with_context(|| format!("the sender's address {:?} is not usable", m.peer.addr))?;
-    let pigeon = store.peers()?.iter().any(|p| p.user == m.peer.user && p.host == m.peer.host && p.client == "pigeon");
+    let client = store
+        .peers()?
+        .into_iter()
+        .find(|p| p.user == m.peer.user && p.host == m.peer.host)
+        .map(|p| p.client)
+        .unwrap_or_default();
+    let names = match client.as_str() {
+        "pigeon" | "iptux" => pigeon_protocol::Charset::Utf8,
+        "feiq" => pigeon_protocol::Charset::Gbk,
+        _ => eff.charset,
+    };
     let src = Source {
         addr,
         bind: Some(eff.bind),
         packet_no: m.packet_no.parse().context("the offer's packet number is not a number")?,
         utf8: pigeon_protocol::Command(m.command).has(pigeon_protocol::Opts::UTF8OPT),
-        pigeon,
+        pigeon: client == "pigeon",
+        names,
         version: eff.engine(false).version,
         user: eff.user.clone(),
         host: eff.host.clone(),

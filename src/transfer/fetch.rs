@@ -34,8 +34,11 @@ pub struct Source {
     pub bind: Option<IpAddr>,
     /// The offering message's packet number.
     pub packet_no: u64,
-    /// Names in the offer were UTF-8 (it had UTF8OPT): ask for UTF-8 names.
+    /// The offer had UTF8OPT: ask for UTF-8 names with UTF8OPT.
     pub utf8: bool,
+    /// The charset folder entry names come in (UTF-8 from iptux and Pigeon
+    /// even without the flag, GBK from FeiQ, else the legacy charset).
+    pub names: Charset,
     /// The sender is a Pigeon: folder resume may use Pigeon's extension.
     pub pigeon: bool,
     pub version: String,
@@ -240,8 +243,7 @@ fn fetch_dir(
     let net = |source| FetchError::Net { addr: src.addr, source };
     let hint_ref = hint.as_ref().filter(|_| src.pigeon).map(|(p, o)| (p.as_str(), *o));
     stream.write_all(&request(src, item, 0, hint_ref)).map_err(net)?;
-    let charset = if src.utf8 || src.pigeon { Charset::Utf8 } else { Charset::Gbk };
-    let mut dec = DirStreamDecoder::new(charset);
+    let mut dec = DirStreamDecoder::new(if src.utf8 { Charset::Utf8 } else { src.names });
     let mut writer = DirWriter::new(into, &top).with_journal(journal.clone());
     let mut buf = vec![0u8; BUFFER];
     let mut filled = 0;

@@ -478,3 +478,121 @@ fn iptux_accepts_a_file_offered_to_it() {
     let got = std::fs::read(inbox.path().join("数据 data.bin")).unwrap();
     assert!(got == data, "the received file differs ({} bytes)", got.len());
 }
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// (relative path, SHA-256 or "dir") of everything under `root`.
+fn tree(root: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if e.path().is_dir() {
+                out.push((rel, "dir".into()));
+                stack.push(e.path());
+            } else {
+                out.push((rel, sha256(&e.path())));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A file and a folder (nested, an empty folder, a Chinese name, an empty file).
+fn sample(dir: &Path) -> (PathBuf, PathBuf) {
+    let file = dir.join("报告 data.bin");
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&file, data).unwrap();
+    let folder = dir.join("资料 folder");
+    std::fs::create_dir_all(folder.join("sub/深")).unwrap();
+    std::fs::create_dir_all(folder.join("empty")).unwrap();
+    std::fs::write(folder.join("a.txt"), "hello").unwrap();
+    std::fs::write(folder.join("sub/b.bin"), vec![7u8; 300_000]).unwrap();
+    std::fs::write(folder.join("sub/深/c 文本.txt"), "深层").unwrap();
+    std::fs::write(folder.join("zero"), "").unwrap();
+    (file, folder)
+}
+
+#[test]
+fn iptux_fetches_a_file_and_a_folder_from_pigeon() {
+    if !enabled("iptux_fetches_a_file_and_a_folder_from_pigeon") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let pigeon = crate::messaging::Node::start(lan.host(2), "pigeon");
+    let inbox = tempfile::tempdir().unwrap();
+    let mut d = Iptuxd::start(lan.host(1), NICK, GROUP, "iptux-core", Some(inbox.path()));
+    crate::messaging::wait_for(
+        Duration::from_secs(15),
+        || {
+            pigeon.control(&json!({"op": "peers"}))["peers"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|p| p["nick"] == NICK))
+        },
+        "Pigeon to list iptux",
+    );
+    let src = tempfile::tempdir().unwrap();
+    let (file, folder) = sample(src.path());
+    let r = pigeon.control(&json!({"op": "send", "to": [NICK], "text": "two things", "wait": 10,
+                                   "files": [file.to_str().unwrap(), folder.to_str().unwrap()]}));
+    assert_eq!(r["results"][0]["status"], "delivered", "{r}");
+    for _ in 0..2 {
+        let done = d.expect("recv-done", Duration::from_secs(60), |_| true);
+        d.seen.retain(|v| v != &done);
+        assert_eq!(done["ok"], true, "{done}");
+    }
+    assert_eq!(sha256(&inbox.path().join("报告 data.bin")), sha256(&file));
+    assert_eq!(tree(&inbox.path().join("资料 folder")), tree(&folder));
+}
+
+#[test]
+fn pigeon_fetches_a_file_and_a_folder_from_iptux() {
+    if !enabled("pigeon_fetches_a_file_and_a_folder_from_iptux") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let pigeon = crate::messaging::Node::start(lan.host(2), "pigeon");
+    let mut d = Iptuxd::start(lan.host(1), NICK, GROUP, "iptux-core", None);
+    d.expect("pal-online", Duration::from_secs(15), |v| v["ip"] == lan.host(2).addr.to_string());
+    let src = tempfile::tempdir().unwrap();
+    let (file, folder) = sample(src.path());
+    d.command(&format!("sendmany {} {}\t{}", lan.host(2).addr, file.display(), folder.display()));
+    let offers = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pigeon"));
+        c.arg("--home").arg(&pigeon.home).args(["offers", "--json"]);
+        let out = harness::run_bounded(c, Duration::from_secs(20));
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap_or_default()
+    };
+    crate::messaging::wait_for(Duration::from_secs(15), || !offers().is_empty(), "iptux's offer at Pigeon");
+    let o = offers()[0].clone();
+    assert_eq!(o["attachments"].as_array().map(Vec::len), Some(2), "{o}");
+    let dst = tempfile::tempdir().unwrap();
+    let out = lan.host(2).run(
+        &[
+            env!("CARGO_BIN_EXE_pigeon"),
+            "--home",
+            pigeon.home.to_str().unwrap(),
+            "--user",
+            "pigeon",
+            "fetch",
+            &o["id"].to_string(),
+            "--to",
+            dst.path().to_str().unwrap(),
+            "--json",
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "fetch from iptux: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sha256(&dst.path().join("报告 data.bin")), sha256(&file));
+    assert_eq!(tree(&dst.path().join("资料 folder")), tree(&folder));
+}

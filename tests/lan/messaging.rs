@@ -168,3 +168,65 @@ fn kill_nine_of_the_receiver_loses_no_acknowledged_message() {
     unique.dedup();
     assert_eq!(unique.len(), received.len(), "a message was stored twice");
 }
+
+#[test]
+fn pigeons_exchange_files_and_folders_on_the_lan() {
+    if !enabled("pigeons_exchange_files_and_folders_on_the_lan") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let a = Node::start(lan.host(1), "ann");
+    let b = Node::start(lan.host(2), "ben");
+    wait_for(Duration::from_secs(10), || a.peer_count() == 1 && b.peer_count() == 1, "discovery");
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("数据 1:2.bin");
+    std::fs::write(&file, (0..5_000_000u32).map(|i| (i % 253) as u8).collect::<Vec<u8>>()).unwrap();
+    let folder = src.path().join("tree");
+    std::fs::create_dir_all(folder.join("a/b")).unwrap();
+    std::fs::create_dir_all(folder.join("empty")).unwrap();
+    for i in 0..50 {
+        std::fs::write(folder.join(format!("a/b/f{i}.txt")), format!("file {i}")).unwrap();
+    }
+    for (from, to, to_user) in [(&a, &b, "ben"), (&b, &a, "ann")] {
+        let r = from.control(&json!({"op": "send", "to": [to_user], "text": "", "wait": 10,
+                                    "files": [file.to_str().unwrap(), folder.to_str().unwrap()]}));
+        assert_eq!(r["results"][0]["status"], "delivered", "{r}");
+        let dst = tempfile::tempdir().unwrap();
+        let mut offer_id = String::new();
+        wait_for(
+            Duration::from_secs(10),
+            || {
+                let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_pigeon"));
+                c.arg("--home").arg(&to.home).args(["offers", "--json"]);
+                let out = crate::harness::run_bounded(c, Duration::from_secs(20));
+                let v: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                offer_id = v.last().map(|o| o["id"].to_string()).unwrap_or_default();
+                !offer_id.is_empty()
+            },
+            "the offer",
+        );
+        let out = to.host.run(
+            &[
+                env!("CARGO_BIN_EXE_pigeon"),
+                "--home",
+                to.home.to_str().unwrap(),
+                "--user",
+                &to.user,
+                "fetch",
+                &offer_id,
+                "--to",
+                dst.path().to_str().unwrap(),
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(std::fs::read(dst.path().join("数据 1:2.bin")).unwrap(), std::fs::read(&file).unwrap());
+        for i in 0..50 {
+            assert_eq!(
+                std::fs::read_to_string(dst.path().join(format!("tree/a/b/f{i}.txt"))).unwrap(),
+                format!("file {i}")
+            );
+        }
+        assert!(dst.path().join("tree/empty").is_dir());
+    }
+}
