@@ -161,9 +161,11 @@ impl FileServer {
             }
             (RequestKind::Dir, true) => {
                 let hint = resume_hint(p.body());
-                let mut w = DirSender { stream: &mut stream, names, hint, skipping: false, sent: 0 };
+                let mut w =
+                    DirSender { stream: &mut stream, names, hint, skipping: false, sent: 0, pending: Vec::new() };
                 w.skipping = w.hint.is_some();
                 w.dir(&offer.path, &offer.name, "", 0)?;
+                w.flush()?;
             }
             // IPMsg asks for single files this way when encrypting: one record.
             (RequestKind::Dir, false) => {
@@ -258,7 +260,13 @@ struct DirSender<'a> {
     hint: Option<(String, u64)>,
     skipping: bool,
     sent: u64,
+    /// Headers and small files gathered into large writes.
+    pending: Vec<u8>,
 }
+
+/// Files up to this size travel inside the gathered writes, larger ones by sendfile.
+const SMALL_FILE: u64 = 64 * 1024;
+const GATHER: usize = 256 * 1024;
 
 fn mtime_of(m: &std::fs::Metadata) -> u64 {
     m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs())
@@ -266,9 +274,19 @@ fn mtime_of(m: &std::fs::Metadata) -> u64 {
 
 impl DirSender<'_> {
     fn header(&mut self, h: &DirHeader) -> std::io::Result<()> {
-        let mut out = Vec::with_capacity(64);
-        h.encode(self.names, &mut out).map_err(io_err)?;
-        self.stream.write_all(&out)
+        h.encode(self.names, &mut self.pending).map_err(io_err)?;
+        if self.pending.len() >= GATHER {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            self.stream.write_all(&self.pending)?;
+            self.pending.clear();
+        }
+        Ok(())
     }
 
     /// One folder, depth first, entries sorted by name (a resume relies on
@@ -320,9 +338,24 @@ impl DirSender<'_> {
         if offset > 0 {
             h.ext.push(ExtAttr::hex(ext::PIGEON_RESUMED_AT, offset));
         }
-        self.header(&h)?;
         let mut f = File::open(path)?;
-        let sent = send_range(self.stream, &mut f, offset, size - offset)?;
+        let sent = if size - offset <= SMALL_FILE {
+            // Small: header and data join the gathered write.
+            h.encode(self.names, &mut self.pending).map_err(io_err)?;
+            let start = self.pending.len();
+            use std::io::Seek;
+            f.seek(std::io::SeekFrom::Start(offset))?;
+            let got = f.take(size - offset).read_to_end(&mut self.pending)? as u64;
+            self.pending.truncate(start + got as usize);
+            if self.pending.len() >= GATHER {
+                self.flush()?;
+            }
+            got
+        } else {
+            self.header(&h)?;
+            self.flush()?;
+            send_range(self.stream, &mut f, offset, size - offset)?
+        };
         self.sent += sent;
         if sent < size - offset {
             return Err(std::io::Error::other(format!("{} shrank while being sent", path.display())));

@@ -23,7 +23,7 @@ use super::{check_space, join_safe, part_path, unused_name, DirWriter, PartFile,
 
 /// A silent sender is given up after this long (IPMsg's receiver: 120 s).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-const BUFFER: usize = 256 * 1024;
+const BUFFER: usize = 1024 * 1024;
 
 /// Who to ask, and who we are.
 #[derive(Debug, Clone)]

@@ -72,9 +72,6 @@ fn tree_bytes(p: &Path) -> u64 {
     }
 }
 
-/// Files at least this large are flushed to disk before they are renamed.
-pub const SYNC_THRESHOLD: u64 = 8 << 20;
-
 /// The suffix of data still arriving.
 pub const PART: &str = ".part";
 
@@ -132,13 +129,44 @@ pub fn check_space(dir: &Path, needed: u64) -> Result<(), TransferError> {
     Ok(())
 }
 
-/// A directory that must exist as a real directory (not a symlink).
-fn ensure_dir(path: &Path) -> Result<(), TransferError> {
+/// A directory that must exist as a real directory (not a symlink);
+/// returns true if it was created now.
+fn ensure_dir(path: &Path) -> Result<bool, TransferError> {
     match path.symlink_metadata() {
         Ok(m) if m.file_type().is_symlink() => Err(TransferError::Symlink(path.to_path_buf())),
-        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.is_dir() => Ok(false),
         Ok(_) => Err(io("not a directory:", path)(std::io::ErrorKind::AlreadyExists.into())),
-        Err(_) => std::fs::create_dir(path).map_err(io("cannot create", path)),
+        Err(_) => std::fs::create_dir(path).map(|_| true).map_err(io("cannot create", path)),
+    }
+}
+
+/// Renames without ever replacing an existing file: renameat2's
+/// RENAME_NOREPLACE, or link + unlink where the file system lacks it.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: two valid C strings; AT_FDCWD resolves them like rename(2).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        _ => Err(e),
     }
 }
 
@@ -150,6 +178,7 @@ pub struct PartFile {
     file: File,
     written: u64,
     expected: u64,
+    hole_at_end: bool,
 }
 
 impl PartFile {
@@ -175,8 +204,11 @@ impl PartFile {
             file.set_len(0).map_err(io("cannot truncate", &part))?;
             written = 0;
         }
-        let mut f = PartFile { final_path: final_path.to_path_buf(), part, file, written, expected };
-        f.file.seek(SeekFrom::Start(written)).map_err(io("cannot seek in", &f.part))?;
+        let mut f =
+            PartFile { final_path: final_path.to_path_buf(), part, file, written, expected, hole_at_end: false };
+        if written > 0 {
+            f.file.seek(SeekFrom::Start(written)).map_err(io("cannot seek in", &f.part))?;
+        }
         Ok(f)
     }
 
@@ -200,6 +232,7 @@ impl PartFile {
         self.file.set_len(offset).map_err(io("cannot truncate", &self.part))?;
         self.file.seek(SeekFrom::Start(offset)).map_err(io("cannot seek in", &self.part))?;
         self.written = offset;
+        self.hole_at_end = false;
         Ok(())
     }
 
@@ -208,6 +241,7 @@ impl PartFile {
         self.file.set_len(0).map_err(io("cannot truncate", &self.part))?;
         self.file.seek(SeekFrom::Start(0)).map_err(io("cannot seek in", &self.part))?;
         self.written = 0;
+        self.hole_at_end = false;
         Ok(())
     }
 
@@ -219,8 +253,10 @@ impl PartFile {
         // Runs of zeros become holes: a sparse file stays sparse.
         if data.len() >= 4096 && data.iter().all(|&b| b == 0) {
             self.file.seek(SeekFrom::Current(data.len() as i64)).map_err(io("cannot seek in", &self.part))?;
+            self.hole_at_end = true;
         } else {
             self.file.write_all(data).map_err(io("cannot write", &self.part))?;
+            self.hole_at_end = false;
         }
         self.written += data.len() as u64;
         Ok(())
@@ -243,26 +279,28 @@ impl PartFile {
             return Err(TransferError::Incomplete { name: self.name(), got: self.written, expected: self.expected });
         }
         // A hole at the end is not part of the length yet.
-        self.file.set_len(self.expected).map_err(io("cannot extend", &self.part))?;
-        // Large files are flushed before they take their final name, so a
-        // power cut cannot leave a "complete" file without its data; small
-        // ones are cheap to fetch again, and a flush each would make a folder
-        // of thousands crawl. (A killed process loses nothing either way.)
-        if self.expected >= SYNC_THRESHOLD {
-            self.file.sync_all().map_err(io("cannot flush", &self.part))?;
+        if self.hole_at_end {
+            self.file.set_len(self.expected).map_err(io("cannot extend", &self.part))?;
         }
+        // No fsync: a killed process or a broken connection loses nothing
+        // (the kernel has the data); only a power cut could, as for every
+        // program that does not flush, and flushing every file costs a
+        // folder of thousands most of its speed.
         if let Some(t) = mtime {
             let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t);
             let _ = self.file.set_modified(when);
         }
         let dir = self.final_path.parent().unwrap_or(Path::new("."));
         let name = self.final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let target =
-            if self.final_path.symlink_metadata().is_ok() { unused_name(dir, &name) } else { self.final_path.clone() };
-        // link + unlink never replaces an existing file (rename would).
-        std::fs::hard_link(&self.part, &target).map_err(io("cannot create", &target))?;
-        std::fs::remove_file(&self.part).map_err(io("cannot remove", &self.part))?;
-        Ok(target)
+        let mut target = self.final_path.clone();
+        loop {
+            match rename_noreplace(&self.part, &target) {
+                Ok(()) => return Ok(target),
+                // Something took the name meanwhile: the next free one.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => target = unused_name(dir, &name),
+                Err(e) => return Err(io("cannot create", &target)(e)),
+            }
+        }
     }
 }
 
@@ -274,6 +312,8 @@ impl PartFile {
 pub struct DirWriter {
     parent: PathBuf,
     stack: Vec<PathBuf>,
+    /// Per stack entry: created by this fetch (so nothing inside can exist yet).
+    fresh: Vec<bool>,
     current: Option<Receiving>,
     /// Final paths of completed files, in order.
     pub done: Vec<PathBuf>,
@@ -283,6 +323,7 @@ pub struct DirWriter {
     pub skipped: u64,
     top_name: Option<String>,
     journal: Option<PathBuf>,
+    journal_at: Option<std::time::Instant>,
 }
 
 #[derive(Debug)]
@@ -303,12 +344,14 @@ impl DirWriter {
         DirWriter {
             parent: parent.to_path_buf(),
             stack: Vec::new(),
+            fresh: Vec::new(),
             current: None,
             done: Vec::new(),
             written: 0,
             skipped: 0,
             top_name: Some(top_name.to_string()),
             journal: None,
+            journal_at: None,
         }
     }
 
@@ -334,8 +377,14 @@ impl DirWriter {
                     _ => h.name.clone(),
                 };
                 let path = join_safe(&base, &name)?;
-                ensure_dir(&path)?;
+                let fresh = if self.fresh.last().copied().unwrap_or(false) {
+                    std::fs::create_dir(&path).map_err(io("cannot create", &path))?;
+                    true
+                } else {
+                    ensure_dir(&path)?
+                };
                 self.stack.push(path);
+                self.fresh.push(fresh);
             }
             DirEvent::File(h) => self.start_file(&h)?,
             DirEvent::Data(d) => match &mut self.current {
@@ -355,6 +404,7 @@ impl DirWriter {
                 Some(Receiving::Skipping) | None => {}
             },
             DirEvent::Parent(h) => {
+                self.fresh.pop();
                 if let Some(dir) = self.stack.pop() {
                     if let Some(t) = h.mtime() {
                         if let Ok(f) = File::open(&dir) {
@@ -367,16 +417,38 @@ impl DirWriter {
         Ok(())
     }
 
+    /// Records the file being received, at most every 200 ms: a resume
+    /// then starts at most that much earlier (complete files on the way are
+    /// passed over), and thousands of small files cost no thousands of writes.
+    fn note_journal(&mut self, path: &Path) {
+        let (Some(j), Some(root)) = (&self.journal, self.stack.first()) else { return };
+        let due = self.journal_at.map_or(true, |t| t.elapsed() >= std::time::Duration::from_millis(200));
+        if due {
+            if let Ok(rel) = path.strip_prefix(root) {
+                let _ = std::fs::write(j, rel.to_string_lossy().as_bytes());
+                self.journal_at = Some(std::time::Instant::now());
+            }
+        }
+    }
+
     fn start_file(&mut self, h: &DirHeader) -> Result<(), TransferError> {
         let dir = self.stack.last().cloned().unwrap_or_else(|| self.parent.clone());
         // A lone file (the whole stream) takes the offer's name too.
         let name =
             if self.stack.is_empty() { self.top_name.take().unwrap_or_else(|| h.name.clone()) } else { h.name.clone() };
         let path = join_safe(&dir, &name)?;
+        let attr = |key| h.ext.iter().find(|e| e.key == key).and_then(|e| e.hex_value());
+        let plain = attr(ext::PIGEON_OMITTED).is_none() && attr(ext::PIGEON_RESUMED_AT).is_none();
+        if plain && self.fresh.last().copied().unwrap_or(false) {
+            // In a folder this fetch created: nothing there to resume or skip.
+            let file = PartFile::open(&path, h.size)?;
+            self.note_journal(&path);
+            self.current = Some(Receiving::Writing { file, mtime: h.mtime(), seen: 0 });
+            return Ok(());
+        }
         if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
             return Err(TransferError::Symlink(path));
         }
-        let attr = |key| h.ext.iter().find(|e| e.key == key).and_then(|e| e.hex_value());
         let complete =
             |total: u64| path.metadata().is_ok_and(|m| m.is_file() && m.len() == total) && !part_path(&path).exists();
         // A Pigeon resuming a folder: this file's data is omitted, we have it.
@@ -408,11 +480,7 @@ impl DirWriter {
             file.truncate(resumed_at)?;
             self.skipped += resumed_at;
         }
-        if let (Some(j), Some(root)) = (&self.journal, self.stack.first()) {
-            if let Ok(rel) = path.strip_prefix(root) {
-                let _ = std::fs::write(j, rel.to_string_lossy().as_bytes());
-            }
-        }
+        self.note_journal(&path);
         self.current = Some(Receiving::Writing { file, mtime: h.mtime(), seen: resumed_at });
         Ok(())
     }
