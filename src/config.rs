@@ -92,6 +92,11 @@ pub struct FileConfig {
     pub offer_expiry_days: Option<u64>,
     /// Where fetched files go (default: Downloads/pigeon).
     pub download_dir: Option<PathBuf>,
+    /// Peers whose offers the daemon fetches by itself (`user@host` or nick);
+    /// empty (the default) fetches nothing unasked.
+    pub auto_accept: Option<Vec<String>>,
+    /// The most an automatically accepted offer may hold, in MiB (default 100).
+    pub auto_accept_max_mb: Option<u64>,
 }
 
 impl FileConfig {

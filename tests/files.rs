@@ -457,3 +457,25 @@ fn gbk_names_for_a_peer_that_does_not_read_utf8() {
     let _ = s.read_to_end(&mut got);
     assert_eq!(got, b"gbk please");
 }
+
+#[test]
+fn offers_from_listed_peers_are_fetched_automatically_within_the_limit() {
+    let inbox = tempfile::tempdir().unwrap();
+    let config = format!("auto_accept = [\"kim\"]\nauto_accept_max_mb = 1\ndownload_dir = {:?}\n", inbox.path());
+    let b = Daemon::start_with_config("127.0.0.45", "lou", "Lou", &["127.0.0.44"], &config);
+    let a = Daemon::start("127.0.0.44", "kim", "Kim", &["127.0.0.45"]);
+    wait_for(|| a.peers().len() == 1 && b.peers().len() == 1, "discovery");
+    let src = tempfile::tempdir().unwrap();
+    let small = src.path().join("small.bin");
+    random_file(&small, 500_000, 4);
+    offer(&a, "Lou", &[&small]);
+    wait_for(|| inbox.path().join("small.bin").exists(), "the automatic fetch");
+    assert_eq!(sha256(&inbox.path().join("small.bin")), sha256(&small));
+    // Over the limit: offered, listed, not fetched.
+    let big = src.path().join("big.bin");
+    random_file(&big, 2_000_000, 5);
+    offer(&a, "Lou", &[&big]);
+    wait_for(|| offers(&b).len() == 2, "the second offer");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!inbox.path().join("big.bin").exists() && !inbox.path().join("big.bin.part").exists());
+}

@@ -38,6 +38,7 @@ pub fn run(g: &Global, _args: &DaemonArgs) -> Result<ExitCode> {
             let sock = sock.clone();
             async move { crate::control::serve(&sock, node).await }
         });
+        spawn_auto_accept(&eff, &node);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: leaving"),
@@ -53,4 +54,57 @@ pub fn run(g: &Global, _args: &DaemonArgs) -> Result<ExitCode> {
         let _ = std::fs::remove_file(&sock);
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Fetches, unasked, the offers of the peers `auto_accept` names, into the
+/// download folder, up to `auto_accept_max_mb`; off unless configured.
+fn spawn_auto_accept(eff: &Effective, node: &crate::net::NodeHandle) {
+    let allowed = eff.file.auto_accept.clone().unwrap_or_default();
+    if allowed.is_empty() {
+        return;
+    }
+    let limit = eff.file.auto_accept_max_mb.unwrap_or(100).saturating_mul(1 << 20);
+    let into = eff.file.download_dir.clone().unwrap_or_else(super::files::download_dir);
+    let mut events = node.events.subscribe();
+    let eff = eff.clone();
+    tokio::spawn(async move {
+        loop {
+            let m = match events.recv().await {
+                Ok(crate::engine::Event::Message(m)) if !m.attachments.is_empty() => m,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            };
+            let who = m.from.key.to_string();
+            if !allowed.iter().any(|a| *a == who || a.eq_ignore_ascii_case(&m.from.nick)) {
+                continue;
+            }
+            let total: u64 = m.attachments.iter().map(|a| a.size).sum();
+            if total > limit {
+                tracing::warn!("not accepting {total} bytes from {who} automatically (auto_accept_max_mb)");
+                continue;
+            }
+            let Ok(packet_no) = m.packet_no.parse() else { continue };
+            let src = super::files::source_for(&eff, m.from.addr, packet_no, m.command, m.from.client.name());
+            let into = into.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = std::fs::create_dir_all(&into) {
+                    tracing::error!("auto-accept: cannot create {}: {e}", into.display());
+                    return;
+                }
+                for a in &m.attachments {
+                    let item = crate::transfer::fetch::Item {
+                        id: a.id,
+                        name: a.name.clone(),
+                        size: a.size,
+                        mtime: a.mtime,
+                        dir: a.attr.is_dir(),
+                    };
+                    match crate::transfer::fetch::fetch(&src, &item, &into, &mut |_| {}) {
+                        Ok(p) => tracing::info!("auto-accepted {} from {who}: {}", a.name, p.display()),
+                        Err(e) => tracing::warn!("auto-accept of {} from {who} failed: {e}", a.name),
+                    }
+                }
+            });
+        }
+    });
 }

@@ -100,6 +100,27 @@ pub struct FetchArgs {
     pub json: bool,
 }
 
+/// How to fetch from a sender: its address, the offer, the charset its
+/// folder names come in (by its client kind), and our identity.
+pub fn source_for(eff: &Effective, addr: std::net::SocketAddr, packet_no: u64, command: u32, client: &str) -> Source {
+    let names = match client {
+        "pigeon" | "iptux" => pigeon_protocol::Charset::Utf8,
+        "feiq" => pigeon_protocol::Charset::Gbk,
+        _ => eff.charset,
+    };
+    Source {
+        addr,
+        bind: Some(eff.bind),
+        packet_no,
+        utf8: pigeon_protocol::Command(command).has(pigeon_protocol::Opts::UTF8OPT),
+        pigeon: client == "pigeon",
+        names,
+        version: eff.engine(false).version,
+        user: eff.user.clone(),
+        host: eff.host.clone(),
+    }
+}
+
 /// The default download folder: the user's Downloads/pigeon.
 pub fn download_dir() -> PathBuf {
     directories::UserDirs::new()
@@ -124,22 +145,8 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
         .find(|p| p.user == m.peer.user && p.host == m.peer.host)
         .map(|p| p.client)
         .unwrap_or_default();
-    let names = match client.as_str() {
-        "pigeon" | "iptux" => pigeon_protocol::Charset::Utf8,
-        "feiq" => pigeon_protocol::Charset::Gbk,
-        _ => eff.charset,
-    };
-    let src = Source {
-        addr,
-        bind: Some(eff.bind),
-        packet_no: m.packet_no.parse().context("the offer's packet number is not a number")?,
-        utf8: pigeon_protocol::Command(m.command).has(pigeon_protocol::Opts::UTF8OPT),
-        pigeon: client == "pigeon",
-        names,
-        version: eff.engine(false).version,
-        user: eff.user.clone(),
-        host: eff.host.clone(),
-    };
+    let packet_no = m.packet_no.parse().context("the offer's packet number is not a number")?;
+    let src = source_for(&eff, addr, packet_no, m.command, &client);
     let wanted: Vec<&Value> =
         list.iter().filter(|a| args.only.is_empty() || args.only.iter().any(|n| a["name"] == n.as_str())).collect();
     if wanted.is_empty() {

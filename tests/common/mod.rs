@@ -35,6 +35,20 @@ pub fn pigeon(home: &Path, ip: &str, user: &str, nick: &str, others: &[&str], ar
 }
 
 impl Daemon {
+    /// A daemon whose home starts with this `config.toml`.
+    pub fn start_with_config(
+        ip: &'static str,
+        user: &'static str,
+        nick: &'static str,
+        others: &[&'static str],
+        config: &str,
+    ) -> Daemon {
+        let mut d = Daemon { child: None, home: tempfile::tempdir().unwrap(), ip, user, nick, others: others.to_vec() };
+        std::fs::write(d.home.path().join("config.toml"), config).unwrap();
+        d.spawn();
+        d
+    }
+
     pub fn start(ip: &'static str, user: &'static str, nick: &'static str, others: &[&'static str]) -> Daemon {
         let mut d = Daemon { child: None, home: tempfile::tempdir().unwrap(), ip, user, nick, others: others.to_vec() };
         d.spawn();
