@@ -479,3 +479,33 @@ fn offers_from_listed_peers_are_fetched_automatically_within_the_limit() {
     std::thread::sleep(Duration::from_secs(1));
     assert!(!inbox.path().join("big.bin").exists() && !inbox.path().join("big.bin.part").exists());
 }
+
+/// iptux ignores the offset of GETFILEDATA and sends from byte 0: the
+/// receiver notices (more bytes than remain) and restarts the file cleanly.
+#[test]
+fn a_sender_that_ignores_the_offset_restarts_cleanly() {
+    let b = Daemon::start("127.0.0.47", "max", "Max", &["127.0.0.46"]);
+    let mut raw = Raw::new("127.0.0.46");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let list = format!("3:whole.bin:{:x}:0:1:\x07", data.len());
+    raw.send("127.0.0.47", 0x0020_0120, b"resume me", &[list.as_bytes()]);
+    wait_for(|| !offers(&b).is_empty(), "the offer");
+    let dst = tempfile::tempdir().unwrap();
+    // An earlier attempt got the first million bytes.
+    std::fs::write(dst.path().join("whole.bin.part"), &data[..1_000_000]).unwrap();
+    let id = offers(&b)[0]["id"].as_i64().unwrap().to_string();
+    let out = std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            raw.serve_one(|r| {
+                assert_eq!(r.offset, Some(1_000_000), "the receiver asks to resume");
+                data.clone() // … and gets everything from byte 0
+            })
+        });
+        let out = b.cli(&["fetch", &id, "--to", dst.path().to_str().unwrap(), "--json"]);
+        server.join().unwrap();
+        out
+    });
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(std::fs::read(dst.path().join("whole.bin")).unwrap() == data, "the file is whole and right");
+    assert!(!dst.path().join("whole.bin.part").exists());
+}

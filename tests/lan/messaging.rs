@@ -184,9 +184,10 @@ fn pigeons_exchange_files_and_folders_on_the_lan() {
     let folder = src.path().join("tree");
     std::fs::create_dir_all(folder.join("a/b")).unwrap();
     std::fs::create_dir_all(folder.join("empty")).unwrap();
-    for i in 0..50 {
+    for i in 0..1000 {
         std::fs::write(folder.join(format!("a/b/f{i}.txt")), format!("file {i}")).unwrap();
     }
+    std::fs::write(folder.join("zero"), "").unwrap();
     for (from, to, to_user) in [(&a, &b, "ben"), (&b, &a, "ann")] {
         let r = from.control(&json!({"op": "send", "to": [to_user], "text": "", "wait": 10,
                                     "files": [file.to_str().unwrap(), folder.to_str().unwrap()]}));
@@ -221,12 +222,13 @@ fn pigeons_exchange_files_and_folders_on_the_lan() {
         );
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(std::fs::read(dst.path().join("数据 1:2.bin")).unwrap(), std::fs::read(&file).unwrap());
-        for i in 0..50 {
+        for i in 0..1000 {
             assert_eq!(
                 std::fs::read_to_string(dst.path().join(format!("tree/a/b/f{i}.txt"))).unwrap(),
                 format!("file {i}")
             );
         }
+        assert_eq!(std::fs::metadata(dst.path().join("tree/zero")).unwrap().len(), 0);
         assert!(dst.path().join("tree/empty").is_dir());
     }
 }
