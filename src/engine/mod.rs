@@ -547,15 +547,20 @@ impl Engine {
         let no = self.packet_no(now);
         let command = Command::new(mode, self.status() | extra);
         let mut out = Vec::with_capacity(128);
-        let header = Header {
+        let header = self.header(no, command);
+        entry.encode(&header, self.cfg.legacy, &mut out).expect("own header fields and texts are sanitized");
+        out
+    }
+
+    /// Our header for a packet.
+    fn header(&self, packet_no: u64, command: Command) -> Header<'_> {
+        Header {
             version: self.cfg.version.as_bytes(),
-            packet_no: no,
+            packet_no,
             user: self.cfg.user.as_bytes(),
             host: self.cfg.host.as_bytes(),
             command,
-        };
-        entry.encode(&header, self.cfg.legacy, &mut out).expect("own header fields and texts are sanitized");
-        out
+        }
     }
 
     fn display_nick(&self) -> String {
@@ -570,13 +575,7 @@ impl Engine {
         let no = self.packet_no(now);
         let command = Command::new(mode, opts);
         let mut out = Vec::with_capacity(64 + body.len());
-        let header = Header {
-            version: self.cfg.version.as_bytes(),
-            packet_no: no,
-            user: self.cfg.user.as_bytes(),
-            host: self.cfg.host.as_bytes(),
-            command,
-        };
+        let header = self.header(no, command);
         // A body with a NUL (echoed from a peer) loses the NULs rather than
         // failing: the header fields were made safe in `new`.
         let body: std::borrow::Cow<'_, [u8]> =
@@ -761,13 +760,7 @@ impl Engine {
         attachments: &[Attachment],
     ) -> Result<Vec<u8>, RequestError> {
         let body = MessageBody { text: text.to_string(), font: None, attachments: attachments.to_vec() };
-        let header = Header {
-            version: self.cfg.version.as_bytes(),
-            packet_no: no,
-            user: self.cfg.user.as_bytes(),
-            host: self.cfg.host.as_bytes(),
-            command: Command::new(Mode::SENDMSG, opts),
-        };
+        let header = self.header(no, Command::new(Mode::SENDMSG, opts));
         let mut out = Vec::with_capacity(64 + text.len());
         body.encode(&header, cs, &mut out).map_err(|e| RequestError::Encode(e.to_string()))?;
         Ok(out)
@@ -1025,13 +1018,7 @@ impl Engine {
         let entry = Entry { nick: self.display_nick(), group: self.cfg.group.clone(), trailer: None, iptux: None };
         let no = self.packet_no(now);
         let command = Command::new(Mode::ANSENTRY, self.status() | Opts::UTF8OPT);
-        let header = Header {
-            version: self.cfg.version.as_bytes(),
-            packet_no: no,
-            user: self.cfg.user.as_bytes(),
-            host: self.cfg.host.as_bytes(),
-            command,
-        };
+        let header = self.header(no, command);
         let mut out = Vec::with_capacity(96);
         entry.encode(&header, Charset::Utf8, &mut out).expect("own header fields and texts are sanitized");
         out

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use pigeon_protocol::attachment::{ext, ExtAttr};
 use pigeon_protocol::charset::{self, Charset};
 use pigeon_protocol::request::{request_framing, Framing};
-use pigeon_protocol::{ClientKind, DirHeader, FileAttr, FileRequest, Opts, Packet, RequestKind};
+use pigeon_protocol::{ClientKind, DirHeader, FileRequest, Opts, Packet, RequestKind};
 
 use crate::store::{OfferRecord, Store};
 
@@ -360,7 +360,6 @@ impl DirSender<'_> {
         if sent < size - offset {
             return Err(std::io::Error::other(format!("{} shrank while being sent", path.display())));
         }
-        let _ = FileAttr::FILE;
         Ok(())
     }
 }

@@ -211,8 +211,13 @@ enum Stored {
 /// The store thread: commits what arrives in batches, then returns the
 /// datagrams that waited for the commit. A batch that fails is retried one
 /// operation at a time, so one bad operation loses nothing else.
-fn spawn_store(mut store: Store, done: mpsc::UnboundedSender<Stored>) -> std_mpsc::Sender<StoreJob> {
-    let (tx, rx) = std_mpsc::channel::<StoreJob>();
+/// Store operations waiting at most; past it, what peers cause is dropped
+/// (a flood cannot grow memory without bound, and an unstored message is
+/// not acknowledged, so its sender tries again).
+const STORE_QUEUE: usize = 50_000;
+
+fn spawn_store(mut store: Store, done: mpsc::UnboundedSender<Stored>) -> std_mpsc::SyncSender<StoreJob> {
+    let (tx, rx) = std_mpsc::sync_channel::<StoreJob>(STORE_QUEUE);
     std::thread::Builder::new()
         .name("pigeon-store".into())
         .spawn(move || {
@@ -253,6 +258,14 @@ fn spawn_store(mut store: Store, done: mpsc::UnboundedSender<Stored>) -> std_mps
         })
         .expect("spawn the store thread");
     tx
+}
+
+fn op_name(op: &StoreOp) -> &'static str {
+    match op {
+        StoreOp::Incoming(_) => "an incoming message",
+        StoreOp::Peer(_) => "a peer update",
+        _ => "an operation",
+    }
 }
 
 fn peer_ref(p: &engine::PeerInfo) -> store::PeerRef {
@@ -395,7 +408,7 @@ async fn run(
     out: Sender,
     mut commands: mpsc::Receiver<NodeCommand>,
     events: broadcast::Sender<Event>,
-    store: std_mpsc::Sender<StoreJob>,
+    store: std_mpsc::SyncSender<StoreJob>,
     mut persisted: mpsc::UnboundedReceiver<Stored>,
     probe: Vec<SocketAddr>,
 ) {
@@ -474,7 +487,7 @@ async fn flush(
     engine: &mut Engine,
     out: &Sender,
     events: &broadcast::Sender<Event>,
-    store: &std_mpsc::Sender<StoreJob>,
+    store: &std_mpsc::SyncSender<StoreJob>,
 ) {
     while let Some(o) = engine.poll_output() {
         match o {
@@ -482,9 +495,21 @@ async fn flush(
             Output::Event(e) => {
                 let _ = events.send(e);
             }
-            Output::Store { op, then } => {
-                let _ = store.send((op, then));
-            }
+            Output::Store { op, then } => match store.try_send((op, then)) {
+                Ok(()) => {}
+                Err(std_mpsc::TrySendError::Full((op, then))) => match op {
+                    // Caused by peers: dropped, and not acknowledged.
+                    StoreOp::Incoming(_) | StoreOp::Peer(_) | StoreOp::Barrier => {
+                        tracing::warn!("store queue full: dropping {}", op_name(&op));
+                        engine.store_failed(&op);
+                    }
+                    // Ours (sends, states, the counter): they wait.
+                    op => {
+                        let _ = store.send((op, then));
+                    }
+                },
+                Err(std_mpsc::TrySendError::Disconnected(_)) => {}
+            },
         }
     }
 }
