@@ -140,7 +140,7 @@ fn main() {
         })
         .unwrap();
     let listener = pigeon::net::files::bind_tcp(format!("{SERVER}:{PORT}").parse().unwrap()).unwrap();
-    pigeon::net::files::spawn(listener, Store::open(&db).unwrap(), Charset::Utf8);
+    pigeon::net::files::spawn(listener, db.clone(), Charset::Utf8);
     let src = Source {
         addr: format!("{SERVER}:{PORT}").parse().unwrap(),
         bind: Some(CLIENT.parse().unwrap()),

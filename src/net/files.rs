@@ -38,14 +38,16 @@ const MAX_DEPTH: usize = 64;
 
 /// What the server needs.
 pub struct FileServer {
-    store: Mutex<Store>,
+    /// Opened at the first request: an idle daemon keeps one connection.
+    store: Mutex<Option<Store>>,
+    db: PathBuf,
     legacy: Charset,
     active: AtomicUsize,
 }
 
 /// Starts serving on `listener` in a thread of its own.
-pub fn spawn(listener: TcpListener, store: Store, legacy: Charset) -> std::thread::JoinHandle<()> {
-    let server = Arc::new(FileServer { store: Mutex::new(store), legacy, active: AtomicUsize::new(0) });
+pub fn spawn(listener: TcpListener, db: PathBuf, legacy: Charset) -> std::thread::JoinHandle<()> {
+    let server = Arc::new(FileServer { store: Mutex::new(None), db, legacy, active: AtomicUsize::new(0) });
     std::thread::Builder::new()
         .name("pigeon-files".into())
         .spawn(move || {
@@ -187,12 +189,14 @@ impl FileServer {
 
     /// The offer a request names, if the requester is its addressee.
     fn find(&self, p: &Packet<'_>, req: &FileRequest, peer: SocketAddr) -> Result<OfferRecord, ServeError> {
-        let offers = self
-            .store
-            .lock()
-            .map_err(|_| ServeError::Refused("store unavailable".into()))?
-            .live_offers(req.packet_no, chrono::Utc::now())
-            .map_err(|e| ServeError::Refused(e.to_string()))?;
+        let offers = {
+            let mut guard = self.store.lock().map_err(|_| ServeError::Refused("store unavailable".into()))?;
+            if guard.is_none() {
+                *guard = Some(Store::open(&self.db).map_err(|e| ServeError::Refused(e.to_string()))?);
+            }
+            let store = guard.as_ref().expect("just opened");
+            store.live_offers(req.packet_no, chrono::Utc::now()).map_err(|e| ServeError::Refused(e.to_string()))?
+        };
         let for_them: Vec<&OfferRecord> =
             offers.iter().filter(|o| o.peer.addr.parse::<SocketAddr>().is_ok_and(|a| a.ip() == peer.ip())).collect();
         if for_them.is_empty() {

@@ -9,7 +9,6 @@
 //! waited for them (acknowledgements).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -166,7 +165,7 @@ pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task
     let std_sock = bind_udp(addr)?;
     // Files are served on TCP at the same address and port (§1.1).
     let listener = files::bind_tcp(addr)?;
-    files::spawn(listener, Store::open(store.path())?, opts.engine.legacy);
+    files::spawn(listener, store.path().to_path_buf(), opts.engine.legacy);
     let sock = UdpSocket::from_std(std_sock).context("register the UDP socket")?;
     let counter = store.packet_counter().context("read the packet counter")?;
     let since = chrono::Utc::now() - chrono::Duration::days(30);
@@ -216,12 +215,13 @@ enum Stored {
 /// not acknowledged, so its sender tries again).
 const STORE_QUEUE: usize = 50_000;
 
-fn spawn_store(mut store: Store, done: mpsc::UnboundedSender<Stored>) -> std_mpsc::SyncSender<StoreJob> {
-    let (tx, rx) = std_mpsc::sync_channel::<StoreJob>(STORE_QUEUE);
+fn spawn_store(mut store: Store, done: mpsc::UnboundedSender<Stored>) -> mpsc::Sender<StoreJob> {
+    // tokio's channel allocates its slots as they fill, not all at once.
+    let (tx, mut rx) = mpsc::channel::<StoreJob>(STORE_QUEUE);
     std::thread::Builder::new()
         .name("pigeon-store".into())
         .spawn(move || {
-            while let Ok(first) = rx.recv() {
+            while let Some(first) = rx.blocking_recv() {
                 let mut batch = vec![first];
                 while batch.len() < 1000 {
                     match rx.try_recv() {
@@ -408,7 +408,7 @@ async fn run(
     out: Sender,
     mut commands: mpsc::Receiver<NodeCommand>,
     events: broadcast::Sender<Event>,
-    store: std_mpsc::SyncSender<StoreJob>,
+    store: mpsc::Sender<StoreJob>,
     mut persisted: mpsc::UnboundedReceiver<Stored>,
     probe: Vec<SocketAddr>,
 ) {
@@ -483,12 +483,7 @@ async fn run(
     }
 }
 
-async fn flush(
-    engine: &mut Engine,
-    out: &Sender,
-    events: &broadcast::Sender<Event>,
-    store: &std_mpsc::SyncSender<StoreJob>,
-) {
+async fn flush(engine: &mut Engine, out: &Sender, events: &broadcast::Sender<Event>, store: &mpsc::Sender<StoreJob>) {
     while let Some(o) = engine.poll_output() {
         match o {
             Output::Transmit(t) => out.send(&t).await,
@@ -497,7 +492,7 @@ async fn flush(
             }
             Output::Store { op, then } => match store.try_send((op, then)) {
                 Ok(()) => {}
-                Err(std_mpsc::TrySendError::Full((op, then))) => match op {
+                Err(mpsc::error::TrySendError::Full((op, then))) => match op {
                     // Caused by peers: dropped, and not acknowledged.
                     StoreOp::Incoming(_) | StoreOp::Peer(_) | StoreOp::Barrier => {
                         tracing::warn!("store queue full: dropping {}", op_name(&op));
@@ -505,10 +500,10 @@ async fn flush(
                     }
                     // Ours (sends, states, the counter): they wait.
                     op => {
-                        let _ = store.send((op, then));
+                        let _ = store.send((op, then)).await;
                     }
                 },
-                Err(std_mpsc::TrySendError::Disconnected(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
             },
         }
     }
