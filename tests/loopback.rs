@@ -157,3 +157,19 @@ fn port_in_use_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already runs"), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(_a.control(&json!({"op": "ping"}))["ok"], true, "the first daemon still answers");
 }
+
+/// Found in review: with a message still waiting for its receipt, a daemon
+/// told to stop waited for its next timer (up to a minute) before leaving.
+#[test]
+fn a_daemon_with_pending_messages_stops_promptly() {
+    let a = Daemon::start("127.0.0.12", "pat", "Pat", &["127.0.0.13"]);
+    let mut b = Daemon::start("127.0.0.13", "quin", "Quin", &["127.0.0.12"]);
+    wait_for(|| a.peers().len() == 1, "discovery");
+    b.kill9();
+    let out = a.cli(&["send", "Quin", "pending", "--wait", "0.5"]);
+    assert_eq!(out.status.code(), Some(1));
+    let mut a = a;
+    let t = Instant::now();
+    a.stop();
+    assert!(t.elapsed() < Duration::from_secs(3), "stopping took {:?}", t.elapsed());
+}

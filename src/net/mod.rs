@@ -426,8 +426,13 @@ async fn run(
                 break;
             }
         }
-        let wake = engine.poll_timeout().map(|t| t.saturating_sub(clock.now().mono));
-        let sleep = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600)));
+        let mut wake = engine.poll_timeout().map_or(Duration::from_secs(3600), |t| t.saturating_sub(clock.now().mono));
+        if let Some((_, deadline)) = &stopping {
+            // Leaving: wake at the deadline at the latest (pending messages
+            // keep timers a minute away).
+            wake = wake.min(deadline.saturating_duration_since(Instant::now()));
+        }
+        let sleep = tokio::time::sleep(wake);
         tokio::select! {
             r = out.sock.recv_from(&mut buf) => match r {
                 Ok((n, from)) => engine.handle(clock.now(), from, &buf[..n]),
