@@ -636,14 +636,7 @@ impl Engine {
                     let cs = p.write_charset(self.cfg.legacy);
                     let utf8 = if p.reads_utf8_flag() { Opts::UTF8OPT | Opts::CAPUTF8OPT } else { 0 };
                     let pkt = self.message_packet(no, flags | utf8, &text, cs, &[])?;
-                    if pkt.len() + 10 > p.max_datagram() {
-                        return Err(RequestError::TooLong {
-                            peer: p.key.clone(),
-                            client: p.client.display_name(),
-                            bytes: pkt.len() + 10,
-                            limit: p.max_datagram(),
-                        });
-                    }
+                    fits(&p, &pkt)?;
                     if !reached(p.addr.ip()) && sent_to.insert(p.addr) {
                         self.transmit(p.addr, pkt);
                     }
@@ -824,14 +817,7 @@ impl Engine {
             let opts = if p.reads_utf8_flag() { base | Opts::UTF8OPT | Opts::CAPUTF8OPT } else { base };
             let list = attachment_list(files, &ids_of, p.client);
             let pkt = self.message_packet(0, opts, text, cs, &list)?;
-            if pkt.len() + 10 > p.max_datagram() {
-                return Err(RequestError::TooLong {
-                    peer: p.key.clone(),
-                    client: p.client.display_name(),
-                    bytes: pkt.len() + 10,
-                    limit: p.max_datagram(),
-                });
-            }
+            fits(p, &pkt)?;
             packets.push((opts, cs, list));
         }
         // All recipients share one packet number (IPMsg does the same).
@@ -1369,6 +1355,20 @@ impl Engine {
             }
         }
     }
+}
+
+/// Refuses a packet the peer's client would cut short (iptux reads 8 KiB,
+/// FeiQ 4 KiB; the margin covers a retry's longer packet number).
+fn fits(p: &Peer, pkt: &[u8]) -> Result<(), RequestError> {
+    if pkt.len() + 10 > p.max_datagram() {
+        return Err(RequestError::TooLong {
+            peer: p.key.clone(),
+            client: p.client.display_name(),
+            bytes: pkt.len() + 10,
+            limit: p.max_datagram(),
+        });
+    }
+    Ok(())
 }
 
 /// IPMsg adds `[absence]`-style markers to nicks of away users; the away
