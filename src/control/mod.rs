@@ -21,10 +21,7 @@ use pigeon_protocol::Attachment;
 
 /// A peer as JSON: `user`, `host`, `nick`, `group`, `addr`, `client`, `away`.
 pub fn peer_json(p: &Peer) -> Value {
-    json!({
-        "user": p.key.user, "host": p.key.host, "nick": p.nick, "group": p.group,
-        "addr": p.addr.to_string(), "client": p.client.name(), "away": p.away,
-    })
+    info_json(&PeerInfo::from(p))
 }
 
 fn info_json(p: &PeerInfo) -> Value {
@@ -36,14 +33,13 @@ fn info_json(p: &PeerInfo) -> Value {
 
 /// Attachments as JSON: `id`, `name`, `size`, `mtime`, `kind`.
 pub fn attachments_json(list: &[Attachment]) -> Value {
-    Value::Array(
-        list.iter()
-            .map(|a| {
-                json!({"id": a.id, "name": a.name, "size": a.size, "mtime": a.mtime,
-                       "kind": if a.attr.is_dir() { "dir" } else { "file" }})
-            })
-            .collect(),
-    )
+    list.iter().map(|a| attachment_json(a.id, &a.name, a.size, a.mtime, a.attr.is_dir())).collect()
+}
+
+/// One attachment as JSON; offers sent and received are stored in this form
+/// (`pigeon offers`, `fetch` and `history` read it).
+pub fn attachment_json(id: u64, name: &str, size: u64, mtime: u64, dir: bool) -> Value {
+    json!({"id": id, "name": name, "size": size, "mtime": mtime, "kind": if dir { "dir" } else { "file" }})
 }
 
 fn rfc3339(unix_ms: i64) -> String {

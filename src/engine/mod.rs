@@ -699,18 +699,7 @@ impl Engine {
             }
             Request::Quit => {
                 let exit = self.entry_packet(now, Mode::BR_EXIT, 0);
-                self.broadcast_all(exit.clone());
-                let targets: HashSet<SocketAddr> = self.cfg.targets.iter().copied().collect();
-                let unicast: Vec<SocketAddr> = self
-                    .peers
-                    .all()
-                    .iter()
-                    .filter(|p| p.online && !targets.contains(&p.addr))
-                    .map(|p| p.addr)
-                    .collect();
-                for a in unicast {
-                    self.transmit(a, exit.clone());
-                }
+                self.announce(exit);
                 self.exit_at = Some(now.mono + Duration::from_millis(100));
                 // Nothing may announce us again after the exit: no second
                 // entry, no delayed answer, no probe.
@@ -735,12 +724,18 @@ impl Engine {
 
     fn announce_change(&mut self, now: Now) {
         let p = self.entry_packet(now, Mode::BR_ABSENCE, 0);
-        self.broadcast_all(p.clone());
+        self.announce(p);
+    }
+
+    /// Sends a presence packet to every target, and by unicast to every
+    /// online peer that is not itself a target.
+    fn announce(&mut self, payload: Vec<u8>) {
         let targets: HashSet<SocketAddr> = self.cfg.targets.iter().copied().collect();
         let unicast: Vec<SocketAddr> =
             self.peers.all().iter().filter(|p| p.online && !targets.contains(&p.addr)).map(|p| p.addr).collect();
+        self.broadcast_all(payload.clone());
         for a in unicast {
-            self.transmit(a, p.clone());
+            self.transmit(a, payload.clone());
         }
     }
 

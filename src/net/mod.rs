@@ -33,7 +33,6 @@ pub struct NodeOptions {
 pub enum NodeCommand {
     Request(Request, oneshot::Sender<Result<Vec<u64>, RequestError>>),
     Peers(oneshot::Sender<Vec<Peer>>),
-    Stats(oneshot::Sender<engine::Stats>),
     /// Leave (BR_EXIT twice), then stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -278,15 +277,7 @@ fn peer_ref(p: &engine::PeerInfo) -> store::PeerRef {
 }
 
 fn offers_json(offers: &[(u64, engine::OfferFile)]) -> serde_json::Value {
-    serde_json::Value::Array(
-        offers
-            .iter()
-            .map(|(id, f)| {
-                serde_json::json!({"id": id, "name": f.name, "size": f.size, "mtime": f.mtime,
-                                   "kind": if f.dir { "dir" } else { "file" }})
-            })
-            .collect(),
-    )
+    offers.iter().map(|(id, f)| crate::control::attachment_json(*id, &f.name, f.size, f.mtime, f.dir)).collect()
 }
 
 fn time(unix_ms: i64) -> chrono::DateTime<chrono::Utc> {
@@ -452,9 +443,6 @@ async fn run(
                 }
                 Some(NodeCommand::Peers(reply)) => {
                     let _ = reply.send(engine.peers().all().into_iter().cloned().collect());
-                }
-                Some(NodeCommand::Stats(reply)) => {
-                    let _ = reply.send(engine.stats());
                 }
                 Some(NodeCommand::Shutdown(reply)) => {
                     let _ = engine.command(clock.now(), Request::Quit);

@@ -236,7 +236,7 @@ fn fetch_dir(
         let off = std::fs::metadata(part_path(&p)).map(|m| m.len()).or_else(|_| std::fs::metadata(&p).map(|m| m.len()));
         Some((rel, off.unwrap_or(0)))
     });
-    let resumed_bytes = if target.exists() { tree_size(&target) } else { 0 };
+    let resumed_bytes = if target.exists() { super::tree_bytes(&target) } else { 0 };
     check_space(into, item.size.saturating_sub(resumed_bytes))?;
     progress(Progress::Start { name: &item.name, total: item.size, offset: resumed_bytes });
     let mut stream = connect(src)?;
@@ -288,12 +288,4 @@ fn fetch_dir(
     }
     let _ = std::fs::remove_file(&journal);
     Ok(writer.root().map(Path::to_path_buf).unwrap_or(target))
-}
-
-fn tree_size(p: &Path) -> u64 {
-    match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => std::fs::read_dir(p).map_or(0, |rd| rd.flatten().map(|e| tree_size(&e.path())).sum()),
-        Ok(m) if m.is_file() => m.len(),
-        _ => 0,
-    }
 }

@@ -64,7 +64,8 @@ pub fn describe(path: &Path) -> Result<crate::engine::OfferFile, TransferError> 
     Ok(crate::engine::OfferFile { path, name, dir: meta.is_dir(), size, mtime })
 }
 
-fn tree_bytes(p: &Path) -> u64 {
+/// Bytes of regular files under `p` (symlinks not followed).
+pub(crate) fn tree_bytes(p: &Path) -> u64 {
     match std::fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => std::fs::read_dir(p).map_or(0, |rd| rd.flatten().map(|e| tree_bytes(&e.path())).sum()),
         Ok(m) if m.is_file() => m.len(),
