@@ -805,25 +805,24 @@ impl Engine {
         // Decimal file IDs below 2^31 from a random base, as IPMsg does.
         let id_base = 1 + self.rng.u64(..(1 << 30));
         let ids_of: Vec<u64> = (0..files.len() as u64).map(|i| id_base + i).collect();
-        // Check every length before anything is sent.
+        // All recipients share one packet number (IPMsg does the same). Every
+        // packet is written and its length checked before anything is sent
+        // (a refusal costs a number, which is harmless: they only grow).
+        let no = self.packet_no(now);
         let mut packets = Vec::with_capacity(recipients.len());
         for p in &recipients {
             let cs = p.write_charset(self.cfg.legacy);
             let opts = if p.reads_utf8_flag() { base | Opts::UTF8OPT | Opts::CAPUTF8OPT } else { base };
-            let list = attachment_list(files, &ids_of, p.client);
-            let pkt = self.message_packet(0, opts, text, cs, &list)?;
+            let pkt = self.message_packet(no, opts, text, cs, &attachment_list(files, &ids_of, p.client))?;
             fits(p, &pkt)?;
-            packets.push((opts, cs, list));
+            packets.push((opts, pkt));
         }
-        // All recipients share one packet number (IPMsg does the same).
-        let no = self.packet_no(now);
         let mut ids = Vec::new();
         let mut rows = Vec::new();
         let mut sends = Vec::new();
-        for (p, (opts, cs, list)) in recipients.iter().zip(packets) {
+        for (p, (opts, pkt)) in recipients.iter().zip(packets) {
             let id = self.next_id;
             self.next_id += 1;
-            let pkt = self.message_packet(no, opts, text, cs, &list)?;
             let mut row = self.outgoing_row(id, p, text, no, opts, sealed, false, now);
             row.offers = ids_of.iter().copied().zip(files.iter().cloned()).collect();
             rows.push(row);
