@@ -75,7 +75,7 @@ pub fn event_json(e: &Event) -> Value {
                 "event": "message",
                 "from": {"user": m.from.key.user, "host": m.from.key.host, "nick": m.from.nick, "addr": m.from.addr.to_string()},
                 "text": m.text, "packet_no": m.packet_no, "sealed": m.sealed, "broadcast": m.broadcast,
-                "auto": m.auto, "time": rfc3339(m.unix_ms),
+                "auto": m.auto, "time": rfc3339(m.unix_ms), "command": m.command,
             });
             if !m.attachments.is_empty() {
                 v["attachments"] = attachments_json(&m.attachments);
@@ -192,9 +192,11 @@ pub async fn answer(req: &Value, node: &NodeHandle) -> Result<Value> {
                 Request::Offer { to: to.clone(), text, sealed, files }
             };
             let ids = node.request(request).await?;
+            // `detach`: answer at once; receipts follow as events (the chat).
+            let detach = req["detach"].as_bool().unwrap_or(false);
             let mut status: Vec<Delivery> = vec![Delivery::Sending; ids.len()];
             let deadline = tokio::time::Instant::now() + wait;
-            while status.contains(&Delivery::Sending) {
+            while !detach && status.contains(&Delivery::Sending) {
                 match tokio::time::timeout_at(deadline, events.recv()).await {
                     Ok(Ok(Event::Receipt { id, status: st, .. })) => {
                         if let Some(i) = ids.iter().position(|x| *x == id) {
@@ -208,11 +210,12 @@ pub async fn answer(req: &Value, node: &NodeHandle) -> Result<Value> {
             let results: Vec<Value> = to
                 .iter()
                 .zip(&status)
-                .map(|(k, s)| {
+                .zip(&ids)
+                .map(|((k, s), id)| {
                     let nick = peers.iter().find(|p| &p.key == k).map(|p| p.nick.clone()).unwrap_or_default();
                     // Still unacknowledged when the wait ends: it stays in the outbox.
-                    let s = if *s == Delivery::Sending { Delivery::Queued } else { *s };
-                    json!({"peer": k.to_string(), "nick": nick, "status": s.name()})
+                    let s = if *s == Delivery::Sending && !detach { Delivery::Queued } else { *s };
+                    json!({"peer": k.to_string(), "nick": nick, "status": s.name(), "id": id})
                 })
                 .collect();
             Ok(json!({"ok": true, "results": results}))
@@ -260,6 +263,13 @@ pub async fn answer(req: &Value, node: &NodeHandle) -> Result<Value> {
             // READCHECKOPT only if the message asked for it (§4.2); unknown: ask.
             let read_check = req["read_check"].as_bool().unwrap_or(true);
             node.request(Request::Open { peer: PeerKey::new(user, host), packet_no: no.into(), read_check }).await?;
+            Ok(json!({"ok": true}))
+        }
+        "decline" => {
+            let user = req["user"].as_str().context("decline needs user")?;
+            let host = req["host"].as_str().context("decline needs host")?;
+            let no = req["packet_no"].as_str().context("decline needs packet_no")?;
+            node.request(Request::Decline { peer: PeerKey::new(user, host), packet_no: no.into() }).await?;
             Ok(json!({"ok": true}))
         }
         "ping" => Ok(json!({"ok": true, "version": env!("CARGO_PKG_VERSION")})),

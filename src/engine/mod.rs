@@ -298,6 +298,9 @@ pub enum Request {
     Open { peer: PeerKey, packet_no: String, read_check: bool },
     /// Ask a peer for its version and away text.
     GetInfo(PeerKey),
+    /// The user declined the files of a peer's message: RELEASEFILES, so
+    /// the sender stops serving them (§6.2).
+    Decline { peer: PeerKey, packet_no: String },
     /// Leave: BR_EXIT twice, 100 ms apart.
     Quit,
     /// Announce ourselves by unicast to addresses outside the broadcast
@@ -680,6 +683,15 @@ impl Engine {
                 self.out.push_back(Output::Store { op: StoreOp::InRead { peer, packet_no }, then: Vec::new() });
                 Ok(vec![])
             }
+            Request::Decline { peer, packet_no } => {
+                let p = self.peers.get(&peer).cloned().ok_or_else(|| RequestError::UnknownPeer(peer.clone()))?;
+                if packet_no.is_empty() || packet_no.len() > 20 || !packet_no.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(RequestError::Encode(format!("{packet_no:?} is not a packet number")));
+                }
+                let pkt = self.simple_packet(now, Mode::RELEASEFILES, 0, packet_no.as_bytes());
+                self.transmit(p.addr, pkt);
+                Ok(vec![])
+            }
             Request::GetInfo(peer) => {
                 let p = self.peers.get(&peer).cloned().ok_or(RequestError::UnknownPeer(peer))?;
                 let a = self.simple_packet(now, Mode::GETINFO, 0, b"");
@@ -848,6 +860,8 @@ impl Engine {
             if online {
                 self.stats.sent += 1;
                 transmits.push(Transmit { dst: addr, payload: pkt });
+                // Tells listeners (the chat) the packet number of each send.
+                self.event(Event::Receipt { id, peer: key.clone(), packet_no: no, status: Delivery::Sending });
             } else {
                 offline.push((key, id));
             }
@@ -978,7 +992,7 @@ impl Engine {
                 .filter(|p| p.queued_at_ms.is_some_and(|q| now.unix_ms - q >= expiry_ms))
                 .cloned()
                 .collect();
-            self.pending.retain(|p| !p.queued_at_ms.is_some_and(|q| now.unix_ms - q >= expiry_ms));
+            self.pending.retain(|p| p.queued_at_ms.is_none_or(|q| now.unix_ms - q < expiry_ms));
             for p in expired {
                 self.finish(p.id, p.peer, p.packet_no, Delivery::Failed);
             }

@@ -566,3 +566,26 @@ fn queued_messages_to_a_vanished_peer_expire() {
     assert!(failed);
     assert_eq!(net.nodes[0].engine.unacknowledged(), 0);
 }
+
+/// Declining an offer tells its sender (RELEASEFILES with the packet
+/// number), so it stops serving the files.
+#[test]
+fn declining_an_offer_sends_releasefiles() {
+    let mut e = Engine::new(Config::new("a", "b", "c"), 0, []);
+    let now = Now { mono: Duration::ZERO, unix_ms: 0 };
+    let bob: SocketAddr = "10.0.0.9:2425".parse().unwrap();
+    e.handle(now, bob, b"1:1:bob:pc:1:Bob\0\0");
+    while e.poll_output().is_some() {}
+    let key = PeerKey::new("bob", "pc");
+    e.command(now, Request::Decline { peer: key.clone(), packet_no: "4242".into() }).unwrap();
+    let sent: Vec<Transmit> = std::iter::from_fn(|| e.poll_output())
+        .filter_map(|o| if let Output::Transmit(t) = o { Some(t) } else { None })
+        .collect();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].dst, bob);
+    let p = Packet::decode(&sent[0].payload).unwrap();
+    assert_eq!(p.mode(), Mode::RELEASEFILES);
+    assert_eq!(p.payload.split(|&b| b == 0).next().unwrap(), b"4242");
+    assert!(e.command(now, Request::Decline { peer: key, packet_no: "x".into() }).is_err());
+    assert!(e.command(now, Request::Decline { peer: PeerKey::new("eve", "pc"), packet_no: "1".into() }).is_err());
+}
