@@ -97,6 +97,14 @@ pub struct FileConfig {
     pub auto_accept: Option<Vec<String>>,
     /// The most an automatically accepted offer may hold, in MiB (default 100).
     pub auto_accept_max_mb: Option<u64>,
+    /// `pigeon chat`: ring the terminal bell when a message comes (default true).
+    pub bell: Option<bool>,
+    /// `pigeon chat`: desktop notifications where a desktop session runs (default true).
+    pub notify: Option<bool>,
+    /// `pigeon chat`: mouse clicks and the wheel (default false: the terminal keeps text selection).
+    pub mouse: Option<bool>,
+    /// `pigeon chat`: `auto` (default; off when NO_COLOR is set) or `never`.
+    pub colors: Option<String>,
 }
 
 impl FileConfig {

@@ -4,6 +4,7 @@
 //! the faces (`cli`) and what they need around it.
 
 pub mod capture;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod control;

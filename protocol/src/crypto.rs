@@ -81,7 +81,7 @@ pub fn blowfish_cbc_decrypt(key: &[u8], iv: &[u8; 8], ciphertext: &[u8]) -> Resu
 }
 
 fn check_len(what: &'static str, ciphertext: &[u8], block: usize) -> Result<()> {
-    if ciphertext.is_empty() || ciphertext.len() % block != 0 {
+    if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(block) {
         return Err(Error::Malformed {
             what,
             why: format!("{} bytes is not a positive multiple of {block}", ciphertext.len()),
@@ -143,7 +143,7 @@ pub fn decode_field(field: &str, base64: bool) -> Result<Vec<u8>> {
     if base64 {
         return B64.decode(s).map_err(|e| bad(format!("bad base64: {e}")));
     }
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(bad(format!("odd number ({}) of hex digits", s.len())));
     }
     s.as_bytes()

@@ -30,6 +30,11 @@ pub fn run(g: &Global, args: &ConfigArgs) -> Result<ExitCode> {
         "away": e.away,
         "outbox_expiry_days": e.outbox_expiry_days,
         "offer_expiry_days": e.offer_expiry_days,
+        "download_dir": e.file.download_dir.clone().unwrap_or_else(super::files::download_dir),
+        "bell": e.file.bell.unwrap_or(true),
+        "notify": e.file.notify.unwrap_or(true),
+        "mouse": e.file.mouse.unwrap_or(false),
+        "colors": e.file.colors.clone().unwrap_or_else(|| "auto".into()),
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);

@@ -24,12 +24,15 @@ pub mod status;
 pub struct Cli {
     #[command(flatten)]
     pub global: node::Global,
+    /// Without one: the chat
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The interactive terminal chat (the default).
+    Chat(crate::chat::ChatArgs),
     /// Run the node in the foreground and serve the control socket.
     Daemon(daemon::DaemonArgs),
     /// List who is online.
@@ -61,13 +64,31 @@ pub enum Command {
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = cli.command.unwrap_or_else(|| Command::Chat(Default::default()));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        let default = if matches!(cli.command, Command::Daemon(_)) { "info" } else { "warn" };
+        let default = if matches!(command, Command::Daemon(_)) { "info" } else { "warn" };
         tracing_subscriber::EnvFilter::new(default)
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let g = &cli.global;
-    let result = match &cli.command {
+    if matches!(command, Command::Chat(_)) {
+        // The terminal is the chat's: logs go to chat.log in the home.
+        let log = crate::config::Home::resolve(g.home.as_deref()).ok().and_then(|h| {
+            h.create().ok()?;
+            std::fs::OpenOptions::new().create(true).append(true).open(h.data_dir.join("chat.log")).ok()
+        });
+        match log {
+            Some(f) => tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .init(),
+            None => tracing_subscriber::fmt().with_env_filter("off").init(),
+        }
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
+    let result = match &command {
+        Command::Chat(a) => crate::chat::run(g, a),
         Command::Daemon(a) => daemon::run(g, a),
         Command::Peers(a) => peers::run(g, a),
         Command::Send(a) => send::run(g, a),

@@ -52,7 +52,7 @@ pub fn run(g: &Global, args: &OpenArgs) -> Result<ExitCode> {
     let matching: Vec<_> = sealed
         .iter()
         .filter(|m| &m.packet_no == no)
-        .filter(|m| args.from.as_ref().map_or(true, |f| *f == format!("{}@{}", m.peer.user, m.peer.host)))
+        .filter(|m| args.from.as_ref().is_none_or(|f| *f == format!("{}@{}", m.peer.user, m.peer.host)))
         .collect();
     let m = match matching.as_slice() {
         [m] => *m,

@@ -423,7 +423,7 @@ impl DirWriter {
     /// passed over), and thousands of small files cost no thousands of writes.
     fn note_journal(&mut self, path: &Path) {
         let (Some(j), Some(root)) = (&self.journal, self.stack.first()) else { return };
-        let due = self.journal_at.map_or(true, |t| t.elapsed() >= std::time::Duration::from_millis(200));
+        let due = self.journal_at.is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(200));
         if due {
             if let Ok(rel) = path.strip_prefix(root) {
                 let _ = std::fs::write(j, rel.to_string_lossy().as_bytes());

@@ -37,7 +37,7 @@ const NAME_ROOT: &str = "pgt";
 /// when `PIGEON_LAN_TESTS` is unset. With the variable set, a machine that
 /// cannot run the suite is a failure, not a skip.
 pub fn enabled(test: &str) -> bool {
-    if std::env::var_os("PIGEON_LAN_TESTS").map_or(true, |v| v.is_empty() || v == "0") {
+    if std::env::var_os("PIGEON_LAN_TESTS").is_none_or(|v| v.is_empty() || v == "0") {
         eprintln!("skipped {test}: the LAN suite needs root and PIGEON_LAN_TESTS=1");
         return false;
     }

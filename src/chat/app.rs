@@ -1,0 +1,1551 @@
+//! The chat's state and everything it does in answer to keys, node events
+//! and replies — with no terminal and no I/O, so that tests drive it
+//! directly. What it wants done (send, open, fetch, load history, ring the
+//! bell…) it queues as [`Action`]s for the driver in `chat/mod.rs`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, FixedOffset, Utc};
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
+use ratatui::layout::Rect;
+use serde_json::Value;
+
+use super::text::{self, Editor};
+use crate::engine::Delivery;
+use crate::store::{Direction, MessageRecord, MessageState, PeerRecord};
+
+/// How much history a conversation loads at first, and adds each time the
+/// view is scrolled to its top.
+pub const HISTORY_PAGE: usize = 500;
+
+/// A conversation: one peer, the online members of a group, or everyone.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConvKey {
+    Everyone,
+    Group(String),
+    /// `user@host`
+    Peer(String),
+}
+
+/// A peer in the list.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerView {
+    /// `user@host`
+    pub key: String,
+    pub user: String,
+    pub host: String,
+    pub nick: String,
+    pub group: String,
+    pub addr: String,
+    /// `ipmsg`, `feiq`, `iptux`, `pigeon`, `unknown`
+    pub client: String,
+    pub away: bool,
+    /// The away text, once asked for.
+    pub absence: Option<String>,
+    pub online: bool,
+    pub unread: usize,
+}
+
+impl PeerView {
+    fn from_json(v: &Value) -> Option<PeerView> {
+        let user = v["user"].as_str()?.to_string();
+        let host = v["host"].as_str()?.to_string();
+        Some(PeerView {
+            key: format!("{user}@{host}"),
+            nick: v["nick"].as_str().unwrap_or(&user).to_string(),
+            user,
+            host,
+            group: v["group"].as_str().unwrap_or_default().to_string(),
+            addr: v["addr"].as_str().unwrap_or_default().to_string(),
+            client: v["client"].as_str().unwrap_or("unknown").to_string(),
+            away: v["away"].as_bool().unwrap_or(false),
+            absence: None,
+            online: true,
+            unread: 0,
+        })
+    }
+
+    /// The nick, or the user name when the nick is empty.
+    pub fn name(&self) -> &str {
+        if self.nick.trim().is_empty() {
+            &self.user
+        } else {
+            &self.nick
+        }
+    }
+}
+
+/// The program a peer runs, as people call it.
+pub fn client_label(client: &str) -> &'static str {
+    match client {
+        "feiq" => "FeiQ",
+        "ipmsg" => "IPMsg",
+        "iptux" => "iptux",
+        "pigeon" => "Pigeon",
+        _ => "?",
+    }
+}
+
+/// A file or folder of an offer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileInfo {
+    pub id: u64,
+    pub name: String,
+    pub size: u64,
+    pub mtime: u64,
+    pub dir: bool,
+}
+
+impl FileInfo {
+    fn list(v: &Value) -> Vec<FileInfo> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|f| FileInfo {
+                        id: f["id"].as_u64().unwrap_or(0),
+                        name: f["name"].as_str().unwrap_or_default().to_string(),
+                        size: f["size"].as_u64().unwrap_or(0),
+                        mtime: f["mtime"].as_u64().unwrap_or(0),
+                        dir: f["kind"] == "dir",
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Where an incoming offer stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OfferState {
+    Pending,
+    Declined,
+    Fetching { name: String, done: u64, total: u64, bytes_per_sec: f64 },
+    Done { paths: Vec<String> },
+    Failed { error: String },
+}
+
+/// Files offered with a message (in: to accept; out: what we offered).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Offer {
+    pub files: Vec<FileInfo>,
+    pub state: OfferState,
+}
+
+/// One recipient of a message we sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recipient {
+    pub key: String,
+    /// The engine's id of this send (from the node's answer).
+    pub id: Option<u64>,
+    pub packet_no: Option<String>,
+    pub state: Delivery,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    In,
+    Out,
+}
+
+/// A message in a conversation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Msg {
+    pub dir: Dir,
+    /// In: the sender (`user@host`).
+    pub from: String,
+    pub nick: String,
+    pub time: DateTime<Utc>,
+    pub text: String,
+    pub sealed: bool,
+    /// In and sealed: opened here.
+    pub opened: bool,
+    pub broadcast: bool,
+    pub auto: bool,
+    pub command: u32,
+    /// In: as the sender numbered it.
+    pub packet_no: String,
+    /// Out: one per recipient (none for a broadcast).
+    pub recipients: Vec<Recipient>,
+    /// Out to a group: the recipients come with the node's answer.
+    pub to_group: bool,
+    pub offer: Option<Offer>,
+    /// Out: this chat's number for the send (matches the node's answer).
+    pub tag: u64,
+    /// Why it could not be sent.
+    pub error: Option<String>,
+}
+
+impl Msg {
+    /// A sealed message not opened yet (its text is hidden).
+    pub fn is_closed(&self) -> bool {
+        self.dir == Dir::In && self.sealed && !self.opened
+    }
+
+    fn actionable(&self) -> bool {
+        self.is_closed()
+            || (self.dir == Dir::In
+                && matches!(
+                    self.offer.as_ref().map(|o| &o.state),
+                    Some(OfferState::Pending | OfferState::Failed { .. })
+                ))
+    }
+}
+
+/// An entry of a conversation.
+// Nearly every item is a message: boxing it would only add a pointer.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Item {
+    Msg(Msg),
+    /// Something that happened (a shake, an image, an error).
+    Notice {
+        time: DateTime<Utc>,
+        text: String,
+    },
+}
+
+impl Item {
+    pub fn time(&self) -> DateTime<Utc> {
+        match self {
+            Item::Msg(m) => m.time,
+            Item::Notice { time, .. } => *time,
+        }
+    }
+}
+
+/// What is shown of one conversation.
+#[derive(Clone, Debug, Default)]
+pub struct Conversation {
+    pub items: Vec<Item>,
+    /// Lines scrolled up from the newest (0: follow new messages).
+    pub scroll: usize,
+    /// The selected item (conversation focus).
+    pub selected: Option<usize>,
+    /// History asked for, up to this many messages.
+    pub loaded: usize,
+    /// The store may hold older messages than those loaded.
+    pub more: bool,
+    /// The view reached its top (set by the drawing code).
+    pub at_top: bool,
+}
+
+/// Which part of the screen takes the keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Focus {
+    Peers,
+    Conversation,
+    Compose,
+}
+
+/// A one-line question at the bottom.
+#[derive(Clone, Debug)]
+pub struct Prompt {
+    pub kind: PromptKind,
+    pub editor: Editor,
+    /// Completions of the path typed (file prompt).
+    pub candidates: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PromptKind {
+    /// A file or folder to send.
+    File,
+    /// The away text.
+    Away,
+}
+
+/// Severity of the status line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Incoming,
+    Error,
+}
+
+/// A row of the peer list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Row {
+    Everyone,
+    Group { name: String, online: usize, total: usize },
+    Peer(String),
+}
+
+/// What the driver should do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// `to`: `user@host` keys or `group:NAME`.
+    Send {
+        tag: u64,
+        to: Vec<String>,
+        text: String,
+        sealed: bool,
+        files: Vec<String>,
+    },
+    Broadcast {
+        tag: u64,
+        text: String,
+    },
+    Open {
+        user: String,
+        host: String,
+        packet_no: String,
+        read_check: bool,
+    },
+    Decline {
+        user: String,
+        host: String,
+        packet_no: String,
+    },
+    Fetch {
+        key: String,
+        packet_no: String,
+        addr: String,
+        command: u32,
+        client: String,
+        files: Vec<FileInfo>,
+    },
+    SetAway(Option<String>),
+    GetInfo(String),
+    LoadHistory {
+        conv: ConvKey,
+        limit: usize,
+    },
+    /// A message or a shake came: the bell and a desktop notification, as configured.
+    Notify {
+        title: String,
+        body: String,
+    },
+    Quit,
+}
+
+/// Progress of a fetch, reported by the driver.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FetchUpdate {
+    Progress { name: String, done: u64, total: u64, bytes_per_sec: f64 },
+    Failed { error: String },
+    Finished { paths: Vec<String> },
+}
+
+/// Who we are, as the header shows it.
+#[derive(Clone, Debug, Default)]
+pub struct Me {
+    pub nick: String,
+    pub user: String,
+    pub host: String,
+    pub away: Option<String>,
+    /// "daemon" or "own node".
+    pub via: String,
+}
+
+/// Screen areas of the last frame (for the mouse).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Areas {
+    pub peers: Rect,
+    /// Index of the first row shown in the peer list.
+    pub peer_offset: usize,
+    pub conversation: Rect,
+    pub compose: Rect,
+}
+
+/// The whole chat.
+pub struct App {
+    pub me: Me,
+    pub peers: Vec<PeerView>,
+    pub convs: HashMap<ConvKey, Conversation>,
+    pub current: ConvKey,
+    /// The selected row of the peer list.
+    pub selected: Row,
+    pub filter: String,
+    pub marked: BTreeSet<String>,
+    pub focus: Focus,
+    pub editor: Editor,
+    pub prompt: Option<Prompt>,
+    /// The next message goes sealed.
+    pub sealed: bool,
+    pub help: bool,
+    pub status: Option<(String, Level)>,
+    /// Times shown in this offset instead of the local zone (tests).
+    pub tz: Option<FixedOffset>,
+    pub areas: Areas,
+    /// The home directory, for `~` in paths.
+    pub home_dir: Option<std::path::PathBuf>,
+    pub quit: bool,
+    /// The terminal has the keyboard focus (terminals that report it).
+    pub window_focused: bool,
+    actions: Vec<Action>,
+    next_tag: u64,
+    /// Receipts that came before the answer naming their id.
+    early: HashMap<u64, (String, Delivery)>,
+    last_away: Option<String>,
+}
+
+impl App {
+    pub fn new(me: Me) -> App {
+        let last_away = me.away.clone();
+        App {
+            me,
+            peers: Vec::new(),
+            convs: HashMap::new(),
+            current: ConvKey::Everyone,
+            selected: Row::Everyone,
+            filter: String::new(),
+            marked: BTreeSet::new(),
+            focus: Focus::Peers,
+            editor: Editor::default(),
+            prompt: None,
+            sealed: false,
+            help: false,
+            status: None,
+            tz: None,
+            areas: Areas::default(),
+            home_dir: directories::BaseDirs::new().map(|b| b.home_dir().to_path_buf()),
+            quit: false,
+            window_focused: true,
+            actions: Vec::new(),
+            next_tag: 1,
+            early: HashMap::new(),
+            last_away,
+        }
+    }
+
+    /// The actions queued since the last call.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// A time as the user reads it.
+    pub fn local(&self, t: DateTime<Utc>) -> DateTime<FixedOffset> {
+        match self.tz {
+            Some(tz) => t.with_timezone(&tz),
+            None => t.with_timezone(&chrono::Local).fixed_offset(),
+        }
+    }
+
+    pub fn peer(&self, key: &str) -> Option<&PeerView> {
+        self.peers.iter().find(|p| p.key == key)
+    }
+
+    fn peer_mut(&mut self, key: &str) -> Option<&mut PeerView> {
+        self.peers.iter_mut().find(|p| p.key == key)
+    }
+
+    pub fn conv(&self, key: &ConvKey) -> Option<&Conversation> {
+        self.convs.get(key)
+    }
+
+    pub fn current_conv(&self) -> Option<&Conversation> {
+        self.convs.get(&self.current)
+    }
+
+    fn conv_mut(&mut self, key: &ConvKey) -> &mut Conversation {
+        self.convs.entry(key.clone()).or_default()
+    }
+
+    fn set_status(&mut self, text: impl Into<String>, level: Level) {
+        self.status = Some((text.into(), level));
+    }
+
+    // ---- the peer list -------------------------------------------------
+
+    /// Peers known from the store (offline until they announce themselves).
+    pub fn add_known_peers(&mut self, records: &[PeerRecord]) {
+        for r in records {
+            let key = format!("{}@{}", r.user, r.host);
+            if key == format!("{}@{}", self.me.user, self.me.host) || self.peer(&key).is_some() {
+                continue;
+            }
+            self.peers.push(PeerView {
+                key,
+                user: r.user.clone(),
+                host: r.host.clone(),
+                nick: r.nick.clone(),
+                group: r.group.clone(),
+                addr: r.addr.clone(),
+                client: r.client.clone(),
+                away: false,
+                absence: None,
+                online: false,
+                unread: 0,
+            });
+        }
+    }
+
+    /// Peers online now (the answer to `peers`).
+    pub fn set_online_peers(&mut self, list: &[Value]) {
+        for v in list {
+            self.upsert_peer(v, true);
+        }
+    }
+
+    fn upsert_peer(&mut self, v: &Value, online: bool) -> Option<String> {
+        let mut p = PeerView::from_json(v)?;
+        p.online = online;
+        let key = p.key.clone();
+        match self.peer_mut(&key) {
+            Some(old) => {
+                let unread = old.unread;
+                let absence = if p.away { old.absence.take() } else { None };
+                *old = PeerView { unread, absence, ..p };
+            }
+            None => self.peers.push(p),
+        }
+        Some(key)
+    }
+
+    fn matches_filter(&self, p: &PeerView) -> bool {
+        if self.filter.is_empty() {
+            return true;
+        }
+        let f = self.filter.to_lowercase();
+        [&p.nick, &p.user, &p.host, &p.group, &p.addr].iter().any(|s| s.to_lowercase().contains(&f))
+    }
+
+    /// The rows of the peer list: everyone, then each group (named groups
+    /// first, by name) with its peers, online before offline, by nick.
+    pub fn rows(&self) -> Vec<Row> {
+        let mut rows = Vec::new();
+        if self.filter.is_empty() || "everyone broadcast".contains(&self.filter.to_lowercase()) {
+            rows.push(Row::Everyone);
+        }
+        let mut groups: Vec<&str> = self.peers.iter().map(|p| p.group.as_str()).collect();
+        groups.sort_by(|a, b| (a.is_empty(), *a).cmp(&(b.is_empty(), *b)));
+        groups.dedup();
+        for g in groups {
+            let mut members: Vec<&PeerView> =
+                self.peers.iter().filter(|p| p.group == g && self.matches_filter(p)).collect();
+            if members.is_empty() {
+                continue;
+            }
+            members.sort_by(|a, b| {
+                (!a.online, a.name().to_lowercase(), &a.key).cmp(&(!b.online, b.name().to_lowercase(), &b.key))
+            });
+            let online = self.peers.iter().filter(|p| p.group == g && p.online).count();
+            let total = self.peers.iter().filter(|p| p.group == g).count();
+            rows.push(Row::Group { name: g.to_string(), online, total });
+            rows.extend(members.into_iter().map(|p| Row::Peer(p.key.clone())));
+        }
+        rows
+    }
+
+    fn same_row(a: &Row, b: &Row) -> bool {
+        match (a, b) {
+            (Row::Group { name: x, .. }, Row::Group { name: y, .. }) => x == y,
+            _ => a == b,
+        }
+    }
+
+    /// The index of the selected row (the first row if it is gone).
+    pub fn selected_index(&self, rows: &[Row]) -> usize {
+        rows.iter().position(|r| Self::same_row(r, &self.selected)).unwrap_or(0)
+    }
+
+    fn move_selection(&mut self, delta: isize) {
+        let rows = self.rows();
+        if rows.is_empty() {
+            return;
+        }
+        let i = self.selected_index(&rows) as isize + delta;
+        let i = i.clamp(0, rows.len() as isize - 1) as usize;
+        self.selected = rows[i].clone();
+    }
+
+    fn open_row(&mut self, row: &Row) {
+        let conv = match row {
+            Row::Everyone => ConvKey::Everyone,
+            Row::Group { name, .. } => ConvKey::Group(name.clone()),
+            Row::Peer(k) => ConvKey::Peer(k.clone()),
+        };
+        self.open(conv);
+    }
+
+    /// Shows a conversation (loading its history the first time).
+    pub fn open(&mut self, conv: ConvKey) {
+        if let ConvKey::Peer(k) = &conv {
+            let k = k.clone();
+            if let Some(p) = self.peer_mut(&k) {
+                p.unread = 0;
+                if p.away && p.online && p.absence.is_none() {
+                    self.actions.push(Action::GetInfo(k.clone()));
+                }
+            }
+            if matches!(&self.status, Some((_, Level::Incoming))) {
+                self.status = None;
+            }
+        }
+        let c = self.conv_mut(&conv);
+        c.scroll = 0;
+        if c.loaded == 0 {
+            c.loaded = HISTORY_PAGE;
+            self.actions.push(Action::LoadHistory { conv: conv.clone(), limit: HISTORY_PAGE });
+        }
+        self.current = conv;
+    }
+
+    fn toggle_mark(&mut self) {
+        match self.selected.clone() {
+            Row::Peer(k) => {
+                if !self.marked.remove(&k) {
+                    self.marked.insert(k);
+                }
+            }
+            Row::Group { name, .. } => {
+                let members: Vec<String> =
+                    self.peers.iter().filter(|p| p.group == name && p.online).map(|p| p.key.clone()).collect();
+                if members.iter().all(|k| self.marked.contains(k)) {
+                    for k in &members {
+                        self.marked.remove(k);
+                    }
+                } else {
+                    self.marked.extend(members);
+                }
+            }
+            Row::Everyone => {}
+        }
+    }
+
+    // ---- composing and sending -------------------------------------------
+
+    /// Who the compose box sends to, in words.
+    pub fn target_label(&self) -> String {
+        if !self.marked.is_empty() {
+            let names: Vec<String> =
+                self.marked.iter().map(|k| self.peer(k).map_or(k.clone(), |p| text::one_line(p.name()))).collect();
+            return format!("{} marked: {}", names.len(), names.join(", "));
+        }
+        match &self.current {
+            ConvKey::Everyone => "everyone (broadcast, no receipts)".into(),
+            ConvKey::Group(g) => {
+                let n = self.peers.iter().filter(|p| &p.group == g && p.online).count();
+                format!("group {} ({n} online)", group_name(g))
+            }
+            ConvKey::Peer(k) => match self.peer(k) {
+                Some(p) if p.online => text::one_line(p.name()),
+                Some(p) => format!("{} (offline: queued until back)", text::one_line(p.name())),
+                None => k.clone(),
+            },
+        }
+    }
+
+    fn new_out(&mut self, text: String, sealed: bool, offer: Option<Offer>) -> Msg {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        Msg {
+            dir: Dir::Out,
+            from: String::new(),
+            nick: self.me.nick.clone(),
+            time: Utc::now(),
+            text,
+            sealed,
+            opened: false,
+            broadcast: false,
+            auto: false,
+            command: 0,
+            packet_no: String::new(),
+            recipients: Vec::new(),
+            to_group: false,
+            offer,
+            tag,
+            error: None,
+        }
+    }
+
+    fn recipient(key: &str) -> Recipient {
+        Recipient { key: key.to_string(), id: None, packet_no: None, state: Delivery::Sending }
+    }
+
+    /// Sends text and/or files to the compose target.
+    fn send(&mut self, text: String, files: Vec<String>) {
+        let offer = (!files.is_empty()).then(|| Offer {
+            files: files
+                .iter()
+                .map(|f| FileInfo {
+                    id: 0,
+                    name: std::path::Path::new(f).file_name().map_or(f.clone(), |n| n.to_string_lossy().into_owned()),
+                    size: 0,
+                    mtime: 0,
+                    dir: std::path::Path::new(f).is_dir(),
+                })
+                .collect(),
+            state: OfferState::Pending,
+        });
+        let sealed = self.sealed;
+        let mut msg = self.new_out(text.clone(), sealed, offer);
+        let tag = msg.tag;
+        if !self.marked.is_empty() {
+            let keys: Vec<String> = self.marked.iter().cloned().collect();
+            for k in &keys {
+                let mut m = msg.clone();
+                m.recipients = vec![Self::recipient(k)];
+                self.push(&ConvKey::Peer(k.clone()), Item::Msg(m));
+            }
+            self.actions.push(Action::Send { tag, to: keys, text, sealed, files });
+            return;
+        }
+        match self.current.clone() {
+            ConvKey::Everyone => {
+                if !files.is_empty() {
+                    self.set_status("files go to a peer, a group or marked peers, not to everyone", Level::Error);
+                    return;
+                }
+                msg.broadcast = true;
+                self.push(&ConvKey::Everyone, Item::Msg(msg));
+                self.actions.push(Action::Broadcast { tag, text });
+            }
+            ConvKey::Group(g) => {
+                msg.to_group = true;
+                self.push(&ConvKey::Group(g.clone()), Item::Msg(msg));
+                self.actions.push(Action::Send { tag, to: vec![format!("group:{g}")], text, sealed, files });
+            }
+            ConvKey::Peer(k) => {
+                msg.recipients = vec![Self::recipient(&k)];
+                self.push(&ConvKey::Peer(k.clone()), Item::Msg(msg));
+                self.actions.push(Action::Send { tag, to: vec![k], text, sealed, files });
+            }
+        }
+    }
+
+    fn push(&mut self, conv: &ConvKey, item: Item) {
+        let c = self.conv_mut(conv);
+        c.items.push(item);
+        if c.scroll > 0 {
+            c.scroll += 1; // keep the lines read in place (roughly)
+        }
+    }
+
+    fn out_msgs_mut(&mut self) -> impl Iterator<Item = &mut Msg> {
+        self.convs.values_mut().flat_map(|c| c.items.iter_mut()).filter_map(|i| match i {
+            Item::Msg(m) if m.dir == Dir::Out => Some(m),
+            _ => None,
+        })
+    }
+
+    /// The node's answer to a send: each recipient's id and first state.
+    pub fn on_send_answer(&mut self, tag: u64, answer: Result<Value, String>) {
+        let results = match answer {
+            Ok(v) if v["ok"] == true => v["results"].as_array().cloned().unwrap_or_default(),
+            Ok(v) => {
+                let e = v["error"].as_str().unwrap_or("the node refused the message").to_string();
+                return self.send_failed(tag, e);
+            }
+            Err(e) => return self.send_failed(tag, e),
+        };
+        let early = std::mem::take(&mut self.early);
+        let mut used = Vec::new();
+        for m in self.out_msgs_mut().filter(|m| m.tag == tag) {
+            for r in &results {
+                let (Some(peer), Some(id)) = (r["peer"].as_str(), r["id"].as_u64()) else { continue };
+                let state = r["status"].as_str().and_then(delivery).unwrap_or(Delivery::Sending);
+                let idx = match m.recipients.iter().position(|x| x.key == peer) {
+                    Some(i) => i,
+                    None if m.to_group => {
+                        m.recipients.push(Self::recipient(peer));
+                        m.recipients.len() - 1
+                    }
+                    None => continue,
+                };
+                let rc = &mut m.recipients[idx];
+                rc.id = Some(id);
+                rc.state = state;
+                if let Some((no, st)) = early.get(&id) {
+                    rc.packet_no = Some(no.clone());
+                    rc.state = *st;
+                    used.push(id);
+                }
+            }
+            if m.to_group && m.recipients.is_empty() {
+                m.error = Some("nobody of the group is online".into());
+            }
+        }
+        self.early = early;
+        for id in used {
+            self.early.remove(&id);
+        }
+    }
+
+    fn send_failed(&mut self, tag: u64, error: String) {
+        for m in self.out_msgs_mut().filter(|m| m.tag == tag) {
+            m.error = Some(error.clone());
+            for r in &mut m.recipients {
+                r.state = Delivery::Failed;
+            }
+        }
+        self.set_status(format!("not sent: {error}"), Level::Error);
+    }
+
+    /// The answer to a broadcast.
+    pub fn on_broadcast_answer(&mut self, tag: u64, answer: Result<Value, String>) {
+        let err = match answer {
+            Ok(v) if v["ok"] == true => return,
+            Ok(v) => v["error"].as_str().unwrap_or("the node refused the message").to_string(),
+            Err(e) => e,
+        };
+        self.send_failed(tag, err);
+    }
+
+    /// A request that failed (open, decline, away…).
+    pub fn on_error(&mut self, what: &str, error: &str) {
+        self.set_status(format!("{what}: {error}"), Level::Error);
+    }
+
+    // ---- node events ------------------------------------------------------
+
+    /// One event of the control API's `listen` stream.
+    pub fn on_event(&mut self, v: &Value) {
+        match v["event"].as_str().unwrap_or_default() {
+            "peer_online" | "peer_changed" => {
+                self.upsert_peer(&v["peer"], true);
+            }
+            "peer_offline" => {
+                if let Some(k) = self.upsert_peer(&v["peer"], false) {
+                    self.marked.remove(&k);
+                }
+            }
+            "message" => self.on_message(v),
+            "receipt" => {
+                let (Some(id), Some(peer), Some(no)) = (v["id"].as_u64(), v["peer"].as_str(), v["packet_no"].as_str())
+                else {
+                    return;
+                };
+                let Some(state) = v["status"].as_str().and_then(delivery) else { return };
+                let mut found = false;
+                for m in self.out_msgs_mut() {
+                    for r in &mut m.recipients {
+                        if r.id == Some(id) || (r.key == peer && r.packet_no.as_deref() == Some(no)) {
+                            r.id = Some(id);
+                            r.packet_no = Some(no.to_string());
+                            // A read receipt is final; a late "delivered" does not undo it.
+                            if r.state != Delivery::Read {
+                                r.state = state;
+                            }
+                            found = true;
+                        }
+                    }
+                }
+                if !found {
+                    self.early.insert(id, (no.to_string(), state));
+                    if self.early.len() > 10_000 {
+                        self.early.clear();
+                    }
+                }
+            }
+            "read" => {
+                let (Some(peer), Some(no)) = (v["peer"].as_str(), v["packet_no"].as_str()) else { return };
+                for m in self.out_msgs_mut() {
+                    for r in &mut m.recipients {
+                        if r.key == peer && r.packet_no.as_deref() == Some(no) {
+                            r.state = Delivery::Read;
+                        }
+                    }
+                }
+            }
+            "shake" | "image" => {
+                let Some(key) = self.upsert_peer(&v["from"], true) else { return };
+                let nick = text::one_line(self.peer(&key).map_or("?", |p| p.name()));
+                let what = if v["event"] == "shake" {
+                    format!("{nick} shook your window")
+                } else {
+                    format!("{nick} sent an image ({} bytes; images are not shown here)", v["bytes"])
+                };
+                self.push(&ConvKey::Peer(key.clone()), Item::Notice { time: Utc::now(), text: what.clone() });
+                self.incoming(&key, &what);
+            }
+            "info" => {
+                let Some(peer) = v["peer"].as_str() else { return };
+                let absence = v["absence"].as_str().map(String::from);
+                if let (Some(p), Some(a)) = (self.peer_mut(peer), absence) {
+                    p.absence = Some(a);
+                }
+            }
+            "lagged" => self.set_status(format!("missed {} events (the chat was too slow)", v["missed"]), Level::Error),
+            _ => {}
+        }
+    }
+
+    fn on_message(&mut self, v: &Value) {
+        let f = &v["from"];
+        let (Some(user), Some(host)) = (f["user"].as_str(), f["host"].as_str()) else { return };
+        let key = format!("{user}@{host}");
+        if self.peer(&key).is_none() {
+            // A message from a peer we have not seen announce itself.
+            let mut p = f.clone();
+            p["group"] = Value::from("");
+            self.upsert_peer(&p, true);
+        }
+        let time = v["time"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+        let files = FileInfo::list(&v["attachments"]);
+        let msg = Msg {
+            dir: Dir::In,
+            from: key.clone(),
+            nick: f["nick"].as_str().unwrap_or(user).to_string(),
+            time,
+            text: v["text"].as_str().unwrap_or_default().to_string(),
+            sealed: v["sealed"].as_bool().unwrap_or(false),
+            opened: false,
+            broadcast: v["broadcast"].as_bool().unwrap_or(false),
+            auto: v["auto"].as_bool().unwrap_or(false),
+            command: v["command"].as_u64().unwrap_or(0) as u32,
+            packet_no: v["packet_no"].as_str().unwrap_or_default().to_string(),
+            recipients: Vec::new(),
+            to_group: false,
+            offer: (!files.is_empty()).then_some(Offer { files, state: OfferState::Pending }),
+            tag: 0,
+            error: None,
+        };
+        let conv = ConvKey::Peer(key.clone());
+        if self.has_in(&conv, &key, &msg.packet_no) {
+            return;
+        }
+        let preview = if msg.sealed {
+            "sealed message".to_string()
+        } else if let Some(o) = &msg.offer {
+            let names: Vec<&str> = o.files.iter().map(|f| f.name.as_str()).collect();
+            format!("offers {}", names.join(", "))
+        } else {
+            msg.text.clone()
+        };
+        if msg.broadcast {
+            self.push(&ConvKey::Everyone, Item::Msg(msg.clone()));
+        }
+        let group = self.peer(&key).map(|p| ConvKey::Group(p.group.clone()));
+        if let Some(g) = group.filter(|g| self.convs.contains_key(g)) {
+            self.push(&g, Item::Msg(msg.clone()));
+        }
+        self.push(&conv, Item::Msg(msg));
+        self.incoming(&key, &preview);
+    }
+
+    /// Counts an unread message, shows its first line, and notifies.
+    fn incoming(&mut self, key: &str, preview: &str) {
+        let here = self.current == ConvKey::Peer(key.to_string());
+        let name = self.peer(key).map_or(key.to_string(), |p| text::one_line(p.name()));
+        if !here {
+            if let Some(p) = self.peer_mut(key) {
+                p.unread += 1;
+            }
+            self.set_status(format!("{name}: {}", text::one_line(preview)), Level::Incoming);
+        }
+        if !here || !self.window_focused {
+            self.actions.push(Action::Notify { title: name, body: preview.chars().take(200).collect() });
+        }
+    }
+
+    fn has_in(&self, conv: &ConvKey, from: &str, packet_no: &str) -> bool {
+        self.conv(conv).is_some_and(|c| {
+            c.items
+                .iter()
+                .any(|i| matches!(i, Item::Msg(m) if m.dir == Dir::In && m.from == from && m.packet_no == packet_no))
+        })
+    }
+
+    // ---- history ----------------------------------------------------------
+
+    /// Messages of a conversation from the store, merged with what is shown
+    /// (nothing twice; things only shown here, like notices, stay).
+    pub fn on_history(&mut self, conv: &ConvKey, records: &[MessageRecord], limit: usize) {
+        let mut items: Vec<Item> = Vec::new();
+        for r in records {
+            let m = msg_from_record(r, &self.me);
+            // A broadcast is stored once per peer: show it once.
+            if let Some(Item::Msg(prev)) = items.last_mut() {
+                if m.dir == Dir::Out && prev.dir == Dir::Out && m.broadcast && prev.broadcast && prev.text == m.text {
+                    let same = prev.recipients.first().and_then(|r| r.packet_no.clone())
+                        == m.recipients.first().and_then(|r| r.packet_no.clone());
+                    if same {
+                        continue;
+                    }
+                }
+            }
+            items.push(Item::Msg(m));
+        }
+        let c = self.conv_mut(conv);
+        let shown = std::mem::take(&mut c.items);
+        for item in shown {
+            let dup = match &item {
+                Item::Msg(m) => items.iter().any(|i| match i {
+                    Item::Msg(h) => same_message(h, m),
+                    _ => false,
+                }),
+                Item::Notice { .. } => false,
+            };
+            if !dup {
+                items.push(item);
+            }
+        }
+        items.sort_by_key(|i| i.time());
+        c.items = items;
+        c.loaded = limit;
+        c.more = records.len() >= limit;
+        c.selected = None;
+    }
+
+    // ---- files ------------------------------------------------------------
+
+    /// Progress of the fetch of a peer's offer.
+    pub fn on_fetch(&mut self, key: &str, packet_no: &str, u: FetchUpdate) {
+        let state = match u {
+            FetchUpdate::Progress { name, done, total, bytes_per_sec } => {
+                OfferState::Fetching { name, done, total, bytes_per_sec }
+            }
+            FetchUpdate::Failed { error } => {
+                self.set_status(format!("fetch failed: {error}"), Level::Error);
+                OfferState::Failed { error }
+            }
+            FetchUpdate::Finished { paths } => {
+                self.set_status(format!("saved {}", paths.join(", ")), Level::Info);
+                OfferState::Done { paths }
+            }
+        };
+        for c in self.convs.values_mut() {
+            for i in &mut c.items {
+                if let Item::Msg(m) = i {
+                    if m.dir == Dir::In && m.from == key && m.packet_no == packet_no {
+                        if let Some(o) = &mut m.offer {
+                            o.state = state.clone();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn selected_msg(&self) -> Option<&Msg> {
+        let c = self.current_conv()?;
+        match c.items.get(c.selected?) {
+            Some(Item::Msg(m)) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Accepts (fetches) the offer of the selected message.
+    fn accept(&mut self) {
+        let Some(m) = self.selected_msg().cloned() else { return };
+        let Some(o) = &m.offer else {
+            return self.set_status("this message offers no files", Level::Info);
+        };
+        if m.dir == Dir::Out {
+            return self.set_status("you offered these files", Level::Info);
+        }
+        if matches!(o.state, OfferState::Fetching { .. }) {
+            return;
+        }
+        let (addr, client) = match self.peer(&m.from) {
+            Some(p) => (p.addr.clone(), p.client.clone()),
+            None => return self.set_status("the sender is unknown", Level::Error),
+        };
+        if let Some(p) = self.peer(&m.from).filter(|p| !p.online) {
+            let name = text::one_line(p.name());
+            self.set_status(format!("{name} is offline; trying anyway"), Level::Info);
+        }
+        self.actions.push(Action::Fetch {
+            key: m.from.clone(),
+            packet_no: m.packet_no.clone(),
+            addr,
+            command: m.command,
+            client,
+            files: o.files.clone(),
+        });
+        let total = o.files.iter().map(|f| f.size).sum();
+        let name = o.files.first().map(|f| f.name.clone()).unwrap_or_default();
+        self.on_fetch(&m.from, &m.packet_no, FetchUpdate::Progress { name, done: 0, total, bytes_per_sec: 0.0 });
+        self.status = None;
+    }
+
+    fn decline(&mut self) {
+        let Some(m) = self.selected_msg().cloned() else { return };
+        let Some(o) = &m.offer else { return };
+        if m.dir == Dir::Out || !matches!(o.state, OfferState::Pending | OfferState::Failed { .. }) {
+            return;
+        }
+        let (user, host) = m.from.split_once('@').unwrap_or((&m.from, ""));
+        self.actions.push(Action::Decline {
+            user: user.to_string(),
+            host: host.to_string(),
+            packet_no: m.packet_no.clone(),
+        });
+        for c in self.convs.values_mut() {
+            for i in &mut c.items {
+                if let Item::Msg(x) = i {
+                    if x.dir == Dir::In && x.from == m.from && x.packet_no == m.packet_no {
+                        if let Some(o) = &mut x.offer {
+                            o.state = OfferState::Declined;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens the selected sealed message (the sender gets a read receipt).
+    fn open_sealed(&mut self) {
+        let Some(m) = self.selected_msg().cloned() else { return };
+        if !m.is_closed() {
+            return;
+        }
+        let (user, host) = m.from.split_once('@').unwrap_or((&m.from, ""));
+        let read_check = m.command == 0 || pigeon_protocol::Command(m.command).has(pigeon_protocol::Opts::READCHECKOPT);
+        self.actions.push(Action::Open {
+            user: user.to_string(),
+            host: host.to_string(),
+            packet_no: m.packet_no.clone(),
+            read_check,
+        });
+        for c in self.convs.values_mut() {
+            for i in &mut c.items {
+                if let Item::Msg(x) = i {
+                    if x.dir == Dir::In && x.from == m.from && x.packet_no == m.packet_no {
+                        x.opened = true;
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- keys ---------------------------------------------------------------
+
+    /// Pasted text (bracketed paste): into the prompt or the compose box.
+    pub fn on_paste(&mut self, s: &str) {
+        if let Some(p) = &mut self.prompt {
+            p.editor.insert_str(&s.replace(['\n', '\r'], " "));
+            return;
+        }
+        if self.focus == Focus::Peers {
+            self.focus = Focus::Compose;
+        }
+        self.editor.insert_str(s);
+    }
+
+    pub fn on_key(&mut self, k: KeyEvent) {
+        if k.kind == KeyEventKind::Release {
+            return;
+        }
+        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        if self.help {
+            self.help = false;
+            return;
+        }
+        if ctrl && matches!(k.code, KeyCode::Char('q')) {
+            self.quit();
+            return;
+        }
+        if self.prompt.is_some() {
+            return self.prompt_key(k);
+        }
+        match (k.code, ctrl) {
+            (KeyCode::Char('c'), true) => {
+                if self.focus == Focus::Compose && !self.editor.is_empty() {
+                    self.editor.take();
+                } else {
+                    self.quit();
+                }
+                return;
+            }
+            (KeyCode::F(1), _) => {
+                self.help = true;
+                return;
+            }
+            (KeyCode::Tab, _) => {
+                self.focus = match self.focus {
+                    Focus::Peers => Focus::Compose,
+                    Focus::Compose => Focus::Conversation,
+                    Focus::Conversation => Focus::Peers,
+                };
+                if self.focus == Focus::Conversation {
+                    self.select_newest_actionable();
+                }
+                return;
+            }
+            (KeyCode::BackTab, _) => {
+                self.focus = match self.focus {
+                    Focus::Peers => Focus::Conversation,
+                    Focus::Compose => Focus::Peers,
+                    Focus::Conversation => Focus::Compose,
+                };
+                if self.focus == Focus::Conversation {
+                    self.select_newest_actionable();
+                }
+                return;
+            }
+            (KeyCode::Char('f'), true) => {
+                self.prompt =
+                    Some(Prompt { kind: PromptKind::File, editor: Editor::default(), candidates: Vec::new() });
+                return;
+            }
+            (KeyCode::Char('a'), true) => {
+                if self.me.away.is_some() {
+                    self.me.away = None;
+                    self.actions.push(Action::SetAway(None));
+                    self.set_status("back online", Level::Info);
+                } else {
+                    let text = self.last_away.clone().unwrap_or_else(|| "Not at my desk".into());
+                    self.prompt = Some(Prompt {
+                        kind: PromptKind::Away,
+                        editor: Editor::with_text(&text),
+                        candidates: Vec::new(),
+                    });
+                }
+                return;
+            }
+            (KeyCode::Char('s'), true) => {
+                self.sealed = !self.sealed;
+                return;
+            }
+            (KeyCode::PageUp, _) => return self.scroll(self.page() as isize),
+            (KeyCode::PageDown, _) => return self.scroll(-(self.page() as isize)),
+            _ => {}
+        }
+        match self.focus {
+            Focus::Peers => self.peers_key(k),
+            Focus::Conversation => self.conversation_key(k),
+            Focus::Compose => self.compose_key(k),
+        }
+    }
+
+    fn quit(&mut self) {
+        self.quit = true;
+        self.actions.push(Action::Quit);
+    }
+
+    fn page(&self) -> usize {
+        (self.areas.conversation.height as usize).saturating_sub(3).max(1)
+    }
+
+    /// Scrolls the conversation up (positive) or down; at the top, loads
+    /// older history.
+    pub fn scroll(&mut self, lines: isize) {
+        let conv = self.current.clone();
+        let c = self.conv_mut(&conv);
+        if lines > 0 && c.at_top {
+            if c.more {
+                c.more = false;
+                c.loaded *= 2;
+                let limit = c.loaded;
+                self.actions.push(Action::LoadHistory { conv, limit });
+            }
+            return;
+        }
+        c.scroll = (c.scroll as isize + lines).max(0) as usize;
+    }
+
+    fn peers_key(&mut self, k: KeyEvent) {
+        match k.code {
+            KeyCode::Up => self.move_selection(-1),
+            KeyCode::Down => self.move_selection(1),
+            KeyCode::Home => self.move_selection(-1_000_000),
+            KeyCode::End => self.move_selection(1_000_000),
+            KeyCode::Enter | KeyCode::Right => {
+                let rows = self.rows();
+                if let Some(row) = rows.get(self.selected_index(&rows)).cloned() {
+                    self.open_row(&row);
+                    self.focus = Focus::Compose;
+                }
+            }
+            KeyCode::Char(' ') => self.toggle_mark(),
+            KeyCode::Char('?') => self.help = true,
+            KeyCode::Esc => {
+                if !self.filter.is_empty() {
+                    self.filter.clear();
+                } else {
+                    self.marked.clear();
+                }
+            }
+            KeyCode::Backspace => {
+                self.filter.pop();
+            }
+            KeyCode::Char(c) if !k.modifiers.intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) => {
+                self.filter.push(c);
+                // Select the first peer that matches.
+                if let Some(first) = self.rows().into_iter().find(|r| matches!(r, Row::Peer(_))) {
+                    self.selected = first;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn select_newest_actionable(&mut self) {
+        let Some(c) = self.convs.get_mut(&self.current) else { return };
+        let newest = c.items.iter().rposition(|i| matches!(i, Item::Msg(m) if m.actionable()));
+        c.selected = newest.or(c.items.len().checked_sub(1));
+        c.scroll = 0;
+    }
+
+    fn conversation_key(&mut self, k: KeyEvent) {
+        let conv = self.current.clone();
+        let c = self.conv_mut(&conv);
+        let last = c.items.len().checked_sub(1);
+        match k.code {
+            KeyCode::Up | KeyCode::Char('k') => {
+                c.selected = match (c.selected, last) {
+                    (Some(i), _) => Some(i.saturating_sub(1)),
+                    (None, l) => l,
+                }
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                c.selected = match (c.selected, last) {
+                    (Some(i), Some(l)) => Some((i + 1).min(l)),
+                    (None, l) => l,
+                    (s, None) => s,
+                }
+            }
+            KeyCode::Home => c.selected = last.map(|_| 0),
+            KeyCode::End => {
+                c.selected = last;
+                c.scroll = 0;
+            }
+            KeyCode::Enter | KeyCode::Char('o') => self.open_sealed(),
+            KeyCode::Char('a') => self.accept(),
+            KeyCode::Char('d') => self.decline(),
+            KeyCode::Char('?') => self.help = true,
+            KeyCode::Esc => {
+                c.selected = None;
+                self.focus = Focus::Compose;
+            }
+            _ => {}
+        }
+    }
+
+    fn compose_key(&mut self, k: KeyEvent) {
+        let alt = k.modifiers.contains(KeyModifiers::ALT);
+        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        let shift = k.modifiers.contains(KeyModifiers::SHIFT);
+        let e = &mut self.editor;
+        match k.code {
+            KeyCode::Enter if alt || shift || ctrl => e.insert_char('\n'),
+            KeyCode::Char('j') if ctrl => e.insert_char('\n'),
+            KeyCode::Enter => {
+                let text = e.text().trim_end().to_string();
+                if text.trim().is_empty() {
+                    return;
+                }
+                e.take();
+                self.send(text, Vec::new());
+            }
+            KeyCode::Char('u') if ctrl => {
+                e.take();
+            }
+            KeyCode::Char('w') if ctrl => e.delete_word(),
+            KeyCode::Char(c) if !ctrl => e.insert_char(c),
+            KeyCode::Backspace => e.backspace(),
+            KeyCode::Delete => e.delete(),
+            KeyCode::Left => e.left(),
+            KeyCode::Right => e.right(),
+            KeyCode::Home => e.home(),
+            KeyCode::End => e.end(),
+            KeyCode::Up if e.on_first_line() => self.scroll(1),
+            KeyCode::Down if e.on_last_line() => self.scroll(-1),
+            KeyCode::Up => e.up(),
+            KeyCode::Down => e.down(),
+            KeyCode::Esc => self.focus = Focus::Peers,
+            _ => {}
+        }
+    }
+
+    fn prompt_key(&mut self, k: KeyEvent) {
+        let Some(p) = &mut self.prompt else { return };
+        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        match k.code {
+            KeyCode::Esc => self.prompt = None,
+            KeyCode::Char('c') if ctrl => self.prompt = None,
+            KeyCode::Enter => {
+                let p = self.prompt.take().expect("checked");
+                let value = p.editor.text().trim().to_string();
+                match p.kind {
+                    PromptKind::Away => {
+                        let text = if value.is_empty() { "Not at my desk".to_string() } else { value };
+                        self.me.away = Some(text.clone());
+                        self.last_away = Some(text.clone());
+                        self.actions.push(Action::SetAway(Some(text)));
+                        self.set_status("away (Ctrl+A to come back)", Level::Info);
+                    }
+                    PromptKind::File => {
+                        if value.is_empty() {
+                            return;
+                        }
+                        let path = self.expand(&value);
+                        if !path.exists() {
+                            self.set_status(format!("{} does not exist", path.display()), Level::Error);
+                            return;
+                        }
+                        let path = path.to_string_lossy().into_owned();
+                        self.send(String::new(), vec![path]);
+                    }
+                }
+            }
+            KeyCode::Tab if p.kind == PromptKind::File => {
+                let typed = p.editor.text().to_string();
+                let (completed, candidates) = complete_path(&typed, self.home_dir.as_deref());
+                let p = self.prompt.as_mut().expect("checked");
+                p.editor.set(&completed);
+                p.candidates = candidates;
+            }
+            KeyCode::Char(c) if !ctrl => p.editor.insert_char(c),
+            KeyCode::Char('u') if ctrl => {
+                p.editor.take();
+            }
+            KeyCode::Char('w') if ctrl => p.editor.delete_word(),
+            KeyCode::Backspace => p.editor.backspace(),
+            KeyCode::Delete => p.editor.delete(),
+            KeyCode::Left => p.editor.left(),
+            KeyCode::Right => p.editor.right(),
+            KeyCode::Home => p.editor.home(),
+            KeyCode::End => p.editor.end(),
+            _ => {}
+        }
+    }
+
+    fn expand(&self, path: &str) -> std::path::PathBuf {
+        match (path.strip_prefix("~/"), &self.home_dir) {
+            (Some(rest), Some(h)) => h.join(rest),
+            _ => std::path::PathBuf::from(path),
+        }
+    }
+
+    pub fn on_mouse(&mut self, m: MouseEvent) {
+        let inside = |r: Rect| m.column >= r.x && m.column < r.x + r.width && m.row >= r.y && m.row < r.y + r.height;
+        match m.kind {
+            MouseEventKind::ScrollUp if inside(self.areas.conversation) => self.scroll(3),
+            MouseEventKind::ScrollDown if inside(self.areas.conversation) => self.scroll(-3),
+            MouseEventKind::ScrollUp if inside(self.areas.peers) => self.move_selection(-1),
+            MouseEventKind::ScrollDown if inside(self.areas.peers) => self.move_selection(1),
+            MouseEventKind::Down(_) if inside(self.areas.peers) => {
+                // Row 0 of the area is its border/title.
+                let line = (m.row - self.areas.peers.y) as usize;
+                if line == 0 {
+                    return;
+                }
+                let rows = self.rows();
+                if let Some(row) = rows.get(self.areas.peer_offset + line - 1).cloned() {
+                    self.selected = row.clone();
+                    self.open_row(&row);
+                    self.focus = Focus::Compose;
+                }
+            }
+            MouseEventKind::Down(_) if inside(self.areas.compose) => self.focus = Focus::Compose,
+            MouseEventKind::Down(_) if inside(self.areas.conversation) => {
+                self.focus = Focus::Conversation;
+                self.select_newest_actionable();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A delivery state by its JSON name.
+fn delivery(name: &str) -> Option<Delivery> {
+    Some(match name {
+        "sending" => Delivery::Sending,
+        "delivered" => Delivery::Delivered,
+        "queued" => Delivery::Queued,
+        "failed" => Delivery::Failed,
+        "read" => Delivery::Read,
+        _ => return None,
+    })
+}
+
+/// A group's name as shown (the empty group has one too).
+pub fn group_name(g: &str) -> String {
+    if g.is_empty() {
+        "(no group)".into()
+    } else {
+        text::one_line(g)
+    }
+}
+
+fn same_message(a: &Msg, b: &Msg) -> bool {
+    if a.dir != b.dir {
+        return false;
+    }
+    match a.dir {
+        Dir::In => a.from == b.from && a.packet_no == b.packet_no,
+        Dir::Out => {
+            let no = |m: &Msg| m.recipients.iter().find_map(|r| r.packet_no.clone().map(|n| (r.key.clone(), n)));
+            match (no(a), no(b)) {
+                (Some(x), Some(y)) => x == y,
+                // Not numbered yet (a broadcast, or no receipt so far): same
+                // text within a minute.
+                _ => a.text == b.text && (a.time - b.time).num_seconds().abs() < 60,
+            }
+        }
+    }
+}
+
+fn msg_from_record(r: &MessageRecord, me: &Me) -> Msg {
+    let key = format!("{}@{}", r.peer.user, r.peer.host);
+    let files = r.attachments_json.as_deref().and_then(|j| serde_json::from_str::<Value>(j).ok());
+    let files = files.map(|v| FileInfo::list(&v)).unwrap_or_default();
+    let out = r.direction == Direction::Out;
+    let state = match r.state {
+        MessageState::Sending => Delivery::Sending,
+        MessageState::Delivered => Delivery::Delivered,
+        MessageState::Queued => Delivery::Queued,
+        MessageState::Failed => Delivery::Failed,
+        MessageState::Read | MessageState::Unread => Delivery::Read,
+    };
+    Msg {
+        dir: if out { Dir::Out } else { Dir::In },
+        from: if out { String::new() } else { key.clone() },
+        nick: if out { me.nick.clone() } else { r.peer.nick.clone() },
+        time: r.time,
+        text: r.text.clone(),
+        sealed: r.sealed,
+        opened: !out && r.state == MessageState::Read,
+        broadcast: r.broadcast,
+        auto: !out && pigeon_protocol::Command(r.command).has(pigeon_protocol::Opts::AUTORETOPT),
+        command: r.command,
+        packet_no: r.packet_no.clone(),
+        recipients: if out && !r.broadcast {
+            vec![Recipient { key, id: None, packet_no: Some(r.packet_no.clone()), state }]
+        } else {
+            Vec::new()
+        },
+        to_group: false,
+        offer: (!files.is_empty()).then_some(Offer { files, state: OfferState::Pending }),
+        tag: 0,
+        error: None,
+    }
+}
+
+/// Completes a path: to the longest common prefix of the entries that
+/// start with what was typed; returns the new text and the candidates
+/// (folders end in `/`).
+pub fn complete_path(typed: &str, home: Option<&std::path::Path>) -> (String, Vec<String>) {
+    let (shown_dir, prefix) = match typed.rfind('/') {
+        Some(i) => (&typed[..=i], &typed[i + 1..]),
+        None => ("", typed),
+    };
+    let real_dir = match (shown_dir.strip_prefix("~/"), home) {
+        (Some(rest), Some(h)) => h.join(rest),
+        _ if shown_dir.is_empty() => std::path::PathBuf::from("."),
+        _ => std::path::PathBuf::from(shown_dir),
+    };
+    let Ok(entries) = std::fs::read_dir(&real_dir) else { return (typed.to_string(), Vec::new()) };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(prefix) || (name.starts_with('.') && !prefix.starts_with('.')) {
+                return None;
+            }
+            let dir = e.path().is_dir();
+            Some(if dir { format!("{name}/") } else { name })
+        })
+        .collect();
+    names.sort();
+    names.truncate(200);
+    let Some(first) = names.first() else { return (typed.to_string(), Vec::new()) };
+    let mut common = first.clone();
+    for n in &names[1..] {
+        while !n.starts_with(&common) {
+            common.pop();
+        }
+    }
+    let completed = format!("{shown_dir}{common}");
+    if names.len() == 1 {
+        (completed, Vec::new())
+    } else {
+        (completed, names)
+    }
+}

@@ -1,0 +1,446 @@
+//! `pigeon chat` (and `pigeon` alone): the interactive terminal chat.
+//!
+//! Owns the terminal (raw mode, alternate screen, bracketed paste, the
+//! mouse when asked; restored on exit, on panic and on SIGTERM/SIGHUP) and
+//! the event loop. It is a client of the control API like the one-shot
+//! commands: it talks to the daemon's socket when one answers, else it
+//! runs a node of its own and serves the socket itself (so `pigeon send`
+//! from another terminal goes through it). Requests and events are the
+//! API's JSON either way; history is read from the store.
+//!
+//! The loop sleeps until a key, a node event, a reply or a signal comes,
+//! and draws only then: an idle chat costs no CPU.
+
+pub mod app;
+pub mod text;
+pub mod ui;
+
+#[cfg(test)]
+mod tests;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use crossterm::event::{Event as TermEvent, EventStream};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::cli::node::{runtime, Effective, Global};
+use crate::net::NodeHandle;
+use crate::store::{HistoryQuery, Store};
+use app::{Action, App, ConvKey, FetchUpdate, Me};
+
+#[derive(Debug, Default, Args)]
+#[command(
+    after_help = "Examples:\n  pigeon                      # the same as pigeon chat\n  pigeon chat --mouse\n  NO_COLOR=1 pigeon chat\n\nF1 inside shows every key."
+)]
+pub struct ChatArgs {
+    /// Mouse clicks and wheel (overrides `mouse` in config.toml)
+    #[arg(long)]
+    pub mouse: bool,
+    /// No terminal bell on new messages (overrides `bell`)
+    #[arg(long)]
+    pub no_bell: bool,
+    /// No desktop notifications (overrides `notify`)
+    #[arg(long)]
+    pub no_notify: bool,
+}
+
+/// How requests reach the node.
+#[derive(Clone)]
+enum Caller {
+    Daemon(PathBuf),
+    Local(NodeHandle),
+}
+
+impl Caller {
+    async fn call(&self, req: Value) -> Result<Value, String> {
+        let v = match self {
+            Caller::Daemon(sock) => crate::control::call(sock, &req).await,
+            Caller::Local(node) => crate::control::answer(&req, node).await,
+        };
+        match v {
+            Ok(v) if v["ok"] == true => Ok(v),
+            Ok(v) => Err(v["error"].as_str().unwrap_or("refused").to_string()),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    }
+}
+
+/// Where node events come from.
+enum Events {
+    Local(tokio::sync::broadcast::Receiver<crate::engine::Event>),
+    Daemon(tokio::io::Lines<tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>>),
+    Closed,
+}
+
+impl Events {
+    /// The next events (as the API's JSON); `None` when the source ended.
+    async fn next(&mut self) -> Option<Vec<Value>> {
+        use tokio::sync::broadcast::error::RecvError;
+        match self {
+            Events::Local(rx) => match rx.recv().await {
+                Ok(e) => Some(crate::control::event_lines(&e)),
+                Err(RecvError::Lagged(n)) => Some(vec![json!({"event": "lagged", "missed": n})]),
+                Err(RecvError::Closed) => None,
+            },
+            Events::Daemon(lines) => match lines.next_line().await {
+                Ok(Some(l)) => Some(serde_json::from_str(&l).into_iter().collect()),
+                _ => None,
+            },
+            Events::Closed => std::future::pending().await,
+        }
+    }
+}
+
+/// Replies and progress from tasks, back to the loop.
+enum Internal {
+    SendAnswer(u64, Result<Value, String>),
+    BroadcastAnswer(u64, Result<Value, String>),
+    Failed(&'static str, String),
+    Fetch(String, String, FetchUpdate),
+}
+
+/// The terminal in chat mode; dropping it (or a panic) restores it.
+struct TerminalGuard;
+
+static MOUSE: AtomicBool = AtomicBool::new(false);
+
+fn restore_terminal() {
+    let _ = crossterm::terminal::disable_raw_mode();
+    let mut out = std::io::stdout();
+    if MOUSE.load(Ordering::Relaxed) {
+        let _ = crossterm::execute!(out, crossterm::event::DisableMouseCapture);
+    }
+    let _ = crossterm::execute!(
+        out,
+        crossterm::event::DisableBracketedPaste,
+        crossterm::event::DisableFocusChange,
+        crossterm::terminal::LeaveAlternateScreen,
+        crossterm::cursor::Show
+    );
+}
+
+impl TerminalGuard {
+    fn enter(mouse: bool) -> Result<TerminalGuard> {
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore_terminal();
+            hook(info);
+        }));
+        crossterm::terminal::enable_raw_mode().context("cannot switch the terminal to raw mode")?;
+        let guard = TerminalGuard;
+        let mut out = std::io::stdout();
+        crossterm::execute!(
+            out,
+            crossterm::terminal::EnterAlternateScreen,
+            crossterm::event::EnableBracketedPaste,
+            crossterm::event::EnableFocusChange
+        )?;
+        if mouse {
+            MOUSE.store(true, Ordering::Relaxed);
+            crossterm::execute!(out, crossterm::event::EnableMouseCapture)?;
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+/// What the chat was configured to do.
+struct Settings {
+    bell: bool,
+    notify: bool,
+    theme: ui::Theme,
+    download_dir: PathBuf,
+}
+
+pub fn run(g: &Global, args: &ChatArgs) -> Result<ExitCode> {
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        bail!("pigeon chat needs a terminal; scripts use `pigeon send`, `listen`, `history` … (see --help)");
+    }
+    let eff = Effective::load(g)?;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let settings = Settings {
+        bell: eff.file.bell.unwrap_or(true) && !args.no_bell,
+        notify: eff.file.notify.unwrap_or(true) && !args.no_notify,
+        theme: ui::Theme { color: !no_color && eff.file.colors.as_deref() != Some("never") },
+        download_dir: eff.file.download_dir.clone().unwrap_or_else(crate::cli::files::download_dir),
+    };
+    let mouse = args.mouse || eff.file.mouse.unwrap_or(false);
+    runtime()?.block_on(async {
+        let sock = eff.home.socket();
+        // A daemon of this home: be its client. Else: be the node.
+        let daemon = sock.exists() && crate::control::call(&sock, &json!({"op": "ping"})).await.is_ok();
+        let (caller, mut events, own) = if daemon {
+            let lines = crate::control::listen(&sock).await?;
+            (Caller::Daemon(sock.clone()), Events::Daemon(lines), None)
+        } else {
+            let (node, task) = eff.start_node(false)?;
+            let rx = node.events.subscribe();
+            let server = tokio::spawn({
+                let (node, sock) = (node.clone(), sock.clone());
+                async move { crate::control::serve(&sock, node).await }
+            });
+            (Caller::Local(node.clone()), Events::Local(rx), Some((node, task, server)))
+        };
+        let store = Store::open(&eff.home.database())?;
+        let mut app = App::new(Me {
+            nick: eff.nick.clone(),
+            user: eff.user.clone(),
+            host: eff.host.clone(),
+            away: eff.away.clone(),
+            via: if daemon { "via the daemon".into() } else { format!("own node on port {}", eff.port) },
+        });
+        if let Ok(v) = caller.call(json!({"op": "peers"})).await {
+            app.set_online_peers(v["peers"].as_array().map_or(&[][..], |a| a.as_slice()));
+        }
+        app.add_known_peers(&store.peers().unwrap_or_default());
+        app.open(ConvKey::Everyone);
+
+        let result = {
+            let _guard = TerminalGuard::enter(mouse)?;
+            event_loop(&mut app, &eff, &settings, &caller, &mut events, &store).await
+        };
+        if let Some((node, task, server)) = own {
+            node.shutdown().await;
+            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+            server.abort();
+            let _ = std::fs::remove_file(&sock);
+        }
+        result.map(|()| ExitCode::SUCCESS)
+    })
+}
+
+async fn event_loop(
+    app: &mut App,
+    eff: &Effective,
+    settings: &Settings,
+    caller: &Caller,
+    events: &mut Events,
+    store: &Store,
+) -> Result<()> {
+    let backend = ratatui::backend::CrosstermBackend::new(std::io::stdout());
+    let mut terminal = ratatui::Terminal::new(backend)?;
+    terminal.clear()?;
+    let mut keys = EventStream::new();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Internal>();
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let notifying = Arc::new(AtomicBool::new(false));
+    loop {
+        for a in app.take_actions() {
+            match a {
+                Action::Quit => return Ok(()),
+                Action::Notify { title, body } => {
+                    if settings.bell {
+                        let _ = terminal.backend_mut().write_all(b"\x07");
+                        let _ = terminal.backend_mut().flush();
+                    }
+                    if settings.notify {
+                        desktop_notification(&notifying, title, body);
+                    }
+                }
+                Action::LoadHistory { conv, limit } => {
+                    let records = load_history(store, &conv, limit).unwrap_or_else(|e| {
+                        app.on_error("history", &e.to_string());
+                        Vec::new()
+                    });
+                    app.on_history(&conv, &records, limit);
+                }
+                other => run_action(other, eff, settings, caller, &tx),
+            }
+        }
+        // Each turn of the loop follows something that happened: draw it.
+        terminal.draw(|f| ui::draw(f, app, &settings.theme))?;
+        tokio::select! {
+            ev = keys.next() => match ev {
+                Some(Ok(TermEvent::Key(k))) => app.on_key(k),
+                Some(Ok(TermEvent::Paste(s))) => app.on_paste(&s),
+                Some(Ok(TermEvent::Mouse(m))) => app.on_mouse(m),
+                Some(Ok(TermEvent::FocusGained)) => app.window_focused = true,
+                Some(Ok(TermEvent::FocusLost)) => app.window_focused = false,
+                Some(Ok(TermEvent::Resize(..))) => {}
+                Some(Err(e)) => return Err(e).context("cannot read the terminal"),
+                None => return Ok(()),
+            },
+            ev = events.next() => match ev {
+                Some(list) => list.iter().for_each(|v| app.on_event(v)),
+                None => {
+                    app.on_error("node", "the daemon stopped; messages cannot be sent until pigeon chat is started again");
+                    *events = Events::Closed;
+                }
+            },
+            Some(m) = rx.recv() => match m {
+                Internal::SendAnswer(tag, r) => app.on_send_answer(tag, r),
+                Internal::BroadcastAnswer(tag, r) => app.on_broadcast_answer(tag, r),
+                Internal::Failed(what, e) => app.on_error(what, &e),
+                Internal::Fetch(key, no, u) => app.on_fetch(&key, &no, u),
+            },
+            _ = term.recv() => return Ok(()),
+            _ = hup.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
+}
+
+fn load_history(store: &Store, conv: &ConvKey, limit: usize) -> Result<Vec<crate::store::MessageRecord>> {
+    Ok(match conv {
+        ConvKey::Peer(k) => {
+            let (user, host) = k.split_once('@').unwrap_or((k, ""));
+            store.history(&HistoryQuery {
+                peer: Some((user.to_string(), host.to_string())),
+                limit: Some(limit),
+                ..Default::default()
+            })?
+        }
+        ConvKey::Everyone => {
+            // A broadcast is stored once per peer: read enough rows.
+            let all = store.history(&HistoryQuery { limit: Some(limit * 20), ..Default::default() })?;
+            let mut b: Vec<_> = all.into_iter().filter(|m| m.broadcast).collect();
+            let cut = b.len().saturating_sub(limit * 4);
+            b.drain(..cut);
+            b
+        }
+        ConvKey::Group(_) => Vec::new(),
+    })
+}
+
+fn run_action(a: Action, eff: &Effective, settings: &Settings, caller: &Caller, tx: &mpsc::UnboundedSender<Internal>) {
+    let (caller, tx) = (caller.clone(), tx.clone());
+    match a {
+        Action::Send { tag, to, text, sealed, files } => {
+            let req = json!({"op": "send", "to": to, "text": text, "sealed": sealed, "files": files, "detach": true});
+            tokio::spawn(async move {
+                let r = caller.call(req).await;
+                let _ = tx.send(Internal::SendAnswer(tag, r));
+            });
+        }
+        Action::Broadcast { tag, text } => {
+            tokio::spawn(async move {
+                let r = caller.call(json!({"op": "broadcast", "text": text})).await;
+                let _ = tx.send(Internal::BroadcastAnswer(tag, r));
+            });
+        }
+        Action::Open { user, host, packet_no, read_check } => {
+            let req =
+                json!({"op": "open", "user": user, "host": host, "packet_no": packet_no, "read_check": read_check});
+            spawn_request(caller, tx, "read receipt not sent", req);
+        }
+        Action::Decline { user, host, packet_no } => {
+            let req = json!({"op": "decline", "user": user, "host": host, "packet_no": packet_no});
+            spawn_request(caller, tx, "the sender was not told", req);
+        }
+        Action::SetAway(text) => spawn_request(caller, tx, "away", json!({"op": "status", "away": text})),
+        Action::GetInfo(peer) => spawn_request(caller, tx, "info", json!({"op": "info", "peer": peer})),
+        Action::Fetch { key, packet_no, addr, command, client, files } => {
+            let Ok(sa) = addr.parse() else {
+                let _ = tx.send(Internal::Fetch(
+                    key,
+                    packet_no,
+                    FetchUpdate::Failed { error: format!("the sender's address {addr:?} is not usable") },
+                ));
+                return;
+            };
+            let Ok(no) = packet_no.parse() else { return };
+            let src = crate::cli::files::source_for(eff, sa, no, command, &client);
+            let into = settings.download_dir.clone();
+            std::thread::spawn(move || fetch_all(src, files, into, key, packet_no, tx));
+        }
+        Action::Quit | Action::Notify { .. } | Action::LoadHistory { .. } => {}
+    }
+}
+
+fn spawn_request(caller: Caller, tx: mpsc::UnboundedSender<Internal>, what: &'static str, req: Value) {
+    tokio::spawn(async move {
+        if let Err(e) = caller.call(req).await {
+            let _ = tx.send(Internal::Failed(what, e));
+        }
+    });
+}
+
+/// Fetches every file of an offer in turn, reporting progress at most ten
+/// times a second.
+fn fetch_all(
+    src: crate::transfer::fetch::Source,
+    files: Vec<app::FileInfo>,
+    into: PathBuf,
+    key: String,
+    packet_no: String,
+    tx: mpsc::UnboundedSender<Internal>,
+) {
+    use crate::transfer::fetch::{fetch, Item, Progress};
+    let send = |u| {
+        let _ = tx.send(Internal::Fetch(key.clone(), packet_no.clone(), u));
+    };
+    if let Err(e) = std::fs::create_dir_all(&into) {
+        return send(FetchUpdate::Failed { error: format!("cannot create {}: {e}", into.display()) });
+    }
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let started = Instant::now();
+    let mut before = 0u64;
+    let mut paths = Vec::new();
+    for f in &files {
+        let item = Item { id: f.id, name: f.name.clone(), size: f.size, mtime: f.mtime, dir: f.dir };
+        let mut last = Instant::now() - Duration::from_secs(1);
+        let mut resumed = 0u64;
+        let mut report = |p: Progress<'_>| {
+            let done = match p {
+                Progress::Start { offset, .. } => {
+                    resumed = offset;
+                    offset
+                }
+                Progress::Bytes { done } => done,
+                Progress::File { .. } => return,
+            };
+            if last.elapsed() >= Duration::from_millis(100) {
+                last = Instant::now();
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                send(FetchUpdate::Progress {
+                    name: f.name.clone(),
+                    done: before + done,
+                    total,
+                    bytes_per_sec: (before + done).saturating_sub(resumed) as f64 / secs,
+                });
+            }
+        };
+        match fetch(&src, &item, &into, &mut report) {
+            Ok(p) => paths.push(p.display().to_string()),
+            Err(e) => return send(FetchUpdate::Failed { error: format!("{}: {e}", f.name) }),
+        }
+        before += f.size;
+    }
+    send(FetchUpdate::Finished { paths });
+}
+
+/// A desktop notification, where a desktop session runs; one at a time
+/// (a burst of messages does not pile up threads).
+fn desktop_notification(busy: &Arc<AtomicBool>, title: String, body: String) {
+    let desktop = ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+    if !desktop || std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none() || busy.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let busy = busy.clone();
+    std::thread::spawn(move || {
+        let _ = notify_rust::Notification::new()
+            .appname("Pigeon")
+            .summary(&text::one_line(&title))
+            .body(&text::one_line(&body))
+            .timeout(notify_rust::Timeout::Milliseconds(6000))
+            .show();
+        busy.store(false, Ordering::Release);
+    });
+}

@@ -1,0 +1,540 @@
+//! Tests of the chat without a terminal: what keys and node events do to
+//! the [`App`], and what ratatui's `TestBackend` shows (snapshots under
+//! `snapshots/`, reviewed like code), at every size and with hostile
+//! input.
+
+use chrono::{DateTime, FixedOffset, Utc};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::Terminal;
+use serde_json::{json, Value};
+
+use super::app::*;
+use super::text::width;
+use super::ui::{self, Theme};
+use crate::store::{Direction, MessageRecord, MessageState, PeerRef};
+use pigeon_protocol::Opts;
+
+fn me() -> Me {
+    Me {
+        nick: "Alice".into(),
+        user: "alice".into(),
+        host: "pc-a".into(),
+        away: None,
+        via: "own node on port 2425".into(),
+    }
+}
+
+fn app() -> App {
+    let mut a = App::new(me());
+    a.tz = Some(FixedOffset::east_opt(8 * 3600).unwrap());
+    a.home_dir = None;
+    a
+}
+
+fn peer(user: &str, nick: &str, group: &str, client: &str, away: bool, ip: u8) -> Value {
+    json!({"user": user, "host": format!("pc-{user}"), "nick": nick, "group": group,
+           "addr": format!("10.0.0.{ip}:2425"), "client": client, "away": away})
+}
+
+fn online(a: &mut App, p: Value) {
+    a.on_event(&json!({"event": "peer_online", "peer": p}));
+}
+
+const T0: &str = "2026-11-22T09:30:00+08:00";
+
+fn at(minutes: i64) -> String {
+    let t = DateTime::parse_from_rfc3339(T0).unwrap() + chrono::Duration::minutes(minutes);
+    t.to_rfc3339()
+}
+
+fn message(user: &str, nick: &str, text: &str, no: u64, minutes: i64) -> Value {
+    json!({"event": "message",
+           "from": {"user": user, "host": format!("pc-{user}"), "nick": nick, "addr": "10.0.0.2:2425"},
+           "text": text, "packet_no": no.to_string(), "sealed": false, "broadcast": false, "auto": false,
+           "time": at(minutes), "command": 0x120})
+}
+
+fn out_record(user: &str, text: &str, no: u64, minutes: i64, state: MessageState) -> MessageRecord {
+    MessageRecord {
+        id: 0,
+        direction: Direction::Out,
+        peer: PeerRef {
+            user: user.into(),
+            host: format!("pc-{user}"),
+            nick: String::new(),
+            addr: "10.0.0.2:2425".into(),
+        },
+        packet_no: no.to_string(),
+        time: DateTime::parse_from_rfc3339(&at(minutes)).unwrap().with_timezone(&Utc),
+        text: text.into(),
+        command: 0x120,
+        sealed: false,
+        broadcast: false,
+        state,
+        attachments_json: None,
+    }
+}
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+fn ctrl(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)
+}
+
+fn type_text(a: &mut App, s: &str) {
+    for c in s.chars() {
+        a.on_key(key(KeyCode::Char(c)));
+    }
+}
+
+/// The screen as text, one line a row (a wide character's second cell is
+/// not repeated), trailing spaces cut.
+fn screen(buf: &Buffer) -> String {
+    let mut out = String::new();
+    for y in 0..buf.area.height {
+        let mut line = String::new();
+        let mut skip = 0;
+        for x in 0..buf.area.width {
+            let sym = buf[(x, y)].symbol();
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            line.push_str(sym);
+            skip = width(sym).saturating_sub(1);
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn render(a: &mut App, w: u16, h: u16) -> Buffer {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| ui::draw(f, a, &Theme { color: false })).unwrap();
+    t.backend().buffer().clone()
+}
+
+fn draw(a: &mut App, w: u16, h: u16) -> String {
+    screen(&render(a, w, h))
+}
+
+/// An office: two groups (one named in Chinese), every client kind, one
+/// away, one offline from the store, unread messages.
+fn office() -> App {
+    let mut a = app();
+    online(&mut a, peer("bob", "Bob", "QA组", "feiq", false, 2));
+    online(&mut a, peer("carol", "Carol 陈", "QA组", "iptux", true, 3));
+    online(&mut a, peer("dave", "Dave", "Dev", "ipmsg", false, 4));
+    online(&mut a, peer("erin", "Erin", "Dev", "pigeon", false, 5));
+    online(&mut a, peer("frank", "Frank", "", "unknown", false, 6));
+    a.add_known_peers(&[crate::store::PeerRecord {
+        user: "gina".into(),
+        host: "pc-gina".into(),
+        nick: "Gina".into(),
+        group: "Dev".into(),
+        addr: "10.0.0.7:2425".into(),
+        client: "feiq".into(),
+        last_seen: Utc::now(),
+    }]);
+    a.on_event(&message("bob", "Bob", "早上好！", 1, 0));
+    a.on_event(&message("bob", "Bob", "standup in 5", 2, 1));
+    a.on_event(&message("dave", "Dave", "ping", 3, 2));
+    a
+}
+
+#[test]
+fn snapshot_peer_list() {
+    let mut a = office();
+    a.on_key(key(KeyCode::Down));
+    a.on_key(key(KeyCode::Down));
+    a.on_key(key(KeyCode::Char(' '))); // mark Bob
+    insta::assert_snapshot!("peer_list", draw(&mut a, 100, 20));
+}
+
+#[test]
+fn snapshot_conversation_in_chinese() {
+    let mut a = office();
+    a.open(ConvKey::Peer("bob@pc-bob".into()));
+    a.on_history(
+        &ConvKey::Peer("bob@pc-bob".into()),
+        &[
+            out_record("bob", "你好，Bob！今天下午三点开会，请准时参加。会议室在三楼。", 100, -30, MessageState::Read),
+            out_record("bob", "收到请回复 👍", 101, -29, MessageState::Delivered),
+            out_record("bob", "明天的计划？", 102, -28, MessageState::Queued),
+            out_record("bob", "这条没有发出去", 103, -27, MessageState::Failed),
+        ],
+        HISTORY_PAGE,
+    );
+    let mut sealed = message("bob", "Bob", "密码是 hunter2", 4, 3);
+    sealed["sealed"] = json!(true);
+    a.on_event(&sealed);
+    let mut bc = message("bob", "Bob", "全体注意：大楼五点关门", 5, 4);
+    bc["broadcast"] = json!(true);
+    a.on_event(&bc);
+    a.on_event(&json!({"event": "shake", "from": peer("bob", "Bob", "QA组", "feiq", false, 2)}));
+    // The shake's time is now: pin it for the snapshot.
+    let c = a.convs.get_mut(&ConvKey::Peer("bob@pc-bob".into())).unwrap();
+    if let Some(Item::Notice { time, .. }) = c.items.last_mut() {
+        *time = DateTime::parse_from_rfc3339(&at(5)).unwrap().with_timezone(&Utc);
+    }
+    a.focus = Focus::Compose;
+    type_text(&mut a, "好的，马上到");
+    insta::assert_snapshot!("conversation_chinese", draw(&mut a, 100, 24));
+}
+
+#[test]
+fn snapshot_offer_with_progress() {
+    let mut a = office();
+    let mut offer = message("dave", "Dave", "the build logs", 9, 10);
+    offer["attachments"] = json!([
+        {"id": 0, "name": "build-2026-11-22.tar.gz", "size": 52_428_800u64, "mtime": 0, "kind": "file"},
+        {"id": 1, "name": "截图", "size": 3_145_728u64, "mtime": 0, "kind": "dir"}
+    ]);
+    a.on_event(&offer);
+    a.open(ConvKey::Peer("dave@pc-dave".into()));
+    a.on_history(&ConvKey::Peer("dave@pc-dave".into()), &[], HISTORY_PAGE);
+    a.on_key(key(KeyCode::Tab));
+    a.on_key(key(KeyCode::Tab));
+    assert_eq!(a.focus, Focus::Conversation);
+    a.on_key(key(KeyCode::Char('a')));
+    let fetch = a.take_actions().into_iter().find(|x| matches!(x, Action::Fetch { .. }));
+    let Some(Action::Fetch { key, packet_no, addr, files, .. }) = fetch else { panic!("no fetch") };
+    assert_eq!(
+        (key.as_str(), packet_no.as_str(), addr.as_str(), files.len()),
+        ("dave@pc-dave", "9", "10.0.0.4:2425", 2)
+    );
+    a.on_fetch(
+        "dave@pc-dave",
+        "9",
+        FetchUpdate::Progress {
+            name: "build-2026-11-22.tar.gz".into(),
+            done: 23_592_960,
+            total: 55_574_528,
+            bytes_per_sec: 11_744_051.0,
+        },
+    );
+    insta::assert_snapshot!("offer_progress", draw(&mut a, 100, 20));
+    a.on_fetch(
+        "dave@pc-dave",
+        "9",
+        FetchUpdate::Finished {
+            paths: vec![
+                "/home/alice/Downloads/pigeon/build-2026-11-22.tar.gz".into(),
+                "/home/alice/Downloads/pigeon/截图".into(),
+            ],
+        },
+    );
+    let s = draw(&mut a, 100, 20);
+    assert!(s.contains("✓ saved /home/alice/Downloads/pigeon/截图"), "{s}");
+}
+
+#[test]
+fn snapshot_help() {
+    let mut a = office();
+    a.on_key(key(KeyCode::F(1)));
+    insta::assert_snapshot!("help", draw(&mut a, 100, 30));
+    a.on_key(key(KeyCode::Char('x')));
+    assert!(!a.help, "any key closes the help");
+}
+
+#[test]
+fn every_size_draws_without_panic_even_with_hostile_input() {
+    let mut a = office();
+    let long_nick = "长".repeat(250) + &"n".repeat(250);
+    online(&mut a, peer("mallory", &long_nick, &"G".repeat(300), "feiq", true, 66));
+    let huge: String = (0..30 * 1024 / 8).map(|i| format!("字{i:05} ")).collect();
+    assert!(huge.len() >= 30 * 1024);
+    a.on_event(&message("mallory", &long_nick, &huge, 77, 20));
+    a.on_event(&message("mallory", &long_nick, "\x1b]0;pwned\x07\x1b[2J\r\n\ttab", 78, 21));
+    a.open(ConvKey::Peer("mallory@pc-mallory".into()));
+    a.on_history(&ConvKey::Peer("mallory@pc-mallory".into()), &[], HISTORY_PAGE);
+    a.focus = Focus::Compose;
+    a.on_paste(&"a very long pasted line 很长 ".repeat(200));
+    for w in [0u16, 1, 2, 5, 19, 20, 21, 30, 40, 59, 60, 61, 80, 120, 250] {
+        for h in [0u16, 1, 3, 7, 8, 9, 12, 24, 60] {
+            for focus in [Focus::Peers, Focus::Compose, Focus::Conversation] {
+                a.focus = focus;
+                let buf = render(&mut a, w, h);
+                if w >= 20 && h >= 8 {
+                    let s = screen(&buf);
+                    let last = s.lines().last().unwrap_or_default();
+                    assert!(last.contains("^Q  quit"), "{w}×{h}: the footer is missing: {s}");
+                    assert!(!s.contains('\x1b') && !s.contains('\x07'), "escape reached the screen");
+                }
+            }
+        }
+    }
+    // Scrolling through the whole 30 KiB message reaches its start.
+    a.focus = Focus::Compose;
+    let start_seen = (0..400).any(|_| {
+        a.on_key(key(KeyCode::PageUp));
+        draw(&mut a, 80, 24).contains("字00000")
+    });
+    assert!(start_seen, "PgUp reaches the beginning of a 30 KiB message");
+    a.on_key(key(KeyCode::PageDown));
+    // The 500-character nick is cut in the list, the title and the lines.
+    let s = draw(&mut a, 120, 30);
+    assert!(s.lines().all(|l| width(l) <= 120));
+    assert!(s.contains("长长长…"), "{s}");
+}
+
+#[test]
+fn messages_show_at_once_with_unread_counts_and_a_preview() {
+    let mut a = office();
+    assert_eq!(a.peer("bob@pc-bob").unwrap().unread, 2);
+    assert_eq!(a.status.as_ref().unwrap().0, "Dave: ping");
+    assert!(a.take_actions().iter().any(|x| matches!(x, Action::Notify { title, .. } if title == "Bob")));
+    a.open(ConvKey::Peer("bob@pc-bob".into()));
+    assert_eq!(a.peer("bob@pc-bob").unwrap().unread, 0);
+    assert!(a
+        .take_actions()
+        .contains(&Action::LoadHistory { conv: ConvKey::Peer("bob@pc-bob".into()), limit: HISTORY_PAGE }));
+    // In the open conversation: shown, not counted, no notification while the window has focus.
+    a.on_event(&message("bob", "Bob", "here?", 10, 5));
+    assert_eq!(a.peer("bob@pc-bob").unwrap().unread, 0);
+    assert!(!a.take_actions().iter().any(|x| matches!(x, Action::Notify { .. })));
+    assert!(draw(&mut a, 100, 20).contains("here?"));
+    // The same packet again (a retransmission the node let through) is shown once.
+    a.on_event(&message("bob", "Bob", "here?", 10, 5));
+    let n = a.conv(&ConvKey::Peer("bob@pc-bob".into())).unwrap().items.len();
+    assert_eq!(n, 3);
+    a.window_focused = false;
+    a.on_event(&message("bob", "Bob", "hello??", 11, 6));
+    assert!(a.take_actions().iter().any(|x| matches!(x, Action::Notify { .. })));
+}
+
+#[test]
+fn filter_as_you_type_and_groups() {
+    let mut a = office();
+    type_text(&mut a, "da");
+    assert_eq!(
+        a.rows(),
+        vec![Row::Group { name: "Dev".into(), online: 2, total: 3 }, Row::Peer("dave@pc-dave".into())]
+    );
+    assert_eq!(a.selected, Row::Peer("dave@pc-dave".into()));
+    a.on_key(key(KeyCode::Backspace));
+    a.on_key(key(KeyCode::Backspace));
+    a.on_key(key(KeyCode::Char('1')));
+    a.on_key(key(KeyCode::Char('0')));
+    type_text(&mut a, ".0.0.3");
+    assert_eq!(a.rows().last(), Some(&Row::Peer("carol@pc-carol".into())), "by address");
+    a.on_key(key(KeyCode::Esc));
+    assert!(a.filter.is_empty());
+    let rows = a.rows();
+    assert_eq!(rows[0], Row::Everyone);
+    // Named groups by name, the unnamed last; online before offline.
+    let groups: Vec<&str> =
+        rows.iter().filter_map(|r| if let Row::Group { name, .. } = r { Some(name.as_str()) } else { None }).collect();
+    assert_eq!(groups, ["Dev", "QA组", ""]);
+    let dev: Vec<&Row> =
+        rows.iter().skip_while(|r| !matches!(r, Row::Group { name, .. } if name == "Dev")).skip(1).take(3).collect();
+    assert_eq!(dev.last(), Some(&&Row::Peer("gina@pc-gina".into())), "offline last");
+}
+
+#[test]
+fn sending_to_one_marked_group_and_everyone() {
+    let mut a = office();
+    a.take_actions();
+    // One peer: Enter on Bob, type, Enter.
+    a.selected = Row::Peer("bob@pc-bob".into());
+    a.on_key(key(KeyCode::Enter));
+    assert_eq!(a.focus, Focus::Compose);
+    type_text(&mut a, "line one");
+    a.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::ALT));
+    type_text(&mut a, "line two");
+    a.on_key(key(KeyCode::Enter));
+    let sends: Vec<Action> = a.take_actions().into_iter().filter(|x| matches!(x, Action::Send { .. })).collect();
+    let [Action::Send { tag, to, text, sealed: false, files }] = sends.as_slice() else { panic!("{sends:?}") };
+    assert_eq!((to.as_slice(), text.as_str(), files.len()), (&["bob@pc-bob".to_string()][..], "line one\nline two", 0));
+    // A receipt that comes before the node's answer is kept for it.
+    a.on_event(&json!({"event": "receipt", "id": 41, "peer": "bob@pc-bob", "packet_no": "500", "status": "delivered"}));
+    a.on_send_answer(*tag, Ok(json!({"ok": true, "results": [{"peer": "bob@pc-bob", "id": 41, "status": "sending"}]})));
+    let last = |a: &App| match a.conv(&ConvKey::Peer("bob@pc-bob".into())).unwrap().items.last() {
+        Some(Item::Msg(m)) => m.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(last(&a).recipients[0].state, crate::engine::Delivery::Delivered);
+    a.on_event(&json!({"event": "read", "peer": "bob@pc-bob", "packet_no": "500"}));
+    assert_eq!(last(&a).recipients[0].state, crate::engine::Delivery::Read);
+
+    // Marked peers: every one of them.
+    a.on_key(key(KeyCode::Esc));
+    a.selected = Row::Peer("dave@pc-dave".into());
+    a.on_key(key(KeyCode::Char(' ')));
+    a.selected = Row::Peer("erin@pc-erin".into());
+    a.on_key(key(KeyCode::Char(' ')));
+    a.on_key(key(KeyCode::Tab));
+    type_text(&mut a, "to both");
+    a.on_key(key(KeyCode::Enter));
+    let acts = a.take_actions();
+    assert!(
+        acts.iter().any(
+            |x| matches!(x, Action::Send { to, .. } if to == &["dave@pc-dave".to_string(), "erin@pc-erin".to_string()])
+        ),
+        "{acts:?}"
+    );
+
+    // A group: group:NAME, recipients from the answer.
+    a.marked.clear();
+    a.open(ConvKey::Group("Dev".into()));
+    type_text(&mut a, "dev meeting");
+    a.on_key(key(KeyCode::Enter));
+    let acts = a.take_actions();
+    let Some(Action::Send { tag, to, .. }) = acts.iter().find(|x| matches!(x, Action::Send { .. })) else { panic!() };
+    assert_eq!(to, &["group:Dev".to_string()]);
+    a.on_send_answer(*tag, Ok(json!({"ok": true, "results": [
+        {"peer": "dave@pc-dave", "id": 50, "status": "sending"}, {"peer": "erin@pc-erin", "id": 51, "status": "sending"}]})));
+    a.on_event(
+        &json!({"event": "receipt", "id": 50, "peer": "dave@pc-dave", "packet_no": "600", "status": "delivered"}),
+    );
+    assert!(draw(&mut a, 100, 20).contains("sending… 1/2"));
+    a.on_event(
+        &json!({"event": "receipt", "id": 51, "peer": "erin@pc-erin", "packet_no": "600", "status": "delivered"}),
+    );
+    assert!(draw(&mut a, 100, 20).contains("✓ delivered 2/2"));
+
+    // Everyone: a broadcast.
+    a.open(ConvKey::Everyone);
+    type_text(&mut a, "cake in the kitchen");
+    a.on_key(key(KeyCode::Enter));
+    assert!(a
+        .take_actions()
+        .iter()
+        .any(|x| matches!(x, Action::Broadcast { text, .. } if text == "cake in the kitchen")));
+
+    // A refused send says why.
+    a.open(ConvKey::Peer("bob@pc-bob".into()));
+    type_text(&mut a, &"x".repeat(10));
+    a.on_key(key(KeyCode::Enter));
+    let Some(Action::Send { tag, .. }) = a.take_actions().into_iter().find(|x| matches!(x, Action::Send { .. })) else {
+        panic!()
+    };
+    a.on_send_answer(tag, Err("message too long".into()));
+    assert!(draw(&mut a, 100, 20).contains("✗ message too long"));
+}
+
+#[test]
+fn sealed_messages_open_on_enter_and_offers_can_be_declined() {
+    let mut a = office();
+    let mut sealed = message("bob", "Bob", "the secret", 20, 3);
+    sealed["sealed"] = json!(true);
+    sealed["command"] = json!(0x20 | Opts::SENDCHECKOPT | Opts::SECRETOPT | Opts::READCHECKOPT);
+    a.on_event(&sealed);
+    a.open(ConvKey::Peer("bob@pc-bob".into()));
+    assert!(!draw(&mut a, 100, 20).contains("the secret"), "sealed until opened");
+    a.focus = Focus::Compose;
+    a.on_key(key(KeyCode::Tab));
+    a.take_actions();
+    a.on_key(key(KeyCode::Enter));
+    assert_eq!(
+        a.take_actions(),
+        vec![Action::Open { user: "bob".into(), host: "pc-bob".into(), packet_no: "20".into(), read_check: true }]
+    );
+    assert!(draw(&mut a, 100, 20).contains("the secret"));
+
+    let mut offer = message("bob", "Bob", "", 21, 4);
+    offer["attachments"] = json!([{"id": 0, "name": "x.bin", "size": 10, "mtime": 0, "kind": "file"}]);
+    a.on_event(&offer);
+    a.on_key(key(KeyCode::Esc));
+    a.on_key(key(KeyCode::Tab));
+    a.on_key(key(KeyCode::Char('d')));
+    assert!(a.take_actions().contains(&Action::Decline {
+        user: "bob".into(),
+        host: "pc-bob".into(),
+        packet_no: "21".into()
+    }));
+    assert!(draw(&mut a, 100, 20).contains("declined"));
+}
+
+#[test]
+fn history_merges_without_duplicates() {
+    let mut a = app();
+    online(&mut a, peer("bob", "Bob", "", "pigeon", false, 2));
+    let conv = ConvKey::Peer("bob@pc-bob".into());
+    // A live message, then the history that holds it too.
+    a.on_event(&message("bob", "Bob", "live", 7, 2));
+    a.on_event(&json!({"event": "shake", "from": peer("bob", "Bob", "", "pigeon", false, 2)}));
+    let mut stored = out_record("bob", "live", 7, 2, MessageState::Unread);
+    stored.direction = Direction::In;
+    stored.peer.nick = "Bob".into();
+    let older = out_record("bob", "older", 6, 1, MessageState::Delivered);
+    a.on_history(&conv, &[older, stored], 2);
+    let c = a.conv(&conv).unwrap();
+    assert_eq!(c.items.len(), 3, "the message once, the older one, the shake");
+    assert!(c.more, "a full page: there may be more");
+    assert!(matches!(&c.items[0], Item::Msg(m) if m.text == "older"));
+}
+
+#[test]
+fn away_prompt_and_file_prompt_with_completion() {
+    let mut a = office();
+    a.take_actions();
+    a.on_key(ctrl('a'));
+    a.on_key(ctrl('u'));
+    type_text(&mut a, "lunch 午饭");
+    a.on_key(key(KeyCode::Enter));
+    assert_eq!(a.take_actions(), vec![Action::SetAway(Some("lunch 午饭".into()))]);
+    assert!(draw(&mut a, 100, 20).contains("away: lunch 午饭"));
+    a.on_key(ctrl('a'));
+    assert_eq!(a.take_actions(), vec![Action::SetAway(None)]);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("report-2026.pdf"), b"x").unwrap();
+    std::fs::write(dir.path().join("report-2025.pdf"), b"x").unwrap();
+    std::fs::create_dir(dir.path().join("photos")).unwrap();
+    a.open(ConvKey::Peer("bob@pc-bob".into()));
+    a.take_actions();
+    a.on_key(ctrl('f'));
+    type_text(&mut a, &format!("{}/rep", dir.path().display()));
+    a.on_key(key(KeyCode::Tab));
+    let p = a.prompt.as_ref().unwrap();
+    assert_eq!(p.editor.text(), format!("{}/report-202", dir.path().display()));
+    assert_eq!(p.candidates, ["report-2025.pdf", "report-2026.pdf"]);
+    type_text(&mut a, "6");
+    a.on_key(key(KeyCode::Tab));
+    assert_eq!(a.prompt.as_ref().unwrap().editor.text(), format!("{}/report-2026.pdf", dir.path().display()));
+    a.on_key(key(KeyCode::Enter));
+    let acts = a.take_actions();
+    assert!(
+        acts.iter().any(|x| matches!(x, Action::Send { to, files, .. } if to == &["bob@pc-bob".to_string()] && files[0].ends_with("report-2026.pdf"))),
+        "{acts:?}"
+    );
+    // A folder completes with a slash; a missing path is refused.
+    a.on_key(ctrl('f'));
+    type_text(&mut a, &format!("{}/ph", dir.path().display()));
+    a.on_key(key(KeyCode::Tab));
+    assert!(a.prompt.as_ref().unwrap().editor.text().ends_with("/photos/"));
+    a.on_key(key(KeyCode::Esc));
+    a.on_key(ctrl('f'));
+    type_text(&mut a, "/no/such/file");
+    a.on_key(key(KeyCode::Enter));
+    assert!(a.take_actions().is_empty());
+    assert!(a.status.as_ref().unwrap().0.contains("does not exist"));
+}
+
+#[test]
+fn paste_keeps_lines_and_ctrl_c_clears_then_quits() {
+    let mut a = office();
+    a.focus = Focus::Compose;
+    a.on_paste("first\r\nsecond\rthird\x1b[31m");
+    assert_eq!(a.editor.text(), "first\nsecond\nthird[31m");
+    a.on_key(ctrl('c'));
+    assert!(a.editor.is_empty() && !a.quit);
+    a.on_key(ctrl('c'));
+    assert!(a.quit);
+}
+
+#[test]
+fn no_color_draws_no_colour() {
+    let mut a = office();
+    let buf = render(&mut a, 100, 20);
+    assert!(buf.content.iter().all(|c| c.fg == ratatui::style::Color::Reset && c.bg == ratatui::style::Color::Reset));
+    let mut t = Terminal::new(TestBackend::new(100, 20)).unwrap();
+    t.draw(|f| ui::draw(f, &mut a, &Theme { color: true })).unwrap();
+    assert!(t.backend().buffer().content.iter().any(|c| c.fg != ratatui::style::Color::Reset));
+}
