@@ -1,0 +1,237 @@
+//! `pigeon chat` end to end, in a real terminal: tmux (a private server on
+//! a socket in a temporary folder, killed by PID) runs the chat on 127.0.0.x with explicit
+//! loopback targets; a daemon of the real binary is the other side.
+//!
+//! Needs tmux. Without it the tests say they were skipped, unless
+//! `PIGEON_REQUIRE_TMUX=1` (set by `.ci/run`), where that is a failure.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Daemon, PORT};
+use sha2::{Digest, Sha256};
+
+/// A private tmux server with one session running a command.
+struct Tmux {
+    /// Holds the server's socket (`-S`), removed with it.
+    dir: tempfile::TempDir,
+    server_pid: Option<i32>,
+}
+
+fn tmux_available() -> bool {
+    let ok = Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("PIGEON_REQUIRE_TMUX").is_none(),
+            "PIGEON_REQUIRE_TMUX is set but tmux cannot run (apt-get install tmux)"
+        );
+        eprintln!("skipped: the chat end-to-end tests need tmux (apt-get install tmux)");
+    }
+    ok
+}
+
+impl Tmux {
+    fn start(name: &str, cmd: &[String], env: &[(&str, &str)]) -> Tmux {
+        let mut t = Tmux { dir: tempfile::Builder::new().prefix(name).tempdir().unwrap(), server_pid: None };
+        let mut c = Command::new("tmux");
+        c.arg("-S").arg(t.socket()).args(["-f", "/dev/null", "new-session", "-d", "-x", "110", "-y", "34", "-s", "chat"]);
+        for (k, v) in env {
+            c.args(["-e", &format!("{k}={v}")]);
+        }
+        c.arg("--").args(cmd);
+        let st = c.status().expect("tmux runs");
+        assert!(st.success(), "tmux new-session failed");
+        t.server_pid = t.query("#{pid}").trim().parse().ok();
+        // Keep the pane after the chat exits, to look at the terminal's state.
+        t.run(&["set-option", "-g", "remain-on-exit", "on"]);
+        t
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("tmux.sock")
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux").arg("-S").arg(self.socket()).args(args).output().expect("tmux runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn query(&self, format: &str) -> String {
+        self.run(&["display-message", "-p", "-t", "chat", format])
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "chat"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "chat"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    fn type_text(&self, text: &str) {
+        self.run(&["send-keys", "-t", "chat", "-l", text]);
+    }
+
+    /// Waits (at most 20 s) until the screen satisfies `cond`.
+    fn wait_screen(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.screen();
+            if cond(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; the screen:\n{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn pane_pid(&self) -> i32 {
+        self.query("#{pane_pid}").trim().parse().expect("a pane PID")
+    }
+
+    /// Waits until the chat has exited; returns whether the terminal was left
+    /// in the alternate screen.
+    fn wait_exit(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.query("#{pane_dead}").trim() != "1" {
+            assert!(Instant::now() < deadline, "the chat did not exit:\n{}", self.screen());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.query("#{alternate_on}").trim() == "1"
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        if let Some(pid) = self.server_pid {
+            // The pane's process first, then our private server, by PID.
+            if let Ok(p) = self.query("#{pane_pid}").trim().parse::<i32>() {
+                // SAFETY: kill(2) on a PID our tmux server reported for its pane.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+            // SAFETY: kill(2) on the PID of the tmux server this test started.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
+}
+
+fn chat_cmd(home: &Path, ip: &str, user: &str, nick: &str, other: &str) -> Vec<String> {
+    [
+        env!("CARGO_BIN_EXE_pigeon"),
+        "--home",
+        home.to_str().unwrap(),
+        "--port",
+        PORT,
+        "--bind",
+        ip,
+        "--user",
+        user,
+        "--nick",
+        nick,
+        "--broadcast",
+        other,
+        "chat",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn sha256(p: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(p).unwrap()))
+}
+
+fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn chat_receives_replies_and_accepts_a_file() {
+    if !tmux_available() {
+        return;
+    }
+    let bob = Daemon::start("127.0.0.81", "bob", "Bob", &["127.0.0.82"]);
+    let home = tempfile::tempdir().unwrap();
+    let downloads: PathBuf = home.path().join("downloads");
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!("download_dir = {:?}\nbell = false\nnotify = false\n", downloads.to_str().unwrap()),
+    )
+    .unwrap();
+    let t = Tmux::start("main", &chat_cmd(home.path(), "127.0.0.82", "alice", "Alice", "127.0.0.81"), &[]);
+    t.wait_screen("Bob in the peer list", |s| s.contains("● Bob"));
+
+    // A message from the other instance shows at once, with a preview.
+    wait_until("Bob to see Alice", || bob.peers().iter().any(|p| p["user"] == "alice").then_some(()));
+    let out = bob.cli(&["send", "Alice", "你好 Alice — the build is green"]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    t.wait_screen("the preview", |s| s.contains("✉ Bob: 你好 Alice — the build is green"));
+    // Open Bob's conversation: type to filter, Enter.
+    t.type_text("bo");
+    t.keys(&["Enter"]);
+    let s = t.wait_screen("the conversation", |s| s.contains("Bob · bob@"));
+    assert!(s.lines().any(|l| l.contains("Bob 你好 Alice — the build is green")), "{s}");
+
+    // A reply typed into the chat arrives.
+    t.type_text("谢谢 Bob, merging now");
+    t.keys(&["Enter"]);
+    wait_until("the reply in Bob's history", || {
+        bob.history(&[]).into_iter().find(|m| m["direction"] == "in" && m["text"] == "谢谢 Bob, merging now")
+    });
+    t.wait_screen("the delivery receipt", |s| s.contains("谢谢 Bob, merging now  ✓ delivered"));
+
+    // A file offered by Bob is accepted from the chat and arrives whole.
+    let file = bob.home.path().join("报告 final.bin");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let out = bob.cli(&["send", "Alice", "--file", file.to_str().unwrap(), "the logs"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    t.wait_screen("the offer", |s| s.contains("报告 final.bin"));
+    t.keys(&["Tab"]); // compose → conversation: the offer is selected
+    t.wait_screen("the accept key", |s| s.contains("a  accept"));
+    t.keys(&["a"]);
+    t.wait_screen("the saved file", |s| s.contains("✓ saved"));
+    let got = downloads.join("报告 final.bin");
+    assert_eq!(sha256(&got), sha256(&file), "the fetched file is identical");
+
+    // Ctrl+Q: the terminal is restored and Bob sees Alice leave.
+    t.keys(&["C-q"]);
+    assert!(!t.wait_exit(), "the alternate screen was left");
+    wait_until("Alice to leave Bob's list", || bob.peers().iter().all(|p| p["user"] != "alice").then_some(()));
+    assert!(!home.path().join("pigeon.sock").exists(), "the control socket was removed");
+}
+
+#[test]
+fn sigterm_restores_the_terminal_and_leaves_the_lan() {
+    if !tmux_available() {
+        return;
+    }
+    let bob = Daemon::start("127.0.0.83", "bob", "Bob", &["127.0.0.84"]);
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join("config.toml"), "bell = false\nnotify = false\n").unwrap();
+    let t = Tmux::start("term", &chat_cmd(home.path(), "127.0.0.84", "carol", "Carol", "127.0.0.83"), &[]);
+    t.wait_screen("Bob in the peer list", |s| s.contains("● Bob"));
+    wait_until("Bob to see Carol", || bob.peers().iter().any(|p| p["user"] == "carol").then_some(()));
+    // While the chat runs, one-shot commands go through it (it serves the socket).
+    let out = Command::new(env!("CARGO_BIN_EXE_pigeon"))
+        .args(["--home", home.path().to_str().unwrap(), "peers", "--json"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"bob\""), "{}", String::from_utf8_lossy(&out.stderr));
+    // SAFETY: kill(2) on the PID tmux reported for the pane running our chat.
+    unsafe { libc::kill(t.pane_pid(), libc::SIGTERM) };
+    assert!(!t.wait_exit(), "the alternate screen was left after SIGTERM");
+    wait_until("Carol to leave Bob's list", || bob.peers().iter().all(|p| p["user"] != "carol").then_some(()));
+}
