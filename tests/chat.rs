@@ -37,7 +37,18 @@ impl Tmux {
     fn start(name: &str, cmd: &[String], env: &[(&str, &str)]) -> Tmux {
         let mut t = Tmux { dir: tempfile::Builder::new().prefix(name).tempdir().unwrap(), server_pid: None };
         let mut c = Command::new("tmux");
-        c.arg("-S").arg(t.socket()).args(["-f", "/dev/null", "new-session", "-d", "-x", "110", "-y", "34", "-s", "chat"]);
+        c.arg("-S").arg(t.socket()).args([
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-x",
+            "110",
+            "-y",
+            "34",
+            "-s",
+            "chat",
+        ]);
         for (k, v) in env {
             c.args(["-e", &format!("{k}={v}")]);
         }
@@ -234,4 +245,21 @@ fn sigterm_restores_the_terminal_and_leaves_the_lan() {
     unsafe { libc::kill(t.pane_pid(), libc::SIGTERM) };
     assert!(!t.wait_exit(), "the alternate screen was left after SIGTERM");
     wait_until("Carol to leave Bob's list", || bob.peers().iter().all(|p| p["user"] != "carol").then_some(()));
+}
+
+/// Without a terminal (a script, a pipe), `pigeon` alone says what to use
+/// instead, before any node starts.
+#[test]
+fn without_a_terminal_the_chat_explains_itself() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pigeon"))
+        .args(["--home", home.path().to_str().unwrap(), "--port", PORT, "--bind", "127.0.0.85"])
+        .args(["--broadcast", "127.0.0.86"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs a terminal") && err.contains("pigeon send"), "{err}");
+    assert!(!home.path().join("pigeon.db").exists(), "no node was started");
 }

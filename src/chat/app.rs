@@ -44,6 +44,9 @@ pub struct PeerView {
     pub absence: Option<String>,
     pub online: bool,
     pub unread: usize,
+    /// Seen by the node since it started (only such a peer's messages can
+    /// wait in the outbox when it is offline).
+    pub known_to_node: bool,
 }
 
 impl PeerView {
@@ -62,6 +65,7 @@ impl PeerView {
             absence: None,
             online: true,
             unread: 0,
+            known_to_node: true,
         })
     }
 
@@ -141,7 +145,7 @@ pub struct Recipient {
     pub state: Delivery,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dir {
     In,
     Out,
@@ -227,6 +231,9 @@ pub struct Conversation {
     pub more: bool,
     /// The view reached its top (set by the drawing code).
     pub at_top: bool,
+    /// The selection the view was last scrolled to (the drawing code
+    /// brings a new selection into view once).
+    pub shown_selection: Option<usize>,
 }
 
 /// Which part of the screen takes the keys.
@@ -369,6 +376,8 @@ pub struct App {
     pub areas: Areas,
     /// The home directory, for `~` in paths.
     pub home_dir: Option<std::path::PathBuf>,
+    /// Where fetched files go (an old offer whose files are there shows as saved).
+    pub download_dir: Option<std::path::PathBuf>,
     pub quit: bool,
     /// The terminal has the keyboard focus (terminals that report it).
     pub window_focused: bool,
@@ -399,6 +408,7 @@ impl App {
             tz: None,
             areas: Areas::default(),
             home_dir: directories::BaseDirs::new().map(|b| b.home_dir().to_path_buf()),
+            download_dir: None,
             quit: false,
             window_focused: true,
             actions: Vec::new(),
@@ -466,6 +476,7 @@ impl App {
                 absence: None,
                 online: false,
                 unread: 0,
+                known_to_node: false,
             });
         }
     }
@@ -481,6 +492,7 @@ impl App {
         let mut p = PeerView::from_json(v)?;
         p.online = online;
         let key = p.key.clone();
+        let newly_away = p.away && online && !self.peer(&key).is_some_and(|o| o.away && o.online);
         match self.peer_mut(&key) {
             Some(old) => {
                 let unread = old.unread;
@@ -488,6 +500,10 @@ impl App {
                 *old = PeerView { unread, absence, ..p };
             }
             None => self.peers.push(p),
+        }
+        if newly_away {
+            // Its away text, for the list (GETABSENCEINFO).
+            self.actions.push(Action::GetInfo(key.clone()));
         }
         Some(key)
     }
@@ -609,7 +625,7 @@ impl App {
     pub fn target_label(&self) -> String {
         if !self.marked.is_empty() {
             let names: Vec<String> =
-                self.marked.iter().map(|k| self.peer(k).map_or(k.clone(), |p| text::one_line(p.name()))).collect();
+                self.marked.iter().map(|k| text::one_line(self.peer(k).map_or(k.as_str(), |p| p.name()))).collect();
             return format!("{} marked: {}", names.len(), names.join(", "));
         }
         match &self.current {
@@ -620,8 +636,9 @@ impl App {
             }
             ConvKey::Peer(k) => match self.peer(k) {
                 Some(p) if p.online => text::one_line(p.name()),
-                Some(p) => format!("{} (offline: queued until back)", text::one_line(p.name())),
-                None => k.clone(),
+                Some(p) if p.known_to_node => format!("{} (offline: queued until back)", text::one_line(p.name())),
+                Some(p) => format!("{} (offline, not seen since start: cannot be sent)", text::one_line(p.name())),
+                None => text::one_line(k),
             },
         }
     }
@@ -847,7 +864,7 @@ impl App {
                     format!("{nick} sent an image ({} bytes; images are not shown here)", v["bytes"])
                 };
                 self.push(&ConvKey::Peer(key.clone()), Item::Notice { time: Utc::now(), text: what.clone() });
-                self.incoming(&key, &what);
+                self.incoming(&key, &what, false);
             }
             "info" => {
                 let Some(peer) = v["peer"].as_str() else { return };
@@ -913,13 +930,18 @@ impl App {
         if let Some(g) = group.filter(|g| self.convs.contains_key(g)) {
             self.push(&g, Item::Msg(msg.clone()));
         }
+        let broadcast = msg.broadcast;
         self.push(&conv, Item::Msg(msg));
-        self.incoming(&key, &preview);
+        self.incoming(&key, &preview, broadcast);
     }
 
-    /// Counts an unread message, shows its first line, and notifies.
-    fn incoming(&mut self, key: &str, preview: &str) {
-        let here = self.current == ConvKey::Peer(key.to_string());
+    /// Counts an unread message, shows its first line, and notifies —
+    /// unless the conversation shown holds it.
+    fn incoming(&mut self, key: &str, preview: &str, broadcast: bool) {
+        let group = self.peer(key).map(|p| ConvKey::Group(p.group.clone()));
+        let here = self.current == ConvKey::Peer(key.to_string())
+            || (broadcast && self.current == ConvKey::Everyone)
+            || (group.as_ref() == Some(&self.current) && self.convs.contains_key(&self.current));
         let name = self.peer(key).map_or(key.to_string(), |p| text::one_line(p.name()));
         if !here {
             if let Some(p) = self.peer_mut(key) {
@@ -945,40 +967,43 @@ impl App {
     /// Messages of a conversation from the store, merged with what is shown
     /// (nothing twice; things only shown here, like notices, stay).
     pub fn on_history(&mut self, conv: &ConvKey, records: &[MessageRecord], limit: usize) {
+        let c = self.convs.entry(conv.clone()).or_default();
+        let shown = std::mem::take(&mut c.items);
+        // What is shown wins over its stored copy: it knows more (an offer
+        // fetched or declined, a receipt that came since).
+        let mut keys = std::collections::HashSet::new();
+        let mut unnumbered: Vec<&Msg> = Vec::new();
+        for i in &shown {
+            if let Item::Msg(m) = i {
+                match message_key(m) {
+                    Some(k) => {
+                        keys.insert(k);
+                    }
+                    None => unnumbered.push(m),
+                }
+            }
+        }
         let mut items: Vec<Item> = Vec::new();
         for r in records {
-            let m = msg_from_record(r, &self.me);
+            let m = msg_from_record(r, &self.me, self.download_dir.as_deref());
+            let k = message_key(&m);
+            if k.as_ref().is_some_and(|k| keys.contains(k)) || unnumbered.iter().any(|u| same_unnumbered(u, &m)) {
+                continue;
+            }
             // A broadcast is stored once per peer: show it once.
-            if let Some(Item::Msg(prev)) = items.last_mut() {
-                if m.dir == Dir::Out && prev.dir == Dir::Out && m.broadcast && prev.broadcast && prev.text == m.text {
-                    let same = prev.recipients.first().and_then(|r| r.packet_no.clone())
-                        == m.recipients.first().and_then(|r| r.packet_no.clone());
-                    if same {
-                        continue;
-                    }
-                }
+            if let Some(k) = k {
+                keys.insert(k);
             }
             items.push(Item::Msg(m));
         }
-        let c = self.conv_mut(conv);
-        let shown = std::mem::take(&mut c.items);
-        for item in shown {
-            let dup = match &item {
-                Item::Msg(m) => items.iter().any(|i| match i {
-                    Item::Msg(h) => same_message(h, m),
-                    _ => false,
-                }),
-                Item::Notice { .. } => false,
-            };
-            if !dup {
-                items.push(item);
-            }
-        }
+        items.extend(shown);
         items.sort_by_key(|i| i.time());
+        let c = self.convs.get_mut(conv).expect("made above");
         c.items = items;
         c.loaded = limit;
         c.more = records.len() >= limit;
         c.selected = None;
+        c.shown_selection = None;
     }
 
     // ---- files ------------------------------------------------------------
@@ -1047,7 +1072,7 @@ impl App {
             client,
             files: o.files.clone(),
         });
-        let total = o.files.iter().map(|f| f.size).sum();
+        let total = o.files.iter().fold(0u64, |t, f| t.saturating_add(f.size));
         let name = o.files.first().map(|f| f.name.clone()).unwrap_or_default();
         self.on_fetch(&m.from, &m.packet_no, FetchUpdate::Progress { name, done: 0, total, bytes_per_sec: 0.0 });
         self.status = None;
@@ -1413,8 +1438,8 @@ impl App {
             MouseEventKind::Down(_) if inside(self.areas.peers) => {
                 // Row 0 of the area is its border/title.
                 let line = (m.row - self.areas.peers.y) as usize;
-                if line == 0 {
-                    return;
+                if line == 0 || line + 1 >= self.areas.peers.height as usize {
+                    return; // the borders
                 }
                 let rows = self.rows();
                 if let Some(row) = rows.get(self.areas.peer_offset + line - 1).cloned() {
@@ -1454,25 +1479,24 @@ pub fn group_name(g: &str) -> String {
     }
 }
 
-fn same_message(a: &Msg, b: &Msg) -> bool {
-    if a.dir != b.dir {
-        return false;
-    }
-    match a.dir {
-        Dir::In => a.from == b.from && a.packet_no == b.packet_no,
-        Dir::Out => {
-            let no = |m: &Msg| m.recipients.iter().find_map(|r| r.packet_no.clone().map(|n| (r.key.clone(), n)));
-            match (no(a), no(b)) {
-                (Some(x), Some(y)) => x == y,
-                // Not numbered yet (a broadcast, or no receipt so far): same
-                // text within a minute.
-                _ => a.text == b.text && (a.time - b.time).num_seconds().abs() < 60,
-            }
-        }
+/// What identifies a message: direction, peer and packet number (a
+/// broadcast we sent: its packet number alone). `None` for a message we
+/// sent whose number is not known yet.
+fn message_key(m: &Msg) -> Option<(Dir, String, String)> {
+    match m.dir {
+        Dir::In => Some((Dir::In, m.from.clone(), m.packet_no.clone())),
+        Dir::Out if m.broadcast && !m.packet_no.is_empty() => Some((Dir::Out, String::new(), m.packet_no.clone())),
+        Dir::Out => m.recipients.iter().find_map(|r| r.packet_no.clone().map(|n| (Dir::Out, r.key.clone(), n))),
     }
 }
 
-fn msg_from_record(r: &MessageRecord, me: &Me) -> Msg {
+/// A message sent from here before its number was known, and its stored
+/// copy: the same text within a minute.
+fn same_unnumbered(shown: &Msg, stored: &Msg) -> bool {
+    shown.dir == stored.dir && shown.text == stored.text && (shown.time - stored.time).num_seconds().abs() < 60
+}
+
+fn msg_from_record(r: &MessageRecord, me: &Me, downloads: Option<&std::path::Path>) -> Msg {
     let key = format!("{}@{}", r.peer.user, r.peer.host);
     let files = r.attachments_json.as_deref().and_then(|j| serde_json::from_str::<Value>(j).ok());
     let files = files.map(|v| FileInfo::list(&v)).unwrap_or_default();
@@ -1502,7 +1526,20 @@ fn msg_from_record(r: &MessageRecord, me: &Me) -> Msg {
             Vec::new()
         },
         to_group: false,
-        offer: (!files.is_empty()).then_some(Offer { files, state: OfferState::Pending }),
+        offer: (!files.is_empty()).then(|| {
+            // Fetched earlier: every file is in the download folder.
+            let saved: Option<Vec<String>> = downloads.and_then(|d| {
+                files
+                    .iter()
+                    .map(|f| Some(d.join(&f.name)).filter(|p| p.exists()).map(|p| p.display().to_string()))
+                    .collect()
+            });
+            let state = match saved {
+                Some(paths) if !out => OfferState::Done { paths },
+                _ => OfferState::Pending,
+            };
+            Offer { files, state }
+        }),
         tag: 0,
         error: None,
     }

@@ -112,6 +112,8 @@ enum Internal {
 struct TerminalGuard;
 
 static MOUSE: AtomicBool = AtomicBool::new(false);
+/// Something panicked (and the hook restored the terminal): the loop stops.
+static PANICKED: AtomicBool = AtomicBool::new(false);
 
 fn restore_terminal() {
     let _ = crossterm::terminal::disable_raw_mode();
@@ -131,7 +133,18 @@ fn restore_terminal() {
 impl TerminalGuard {
     fn enter(mouse: bool) -> Result<TerminalGuard> {
         let hook = std::panic::take_hook();
+        let main = std::thread::current().id();
         std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().id() != main {
+                // A fetch or notification thread: it reports its failure;
+                // the screen is not the place for the trace.
+                tracing::error!("{info}");
+                return;
+            }
+            // The node's tasks share this thread and tokio catches their
+            // panics: restore the terminal at once; the loop ends on its
+            // next turn.
+            PANICKED.store(true, Ordering::SeqCst);
             restore_terminal();
             hook(info);
         }));
@@ -203,6 +216,7 @@ pub fn run(g: &Global, args: &ChatArgs) -> Result<ExitCode> {
             away: eff.away.clone(),
             via: if daemon { "via the daemon".into() } else { format!("own node on port {}", eff.port) },
         });
+        app.download_dir = Some(settings.download_dir.clone());
         if let Ok(v) = caller.call(json!({"op": "peers"})).await {
             app.set_online_peers(v["peers"].as_array().map_or(&[][..], |a| a.as_slice()));
         }
@@ -241,12 +255,18 @@ async fn event_loop(
     let mut hup = signal(SignalKind::hangup())?;
     let mut int = signal(SignalKind::interrupt())?;
     let notifying = Arc::new(AtomicBool::new(false));
+    let mut last_bell: Option<Instant> = None;
     loop {
+        if PANICKED.load(Ordering::SeqCst) {
+            bail!("an internal error stopped the chat (the message above; chat.log in the home may say more)");
+        }
         for a in app.take_actions() {
             match a {
                 Action::Quit => return Ok(()),
                 Action::Notify { title, body } => {
-                    if settings.bell {
+                    // At most one bell a second (a peer shaking the window repeatedly).
+                    if settings.bell && last_bell.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        last_bell = Some(Instant::now());
                         let _ = terminal.backend_mut().write_all(b"\x07");
                         let _ = terminal.backend_mut().flush();
                     }
@@ -308,12 +328,7 @@ fn load_history(store: &Store, conv: &ConvKey, limit: usize) -> Result<Vec<crate
             })?
         }
         ConvKey::Everyone => {
-            // A broadcast is stored once per peer: read enough rows.
-            let all = store.history(&HistoryQuery { limit: Some(limit * 20), ..Default::default() })?;
-            let mut b: Vec<_> = all.into_iter().filter(|m| m.broadcast).collect();
-            let cut = b.len().saturating_sub(limit * 4);
-            b.drain(..cut);
-            b
+            store.history(&HistoryQuery { limit: Some(limit), broadcast_only: true, ..Default::default() })?
         }
         ConvKey::Group(_) => Vec::new(),
     })
@@ -355,10 +370,21 @@ fn run_action(a: Action, eff: &Effective, settings: &Settings, caller: &Caller, 
                 ));
                 return;
             };
-            let Ok(no) = packet_no.parse() else { return };
+            let Ok(no) = packet_no.parse() else {
+                let error = format!("the offer's packet number {packet_no:?} is not a number");
+                let _ = tx.send(Internal::Fetch(key, packet_no, FetchUpdate::Failed { error }));
+                return;
+            };
             let src = crate::cli::files::source_for(eff, sa, no, command, &client);
             let into = settings.download_dir.clone();
-            std::thread::spawn(move || fetch_all(src, files, into, key, packet_no, tx));
+            std::thread::spawn(move || {
+                let (k, n, t) = (key.clone(), packet_no.clone(), tx.clone());
+                let run = std::panic::AssertUnwindSafe(|| fetch_all(src, files, into, key, packet_no, tx));
+                if std::panic::catch_unwind(run).is_err() {
+                    let error = "internal error while fetching (see chat.log)".to_string();
+                    let _ = t.send(Internal::Fetch(k, n, FetchUpdate::Failed { error }));
+                }
+            });
         }
         Action::Quit | Action::Notify { .. } | Action::LoadHistory { .. } => {}
     }
@@ -389,7 +415,7 @@ fn fetch_all(
     if let Err(e) = std::fs::create_dir_all(&into) {
         return send(FetchUpdate::Failed { error: format!("cannot create {}: {e}", into.display()) });
     }
-    let total: u64 = files.iter().map(|f| f.size).sum();
+    let total = files.iter().fold(0u64, |t, f| t.saturating_add(f.size));
     let started = Instant::now();
     let mut before = 0u64;
     let mut paths = Vec::new();
@@ -411,9 +437,9 @@ fn fetch_all(
                 let secs = started.elapsed().as_secs_f64().max(0.001);
                 send(FetchUpdate::Progress {
                     name: f.name.clone(),
-                    done: before + done,
+                    done: before.saturating_add(done),
                     total,
-                    bytes_per_sec: (before + done).saturating_sub(resumed) as f64 / secs,
+                    bytes_per_sec: before.saturating_add(done).saturating_sub(resumed) as f64 / secs,
                 });
             }
         };
@@ -421,7 +447,7 @@ fn fetch_all(
             Ok(p) => paths.push(p.display().to_string()),
             Err(e) => return send(FetchUpdate::Failed { error: format!("{}: {e}", f.name) }),
         }
-        before += f.size;
+        before = before.saturating_add(f.size);
     }
     send(FetchUpdate::Finished { paths });
 }

@@ -132,6 +132,7 @@ fn office() -> App {
     online(&mut a, peer("dave", "Dave", "Dev", "ipmsg", false, 4));
     online(&mut a, peer("erin", "Erin", "Dev", "pigeon", false, 5));
     online(&mut a, peer("frank", "Frank", "", "unknown", false, 6));
+    a.on_event(&json!({"event": "info", "peer": "carol@pc-carol", "version": null, "absence": "lunch 午饭"}));
     a.add_known_peers(&[crate::store::PeerRecord {
         user: "gina".into(),
         host: "pc-gina".into(),
@@ -152,7 +153,8 @@ fn snapshot_peer_list() {
     let mut a = office();
     a.on_key(key(KeyCode::Down));
     a.on_key(key(KeyCode::Down));
-    a.on_key(key(KeyCode::Char(' '))); // mark Bob
+    a.on_key(key(KeyCode::Char(' '))); // mark Dave
+    assert_eq!(a.peer("carol@pc-carol").unwrap().absence.as_deref(), Some("lunch 午饭"));
     insta::assert_snapshot!("peer_list", draw(&mut a, 100, 20));
 }
 
@@ -537,4 +539,58 @@ fn no_color_draws_no_colour() {
     let mut t = Terminal::new(TestBackend::new(100, 20)).unwrap();
     t.draw(|f| ui::draw(f, &mut a, &Theme { color: true })).unwrap();
     assert!(t.backend().buffer().content.iter().any(|c| c.fg != ratatui::style::Color::Reset));
+}
+
+/// Found in review: a selection far up is scrolled into view; a merge with
+/// history keeps what is shown (a declined offer stays declined); two
+/// broadcasts of the same text stay two; a message seen in its group's
+/// conversation is not counted unread.
+#[test]
+fn selection_history_and_unread_edge_cases() {
+    let mut a = office();
+    let bob = ConvKey::Peer("bob@pc-bob".into());
+    let mut offer = message("bob", "Bob", "old offer", 30, 6);
+    offer["attachments"] = json!([{"id": 0, "name": "far-up.bin", "size": 10, "mtime": 0, "kind": "file"}]);
+    a.on_event(&offer);
+    for i in 0..60 {
+        a.on_event(&message("bob", "Bob", &format!("filler {i}"), 100 + i, 7));
+    }
+    a.open(bob.clone());
+    a.on_history(&bob, &[], HISTORY_PAGE);
+    assert!(!draw(&mut a, 100, 24).contains("far-up.bin"));
+    a.focus = Focus::Compose;
+    a.on_key(key(KeyCode::Tab)); // to the conversation: the newest actionable item, the offer
+    let s = draw(&mut a, 100, 24);
+    assert!(s.contains("far-up.bin") && s.contains("a  accept"), "{s}");
+    a.on_key(key(KeyCode::Char('d')));
+    // History that holds the same offer does not bring it back to pending.
+    let mut stored = out_record("bob", "old offer", 30, 6, MessageState::Unread);
+    stored.direction = Direction::In;
+    stored.attachments_json = Some(r#"[{"id":0,"name":"far-up.bin","size":10,"mtime":0,"kind":"file"}]"#.into());
+    a.on_history(&bob, &[stored], HISTORY_PAGE);
+    let offers: Vec<&OfferState> = a
+        .conv(&bob)
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Msg(m) => m.offer.as_ref().map(|o| &o.state),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(offers, [&OfferState::Declined]);
+
+    let mut b1 = out_record("bob", "ok", 700, 8, MessageState::Delivered);
+    b1.broadcast = true;
+    let mut b2 = b1.clone();
+    b2.packet_no = "701".into();
+    let mut b1_copy = b1.clone();
+    b1_copy.peer.user = "dave".into();
+    a.on_history(&ConvKey::Everyone, &[b1, b1_copy, b2], HISTORY_PAGE);
+    assert_eq!(a.conv(&ConvKey::Everyone).unwrap().items.len(), 2, "once per broadcast, not once per peer");
+
+    a.open(ConvKey::Group("Dev".into()));
+    a.on_event(&message("dave", "Dave", "in the group view", 800, 9));
+    assert_eq!(a.peer("dave@pc-dave").unwrap().unread, 1, "only the earlier ping");
+    assert!(draw(&mut a, 100, 24).contains("in the group view"));
 }

@@ -31,7 +31,9 @@ pub fn sanitize(s: &str) -> String {
             // Bidirectional overrides and zero-width joiners outside emoji
             // could reorder what the terminal shows; ratatui cannot lay them
             // out either.
-            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => out.push('\u{fffd}'),
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}' => {
+                out.push('\u{fffd}')
+            }
             c => out.push(c),
         }
     }
@@ -194,7 +196,8 @@ impl Editor {
     pub fn delete_word(&mut self) {
         let before = &self.text[..self.cursor];
         let trimmed = before.trim_end();
-        let start = trimmed.rfind(|c: char| c.is_whitespace()).map_or(0, |i| i + 1);
+        // After the last space, however many bytes that space takes (U+3000, NBSP).
+        let start = trimmed.char_indices().rev().find(|(_, c)| c.is_whitespace()).map_or(0, |(i, c)| i + c.len_utf8());
         self.text.replace_range(start..self.cursor, "");
         self.cursor = start;
     }
@@ -364,6 +367,13 @@ mod tests {
         assert_eq!(e.text(), "line1X\n你好!👍");
         assert_eq!(e.take(), "line1X\n你好!👍");
         assert!(e.is_empty());
+        // Ctrl+W after a multi-byte space (ideographic, no-break).
+        let mut e = Editor::with_text("你好\u{3000}世界");
+        e.delete_word();
+        assert_eq!(e.text(), "你好\u{3000}");
+        let mut e = Editor::with_text("a\u{a0}b");
+        e.delete_word();
+        assert_eq!(e.text(), "a\u{a0}");
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
     // A narrow window shows the list or the conversation, not both.
     let list_w = (area.width / 4).clamp(22, 40);
     let (peers, right) = if area.width < 60 {
-        if app.focus == Focus::Peers {
+        if app.focus == Focus::Peers && app.prompt.is_none() {
             (middle, Rect::default())
         } else {
             (Rect::default(), middle)
@@ -177,11 +177,7 @@ fn draw_peers(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
 
 fn peer_row(app: &App, theme: &Theme, row: &Row, w: usize) -> Line<'static> {
     match row {
-        Row::Everyone => {
-            let unread = app.conv(&ConvKey::Everyone).map_or(0, |_| 0);
-            let _ = unread;
-            Line::from(vec![Span::styled(fit("★ Everyone (broadcast)", w), theme.accent())])
-        }
+        Row::Everyone => Line::from(vec![Span::styled(fit("★ Everyone (broadcast)", w), theme.accent())]),
         Row::Group { name, online, total } => {
             let count = format!(" {online}/{total}");
             let name_w = w.saturating_sub(width(&count) + 2);
@@ -207,11 +203,18 @@ fn peer_row(app: &App, theme: &Theme, row: &Row, w: usize) -> Line<'static> {
             let nick_w = w.saturating_sub(fixed);
             let nick_style = if p.online { Style::default() } else { theme.dim() };
             let nick_style = if p.unread > 0 { nick_style.add_modifier(Modifier::BOLD) } else { nick_style };
+            // The away text after the nick, where there is room.
+            let nick = truncate(&one_line(p.name()), nick_w);
+            let away = match (&p.absence, p.away && p.online) {
+                (Some(a), true) => fit(&format!(" {}", one_line(a)), nick_w - width(&nick)),
+                _ => fit("", nick_w - width(&nick)),
+            };
             Line::from(vec![
                 Span::styled(mark.to_string(), theme.accent()),
                 Span::styled(sym.to_string(), sym_style),
                 Span::raw(" "),
-                Span::styled(fit(&one_line(p.name()), nick_w), nick_style),
+                Span::styled(nick, nick_style),
+                Span::styled(away, theme.dim()),
                 Span::raw(" "),
                 Span::styled(client.to_string(), theme.dim()),
                 Span::styled(badge, theme.accent()),
@@ -270,11 +273,16 @@ fn draw_conversation(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
         f.render_widget(Paragraph::new(Line::styled("no messages yet", theme.dim())), inner);
         return;
     };
-    // From the newest item back, as many lines as fill the view plus the scroll.
+    // A new selection is brought into view once (then PgUp may move away).
+    let reveal = c.selected.filter(|s| c.shown_selection != Some(*s) && *s < c.items.len());
+    // From the newest item back, as many lines as fill the view plus the
+    // scroll (and down to a selection to reveal).
     let want = h + c.scroll;
     let mut lines: Vec<Line<'static>> = Vec::new();
+    // The selected item's lines, counted from the bottom: [below, below + len).
+    let mut selected_span: Option<(usize, usize)> = None;
     let mut i = c.items.len();
-    while i > 0 && lines.len() < want {
+    while i > 0 && (lines.len() < want || reveal.is_some_and(|r| i > r)) {
         i -= 1;
         let item = &c.items[i];
         let mut block_lines = item_lines(app, theme, item, w, c.selected == Some(i), focused);
@@ -286,13 +294,26 @@ fn draw_conversation(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
             block_lines
                 .insert(0, Line::styled(format!("{}{label}{}", "─".repeat(side), "─".repeat(side)), theme.dim()));
         }
+        if reveal == Some(i) {
+            selected_span = Some((lines.len(), block_lines.len()));
+        }
         block_lines.extend(std::mem::take(&mut lines));
         lines = block_lines;
     }
-    let at_top = i == 0 && lines.len() <= want;
     let total = lines.len();
     let max_scroll = total.saturating_sub(h);
     let c = app.convs.get_mut(&conv).expect("present");
+    if let Some((below, len)) = selected_span {
+        // Its first line at least: the top of a tall item, else all of it.
+        if below + len > c.scroll + h {
+            c.scroll = (below + len).saturating_sub(h);
+        } else if below < c.scroll {
+            c.scroll = below;
+        }
+        c.shown_selection = c.selected;
+    }
+    let want = h + c.scroll;
+    let at_top = i == 0 && lines.len() <= want;
     if i == 0 {
         c.scroll = c.scroll.min(max_scroll);
     }
@@ -530,7 +551,7 @@ fn compose_height(app: &App, area: Rect) -> u16 {
         None => app.editor.layout(inner_w).0.len(),
     };
     let max = (area.height / 3).max(3);
-    (lines as u16 + 2).clamp(3, max.max(3)).min(area.height.saturating_sub(3).max(3))
+    (lines.min(1000) as u16 + 2).clamp(3, max.max(3)).min(area.height.saturating_sub(3).max(3))
 }
 
 fn draw_compose(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
@@ -553,7 +574,7 @@ fn draw_compose(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         let line = lines.concat();
         // Keep the cursor in view: show the end of a long path.
         let skip = col.saturating_sub(inner_w.saturating_sub(1));
-        let shown: String = skip_cols(&line, skip);
+        let shown: String = one_line(&skip_cols(&line, skip));
         let mut out = vec![Line::raw(shown)];
         let cands = p.candidates.len();
         for c in p.candidates.iter().take(inner_h.saturating_sub(1).min(3)) {

@@ -79,6 +79,7 @@ pub fn run(g: &Global, args: &HistoryArgs) -> Result<ExitCode> {
         since: args.since.as_deref().map(parse_since).transpose()?,
         limit: if args.export.is_some() { None } else { Some(args.limit.unwrap_or(50)) },
         peer: None,
+        broadcast_only: false,
     };
     if let Some(p) = &args.peer {
         q.peer = Some(match p.split_once('@') {

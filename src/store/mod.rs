@@ -186,6 +186,8 @@ pub struct HistoryQuery {
     pub since: Option<DateTime<Utc>>,
     /// The newest N of the matching messages.
     pub limit: Option<usize>,
+    /// Only broadcasts.
+    pub broadcast_only: bool,
 }
 
 /// What went wrong, with the file and what the store was doing, worded so
@@ -404,6 +406,9 @@ impl Store {
             sql.push_str(" AND m.peer_user = ? AND m.peer_host = ?");
             args.push(Value::Text(user.clone()));
             args.push(Value::Text(host.clone()));
+        }
+        if q.broadcast_only {
+            sql.push_str(" AND m.broadcast = 1");
         }
         if let Some(since) = q.since {
             sql.push_str(" AND m.time >= ?");

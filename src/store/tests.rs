@@ -262,13 +262,23 @@ fn history_by_peer_since_and_limit() {
     let q = HistoryQuery { limit: Some(2), ..Default::default() };
     assert_eq!(texts(&store.history(&q).unwrap()), ["m4", "m5"]);
 
-    let q = HistoryQuery { peer: bob, since: Some(at(T0 + 2000)), limit: Some(1), search: None };
+    let q = HistoryQuery { peer: bob, since: Some(at(T0 + 2000)), limit: Some(1), search: None, broadcast_only: false };
     assert_eq!(texts(&store.history(&q).unwrap()), ["m5"]);
+
+    store
+        .transaction(|tx| {
+            let mut b = msg(Direction::In, "carol", "9", T0 + 9000, "everyone!");
+            b.broadcast = true;
+            tx.insert_message(&b).map(|_| ())
+        })
+        .unwrap();
+    let q = HistoryQuery { broadcast_only: true, ..Default::default() };
+    assert_eq!(texts(&store.history(&q).unwrap()), ["everyone!"]);
 
     let q = HistoryQuery { limit: Some(0), ..Default::default() };
     assert!(store.history(&q).unwrap().is_empty());
     let q = HistoryQuery { limit: Some(usize::MAX), ..Default::default() };
-    assert_eq!(store.history(&q).unwrap().len(), 5);
+    assert_eq!(store.history(&q).unwrap().len(), 6);
 }
 
 fn search_fixture() -> Store {
