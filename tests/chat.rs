@@ -263,3 +263,37 @@ fn without_a_terminal_the_chat_explains_itself() {
     assert!(err.contains("needs a terminal") && err.contains("pigeon send"), "{err}");
     assert!(!home.path().join("pigeon.db").exists(), "no node was started");
 }
+
+/// With a daemon on its home, the chat is the daemon's client: events come
+/// over the control socket's `listen` stream, sends go through `send`.
+#[test]
+fn chat_as_a_client_of_the_daemon() {
+    if !tmux_available() {
+        return;
+    }
+    let alice =
+        Daemon::start_with_config("127.0.0.87", "alice", "Alice", &["127.0.0.88"], "bell = false\nnotify = false\n");
+    let bob = Daemon::start("127.0.0.88", "bob", "Bob", &["127.0.0.87"]);
+    let t = Tmux::start("daemon", &chat_cmd(alice.home.path(), "127.0.0.87", "alice", "Alice", "127.0.0.88"), &[]);
+    t.wait_screen("the daemon link", |s| s.contains("via the daemon") && s.contains("● Bob"));
+    let out = bob.cli(&["send", "--sealed", "Alice", "sealed for Alice 密"]);
+    assert!(out.status.success());
+    t.wait_screen("the preview", |s| s.contains("✉ Bob: sealed message"));
+    t.type_text("bob");
+    t.keys(&["Enter"]);
+    let s = t.wait_screen("the sealed message", |s| s.contains("[sealed]"));
+    assert!(!s.contains("sealed for Alice 密"), "hidden until opened:\n{s}");
+    t.keys(&["Tab", "Enter"]); // the conversation; Enter opens the selected sealed message
+    t.wait_screen("the opened text", |s| s.contains("[opened] sealed for Alice 密"));
+    wait_until("Bob's read receipt", || {
+        bob.history(&[]).into_iter().find(|m| m["direction"] == "out" && m["state"] == "read")
+    });
+    t.keys(&["Escape"]); // back to the compose box
+    t.type_text("opened it");
+    t.keys(&["Enter"]);
+    wait_until("the reply", || bob.history(&[]).into_iter().find(|m| m["text"] == "opened it"));
+    t.keys(&["C-q"]);
+    assert!(!t.wait_exit());
+    // The daemon keeps running: Bob still lists Alice.
+    assert!(bob.peers().iter().any(|p| p["user"] == "alice"));
+}

@@ -409,7 +409,11 @@ fn item_lines(app: &App, theme: &Theme, item: &Item, w: usize, selected: bool, f
         tags.push(Span::styled("[auto-reply] ", theme.dim()));
     }
     if m.sealed {
-        tags.push(Span::styled(if m.is_closed() { "[sealed] " } else { "[opened] " }, theme.fg(Color::Yellow)));
+        let tag = match (m.dir, m.opened) {
+            (Dir::In, true) => "[opened] ",
+            _ => "[sealed] ",
+        };
+        tags.push(Span::styled(tag, theme.fg(Color::Yellow)));
     }
     let body = if m.is_closed() {
         if selected && focused {
