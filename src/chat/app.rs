@@ -431,6 +431,11 @@ impl App {
         }
     }
 
+    /// Members of a group online now.
+    pub fn group_online(&self, group: &str) -> usize {
+        self.peers.iter().filter(|p| p.group == group && p.online).count()
+    }
+
     pub fn peer(&self, key: &str) -> Option<&PeerView> {
         self.peers.iter().find(|p| p.key == key)
     }
@@ -535,7 +540,7 @@ impl App {
             members.sort_by(|a, b| {
                 (!a.online, a.name().to_lowercase(), &a.key).cmp(&(!b.online, b.name().to_lowercase(), &b.key))
             });
-            let online = self.peers.iter().filter(|p| p.group == g && p.online).count();
+            let online = self.group_online(g);
             let total = self.peers.iter().filter(|p| p.group == g).count();
             rows.push(Row::Group { name: g.to_string(), online, total });
             rows.extend(members.into_iter().map(|p| Row::Peer(p.key.clone())));
@@ -630,10 +635,7 @@ impl App {
         }
         match &self.current {
             ConvKey::Everyone => "everyone (broadcast, no receipts)".into(),
-            ConvKey::Group(g) => {
-                let n = self.peers.iter().filter(|p| &p.group == g && p.online).count();
-                format!("group {} ({n} online)", group_name(g))
-            }
+            ConvKey::Group(g) => format!("group {} ({} online)", group_name(g), self.group_online(g)),
             ConvKey::Peer(k) => match self.peer(k) {
                 Some(p) if p.online => text::one_line(p.name()),
                 Some(p) if p.known_to_node => format!("{} (offline: queued until back)", text::one_line(p.name())),
@@ -1023,13 +1025,20 @@ impl App {
                 OfferState::Done { paths }
             }
         };
+        self.for_incoming(key, packet_no, |m| {
+            if let Some(o) = &mut m.offer {
+                o.state = state.clone();
+            }
+        });
+    }
+
+    /// Applies `f` to every copy (peer, group, Everyone) of a message that came.
+    fn for_incoming(&mut self, from: &str, packet_no: &str, mut f: impl FnMut(&mut Msg)) {
         for c in self.convs.values_mut() {
             for i in &mut c.items {
                 if let Item::Msg(m) = i {
-                    if m.dir == Dir::In && m.from == key && m.packet_no == packet_no {
-                        if let Some(o) = &mut m.offer {
-                            o.state = state.clone();
-                        }
+                    if m.dir == Dir::In && m.from == from && m.packet_no == packet_no {
+                        f(m);
                     }
                 }
             }
@@ -1090,17 +1099,11 @@ impl App {
             host: host.to_string(),
             packet_no: m.packet_no.clone(),
         });
-        for c in self.convs.values_mut() {
-            for i in &mut c.items {
-                if let Item::Msg(x) = i {
-                    if x.dir == Dir::In && x.from == m.from && x.packet_no == m.packet_no {
-                        if let Some(o) = &mut x.offer {
-                            o.state = OfferState::Declined;
-                        }
-                    }
-                }
+        self.for_incoming(&m.from, &m.packet_no, |x| {
+            if let Some(o) = &mut x.offer {
+                o.state = OfferState::Declined;
             }
-        }
+        });
     }
 
     /// Opens the selected sealed message (the sender gets a read receipt).
@@ -1117,15 +1120,7 @@ impl App {
             packet_no: m.packet_no.clone(),
             read_check,
         });
-        for c in self.convs.values_mut() {
-            for i in &mut c.items {
-                if let Item::Msg(x) = i {
-                    if x.dir == Dir::In && x.from == m.from && x.packet_no == m.packet_no {
-                        x.opened = true;
-                    }
-                }
-            }
-        }
+        self.for_incoming(&m.from, &m.packet_no, |x| x.opened = true);
     }
 
     // ---- keys ---------------------------------------------------------------
@@ -1171,23 +1166,12 @@ impl App {
                 self.help = true;
                 return;
             }
-            (KeyCode::Tab, _) => {
-                self.focus = match self.focus {
-                    Focus::Peers => Focus::Compose,
-                    Focus::Compose => Focus::Conversation,
-                    Focus::Conversation => Focus::Peers,
-                };
-                if self.focus == Focus::Conversation {
-                    self.select_newest_actionable();
-                }
-                return;
-            }
-            (KeyCode::BackTab, _) => {
-                self.focus = match self.focus {
-                    Focus::Peers => Focus::Conversation,
-                    Focus::Compose => Focus::Peers,
-                    Focus::Conversation => Focus::Compose,
-                };
+            (KeyCode::Tab | KeyCode::BackTab, _) => {
+                // Peers → compose → conversation → peers; Shift+Tab backwards.
+                const ORDER: [Focus; 3] = [Focus::Peers, Focus::Compose, Focus::Conversation];
+                let i = ORDER.iter().position(|f| *f == self.focus).unwrap_or(0);
+                let step = if k.code == KeyCode::Tab { 1 } else { 2 };
+                self.focus = ORDER[(i + step) % 3];
                 if self.focus == Focus::Conversation {
                     self.select_newest_actionable();
                 }

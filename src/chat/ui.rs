@@ -226,10 +226,7 @@ fn peer_row(app: &App, theme: &Theme, row: &Row, w: usize) -> Line<'static> {
 fn conv_title(app: &App) -> String {
     match &app.current {
         ConvKey::Everyone => " Everyone · broadcasts to and from the whole LAN ".into(),
-        ConvKey::Group(g) => {
-            let n = app.peers.iter().filter(|p| &p.group == g && p.online).count();
-            format!(" Group {} · {n} online ", group_name(g))
-        }
+        ConvKey::Group(g) => format!(" Group {} · {} online ", group_name(g), app.group_online(g)),
         ConvKey::Peer(k) => match app.peer(k) {
             Some(p) => {
                 let mut t = format!(
