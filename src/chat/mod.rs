@@ -208,25 +208,29 @@ pub fn run(g: &Global, args: &ChatArgs) -> Result<ExitCode> {
             });
             (Caller::Local(node.clone()), Events::Local(rx), Some((node, task, server)))
         };
-        let store = Store::open(&eff.home.database())?;
-        let mut app = App::new(Me {
-            nick: eff.nick.clone(),
-            user: eff.user.clone(),
-            host: eff.host.clone(),
-            away: eff.away.clone(),
-            via: if daemon { "via the daemon".into() } else { format!("own node on port {}", eff.port) },
-        });
-        app.download_dir = Some(settings.download_dir.clone());
-        if let Ok(v) = caller.call(json!({"op": "peers"})).await {
-            app.set_online_peers(v["peers"].as_array().map_or(&[][..], |a| a.as_slice()));
+        if let Some((node, ..)) = &own {
+            crate::cli::daemon::spawn_auto_accept(&eff, node);
         }
-        app.add_known_peers(&store.peers().unwrap_or_default());
-        app.open(ConvKey::Everyone);
-
-        let result = {
+        // Whatever happens here, an own node leaves the LAN below.
+        let result = async {
+            let store = Store::open(&eff.home.database())?;
+            let mut app = App::new(Me {
+                nick: eff.nick.clone(),
+                user: eff.user.clone(),
+                host: eff.host.clone(),
+                away: eff.away.clone(),
+                via: if daemon { "via the daemon".into() } else { format!("own node on port {}", eff.port) },
+            });
+            app.download_dir = Some(settings.download_dir.clone());
+            if let Ok(v) = caller.call(json!({"op": "peers"})).await {
+                app.set_online_peers(v["peers"].as_array().map_or(&[][..], |a| a.as_slice()));
+            }
+            app.add_known_peers(&store.peers().unwrap_or_default());
+            app.open(ConvKey::Everyone);
             let _guard = TerminalGuard::enter(mouse)?;
             event_loop(&mut app, &eff, &settings, &caller, &mut events, &store).await
-        };
+        }
+        .await;
         if let Some((node, task, server)) = own {
             node.shutdown().await;
             let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
@@ -300,7 +304,7 @@ async fn event_loop(
             ev = events.next() => match ev {
                 Some(list) => list.iter().for_each(|v| app.on_event(v)),
                 None => {
-                    app.on_error("node", "the daemon stopped; messages cannot be sent until pigeon chat is started again");
+                    app.on_error("node", "the node stopped; messages cannot be sent until pigeon chat is started again");
                     *events = Events::Closed;
                 }
             },

@@ -58,7 +58,7 @@ pub fn run(g: &Global, _args: &DaemonArgs) -> Result<ExitCode> {
 
 /// Fetches, unasked, the offers of the peers `auto_accept` names, into the
 /// download folder, up to `auto_accept_max_mb`; off unless configured.
-fn spawn_auto_accept(eff: &Effective, node: &crate::net::NodeHandle) {
+pub fn spawn_auto_accept(eff: &Effective, node: &crate::net::NodeHandle) {
     let allowed = eff.file.auto_accept.clone().unwrap_or_default();
     if allowed.is_empty() {
         return;
