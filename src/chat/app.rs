@@ -234,6 +234,8 @@ pub struct Conversation {
     /// The selection the view was last scrolled to (the drawing code
     /// brings a new selection into view once).
     pub shown_selection: Option<usize>,
+    /// What was typed for this conversation and not sent yet.
+    pub draft: String,
 }
 
 /// Which part of the screen takes the keys.
@@ -371,6 +373,8 @@ pub struct App {
     pub sealed: bool,
     pub help: bool,
     pub status: Option<(String, Level)>,
+    /// When the status line was set (a key press after a few seconds clears it).
+    status_at: Option<std::time::Instant>,
     /// Times shown in this offset instead of the local zone (tests).
     pub tz: Option<FixedOffset>,
     pub areas: Areas,
@@ -405,6 +409,7 @@ impl App {
             sealed: false,
             help: false,
             status: None,
+            status_at: None,
             tz: None,
             areas: Areas::default(),
             home_dir: directories::BaseDirs::new().map(|b| b.home_dir().to_path_buf()),
@@ -458,6 +463,7 @@ impl App {
 
     fn set_status(&mut self, text: impl Into<String>, level: Level) {
         self.status = Some((text.into(), level));
+        self.status_at = Some(std::time::Instant::now());
     }
 
     // ---- the peer list -------------------------------------------------
@@ -592,6 +598,14 @@ impl App {
             if matches!(&self.status, Some((_, Level::Incoming))) {
                 self.status = None;
             }
+        }
+        // Each conversation keeps its own draft: a private text typed to one
+        // peer never ends up in a broadcast.
+        if conv != self.current {
+            let draft = self.editor.take();
+            self.conv_mut(&self.current.clone()).draft = draft;
+            let next = std::mem::take(&mut self.conv_mut(&conv).draft);
+            self.editor.set(&next);
         }
         let c = self.conv_mut(&conv);
         c.scroll = 0;
@@ -782,10 +796,18 @@ impl App {
     }
 
     fn send_failed(&mut self, tag: u64, error: String) {
+        let mut text = None;
         for m in self.out_msgs_mut().filter(|m| m.tag == tag) {
             m.error = Some(error.clone());
             for r in &mut m.recipients {
                 r.state = Delivery::Failed;
+            }
+            text = Some(m.text.clone());
+        }
+        // Nothing typed is lost: the text comes back to an empty compose box.
+        if let Some(t) = text.filter(|t| !t.is_empty()) {
+            if self.editor.is_empty() {
+                self.editor.set(&t);
             }
         }
         self.set_status(format!("not sent: {error}"), Level::Error);
@@ -1062,8 +1084,12 @@ impl App {
         if m.dir == Dir::Out {
             return self.set_status("you offered these files", Level::Info);
         }
-        if matches!(o.state, OfferState::Fetching { .. }) {
-            return;
+        match o.state {
+            OfferState::Fetching { .. } => return,
+            OfferState::Declined => {
+                return self.set_status("you declined this offer (the sender was told)", Level::Info)
+            }
+            _ => {}
         }
         let (addr, client) = match self.peer(&m.from) {
             Some(p) => (p.addr.clone(), p.client.clone()),
@@ -1142,6 +1168,11 @@ impl App {
             return;
         }
         let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        // A message read for a while goes at the next key.
+        if self.status_at.is_some_and(|t| t.elapsed() >= std::time::Duration::from_secs(5)) {
+            self.status = None;
+            self.status_at = None;
+        }
         if self.help {
             self.help = false;
             return;
@@ -1178,6 +1209,10 @@ impl App {
                 return;
             }
             (KeyCode::Char('f'), true) => {
+                if self.marked.is_empty() && self.current == ConvKey::Everyone {
+                    self.set_status("files go to a peer, a group or marked peers: open one first", Level::Error);
+                    return;
+                }
                 self.prompt =
                     Some(Prompt { kind: PromptKind::File, editor: Editor::default(), candidates: Vec::new() });
                 return;
@@ -1247,6 +1282,12 @@ impl App {
             KeyCode::Enter | KeyCode::Right => {
                 let rows = self.rows();
                 if let Some(row) = rows.get(self.selected_index(&rows)).cloned() {
+                    // Choosing a conversation ends a marked selection (Tab
+                    // goes to the compose box with the marks kept).
+                    if !self.marked.is_empty() {
+                        self.marked.clear();
+                        self.set_status("marks cleared", Level::Info);
+                    }
                     self.open_row(&row);
                     self.focus = Focus::Compose;
                 }
@@ -1343,8 +1384,9 @@ impl App {
             KeyCode::Right => e.right(),
             KeyCode::Home => e.home(),
             KeyCode::End => e.end(),
-            KeyCode::Up if e.on_first_line() => self.scroll(1),
-            KeyCode::Down if e.on_last_line() => self.scroll(-1),
+            // PgUp/PgDn scroll; the arrows stay in the text.
+            KeyCode::Up if e.on_first_line() => e.home(),
+            KeyCode::Down if e.on_last_line() => e.end(),
             KeyCode::Up => e.up(),
             KeyCode::Down => e.down(),
             KeyCode::Esc => self.focus = Focus::Peers,
@@ -1376,6 +1418,7 @@ impl App {
                         let path = self.expand(&value);
                         if !path.exists() {
                             self.set_status(format!("{} does not exist", path.display()), Level::Error);
+                            self.prompt = Some(p); // to correct it
                             return;
                         }
                         let path = path.to_string_lossy().into_owned();

@@ -325,11 +325,14 @@ fn load_history(store: &Store, conv: &ConvKey, limit: usize) -> Result<Vec<crate
     Ok(match conv {
         ConvKey::Peer(k) => {
             let (user, host) = k.split_once('@').unwrap_or((k, ""));
-            store.history(&HistoryQuery {
+            let mut records = store.history(&HistoryQuery {
                 peer: Some((user.to_string(), host.to_string())),
                 limit: Some(limit),
                 ..Default::default()
-            })?
+            })?;
+            // Our broadcasts are stored once per peer; they belong to Everyone.
+            records.retain(|m| !(m.broadcast && m.direction == crate::store::Direction::Out));
+            records
         }
         ConvKey::Everyone => {
             store.history(&HistoryQuery { limit: Some(limit), broadcast_only: true, ..Default::default() })?

@@ -418,6 +418,46 @@ fn sending_to_one_marked_group_and_everyone() {
     };
     a.on_send_answer(tag, Err("message too long".into()));
     assert!(draw(&mut a, 100, 20).contains("✗ message too long"));
+    assert_eq!(a.editor.text(), "xxxxxxxxxx", "the text comes back to be sent again");
+}
+
+/// Found by trying it: each conversation keeps its own draft; choosing a
+/// conversation ends a marked selection; a declined offer is not fetched;
+/// files cannot go to everyone.
+#[test]
+fn drafts_marks_and_refusals() {
+    let mut a = office();
+    a.open(ConvKey::Peer("bob@pc-bob".into()));
+    a.focus = Focus::Compose;
+    type_text(&mut a, "draft for bob");
+    a.open(ConvKey::Everyone);
+    assert!(a.editor.is_empty(), "a private draft never goes to everyone");
+    a.open(ConvKey::Peer("bob@pc-bob".into()));
+    assert_eq!(a.editor.text(), "draft for bob");
+
+    a.focus = Focus::Peers;
+    a.selected = Row::Peer("dave@pc-dave".into());
+    a.on_key(key(KeyCode::Char(' ')));
+    assert_eq!(a.marked.len(), 1);
+    a.selected = Row::Everyone;
+    a.on_key(key(KeyCode::Enter));
+    assert!(a.marked.is_empty() && a.current == ConvKey::Everyone);
+    a.take_actions();
+    a.on_key(ctrl('f'));
+    assert!(a.prompt.is_none());
+    assert!(a.status.as_ref().unwrap().0.contains("open one first"));
+
+    let mut offer = message("bob", "Bob", "", 40, 4);
+    offer["attachments"] = json!([{"id": 0, "name": "x.bin", "size": 10, "mtime": 0, "kind": "file"}]);
+    a.on_event(&offer);
+    a.open(ConvKey::Peer("bob@pc-bob".into()));
+    a.focus = Focus::Conversation;
+    a.on_key(key(KeyCode::Char('k')));
+    a.on_key(key(KeyCode::End));
+    a.on_key(key(KeyCode::Char('d')));
+    a.take_actions();
+    a.on_key(key(KeyCode::Char('a')));
+    assert!(!a.take_actions().iter().any(|x| matches!(x, Action::Fetch { .. })), "declined stays declined");
 }
 
 #[test]
@@ -516,6 +556,7 @@ fn away_prompt_and_file_prompt_with_completion() {
     type_text(&mut a, "/no/such/file");
     a.on_key(key(KeyCode::Enter));
     assert!(a.take_actions().is_empty());
+    assert_eq!(a.prompt.as_ref().map(|p| p.editor.text()), Some("/no/such/file"), "kept to correct it");
     assert!(a.status.as_ref().unwrap().0.contains("does not exist"));
 }
 

@@ -20,6 +20,11 @@ fn grapheme_width(g: &str) -> usize {
 
 /// Text from the network made safe to draw: control characters (escape
 /// sequences) become U+FFFD, CR is dropped, a tab becomes four spaces.
+///
+/// Emoji sequences whose width terminals disagree on (joined families,
+/// skin tones, keycaps, presentation selectors) are drawn as their parts:
+/// a terminal that counts one cell differently from ratatui would leave
+/// stray characters on the screen.
 pub fn sanitize(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -34,6 +39,7 @@ pub fn sanitize(s: &str) -> String {
             '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}' => {
                 out.push('\u{fffd}')
             }
+            '\u{200d}' | '\u{fe0e}' | '\u{fe0f}' | '\u{20e3}' | '\u{1f3fb}'..='\u{1f3ff}' => {}
             c => out.push(c),
         }
     }
@@ -342,6 +348,8 @@ mod tests {
         assert_eq!(truncate("abc", 3), "abc");
         assert_eq!(fit("你", 4), "你  ");
         assert_eq!(sanitize("a\x1b[2Jb\r\n\tc"), "a\u{fffd}[2Jb\n    c");
+        // Sequences drawn as their parts, each of a width every terminal agrees on.
+        assert_eq!(sanitize("👨\u{200d}👩\u{200d}👧 👋\u{1f3fd} 1\u{fe0f}\u{20e3}"), "👨👩👧 👋 1");
     }
 
     #[test]

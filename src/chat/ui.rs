@@ -282,7 +282,7 @@ fn draw_conversation(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
     while i > 0 && (lines.len() < want || reveal.is_some_and(|r| i > r)) {
         i -= 1;
         let item = &c.items[i];
-        let mut block_lines = item_lines(app, theme, item, w, c.selected == Some(i), focused);
+        let mut block_lines = item_lines(app, theme, item, w, focused && c.selected == Some(i), focused);
         let day = app.local(item.time()).date_naive();
         let new_day = i == 0 || app.local(c.items[i - 1].time()).date_naive() != day;
         if new_day {
@@ -414,9 +414,9 @@ fn item_lines(app: &App, theme: &Theme, item: &Item, w: usize, selected: bool, f
     }
     let body = if m.is_closed() {
         if selected && focused {
-            "press Enter to open it (the sender sees that you read it)".to_string()
+            "Enter opens it (the sender sees it was read)".to_string()
         } else {
-            "select it (Tab, ↑↓) and press Enter to open".to_string()
+            "Tab to select it, Enter to open".to_string()
         }
     } else {
         text::sanitize(&m.text)
@@ -563,9 +563,7 @@ fn draw_compose(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let inner_h = area.height.saturating_sub(2) as usize;
     if let Some(p) = &app.prompt {
         let title = match p.kind {
-            PromptKind::File => {
-                format!(" Send a file or folder to {} · Tab completes · Enter sends · Esc cancels ", app.target_label())
-            }
+            PromptKind::File => format!(" File or folder to send to {} ", app.target_label()),
             PromptKind::Away => " Away text · Enter sets it · Esc cancels ".to_string(),
         };
         let block = Block::default().borders(Borders::ALL).border_style(theme.accent()).title(title);
@@ -578,11 +576,13 @@ fn draw_compose(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         let shown: String = one_line(&skip_cols(&line, skip));
         let mut out = vec![Line::raw(shown)];
         let cands = p.candidates.len();
-        for c in p.candidates.iter().take(inner_h.saturating_sub(1).min(3)) {
+        let room = inner_h.saturating_sub(1);
+        let shown_cands = if cands <= room { cands } else { room.saturating_sub(1) };
+        for c in p.candidates.iter().take(shown_cands) {
             out.push(Line::styled(one_line(c), theme.dim()));
         }
-        if cands > 3 && inner_h > 4 {
-            out.push(Line::styled(format!("… {} more", cands - 3), theme.dim()));
+        if cands > shown_cands && room > 0 {
+            out.push(Line::styled(format!("… {} more (type more, then Tab)", cands - shown_cands), theme.dim()));
         }
         f.render_widget(Paragraph::new(out), inner);
         f.set_cursor_position((inner.x + (col - skip) as u16, inner.y));
@@ -599,7 +599,8 @@ fn draw_compose(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let (lines, (row, col)) = app.editor.layout(inner_w);
     let top = (row + 1).saturating_sub(inner_h);
     let shown: Vec<Line> = if app.editor.is_empty() && !focused {
-        vec![Line::styled("Tab or Enter on a peer to write", theme.dim())]
+        let hint = if app.focus == Focus::Peers { "Enter on a peer, or Tab, to write" } else { "Tab to write here" };
+        vec![Line::styled(hint, theme.dim())]
     } else {
         lines.into_iter().skip(top).take(inner_h).map(Line::raw).collect()
     };
@@ -629,8 +630,13 @@ fn draw_status(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             Span::styled(" ✉ ", theme.accent()),
             Span::styled(one_line(text), Style::default().add_modifier(Modifier::BOLD)),
         ]),
-        Some((text, Level::Error)) => Line::styled(format!(" {}", one_line(text)), theme.error()),
-        Some((text, Level::Info)) => Line::styled(format!(" {}", one_line(text)), theme.dim()),
+        Some((text, Level::Error)) => Line::styled(
+            format!(" {}", truncate(&one_line(text), area.width.saturating_sub(1) as usize)),
+            theme.error(),
+        ),
+        Some((text, Level::Info)) => {
+            Line::styled(format!(" {}", truncate(&one_line(text), area.width.saturating_sub(1) as usize)), theme.dim())
+        }
         None if !app.marked.is_empty() => Line::styled(
             format!(" {} peers marked: messages go to all of them (Esc in the list clears)", app.marked.len()),
             theme.dim(),
@@ -641,8 +647,11 @@ fn draw_status(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
 }
 
 fn draw_footer(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
-    let keys: &[(&str, &str)] = if app.prompt.is_some() {
-        &[("Enter", "ok"), ("Tab", "complete"), ("Esc", "cancel"), ("^Q", "quit")]
+    let keys: &[(&str, &str)] = if let Some(p) = &app.prompt {
+        match p.kind {
+            PromptKind::File => &[("Enter", "send"), ("Tab", "complete"), ("Esc", "cancel"), ("^Q", "quit")],
+            PromptKind::Away => &[("Enter", "go away"), ("Esc", "cancel"), ("^Q", "quit")],
+        }
     } else {
         match app.focus {
             Focus::Peers => &[
