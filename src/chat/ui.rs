@@ -715,7 +715,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("Peer list", ""),
     ("↑ ↓ Home End", "move"),
     ("Enter", "chat with the peer, the group or everyone"),
-    ("Space", "mark peers or a group: send to all marked"),
+    ("Space", "mark peers or a group, Tab: send to all marked"),
     ("letters", "filter (nick, user, host, group, IP)"),
     ("Esc", "clear the filter, then the marks"),
     ("Compose", ""),
