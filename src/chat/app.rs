@@ -236,6 +236,8 @@ pub struct Conversation {
     pub shown_selection: Option<usize>,
     /// What was typed for this conversation and not sent yet.
     pub draft: String,
+    /// Items that came while the view was scrolled up.
+    pub new_below: usize,
 }
 
 /// Which part of the screen takes the keys.
@@ -383,6 +385,8 @@ pub struct App {
     /// Where fetched files go (an old offer whose files are there shows as saved).
     pub download_dir: Option<std::path::PathBuf>,
     pub quit: bool,
+    /// Ctrl+Q was pressed once with unsent text.
+    quit_armed: bool,
     /// The terminal has the keyboard focus (terminals that report it).
     pub window_focused: bool,
     actions: Vec<Action>,
@@ -415,6 +419,7 @@ impl App {
             home_dir: directories::BaseDirs::new().map(|b| b.home_dir().to_path_buf()),
             download_dir: None,
             quit: false,
+            quit_armed: false,
             window_focused: true,
             actions: Vec::new(),
             next_tag: 1,
@@ -694,7 +699,7 @@ impl App {
                 .map(|f| FileInfo {
                     id: 0,
                     name: std::path::Path::new(f).file_name().map_or(f.clone(), |n| n.to_string_lossy().into_owned()),
-                    size: 0,
+                    size: std::fs::metadata(f).map(|m| if m.is_dir() { 0 } else { m.len() }).unwrap_or(0),
                     mtime: 0,
                     dir: std::path::Path::new(f).is_dir(),
                 })
@@ -741,7 +746,7 @@ impl App {
         let c = self.conv_mut(conv);
         c.items.push(item);
         if c.scroll > 0 {
-            c.scroll += 1; // keep the lines read in place (roughly)
+            c.new_below += 1; // said at the bottom of the view
         }
     }
 
@@ -950,10 +955,6 @@ impl App {
         if msg.broadcast {
             self.push(&ConvKey::Everyone, Item::Msg(msg.clone()));
         }
-        let group = self.peer(&key).map(|p| ConvKey::Group(p.group.clone()));
-        if let Some(g) = group.filter(|g| self.convs.contains_key(g)) {
-            self.push(&g, Item::Msg(msg.clone()));
-        }
         let broadcast = msg.broadcast;
         self.push(&conv, Item::Msg(msg));
         self.incoming(&key, &preview, broadcast);
@@ -962,10 +963,7 @@ impl App {
     /// Counts an unread message, shows its first line, and notifies —
     /// unless the conversation shown holds it.
     fn incoming(&mut self, key: &str, preview: &str, broadcast: bool) {
-        let group = self.peer(key).map(|p| ConvKey::Group(p.group.clone()));
-        let here = self.current == ConvKey::Peer(key.to_string())
-            || (broadcast && self.current == ConvKey::Everyone)
-            || (group.as_ref() == Some(&self.current) && self.convs.contains_key(&self.current));
+        let here = self.current == ConvKey::Peer(key.to_string()) || (broadcast && self.current == ConvKey::Everyone);
         let name = self.peer(key).map_or(key.to_string(), |p| text::one_line(p.name()));
         if !here {
             if let Some(p) = self.peer_mut(key) {
@@ -1008,8 +1006,14 @@ impl App {
             }
         }
         let mut items: Vec<Item> = Vec::new();
-        for r in records {
-            let m = msg_from_record(r, &self.me, self.download_dir.as_deref());
+        let grouped;
+        let msgs: Vec<Msg> = if let ConvKey::Group(g) = conv {
+            grouped = self.group_sends(g, records);
+            grouped
+        } else {
+            records.iter().map(|r| msg_from_record(r, &self.me, self.download_dir.as_deref())).collect()
+        };
+        for m in msgs {
             let k = message_key(&m);
             if k.as_ref().is_some_and(|k| keys.contains(k)) || unnumbered.iter().any(|u| same_unnumbered(u, &m)) {
                 continue;
@@ -1028,6 +1032,31 @@ impl App {
         c.more = records.len() >= limit;
         c.selected = None;
         c.shown_selection = None;
+    }
+
+    /// What we sent to a group, from the stored rows (one per recipient):
+    /// the sends that reached two or more of its members, once each.
+    fn group_sends(&self, group: &str, records: &[MessageRecord]) -> Vec<Msg> {
+        let members: std::collections::HashSet<String> =
+            self.peers.iter().filter(|p| p.group == group).map(|p| p.key.clone()).collect();
+        let mut sends: Vec<Msg> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for r in records.iter().filter(|r| r.direction == Direction::Out && !r.broadcast) {
+            let mut m = msg_from_record(r, &self.me, None);
+            if !m.recipients.iter().all(|x| members.contains(&x.key)) {
+                continue;
+            }
+            match index.get(&r.packet_no) {
+                Some(&i) => sends[i].recipients.append(&mut m.recipients),
+                None => {
+                    index.insert(r.packet_no.clone(), sends.len());
+                    m.to_group = true;
+                    sends.push(m);
+                }
+            }
+        }
+        sends.retain(|m| m.recipients.len() >= 2);
+        sends
     }
 
     // ---- files ------------------------------------------------------------
@@ -1181,6 +1210,7 @@ impl App {
             self.quit();
             return;
         }
+        let armed = std::mem::take(&mut self.quit_armed);
         if self.prompt.is_some() {
             return self.prompt_key(k);
         }
@@ -1189,6 +1219,7 @@ impl App {
                 if self.focus == Focus::Compose && !self.editor.is_empty() {
                     self.editor.take();
                 } else {
+                    self.quit_armed = armed;
                     self.quit();
                 }
                 return;
@@ -1247,7 +1278,14 @@ impl App {
         }
     }
 
+    /// Quits; with unsent text somewhere, only when asked twice in a row.
     fn quit(&mut self) {
+        let unsent = !self.editor.is_empty() || self.convs.values().any(|c| !c.draft.is_empty());
+        if unsent && !self.quit_armed {
+            self.quit_armed = true;
+            self.set_status("unsent text would be lost: Ctrl+Q again quits", Level::Error);
+            return;
+        }
         self.quit = true;
         self.actions.push(Action::Quit);
     }
@@ -1271,6 +1309,9 @@ impl App {
             return;
         }
         c.scroll = (c.scroll as isize + lines).max(0) as usize;
+        if c.scroll == 0 {
+            c.new_below = 0;
+        }
     }
 
     fn peers_key(&mut self, k: KeyEvent) {
@@ -1395,6 +1436,10 @@ impl App {
     }
 
     fn prompt_key(&mut self, k: KeyEvent) {
+        // An older message does not belong to what is typed now.
+        if !matches!(self.status, Some((_, Level::Incoming))) {
+            self.status = None;
+        }
         let Some(p) = &mut self.prompt else { return };
         let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
         match k.code {
@@ -1513,6 +1558,9 @@ fn message_key(m: &Msg) -> Option<(Dir, String, String)> {
     match m.dir {
         Dir::In => Some((Dir::In, m.from.clone(), m.packet_no.clone())),
         Dir::Out if m.broadcast && !m.packet_no.is_empty() => Some((Dir::Out, String::new(), m.packet_no.clone())),
+        Dir::Out if m.to_group => {
+            m.recipients.iter().find_map(|r| r.packet_no.clone()).map(|n| (Dir::Out, "group:".into(), n))
+        }
         Dir::Out => m.recipients.iter().find_map(|r| r.packet_no.clone().map(|n| (Dir::Out, r.key.clone(), n))),
     }
 }

@@ -27,8 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use crossterm::event::{Event as TermEvent, EventStream};
-use futures_util::StreamExt;
+use crossterm::event::Event as TermEvent;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -252,7 +251,16 @@ async fn event_loop(
     let backend = ratatui::backend::CrosstermBackend::new(std::io::stdout());
     let mut terminal = ratatui::Terminal::new(backend)?;
     terminal.clear()?;
-    let mut keys = EventStream::new();
+    // A thread reads the terminal (blocking, no CPU while idle) and hands
+    // the events over; it ends with the process.
+    let (key_tx, mut keys) = mpsc::channel::<std::io::Result<TermEvent>>(4096);
+    std::thread::Builder::new().name("pigeon-keys".into()).spawn(move || loop {
+        let ev = crossterm::event::read();
+        let failed = ev.is_err();
+        if key_tx.blocking_send(ev).is_err() || failed {
+            return;
+        }
+    })?;
     let (tx, mut rx) = mpsc::unbounded_channel::<Internal>();
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
@@ -291,13 +299,20 @@ async fn event_loop(
         // Each turn of the loop follows something that happened: draw it.
         terminal.draw(|f| ui::draw(f, app, &settings.theme))?;
         tokio::select! {
-            ev = keys.next() => match ev {
-                Some(Ok(TermEvent::Key(k))) => app.on_key(k),
-                Some(Ok(TermEvent::Paste(s))) => app.on_paste(&s),
-                Some(Ok(TermEvent::Mouse(m))) => app.on_mouse(m),
-                Some(Ok(TermEvent::FocusGained)) => app.window_focused = true,
-                Some(Ok(TermEvent::FocusLost)) => app.window_focused = false,
-                Some(Ok(TermEvent::Resize(..))) => {}
+            ev = keys.recv() => match ev {
+                Some(Ok(ev)) => {
+                    terminal_event(app, ev);
+                    // Input that is already there (a paste without bracketed
+                    // paste comes as thousands of keys) is taken before the
+                    // next frame: one draw, not one per key.
+                    for _ in 0..100_000 {
+                        match keys.try_recv() {
+                            Ok(Ok(ev)) => terminal_event(app, ev),
+                            Ok(Err(e)) => return Err(e).context("cannot read the terminal"),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 Some(Err(e)) => return Err(e).context("cannot read the terminal"),
                 None => return Ok(()),
             },
@@ -321,6 +336,17 @@ async fn event_loop(
     }
 }
 
+fn terminal_event(app: &mut App, ev: TermEvent) {
+    match ev {
+        TermEvent::Key(k) => app.on_key(k),
+        TermEvent::Paste(s) => app.on_paste(&s),
+        TermEvent::Mouse(m) => app.on_mouse(m),
+        TermEvent::FocusGained => app.window_focused = true,
+        TermEvent::FocusLost => app.window_focused = false,
+        TermEvent::Resize(..) => {}
+    }
+}
+
 fn load_history(store: &Store, conv: &ConvKey, limit: usize) -> Result<Vec<crate::store::MessageRecord>> {
     Ok(match conv {
         ConvKey::Peer(k) => {
@@ -337,7 +363,13 @@ fn load_history(store: &Store, conv: &ConvKey, limit: usize) -> Result<Vec<crate
         ConvKey::Everyone => {
             store.history(&HistoryQuery { limit: Some(limit), broadcast_only: true, ..Default::default() })?
         }
-        ConvKey::Group(_) => Vec::new(),
+        ConvKey::Group(_) => {
+            // Sends to several of its members; the chat picks those (one row per recipient).
+            let mut all =
+                store.history(&HistoryQuery { limit: Some(limit.saturating_mul(8)), ..Default::default() })?;
+            all.retain(|m| m.direction == crate::store::Direction::Out && !m.broadcast);
+            all
+        }
     })
 }
 

@@ -630,8 +630,25 @@ fn selection_history_and_unread_edge_cases() {
     a.on_history(&ConvKey::Everyone, &[b1, b1_copy, b2], HISTORY_PAGE);
     assert_eq!(a.conv(&ConvKey::Everyone).unwrap().items.len(), 2, "once per broadcast, not once per peer");
 
-    a.open(ConvKey::Group("Dev".into()));
-    a.on_event(&message("dave", "Dave", "in the group view", 800, 9));
-    assert_eq!(a.peer("dave@pc-dave").unwrap().unread, 1, "only the earlier ping");
-    assert!(draw(&mut a, 100, 24).contains("in the group view"));
+    // A group's conversation holds what was sent to it: from the store, the
+    // sends that reached several members, once each; not private messages.
+    let dev = ConvKey::Group("Dev".into());
+    a.open(dev.clone());
+    a.on_event(&message("dave", "Dave", "private to me", 800, 9));
+    assert_eq!(a.peer("dave@pc-dave").unwrap().unread, 2, "counted: the group view does not show it");
+    let sent = |user: &str, no: u64, state| {
+        let mut r = out_record(user, "to Dev", no, 9, state);
+        r.peer.host = format!("pc-{user}");
+        r
+    };
+    let records = [
+        sent("dave", 900, MessageState::Delivered),
+        sent("erin", 900, MessageState::Read),
+        sent("dave", 901, MessageState::Delivered),
+    ];
+    a.on_history(&dev, &records, HISTORY_PAGE);
+    let items = &a.conv(&dev).unwrap().items;
+    assert_eq!(items.len(), 1, "the two-member send once; the single one is private");
+    let s = draw(&mut a, 100, 24);
+    assert!(s.contains("to Dev  ✓ delivered 2/2"), "{s}");
 }

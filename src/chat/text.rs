@@ -39,11 +39,17 @@ pub fn sanitize(s: &str) -> String {
             '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}' => {
                 out.push('\u{fffd}')
             }
-            '\u{200d}' | '\u{fe0e}' | '\u{fe0f}' | '\u{20e3}' | '\u{1f3fb}'..='\u{1f3ff}' => {}
+            c if is_sequence_glue(c) => {}
             c => out.push(c),
         }
     }
     out
+}
+
+/// Joiners, skin tones, keycaps and presentation selectors: drawn
+/// without them, an emoji sequence shows as its parts.
+fn is_sequence_glue(c: char) -> bool {
+    matches!(c, '\u{200d}' | '\u{fe0e}' | '\u{fe0f}' | '\u{20e3}' | '\u{1f3fb}'..='\u{1f3ff}')
 }
 
 /// One line of a single-line field: newlines shown as `⏎`.
@@ -286,13 +292,16 @@ impl Editor {
                 w = 0;
                 continue;
             }
-            let gw = grapheme_width(g);
+            // Drawn as the conversation draws it (emoji sequences as parts),
+            // so the cursor stays where the terminal puts the text.
+            let shown: String = g.chars().filter(|c| !is_sequence_glue(*c)).collect();
+            let gw = width(&shown);
             // Leave the last column for the cursor at the end of a full line.
             if w + gw > cols - 1 {
                 lines.push(String::new());
                 w = 0;
             }
-            lines.last_mut().expect("never empty").push_str(g);
+            lines.last_mut().expect("never empty").push_str(&shown);
             w += gw;
         }
         if self.cursor >= self.text.len() {
@@ -390,6 +399,9 @@ mod tests {
         let (lines, cur) = e.layout(5);
         assert_eq!(lines, ["你好", "世界"]);
         assert_eq!(cur, (1, 4));
+        // A joined family is drawn (and counted) as its three parts.
+        let (lines, cur) = Editor::with_text("a👨\u{200d}👩\u{200d}👧b").layout(40);
+        assert_eq!((lines[0].as_str(), cur), ("a👨👩👧b", (0, 8)));
         let mut e = Editor::with_text("ab\ncd");
         e.up();
         assert_eq!(e.layout(10).1, (0, 2));

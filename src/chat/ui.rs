@@ -257,7 +257,9 @@ fn draw_conversation(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
     let scroll = app.current_conv().map_or(0, |c| c.scroll);
     let mut block = Block::default().borders(Borders::ALL).border_style(theme.focused(focused)).title(conv_title(app));
     if scroll > 0 {
-        block = block.title_bottom(Line::styled(" ↓ newer below (PgDn) ", theme.accent()).right_aligned());
+        let new = app.current_conv().map_or(0, |c| c.new_below);
+        let label = if new > 0 { format!(" ↓ {new} new below (PgDn) ") } else { " ↓ newer below (PgDn) ".into() };
+        block = block.title_bottom(Line::styled(label, theme.accent()).right_aligned());
     }
     let inner = block.inner(area);
     f.render_widget(block, area);
@@ -715,7 +717,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("Peer list", ""),
     ("↑ ↓ Home End", "move"),
     ("Enter", "chat with the peer, the group or everyone"),
-    ("Space", "mark peers or a group, Tab: send to all marked"),
+    ("Space", "mark peers or a group (Tab writes to them)"),
     ("letters", "filter (nick, user, host, group, IP)"),
     ("Esc", "clear the filter, then the marks"),
     ("Compose", ""),
@@ -733,6 +735,17 @@ fn draw_help(f: &mut Frame, theme: &Theme, area: Rect) {
     let h = area.height.saturating_sub(2).min(HELP.len() as u16 + 3);
     let popup = Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h };
     f.render_widget(Clear, popup);
+    // A wide character whose second half lies under the left border would
+    // be drawn over it: blank it.
+    if popup.x > area.x {
+        let buf = f.buffer_mut();
+        for y in popup.y..popup.bottom() {
+            let cell = &mut buf[(popup.x - 1, y)];
+            if width(cell.symbol()) > 1 {
+                cell.set_symbol(" ");
+            }
+        }
+    }
     let block = Block::default().borders(Borders::ALL).border_style(theme.accent()).title(" Help · any key closes ");
     let inner = block.inner(popup);
     f.render_widget(block, popup);
