@@ -30,7 +30,7 @@ pub fn run(g: &Global, args: &PeersArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if peers.is_empty() {
-        eprintln!("nobody answered (is UDP 2425 open? see `pigeon config` for the broadcast targets)");
+        eprintln!("nobody answered (is UDP {} open? see `pigeon config` for the broadcast targets)", eff.port);
         return Ok(ExitCode::SUCCESS);
     }
     let width = |k: &str| peers.iter().map(|p| super::display_width(p[k].as_str().unwrap_or(""))).max().unwrap_or(0);

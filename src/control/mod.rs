@@ -331,7 +331,7 @@ pub fn resolve(peers: &[Peer], spec: &str) -> Result<Vec<PeerKey>> {
             .collect();
         close.truncate(5);
         if online.is_empty() {
-            bail!("unknown peer {spec:?}: nobody is online (is the network up, and UDP 2425 open?)");
+            bail!("unknown peer {spec:?}: nobody is online (is the network up, and the IPMsg port open?)");
         }
         if close.is_empty() {
             bail!("unknown peer {spec:?}; `pigeon peers` lists who is online");
