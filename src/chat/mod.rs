@@ -97,6 +97,21 @@ impl Events {
             Events::Closed => std::future::pending().await,
         }
     }
+
+    /// Events already waiting, without waiting (the node's own bus; the
+    /// daemon's stream is read a line at a time).
+    fn try_next(&mut self) -> Option<Vec<Value>> {
+        match self {
+            Events::Local(rx) => match rx.try_recv() {
+                Ok(e) => Some(crate::control::event_lines(&e)),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                    Some(vec![json!({"event": "lagged", "missed": n})])
+                }
+                Err(_) => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 /// Replies and progress from tasks, back to the loop.
@@ -317,7 +332,14 @@ async fn event_loop(
                 None => return Ok(()),
             },
             ev = events.next() => match ev {
-                Some(list) => list.iter().for_each(|v| app.on_event(v)),
+                Some(list) => {
+                    list.iter().for_each(|v| app.on_event(v));
+                    // A burst (a whole office entering) makes one frame.
+                    for _ in 0..10_000 {
+                        let Some(more) = events.try_next() else { break };
+                        more.iter().for_each(|v| app.on_event(v));
+                    }
+                }
                 None => {
                     app.on_error("node", "the node stopped; messages cannot be sent until pigeon chat is started again");
                     *events = Events::Closed;
