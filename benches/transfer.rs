@@ -8,6 +8,9 @@
 //!
 //! Everything binds 127.0.0.51/52; nothing leaves the machine.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -24,21 +27,6 @@ const PORT: u16 = 44425;
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-fn write_random(path: &Path, len: usize) {
-    let mut rng = fastrand::Rng::with_seed(7);
-    let block: Vec<u8> = (0..1 << 20).map(|_| rng.u8(..)).collect();
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut left = len;
-    let mut i = 0u8;
-    while left > 0 {
-        let n = left.min(block.len());
-        let chunk: Vec<u8> = block[..n].iter().map(|b| b ^ i).collect();
-        f.write_all(&chunk).unwrap();
-        left -= n;
-        i = i.wrapping_add(1);
-    }
 }
 
 /// A raw copy: the server sendfile()s the file, the client reads into a file.
@@ -108,7 +96,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("big.bin");
     let size: u64 = 1 << 30;
-    write_random(&big, size as usize);
+    common::random_file(&big, size as usize, 7);
     let folder = dir.path().join("folder");
     for i in 0..10_000 {
         let sub = folder.join(format!("d{}", i / 500));

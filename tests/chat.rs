@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, PORT};
-use sha2::{Digest, Sha256};
+use common::{sha256, Daemon, PORT};
 
 /// A private tmux server with one session running a command.
 struct Tmux {
@@ -132,29 +131,8 @@ impl Drop for Tmux {
 }
 
 fn chat_cmd(home: &Path, ip: &str, user: &str, nick: &str, other: &str) -> Vec<String> {
-    [
-        env!("CARGO_BIN_EXE_pigeon"),
-        "--home",
-        home.to_str().unwrap(),
-        "--port",
-        PORT,
-        "--bind",
-        ip,
-        "--user",
-        user,
-        "--nick",
-        nick,
-        "--broadcast",
-        other,
-        "chat",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-fn sha256(p: &Path) -> String {
-    hex::encode(Sha256::digest(std::fs::read(p).unwrap()))
+    let c = common::pigeon(home, ip, user, nick, &[other], &["chat"]);
+    std::iter::once(c.get_program()).chain(c.get_args()).map(|a| a.to_string_lossy().into_owned()).collect()
 }
 
 fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {

@@ -10,53 +10,12 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{pigeon, wait_for, Daemon, PORT};
+use common::{pigeon, random_file, sha256, tree, wait_for, Daemon, PORT};
 use pigeon_protocol::{Charset, DirHeader, FileRequest, Packet};
 use serde_json::Value;
-
-fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
-}
-
-/// SHA-256 of every file under `root`, by relative path, plus the folders.
-fn tree(root: &Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            if e.path().is_dir() {
-                out.push((rel, "dir".into()));
-                walk(root, &e.path(), out);
-            } else {
-                out.push((rel, sha256(&e.path())));
-            }
-        }
-    }
-    walk(root, root, &mut out);
-    out
-}
-
-fn random_file(path: &Path, len: usize, seed: u64) {
-    // One random MiB, varied per chunk: fast, and no two chunks alike.
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let block: Vec<u8> = (0..len.min(1 << 20)).map(|_| rng.u8(..)).collect();
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut left = len;
-    let mut i = 0u8;
-    while left > 0 {
-        let n = left.min(block.len());
-        let chunk: Vec<u8> = block[..n].iter().map(|b| b ^ i).collect();
-        f.write_all(&chunk).unwrap();
-        left -= n;
-        i = i.wrapping_add(1);
-    }
-}
 
 fn offers(d: &Daemon) -> Vec<Value> {
     let out = d.cli(&["offers", "--json"]);

@@ -145,3 +145,45 @@ pub fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// SHA-256 of a file, in hex (`sha256sum`: fast in a debug build too).
+pub fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum runs");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// (relative path, SHA-256 or "dir") of everything under `root`, sorted.
+pub fn tree(root: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if e.path().is_dir() {
+                out.push((rel, "dir".into()));
+                stack.push(e.path());
+            } else {
+                out.push((rel, sha256(&e.path())));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A file of `len` pseudo-random bytes: one random MiB, varied per chunk
+/// (fast, and no two chunks alike).
+pub fn random_file(path: &Path, len: usize, seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let block: Vec<u8> = (0..len.min(1 << 20)).map(|_| rng.u8(..)).collect();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut left = len;
+    let mut i = 0u8;
+    while left > 0 {
+        let n = left.min(block.len());
+        let chunk: Vec<u8> = block[..n].iter().map(|b| b ^ i).collect();
+        f.write_all(&chunk).unwrap();
+        left -= n;
+        i = i.wrapping_add(1);
+    }
+}

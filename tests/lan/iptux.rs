@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::common::{sha256, tree};
 use crate::harness::{self, enabled, Host, Lan};
 
 fn source_dir() -> PathBuf {
@@ -477,30 +478,6 @@ fn iptux_accepts_a_file_offered_to_it() {
     assert_eq!(done["ok"], true, "{done}");
     let got = std::fs::read(inbox.path().join("数据 data.bin")).unwrap();
     assert!(got == data, "the received file differs ({} bytes)", got.len());
-}
-
-fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
-}
-
-/// (relative path, SHA-256 or "dir") of everything under `root`.
-fn tree(root: &Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            if e.path().is_dir() {
-                out.push((rel, "dir".into()));
-                stack.push(e.path());
-            } else {
-                out.push((rel, sha256(&e.path())));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// A file and a folder (nested, an empty folder, a Chinese name, an empty file).

@@ -5,6 +5,8 @@
 //!
 //!     sudo PIGEON_LAN_TESTS=1 cargo test --test lan
 
+#[path = "../common/mod.rs"]
+mod common;
 mod harness;
 mod iptux;
 mod messaging;
