@@ -1006,10 +1006,8 @@ impl App {
             }
         }
         let mut items: Vec<Item> = Vec::new();
-        let grouped;
         let msgs: Vec<Msg> = if let ConvKey::Group(g) = conv {
-            grouped = self.group_sends(g, records);
-            grouped
+            self.group_sends(g, records)
         } else {
             records.iter().map(|r| msg_from_record(r, &self.me, self.download_dir.as_deref())).collect()
         };

@@ -91,10 +91,12 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
     };
     draw_peers(f, app, theme, peers);
     if right.width > 0 {
-        let compose_h = compose_height(app, right);
+        // The compose text laid out once: its height and its drawing use it.
+        let text = app.editor.layout(right.width.saturating_sub(2) as usize);
+        let compose_h = compose_height(app, &text, right);
         let [conv, compose] = Layout::vertical([Constraint::Min(1), Constraint::Length(compose_h)]).areas(right);
         draw_conversation(f, app, theme, conv);
-        draw_compose(f, app, theme, compose);
+        draw_compose(f, app, theme, text, compose);
         app.areas.conversation = conv;
         app.areas.compose = compose;
     } else {
@@ -547,17 +549,19 @@ fn offer_state_lines(theme: &Theme, state: &OfferState, active: bool, w: usize) 
     }
 }
 
-fn compose_height(app: &App, area: Rect) -> u16 {
-    let inner_w = area.width.saturating_sub(2) as usize;
+/// The compose text's lines and its cursor (row, column), from [`Editor::layout`](super::text::Editor::layout).
+type Composed = (Vec<String>, (usize, usize));
+
+fn compose_height(app: &App, text: &Composed, area: Rect) -> u16 {
     let lines = match &app.prompt {
         Some(p) => 1 + p.candidates.len().min(4),
-        None => app.editor.layout(inner_w).0.len(),
+        None => text.0.len(),
     };
     let max = (area.height / 3).max(3);
     (lines.min(1000) as u16 + 2).clamp(3, max.max(3)).min(area.height.saturating_sub(3).max(3))
 }
 
-fn draw_compose(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+fn draw_compose(f: &mut Frame, app: &App, theme: &Theme, text: Composed, area: Rect) {
     if area.height < 3 || area.width < 4 {
         return;
     }
@@ -598,7 +602,7 @@ fn draw_compose(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let block = Block::default().borders(Borders::ALL).border_style(theme.focused(focused)).title(title);
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let (lines, (row, col)) = app.editor.layout(inner_w);
+    let (lines, (row, col)) = text;
     let top = (row + 1).saturating_sub(inner_h);
     let shown: Vec<Line> = if app.editor.is_empty() && !focused {
         let hint = if app.focus == Focus::Peers { "Enter on a peer, or Tab, to write" } else { "Tab to write here" };
