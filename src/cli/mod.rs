@@ -112,13 +112,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Columns a string takes in a terminal (CJK characters take two).
+/// Columns a string takes in a terminal (the chat's measure: by grapheme,
+/// as ratatui draws).
 pub fn display_width(s: &str) -> usize {
-    s.chars().map(|c| if is_wide(c) { 2 } else { 1 }).sum()
-}
-
-fn is_wide(c: char) -> bool {
-    matches!(c as u32, 0x1100..=0x115F | 0x2E80..=0xA4CF | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF | 0xFE30..=0xFE4F | 0xFF00..=0xFF60 | 0xFFE0..=0xFFE6 | 0x1F300..=0x1FAFF | 0x20000..=0x3FFFD)
+    crate::chat::text::width(s)
 }
 
 /// Pads to a display width.
