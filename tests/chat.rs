@@ -252,8 +252,15 @@ fn chat_as_a_client_of_the_daemon() {
     let alice =
         Daemon::start_with_config("127.0.0.87", "alice", "Alice", &["127.0.0.88"], "bell = false\nnotify = false\n");
     let bob = Daemon::start("127.0.0.88", "bob", "Bob", &["127.0.0.87"]);
-    let t = Tmux::start("daemon", &chat_cmd(alice.home.path(), "127.0.0.87", "alice", "Alice", "127.0.0.88"), &[]);
-    t.wait_screen("the daemon link", |s| s.contains("via the daemon") && s.contains("● Bob"));
+    // Two messages come while no chat is open: the chat counts them from the store.
+    wait_until("the daemons to meet", || bob.peers().iter().any(|p| p["user"] == "alice").then_some(()));
+    for text in ["while you were out 1", "while you were out 2"] {
+        assert!(bob.cli(&["send", "Alice", text]).status.success());
+    }
+    let bob_line = |s: &str| s.lines().find(|l| l.contains("● Bob")).unwrap_or_default().to_string();
+    let cmd = chat_cmd(alice.home.path(), "127.0.0.87", "alice", "Alice", "127.0.0.88");
+    let t = Tmux::start("daemon", &cmd, &[]);
+    t.wait_screen("the daemon link and the count", |s| s.contains("via the daemon") && bob_line(s).contains("(2)"));
     let out = bob.cli(&["send", "--sealed", "Alice", "sealed for Alice 密"]);
     assert!(out.status.success());
     t.wait_screen("the preview", |s| s.contains("✉ Bob: sealed message"));
@@ -270,8 +277,19 @@ fn chat_as_a_client_of_the_daemon() {
     t.type_text("opened it");
     t.keys(&["Enter"]);
     wait_until("the reply", || bob.history(&[]).into_iter().find(|m| m["text"] == "opened it"));
+    // Seen in the chat is read in the store.
+    wait_until("the messages marked read", || {
+        let h = alice.history(&["--search", "while you were out"]);
+        (h.len() == 2 && h.iter().all(|m| m["state"] == "read")).then_some(())
+    });
     t.keys(&["C-q"]);
     assert!(!t.wait_exit());
-    // The daemon keeps running: Bob still lists Alice.
+    drop(t);
+    // The daemon keeps running: Bob still lists Alice. A new chat counts nothing.
     assert!(bob.peers().iter().any(|p| p["user"] == "alice"));
+    let t = Tmux::start("daemon2", &cmd, &[]);
+    let s = t.wait_screen("the second chat", |s| s.contains("via the daemon") && s.contains("● Bob"));
+    assert!(!bob_line(&s).contains('('), "nothing unread:\n{s}");
+    t.keys(&["C-q"]);
+    assert!(!t.wait_exit());
 }

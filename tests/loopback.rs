@@ -51,6 +51,18 @@ fn discovery_messages_broadcast_sealed_away_and_exit() {
     let m = &c.history(&["--search", "office closes"])[0];
     assert_eq!(m["broadcast"], true);
 
+    // What the user has seen (the chat tells the node) becomes read: one
+    // peer's messages, or the broadcasts; a request naming neither is refused.
+    let state = |d: &Daemon, s: &str| d.history(&["--search", s])[0]["state"].as_str().unwrap().to_string();
+    assert_eq!(state(&b, "你好, Bob"), "unread");
+    assert_eq!(state(&c, "office closes"), "unread");
+    let host = m["peer"]["host"].clone();
+    assert_eq!(b.control(&json!({"op": "seen", "user": "alice", "host": host}))["ok"], true);
+    assert_eq!(c.control(&json!({"op": "seen", "broadcasts": true}))["ok"], true);
+    wait_for(|| state(&b, "你好, Bob") == "read" && state(&c, "office closes") == "read", "seen to mark read");
+    assert_eq!(state(&c, "to both"), "unread", "Carol has not seen Alice's private message");
+    assert_eq!(c.control(&json!({"op": "seen", "user": "alice"}))["ok"], false);
+
     // Sealed: Bob opens it (READMSG) and Alice's history says read.
     let out = a.cli(&["send", "Bob", "--sealed", "open me", "--json"]);
     assert!(out.status.success());

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::text::{self, Editor};
 use crate::engine::Delivery;
-use crate::store::{Direction, MessageRecord, MessageState, PeerRecord};
+use crate::store::{Direction, MessageRecord, MessageState, PeerRecord, UnreadCount};
 
 /// How much history a conversation loads at first, and adds each time the
 /// view is scrolled to its top.
@@ -321,6 +321,9 @@ pub enum Action {
         conv: ConvKey,
         limit: usize,
     },
+    /// The user has seen this conversation: its messages become read in the
+    /// store (sealed ones wait to be opened), so the counts survive a restart.
+    Seen(ConvKey),
     /// A message or a shake came: the bell and a desktop notification, as configured.
     Notify {
         title: String,
@@ -497,6 +500,28 @@ impl App {
         }
     }
 
+    /// Unread counts from the store: what came while no chat was open. What
+    /// the open conversation shows is not counted (as for live messages).
+    /// Called once, at start (the counts add up).
+    pub fn set_unread(&mut self, counts: &[UnreadCount]) {
+        for c in counts {
+            let key = format!("{}@{}", c.user, c.host);
+            if self.current == ConvKey::Peer(key.clone()) || (c.broadcast && self.current == ConvKey::Everyone) {
+                continue;
+            }
+            if let Some(p) = self.peer_mut(&key) {
+                p.unread += c.count as usize;
+            }
+        }
+    }
+
+    /// Tells the node (once per turn) that a conversation has been seen.
+    fn seen(&mut self, conv: ConvKey) {
+        if matches!(conv, ConvKey::Peer(_) | ConvKey::Everyone) && !self.actions.contains(&Action::Seen(conv.clone())) {
+            self.actions.push(Action::Seen(conv));
+        }
+    }
+
     /// Peers online now (the answer to `peers`).
     pub fn set_online_peers(&mut self, list: &[Value]) {
         for v in list {
@@ -618,6 +643,7 @@ impl App {
             c.loaded = HISTORY_PAGE;
             self.actions.push(Action::LoadHistory { conv: conv.clone(), limit: HISTORY_PAGE });
         }
+        self.seen(conv.clone());
         self.current = conv;
     }
 
@@ -965,7 +991,9 @@ impl App {
     fn incoming(&mut self, key: &str, preview: &str, broadcast: bool) {
         let here = self.current == ConvKey::Peer(key.to_string()) || (broadcast && self.current == ConvKey::Everyone);
         let name = self.peer(key).map_or(key.to_string(), |p| text::one_line(p.name()));
-        if !here {
+        if here {
+            self.seen(self.current.clone());
+        } else {
             if let Some(p) = self.peer_mut(key) {
                 p.unread += 1;
             }

@@ -241,6 +241,7 @@ pub fn run(g: &Global, args: &ChatArgs) -> Result<ExitCode> {
             }
             app.add_known_peers(&store.peers().unwrap_or_default());
             app.open(ConvKey::Everyone);
+            app.set_unread(&store.unread_counts().unwrap_or_default());
             let _guard = TerminalGuard::enter(mouse)?;
             event_loop(&mut app, &eff, &settings, &caller, &mut events, &store).await
         }
@@ -419,6 +420,22 @@ fn run_action(a: Action, eff: &Effective, settings: &Settings, caller: &Caller, 
         Action::Decline { user, host, packet_no } => {
             let req = json!({"op": "decline", "user": user, "host": host, "packet_no": packet_no});
             spawn_request(caller, tx, "the sender was not told", req);
+        }
+        Action::Seen(conv) => {
+            let req = match conv {
+                ConvKey::Peer(k) => {
+                    let (user, host) = k.split_once('@').unwrap_or((&k, ""));
+                    json!({"op": "seen", "user": user, "host": host})
+                }
+                ConvKey::Everyone => json!({"op": "seen", "broadcasts": true}),
+                ConvKey::Group(_) => return,
+            };
+            // Only the counts of a later start depend on it: log, do not disturb.
+            tokio::spawn(async move {
+                if let Err(e) = caller.call(req).await {
+                    tracing::warn!("cannot mark a conversation read: {e}");
+                }
+            });
         }
         Action::SetAway(text) => spawn_request(caller, tx, "away", json!({"op": "status", "away": text})),
         Action::GetInfo(peer) => spawn_request(caller, tx, "info", json!({"op": "info", "peer": peer})),

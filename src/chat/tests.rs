@@ -285,6 +285,31 @@ fn every_size_draws_without_panic_even_with_hostile_input() {
     assert!(s.contains("长长长…"), "{s}");
 }
 
+/// Counts from the store (what came while no chat ran) add to the peers;
+/// what the open conversation shows is not counted.
+#[test]
+fn unread_counts_from_the_store() {
+    use crate::store::UnreadCount;
+    let mut a = app();
+    online(&mut a, peer("bob", "Bob", "QA组", "feiq", false, 2));
+    online(&mut a, peer("carol", "Carol", "QA组", "iptux", false, 3));
+    a.open(ConvKey::Everyone);
+    assert_eq!(
+        a.take_actions(),
+        [Action::LoadHistory { conv: ConvKey::Everyone, limit: HISTORY_PAGE }, Action::Seen(ConvKey::Everyone)]
+    );
+    let c =
+        |user: &str, broadcast, count| UnreadCount { user: user.into(), host: format!("pc-{user}"), broadcast, count };
+    a.set_unread(&[c("bob", false, 3), c("bob", true, 2), c("carol", true, 4), c("zed", false, 1)]);
+    assert_eq!(a.peer("bob@pc-bob").unwrap().unread, 3, "his broadcasts show in Everyone, which is open");
+    assert_eq!(a.peer("carol@pc-carol").unwrap().unread, 0);
+    let screen = draw(&mut a, 100, 20);
+    assert!(screen.lines().any(|l| l.contains(" Bob ") && l.contains("FeiQ (3)")), "{screen}");
+    a.open(ConvKey::Peer("bob@pc-bob".into()));
+    assert_eq!(a.peer("bob@pc-bob").unwrap().unread, 0);
+    assert!(a.take_actions().contains(&Action::Seen(ConvKey::Peer("bob@pc-bob".into()))));
+}
+
 #[test]
 fn messages_show_at_once_with_unread_counts_and_a_preview() {
     let mut a = office();
@@ -293,18 +318,25 @@ fn messages_show_at_once_with_unread_counts_and_a_preview() {
     assert!(a.take_actions().iter().any(|x| matches!(x, Action::Notify { title, .. } if title == "Bob")));
     a.open(ConvKey::Peer("bob@pc-bob".into()));
     assert_eq!(a.peer("bob@pc-bob").unwrap().unread, 0);
-    assert!(a
-        .take_actions()
-        .contains(&Action::LoadHistory { conv: ConvKey::Peer("bob@pc-bob".into()), limit: HISTORY_PAGE }));
-    // In the open conversation: shown, not counted, no notification while the window has focus.
+    // History first, then the node hears the conversation was seen.
+    let bob = ConvKey::Peer("bob@pc-bob".into());
+    assert_eq!(
+        a.take_actions(),
+        [Action::LoadHistory { conv: bob.clone(), limit: HISTORY_PAGE }, Action::Seen(bob.clone())]
+    );
+    // In the open conversation: shown, not counted, no notification while
+    // the window has focus, and the node hears it was seen (once a turn).
     a.on_event(&message("bob", "Bob", "here?", 10, 5));
+    a.on_event(&message("bob", "Bob", "still there?", 20, 5));
     assert_eq!(a.peer("bob@pc-bob").unwrap().unread, 0);
-    assert!(!a.take_actions().iter().any(|x| matches!(x, Action::Notify { .. })));
+    let actions = a.take_actions();
+    assert!(!actions.iter().any(|x| matches!(x, Action::Notify { .. })));
+    assert_eq!(actions, [Action::Seen(ConvKey::Peer("bob@pc-bob".into()))]);
     assert!(draw(&mut a, 100, 20).contains("here?"));
     // The same packet again (a retransmission the node let through) is shown once.
     a.on_event(&message("bob", "Bob", "here?", 10, 5));
     let n = a.conv(&ConvKey::Peer("bob@pc-bob".into())).unwrap().items.len();
-    assert_eq!(n, 3);
+    assert_eq!(n, 4);
     a.window_focused = false;
     a.on_event(&message("bob", "Bob", "hello??", 11, 6));
     assert!(a.take_actions().iter().any(|x| matches!(x, Action::Notify { .. })));

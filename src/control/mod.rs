@@ -272,6 +272,16 @@ pub async fn answer(req: &Value, node: &NodeHandle) -> Result<Value> {
             node.request(Request::Decline { peer: PeerKey::new(user, host), packet_no: no.into() }).await?;
             Ok(json!({"ok": true}))
         }
+        "seen" => {
+            // A peer's plain messages, or (`"broadcasts": true`) every broadcast.
+            let peer = match (req["user"].as_str(), req["host"].as_str(), req["broadcasts"].as_bool()) {
+                (Some(u), Some(h), None | Some(false)) => Some(PeerKey::new(u, h)),
+                (None, None, Some(true)) => None,
+                _ => bail!("seen needs user and host, or \"broadcasts\": true"),
+            };
+            node.request(Request::MarkSeen(peer)).await?;
+            Ok(json!({"ok": true}))
+        }
         "ping" => Ok(json!({"ok": true, "version": env!("CARGO_PKG_VERSION")})),
         "shutdown" => {
             node.shutdown().await;

@@ -245,6 +245,8 @@ pub enum StoreOp {
     Counter(u64),
     /// The last packet number used, at a clean exit.
     CounterExact(u64),
+    /// Incoming messages the user has seen (see [`Request::MarkSeen`]).
+    Seen(Option<PeerKey>),
     /// The peer gave up the files of one of our messages.
     Release {
         peer: PeerKey,
@@ -301,6 +303,10 @@ pub enum Request {
     /// The user declined the files of a peer's message: RELEASEFILES, so
     /// the sender stops serving them (§6.2).
     Decline { peer: PeerKey, packet_no: String },
+    /// The user has seen a conversation: the store marks its plain incoming
+    /// messages read (sealed ones wait for `Open`). `None`: the broadcasts.
+    /// Nothing goes on the wire.
+    MarkSeen(Option<PeerKey>),
     /// Leave: BR_EXIT twice, 100 ms apart.
     Quit,
     /// Announce ourselves by unicast to addresses outside the broadcast
@@ -681,6 +687,10 @@ impl Engine {
                     });
                 }
                 self.out.push_back(Output::Store { op: StoreOp::InRead { peer, packet_no }, then: Vec::new() });
+                Ok(vec![])
+            }
+            Request::MarkSeen(peer) => {
+                self.out.push_back(Output::Store { op: StoreOp::Seen(peer), then: Vec::new() });
                 Ok(vec![])
             }
             Request::Decline { peer, packet_no } => {

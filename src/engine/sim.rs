@@ -567,6 +567,19 @@ fn queued_messages_to_a_vanished_peer_expire() {
     assert_eq!(net.nodes[0].engine.unacknowledged(), 0);
 }
 
+/// Marking a conversation seen is for the store only: nothing is sent, and
+/// a peer the engine does not know (one from the store) is fine.
+#[test]
+fn marking_seen_only_stores() {
+    let mut e = Engine::new(Config::new("a", "b", "c"), 0, []);
+    let now = Now { mono: Duration::ZERO, unix_ms: 0 };
+    for peer in [Some(PeerKey::new("eve", "pc")), None] {
+        assert_eq!(e.command(now, Request::MarkSeen(peer.clone())), Ok(vec![]));
+        let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+        assert_eq!(out, [Output::Store { op: StoreOp::Seen(peer), then: vec![] }]);
+    }
+}
+
 /// Declining an offer tells its sender (RELEASEFILES with the packet
 /// number), so it stops serving the files.
 #[test]

@@ -351,6 +351,7 @@ fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
         StoreOp::InRead { peer, packet_no } => {
             tx.set_in_state(&peer.user, &peer.host, packet_no, store::MessageState::Read).map(|_| ())
         }
+        StoreOp::Seen(p) => tx.mark_seen(p.as_ref().map(|k| (k.user.as_str(), k.host.as_str()))).map(|_| ()),
         StoreOp::Peer(p) => tx.upsert_peer(&store::PeerRecord {
             user: p.key.user.clone(),
             host: p.key.host.clone(),

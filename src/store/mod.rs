@@ -174,6 +174,16 @@ pub struct PeerRecord {
     pub last_seen: DateTime<Utc>,
 }
 
+/// How many messages of one peer are unread ([`Store::unread_counts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadCount {
+    pub user: String,
+    pub host: String,
+    /// Its broadcasts (counted apart from the messages to us).
+    pub broadcast: bool,
+    pub count: u64,
+}
+
 /// What [`Store::history`] returns; every field narrows, `Default` is all.
 #[derive(Debug, Default, Clone)]
 pub struct HistoryQuery {
@@ -499,6 +509,31 @@ impl Store {
         rows.collect::<rusqlite::Result<Vec<_>>>().ctx(&self.path, OP)
     }
 
+    /// Unread incoming messages (sealed ones included), by peer, broadcasts
+    /// apart.
+    pub fn unread_counts(&self) -> Result<Vec<UnreadCount>, StoreError> {
+        const OP: &str = "count unread messages";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT peer_user, peer_host, broadcast, count(*) FROM messages \
+                 WHERE direction = 'in' AND state = 'unread' \
+                 GROUP BY peer_user, peer_host, broadcast ORDER BY peer_user, peer_host, broadcast",
+            )
+            .ctx(&self.path, OP)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(UnreadCount {
+                    user: r.get(0)?,
+                    host: r.get(1)?,
+                    broadcast: r.get(2)?,
+                    count: r.get::<_, i64>(3)?.max(0) as u64,
+                })
+            })
+            .ctx(&self.path, OP)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().ctx(&self.path, OP)
+    }
+
     /// The last packet number stored; 0 if never set.
     pub fn packet_counter(&self) -> Result<u64, StoreError> {
         const OP: &str = "read the packet counter";
@@ -598,6 +633,31 @@ impl Tx<'_> {
         state: MessageState,
     ) -> Result<bool, StoreError> {
         self.set_state_by_key(Direction::In, user, host, packet_no, state)
+    }
+
+    /// Marks read what the user has now seen: the unread incoming messages
+    /// of one peer, or (`None`) every unread broadcast. Sealed messages stay
+    /// unread: only opening one (READMSG) reads it. Returns how many changed.
+    pub fn mark_seen(&self, peer: Option<(&str, &str)>) -> Result<usize, StoreError> {
+        const OP: &str = "mark messages read";
+        let changed = match peer {
+            Some((user, host)) => self
+                .conn
+                .prepare_cached(
+                    "UPDATE messages SET state = 'read' WHERE direction = 'in' AND state = 'unread' \
+                     AND peer_user = ? AND peer_host = ? AND sealed = 0",
+                )
+                .and_then(|mut s| s.execute(params![user, host])),
+            None => self
+                .conn
+                .prepare_cached(
+                    "UPDATE messages SET state = 'read' WHERE direction = 'in' AND state = 'unread' \
+                     AND broadcast = 1 AND sealed = 0",
+                )
+                .and_then(|mut s| s.execute([])),
+        }
+        .ctx(self.path, OP)?;
+        Ok(changed)
     }
 
     fn set_state_by_key(

@@ -117,6 +117,11 @@ CREATE TABLE offers (
 );
 CREATE INDEX offers_expires ON offers (expires);
 "#,
+    // 3: unread incoming messages by peer (the chat's counts at start).
+    r#"
+CREATE INDEX messages_unread
+    ON messages (peer_user, peer_host) WHERE direction = 'in' AND state = 'unread';
+"#,
 ];
 
 #[cfg(test)]

@@ -190,6 +190,37 @@ fn state_changes() {
 }
 
 #[test]
+fn unread_counts_and_marking_seen() {
+    let mut store = Store::open_in_memory().unwrap();
+    let plain = msg(Direction::In, "bob", "1", T0, "hi");
+    let sealed = MessageRecord { sealed: true, ..msg(Direction::In, "bob", "2", T0 + 1, "secret") };
+    let bcast = MessageRecord { broadcast: true, ..msg(Direction::In, "carol", "3", T0 + 2, "all hands") };
+    let carol = msg(Direction::In, "carol", "4", T0 + 3, "to you");
+    let out = msg(Direction::Out, "bob", "5", T0 + 4, "mine");
+    for m in [&plain, &sealed, &bcast, &carol, &out] {
+        insert(&mut store, m);
+    }
+    let counts =
+        |s: &Store| s.unread_counts().unwrap().into_iter().map(|c| (c.user, c.broadcast, c.count)).collect::<Vec<_>>();
+    let bob = |b, n| ("bob".to_string(), b, n);
+    let carol = |b, n| ("carol".to_string(), b, n);
+    assert_eq!(counts(&store), [bob(false, 2), carol(false, 1), carol(true, 1)]);
+
+    // Seeing bob reads his plain message; the sealed one waits to be opened.
+    assert_eq!(store.transaction(|tx| tx.mark_seen(Some(("bob", "host-a")))).unwrap(), 1);
+    assert_eq!(counts(&store), [bob(false, 1), carol(false, 1), carol(true, 1)]);
+    // Seeing the broadcasts reads carol's broadcast, not her private message.
+    assert_eq!(store.transaction(|tx| tx.mark_seen(None)).unwrap(), 1);
+    assert_eq!(counts(&store), [bob(false, 1), carol(false, 1)]);
+    assert_eq!(store.transaction(|tx| tx.mark_seen(Some(("carol", "host-a")))).unwrap(), 1);
+    assert_eq!(store.transaction(|tx| tx.mark_seen(Some(("carol", "host-a")))).unwrap(), 0);
+    assert_eq!(counts(&store), [bob(false, 1)]);
+    // Opening the sealed one is what reads it.
+    assert!(store.transaction(|tx| tx.set_in_state("bob", "host-a", "2", MessageState::Read)).unwrap());
+    assert!(counts(&store).is_empty());
+}
+
+#[test]
 fn failed_transaction_keeps_nothing() {
     let mut store = Store::open_in_memory().unwrap();
     let err = store
