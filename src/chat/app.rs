@@ -238,6 +238,14 @@ pub struct Conversation {
     pub draft: String,
     /// Items that came while the view was scrolled up.
     pub new_below: usize,
+    /// The newest N incoming messages came unseen (the peer's unread count
+    /// when the conversation was opened): a line marks where they start,
+    /// until another conversation is opened.
+    pub unread_mark: Option<usize>,
+    /// Incoming messages pushed since the mark was set (they come below it).
+    pub after_mark: usize,
+    /// Open the view at that line (once), when they fill more than a screen.
+    pub reveal_mark: bool,
 }
 
 /// Which part of the screen takes the keys.
@@ -617,10 +625,21 @@ impl App {
 
     /// Shows a conversation (loading its history the first time).
     pub fn open(&mut self, conv: ConvKey) {
+        if conv != self.current {
+            self.conv_mut(&self.current.clone()).unread_mark = None;
+        }
         if let ConvKey::Peer(k) = &conv {
             let k = k.clone();
             if let Some(p) = self.peer_mut(&k) {
-                p.unread = 0;
+                let unread = std::mem::take(&mut p.unread);
+                if unread > 0 {
+                    let c = self.conv_mut(&conv);
+                    c.unread_mark = Some(unread);
+                    c.after_mark = 0;
+                    c.reveal_mark = true;
+                }
+            }
+            if let Some(p) = self.peer_mut(&k) {
                 if p.away && p.online && p.absence.is_none() {
                     self.actions.push(Action::GetInfo(k.clone()));
                 }
@@ -770,6 +789,9 @@ impl App {
 
     fn push(&mut self, conv: &ConvKey, item: Item) {
         let c = self.conv_mut(conv);
+        if c.unread_mark.is_some() && matches!(&item, Item::Msg(m) if m.dir == Dir::In) {
+            c.after_mark += 1;
+        }
         c.items.push(item);
         if c.scroll > 0 {
             c.new_below += 1; // said at the bottom of the view

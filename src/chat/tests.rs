@@ -310,6 +310,45 @@ fn unread_counts_from_the_store() {
     assert!(a.take_actions().contains(&Action::Seen(ConvKey::Peer("bob@pc-bob".into()))));
 }
 
+/// Opened with more unread messages than fit, a conversation starts at a
+/// line that marks the first of them; the line goes when another
+/// conversation is opened.
+#[test]
+fn opening_with_unread_messages_starts_at_the_mark() {
+    use crate::store::UnreadCount;
+    let mut a = app();
+    online(&mut a, peer("bob", "Bob", "QA组", "feiq", false, 2));
+    a.open(ConvKey::Everyone);
+    a.set_unread(&[UnreadCount { user: "bob".into(), host: "pc-bob".into(), broadcast: false, count: 40 }]);
+    let bob = ConvKey::Peer("bob@pc-bob".into());
+    a.open(bob.clone());
+    let records: Vec<MessageRecord> = (0..70)
+        .map(|i| {
+            let text = if i < 30 { format!("old {i}") } else { format!("new {}", i - 29) };
+            let state = if i < 30 { MessageState::Read } else { MessageState::Unread };
+            MessageRecord { direction: Direction::In, ..out_record("bob", &text, 100 + i, i as i64, state) }
+        })
+        .collect();
+    a.on_history(&bob, &records, HISTORY_PAGE);
+    let s = draw(&mut a, 80, 20);
+    let rows: Vec<&str> = s.lines().collect();
+    let mark = rows.iter().position(|l| l.contains(" 40 new ")).unwrap_or_else(|| panic!("the mark:\n{s}"));
+    assert!(mark <= 3, "the mark is at the top of the view:\n{s}");
+    assert!(rows[mark + 1..].iter().take(3).any(|l| l.contains("new 1")), "the first new one under it:\n{s}");
+    assert!(!s.contains("new 40"), "the newest is below, not shown yet:\n{s}");
+    // Scrolling works from there; the mark stays while the conversation is open.
+    for _ in 0..10 {
+        a.on_key(key(KeyCode::PageDown));
+    }
+    let s = draw(&mut a, 80, 20);
+    assert!(s.contains("new 40"), "{s}");
+    a.open(ConvKey::Everyone);
+    a.open(bob.clone());
+    let s = draw(&mut a, 80, 20);
+    assert!(!s.contains(" new ╌"), "the mark is gone once left:\n{s}");
+    assert!(s.contains("new 40"), "{s}");
+}
+
 #[test]
 fn messages_show_at_once_with_unread_counts_and_a_preview() {
     let mut a = office();
@@ -630,6 +669,11 @@ fn selection_history_and_unread_edge_cases() {
     }
     a.open(bob.clone());
     a.on_history(&bob, &[], HISTORY_PAGE);
+    // Opened at the first unread (the offer); then down to the newest.
+    assert!(draw(&mut a, 100, 24).contains("far-up.bin"));
+    for _ in 0..10 {
+        a.on_key(key(KeyCode::PageDown));
+    }
     assert!(!draw(&mut a, 100, 24).contains("far-up.bin"));
     a.focus = Focus::Compose;
     a.on_key(key(KeyCode::Tab)); // to the conversation: the newest actionable item, the offer

@@ -282,11 +282,31 @@ fn draw_conversation(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
     let mut lines: Vec<Line<'static>> = Vec::new();
     // The selected item's lines, counted from the bottom: [below, below + len).
     let mut selected_span: Option<(usize, usize)> = None;
+    // The unread mark goes above the mark-th incoming message from the end;
+    // `mark_below`: the lines under it.
+    let mark = c.unread_mark.filter(|n| *n > 0);
+    let mark_at = mark.map(|n| n + c.after_mark);
+    let mut incoming = 0;
+    let mut mark_below: Option<usize> = None;
     let mut i = c.items.len();
-    while i > 0 && (lines.len() < want || reveal.is_some_and(|r| i > r)) {
+    while i > 0
+        && (lines.len() < want
+            || reveal.is_some_and(|r| i > r)
+            || (c.reveal_mark && mark.is_some() && mark_below.is_none()))
+    {
         i -= 1;
         let item = &c.items[i];
         let mut block_lines = item_lines(app, theme, item, w, focused && c.selected == Some(i), focused);
+        if matches!(item, Item::Msg(m) if m.dir == Dir::In) {
+            incoming += 1;
+            if Some(incoming) == mark_at {
+                let label = format!(" {} new ", mark.unwrap_or_default());
+                let side = w.saturating_sub(width(&label)) / 2;
+                let rule = format!("{}{label}{}", "╌".repeat(side), "╌".repeat(side));
+                block_lines.insert(0, Line::styled(rule, theme.accent()));
+                mark_below = Some(lines.len() + block_lines.len() - 1);
+            }
+        }
         let day = app.local(item.time()).date_naive();
         let new_day = i == 0 || app.local(c.items[i - 1].time()).date_naive() != day;
         if new_day {
@@ -304,6 +324,13 @@ fn draw_conversation(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
     let total = lines.len();
     let max_scroll = total.saturating_sub(h);
     let c = app.convs.get_mut(&conv).expect("present");
+    if c.reveal_mark {
+        // Opened with more unread than fits: start at the mark (its line on top).
+        if let Some(below) = mark_below {
+            c.scroll = (below + 1).saturating_sub(h);
+        }
+        c.reveal_mark = false;
+    }
     if let Some((below, len)) = selected_span {
         // Its first line at least: the top of a tall item, else all of it.
         if below + len > c.scroll + h {
