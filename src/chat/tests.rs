@@ -336,6 +336,7 @@ fn opening_with_unread_messages_starts_at_the_mark() {
     assert!(mark <= 3, "the mark is at the top of the view:\n{s}");
     assert!(rows[mark + 1..].iter().take(3).any(|l| l.contains("new 1")), "the first new one under it:\n{s}");
     assert!(!s.contains("new 40"), "the newest is below, not shown yet:\n{s}");
+    assert!(s.contains("↓ newer below (PgDn)"), "and the view says so at once:\n{s}");
     // Scrolling works from there; the mark stays while the conversation is open.
     for _ in 0..10 {
         a.on_key(key(KeyCode::PageDown));

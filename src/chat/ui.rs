@@ -256,13 +256,7 @@ fn conv_title(app: &App) -> String {
 
 fn draw_conversation(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
     let focused = app.focus == Focus::Conversation;
-    let scroll = app.current_conv().map_or(0, |c| c.scroll);
-    let mut block = Block::default().borders(Borders::ALL).border_style(theme.focused(focused)).title(conv_title(app));
-    if scroll > 0 {
-        let new = app.current_conv().map_or(0, |c| c.new_below);
-        let label = if new > 0 { format!(" ↓ {new} new below (PgDn) ") } else { " ↓ newer below (PgDn) ".into() };
-        block = block.title_bottom(Line::styled(label, theme.accent()).right_aligned());
-    }
+    let block = Block::default().borders(Borders::ALL).border_style(theme.focused(focused)).title(conv_title(app));
     let inner = block.inner(area);
     f.render_widget(block, area);
     let (h, w) = (inner.height as usize, inner.width as usize);
@@ -346,6 +340,15 @@ fn draw_conversation(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
         c.scroll = c.scroll.min(max_scroll);
     }
     c.at_top = at_top && c.scroll >= max_scroll;
+    if c.scroll > 0 {
+        // On the bottom border (known only now: drawing may scroll).
+        let label = match c.new_below {
+            0 => " ↓ newer below (PgDn) ".to_string(),
+            n => format!(" ↓ {n} new below (PgDn) "),
+        };
+        let row = Rect { x: inner.x, y: area.bottom() - 1, width: inner.width, height: 1 };
+        f.render_widget(Line::styled(label, theme.accent()).right_aligned(), row);
+    }
     let end = total - c.scroll.min(total);
     let start = end.saturating_sub(h);
     let mut shown: Vec<Line> = lines.drain(start..end).collect();
