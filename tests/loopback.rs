@@ -130,6 +130,32 @@ fn queued_message_is_delivered_when_the_peer_comes_back() {
     assert_eq!(got.len(), 1, "delivered exactly once: {got:?}");
 }
 
+/// After a restart the node knows a peer only from the store; a message to
+/// it waits in the outbox (it used to be refused as unknown) and goes out,
+/// in UTF-8, when the peer comes back.
+#[test]
+fn a_peer_from_an_earlier_run_gets_a_queued_message() {
+    let mut a = Daemon::start("127.0.0.14", "gail", "Gail", &["127.0.0.15"]);
+    let mut b = Daemon::start("127.0.0.15", "hugo", "Hugo", &["127.0.0.14"]);
+    wait_for(|| a.peers().len() == 1, "Gail to see Hugo");
+    let hugo = a.peers()[0].clone();
+    let key = format!("{}@{}", hugo["user"].as_str().unwrap(), hugo["host"].as_str().unwrap());
+    b.stop();
+    a.stop();
+    a.spawn();
+    assert!(a.peers().is_empty(), "nobody online after the restart");
+    let text = "after your holiday 🌴 你好";
+    let out = a.cli(&["send", &key, text, "--json", "--wait", "1"]);
+    let r: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!((out.status.code(), r["status"].as_str()), (Some(1), Some("queued")), "{r}");
+    b.spawn();
+    wait_for(|| a.history(&["--search", "holiday"])[0]["state"] == "delivered", "delivery from the outbox");
+    let got = b.history(&["--search", "holiday"]);
+    assert_eq!(got.len(), 1, "exactly once: {got:?}");
+    assert_eq!(got[0]["text"], text);
+}
+
 #[test]
 fn one_shot_commands_work_without_a_daemon() {
     let b = Daemon::start("127.0.0.8", "frank", "Frank", &["127.0.0.7"]);

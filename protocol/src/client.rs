@@ -49,6 +49,17 @@ impl ClientKind {
         }
     }
 
+    /// The inverse of [`ClientKind::name`]; anything else is `Unknown`.
+    pub fn from_name(name: &str) -> ClientKind {
+        match name {
+            "ipmsg" => ClientKind::Ipmsg,
+            "feiq" => ClientKind::Feiq,
+            "iptux" => ClientKind::Iptux,
+            "pigeon" => ClientKind::Pigeon,
+            _ => ClientKind::Unknown,
+        }
+    }
+
     /// The name a person knows the program by.
     pub fn display_name(self) -> &'static str {
         match self {

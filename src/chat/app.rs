@@ -44,9 +44,6 @@ pub struct PeerView {
     pub absence: Option<String>,
     pub online: bool,
     pub unread: usize,
-    /// Seen by the node since it started (only such a peer's messages can
-    /// wait in the outbox when it is offline).
-    pub known_to_node: bool,
 }
 
 impl PeerView {
@@ -65,7 +62,6 @@ impl PeerView {
             absence: None,
             online: true,
             unread: 0,
-            known_to_node: true,
         })
     }
 
@@ -503,7 +499,6 @@ impl App {
                 absence: None,
                 online: false,
                 unread: 0,
-                known_to_node: false,
             });
         }
     }
@@ -702,8 +697,7 @@ impl App {
             ConvKey::Group(g) => format!("group {} ({} online)", group_name(g), self.group_online(g)),
             ConvKey::Peer(k) => match self.peer(k) {
                 Some(p) if p.online => text::one_line(p.name()),
-                Some(p) if p.known_to_node => format!("{} (offline: queued until back)", text::one_line(p.name())),
-                Some(p) => format!("{} (offline, not seen since start: cannot be sent)", text::one_line(p.name())),
+                Some(p) => format!("{} (offline: queued until back)", text::one_line(p.name())),
                 None => text::one_line(k),
             },
         }

@@ -484,6 +484,29 @@ impl Engine {
         });
     }
 
+    /// A peer known from the store (an earlier run), offline until it
+    /// announces itself: a message to it waits in the outbox. Its charset
+    /// is not known yet, so such a message is written when it comes back.
+    pub fn restore_peer(&mut self, key: PeerKey, nick: &str, group: &str, addr: SocketAddr, client: ClientKind) {
+        if key.user == self.cfg.user && key.host == self.cfg.host {
+            return;
+        }
+        self.peers.remember(Peer {
+            key,
+            nick: nick.to_string(),
+            group: group.to_string(),
+            addr,
+            client,
+            version: String::new(),
+            status: Opts(0),
+            away: false,
+            charset: self.cfg.legacy,
+            announced: None,
+            online: false,
+            seen: Duration::ZERO,
+        });
+    }
+
     /// A store operation could not be committed: an incoming message it
     /// held was not acknowledged, so its retransmission must be taken in
     /// again rather than treated as a duplicate.
@@ -849,12 +872,21 @@ impl Engine {
             row.offers = ids_of.iter().copied().zip(files.iter().cloned()).collect();
             rows.push(row);
             let online = p.online;
+            // To a peer not heard from since start, a text is written when it
+            // comes back (its charset and UTF-8 support are known then).
+            let later = !online && !p.heard() && files.is_empty();
             self.pending.push(Pending {
                 id,
                 peer: p.key.clone(),
                 packet_no: no,
-                datagram: pkt.clone(),
-                sends: if online { 1 } else { self.cfg.retries + 1 },
+                datagram: if later { encode_restored(text, sealed) } else { pkt.clone() },
+                sends: if later {
+                    u32::MAX
+                } else if online {
+                    1
+                } else {
+                    self.cfg.retries + 1
+                },
                 next: online.then_some(now.mono + self.cfg.retry_interval),
                 queued_at_ms: (!online).then_some(now.unix_ms),
             });

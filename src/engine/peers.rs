@@ -40,7 +40,8 @@ pub struct Peer {
     pub group: String,
     pub addr: SocketAddr,
     pub client: ClientKind,
-    /// The version field as sent.
+    /// The version field as sent; empty for a peer known only from the
+    /// store (not heard from since the node started).
     pub version: String,
     /// Status flags of its last entry packet.
     pub status: Opts,
@@ -57,6 +58,12 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// Heard from since the node started (else known from the store only:
+    /// what it reads is not known yet).
+    pub fn heard(&self) -> bool {
+        !self.version.is_empty()
+    }
+
     /// True if it reads UTF-8 flagged with UTF8OPT.
     pub fn reads_utf8_flag(&self) -> bool {
         self.status.has(Opts::CAPUTF8OPT)
@@ -178,6 +185,17 @@ impl PeerTable {
                 }
             }
         }
+    }
+
+    /// Adds a peer known from an earlier run, offline; one already known,
+    /// or a full table, is left alone. Returns whether it was added.
+    pub fn remember(&mut self, mut p: Peer) -> bool {
+        if self.peers.len() >= MAX_PEERS || self.peers.contains_key(&p.key) {
+            return false;
+        }
+        p.online = false;
+        self.peers.insert(p.key.clone(), p);
+        true
     }
 
     /// Forgets the peers that left longest ago (a flood of made-up entries

@@ -567,6 +567,44 @@ fn queued_messages_to_a_vanished_peer_expire() {
     assert_eq!(net.nodes[0].engine.unacknowledged(), 0);
 }
 
+/// A peer known only from the store (an earlier run) can be written to:
+/// the message is queued, and written when the peer comes back, in what it
+/// reads then (here UTF-8, which GBK could not carry).
+#[test]
+fn a_peer_from_the_store_gets_its_message_when_it_comes_back() {
+    let mut e = Engine::new(Config::new("a", "b", "c"), 0, []);
+    let now = Now { mono: Duration::ZERO, unix_ms: 0 };
+    let bob: SocketAddr = "10.0.0.9:2425".parse().unwrap();
+    let key = PeerKey::new("bob", "pc");
+    e.restore_peer(key.clone(), "Bob", "QA", bob, ClientKind::Pigeon);
+    e.restore_peer(PeerKey::new("a", "b"), "me", "", bob, ClientKind::Pigeon); // ourselves: ignored
+    assert_eq!(e.peers().all().len(), 1);
+    let text = "while you were out 👋 你好";
+    let ids = e.command(now, Request::Send { to: vec![key.clone()], text: text.into(), sealed: false }).unwrap();
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert!(!out.iter().any(|o| matches!(o, Output::Transmit(_))), "nothing sent while it is away: {out:?}");
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Event(Event::Receipt { id, status: Delivery::Queued, .. }) if *id == ids[0])));
+    // Bob comes back, reading UTF-8 (CAPUTF8OPT).
+    let later = Now { mono: Duration::from_secs(60), unix_ms: 60_000 };
+    e.handle(later, bob, format!("1:7:bob:pc:{}:Bob\0QA\0", 0x0100_0001).as_bytes());
+    let sent: Vec<Transmit> = std::iter::from_fn(|| e.poll_output())
+        .filter_map(|o| if let Output::Transmit(t) = o { Some(t) } else { None })
+        .filter(|t| t.dst == bob && Packet::decode(&t.payload).is_ok_and(|p| p.mode() == Mode::SENDMSG))
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let p = Packet::decode(&sent[0].payload).unwrap();
+    assert!(p.opts().has(Opts::UTF8OPT));
+    let body = p.payload.split(|&b| b == 0).next().unwrap();
+    assert_eq!(std::str::from_utf8(body).unwrap(), text);
+    // Its receipt finishes it.
+    let no = String::from_utf8(p.packet_no.to_vec()).unwrap();
+    e.handle(later, bob, format!("1:8:bob:pc:33:{no}\0").as_bytes());
+    let done: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert!(done.iter().any(|o| matches!(o, Output::Event(Event::Receipt { status: Delivery::Delivered, .. }))));
+}
+
 /// Marking a conversation seen is for the store only: nothing is sent, and
 /// a peer the engine does not know (one from the store) is fine.
 #[test]

@@ -185,6 +185,14 @@ pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task
             );
         }
     }
+    // Peers of earlier runs, offline until they announce themselves: a
+    // message to one waits in the outbox instead of being refused.
+    for r in store.peers().context("read the peers")? {
+        if let Ok(addr) = r.addr.parse() {
+            let client = pigeon_protocol::ClientKind::from_name(&r.client);
+            engine.restore_peer(engine::PeerKey::new(r.user, r.host), &r.nick, &r.group, addr, client);
+        }
+    }
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let (ev_tx, _) = broadcast::channel(4096);
     let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
