@@ -125,13 +125,15 @@ pub fn pad(s: &str, width: usize) -> String {
 }
 
 /// Text from the network made safe for a terminal: control characters (an
-/// escape sequence could retitle the window or write the clipboard) become
-/// U+FFFD; newlines and tabs stay.
+/// escape sequence could retitle the window or write the clipboard) and
+/// bidirectional overrides (which could show text in another order than it
+/// reads) become U+FFFD; newlines and tabs stay.
 pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    let bad = |c: char| (c.is_control() && c != '\n' && c != '\t') || crate::chat::text::is_bidi_control(c);
+    if !s.chars().any(bad) {
         return std::borrow::Cow::Borrowed(s);
     }
-    s.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{fffd}' } else { c }).collect()
+    s.chars().map(|c| if bad(c) { '\u{fffd}' } else { c }).collect()
 }
 
 /// A `--wait` value: finite seconds, 0 to one hour.
@@ -141,4 +143,18 @@ pub fn parse_wait(s: &str) -> Result<f64, String> {
         return Err(format!("{s}: give 0 to 3600 seconds"));
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean;
+
+    #[test]
+    fn clean_keeps_text_and_replaces_what_could_fool_a_terminal() {
+        assert!(matches!(clean("你好\tcafé\nok"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(clean("a\x1b]0;pwned\x07b"), "a\u{fffd}]0;pwned\u{fffd}b");
+        // "Trojan Source": an override that would show "txt.exe" as "exe.txt".
+        assert_eq!(clean("report\u{202e}txt.exe"), "report\u{fffd}txt.exe");
+        assert_eq!(clean("\u{2066}x\u{2069}\u{200f}"), "\u{fffd}x\u{fffd}\u{fffd}");
+    }
 }
