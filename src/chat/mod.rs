@@ -98,9 +98,9 @@ impl Events {
         }
     }
 
-    /// Events already waiting, without waiting (the node's own bus; the
-    /// daemon's stream is read a line at a time).
-    fn try_next(&mut self) -> Option<Vec<Value>> {
+    /// Events already waiting, without waiting: on the node's own bus, or
+    /// lines of the daemon's stream already read or readable now.
+    async fn try_next(&mut self) -> Option<Vec<Value>> {
         match self {
             Events::Local(rx) => match rx.try_recv() {
                 Ok(e) => Some(crate::control::event_lines(&e)),
@@ -109,7 +109,13 @@ impl Events {
                 }
                 Err(_) => None,
             },
-            _ => None,
+            // A zero timeout polls the read once (`next_line` is cancel safe:
+            // a line half read stays buffered for the next call).
+            Events::Daemon(lines) => match tokio::time::timeout(Duration::ZERO, lines.next_line()).await {
+                Ok(Ok(Some(l))) => Some(serde_json::from_str(&l).into_iter().collect()),
+                _ => None,
+            },
+            Events::Closed => None,
         }
     }
 }
@@ -337,7 +343,7 @@ async fn event_loop(
                     list.iter().for_each(|v| app.on_event(v));
                     // A burst (a whole office entering) makes one frame.
                     for _ in 0..10_000 {
-                        let Some(more) = events.try_next() else { break };
+                        let Some(more) = events.try_next().await else { break };
                         more.iter().for_each(|v| app.on_event(v));
                     }
                 }
