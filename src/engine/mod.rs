@@ -1087,7 +1087,8 @@ impl Engine {
             return;
         }
         let client = ClientKind::from_version(p.version);
-        let known = self.peers.by_ip(from.ip()).cloned();
+        // (A peer known only from the store says nothing about this packet.)
+        let known = self.peers.by_ip(from.ip()).filter(|k| k.heard()).cloned();
         let announced = known.as_ref().and_then(|k| k.announced);
         let mut sample = Vec::with_capacity(p.user.len() + p.host.len() + p.body().len());
         sample.extend_from_slice(p.user);
@@ -1122,8 +1123,12 @@ impl Engine {
             }
         }
         // Any packet from a peer proves it can be reached again: what waits
-        // for it in the outbox goes out now, not only at its next entry.
-        if self.pending.iter().any(|q| q.peer == key && q.next.is_none()) && self.peers.get(&key).is_some() {
+        // for it in the outbox goes out now, not only at its next entry. Not
+        // for a peer known only from the store: its entry says where it is
+        // now and what it reads.
+        if self.pending.iter().any(|q| q.peer == key && q.next.is_none())
+            && self.peers.get(&key).is_some_and(|p| p.heard())
+        {
             self.flush_outbox(now, &key);
         }
         match mode {

@@ -586,8 +586,18 @@ fn a_peer_from_the_store_gets_its_message_when_it_comes_back() {
     assert!(out
         .iter()
         .any(|o| matches!(o, Output::Event(Event::Receipt { id, status: Delivery::Queued, .. }) if *id == ids[0])));
-    // Bob comes back, reading UTF-8 (CAPUTF8OPT).
+    // A message from Bob before his entry does not send it yet: only the
+    // entry says what he reads (and where he is now).
     let later = Now { mono: Duration::from_secs(60), unix_ms: 60_000 };
+    e.handle(later, bob, b"1:6:bob:pc:288:hi\0");
+    let early: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert!(
+        !early.iter().any(
+            |o| matches!(o, Output::Transmit(t) if Packet::decode(&t.payload).is_ok_and(|p| p.mode() == Mode::SENDMSG))
+        ),
+        "{early:?}"
+    );
+    // Bob comes back, reading UTF-8 (CAPUTF8OPT).
     e.handle(later, bob, format!("1:7:bob:pc:{}:Bob\0QA\0", 0x0100_0001).as_bytes());
     let sent: Vec<Transmit> = std::iter::from_fn(|| e.poll_output())
         .filter_map(|o| if let Output::Transmit(t) = o { Some(t) } else { None })
