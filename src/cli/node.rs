@@ -148,7 +148,10 @@ pub async fn request(eff: &Effective, req: &Value, discovery: Duration) -> Resul
         let errors = node.send_errors.lock().map(|e| e.clone()).unwrap_or_default();
         eff.targets.iter().filter_map(|t| errors.get(t).map(|e| format!("{t}: {e}"))).collect()
     };
-    if !eff.targets.is_empty() && unreachable.len() == eff.targets.len() && node.peers().await?.is_empty() {
+    if !eff.targets.is_empty()
+        && unreachable.len() == eff.targets.len()
+        && !node.peers().await?.iter().any(|p| p.online)
+    {
         node.shutdown().await;
         let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
         anyhow::bail!("no network: could not send to any broadcast target ({})", unreachable.join("; "));

@@ -323,6 +323,8 @@ pub enum RequestError {
     TooLong { peer: PeerKey, client: &'static str, bytes: usize, limit: usize },
     #[error("cannot write the packet: {0}")]
     Encode(String),
+    #[error("{0} has not been seen since Pigeon started: offer files once it is back (a message can wait for it)")]
+    NotSeen(PeerKey),
 }
 
 /// Counters for what was dropped.
@@ -837,6 +839,11 @@ impl Engine {
             .iter()
             .map(|k| self.peers.get(k).cloned().ok_or_else(|| RequestError::UnknownPeer(k.clone())))
             .collect::<Result<_, _>>()?;
+        // A file list is written now, in what the peer reads: unknown for a
+        // peer known only from the store.
+        if let Some(p) = recipients.iter().find(|p| !files.is_empty() && !p.online && !p.heard()) {
+            return Err(RequestError::NotSeen(p.key.clone()));
+        }
         let mut base = Opts::SENDCHECKOPT | self.oneshot_flag();
         if sealed {
             base |= Opts::SECRETEXOPT;
@@ -874,7 +881,7 @@ impl Engine {
             let online = p.online;
             // To a peer not heard from since start, a text is written when it
             // comes back (its charset and UTF-8 support are known then).
-            let later = !online && !p.heard() && files.is_empty();
+            let later = !online && !p.heard();
             self.pending.push(Pending {
                 id,
                 peer: p.key.clone(),
@@ -1208,7 +1215,9 @@ impl Engine {
 
     fn info_for(&self, key: &PeerKey, from: SocketAddr) -> PeerInfo {
         match self.peers.get(key) {
-            Some(p) => PeerInfo::from(p),
+            Some(p) if p.heard() => PeerInfo::from(p),
+            // Known from the store only: its name, but where it writes from now.
+            Some(p) => PeerInfo { addr: from, ..PeerInfo::from(p) },
             None => PeerInfo {
                 key: key.clone(),
                 nick: key.user.clone(),
@@ -1305,14 +1314,26 @@ impl Engine {
         let Some(peer) = self.peers.get(key).cloned() else { return };
         let legacy = self.cfg.legacy;
         let mut sends = Vec::new();
+        let mut too_long = Vec::new();
         for p in self.pending.iter_mut().filter(|p| &p.peer == key && p.next.is_none()) {
             if p.sends == u32::MAX {
                 // Restored from the store: build it now that the charset is known.
                 p.datagram = rebuild(&self.cfg, p.packet_no, &p.datagram, &peer, legacy);
+                // In UTF-8 it may have grown past what the peer reads.
+                if fits(&peer, &p.datagram).is_err() {
+                    too_long.push(p.id);
+                    continue;
+                }
             }
             p.sends = 1;
             p.next = Some(now.mono + self.cfg.retry_interval);
             sends.push((p.id, p.packet_no, p.datagram.clone()));
+        }
+        for id in too_long {
+            if let Some(i) = self.pending.iter().position(|p| p.id == id) {
+                let p = self.pending.swap_remove(i);
+                self.finish(p.id, p.peer, p.packet_no, Delivery::Failed);
+            }
         }
         for (id, no, dg) in sends {
             self.transmit(peer.addr, dg);
@@ -1322,7 +1343,8 @@ impl Engine {
 
     fn acked(&mut self, from: SocketAddr, packet_no: u64, state: Delivery) {
         let peers = &self.peers;
-        let addr_of = |p: &Pending| peers.get(&p.peer).map(|peer| peer.addr);
+        // A message never sent (waiting to be written) cannot be acknowledged.
+        let addr_of = |p: &Pending| peers.get(&p.peer).filter(|_| p.sends != u32::MAX).map(|peer| peer.addr);
         // The exact address first (two instances may share an IP), then the IP
         // (iptux and FeiQ answer from 2425 whatever port we used).
         let exact = self.pending.iter().position(|p| p.packet_no == packet_no && addr_of(p) == Some(from));
@@ -1374,7 +1396,7 @@ impl Engine {
             }
             return;
         }
-        if self.peers.get(&key).is_none()
+        if !self.peers.get(&key).is_some_and(Peer::heard)
             && !opts.has(Opts::NOADDLISTOPT)
             && !automatic
             && !self.cfg.oneshot
@@ -1451,6 +1473,9 @@ fn rebuild(cfg: &Config, packet_no: u64, stash: &[u8], peer: &Peer, legacy: Char
     let mut opts = Opts::SENDCHECKOPT;
     if sealed {
         opts |= Opts::SECRETEXOPT;
+    }
+    if cfg.oneshot {
+        opts |= Opts::NOADDLISTOPT;
     }
     if peer.reads_utf8_flag() {
         opts |= Opts::UTF8OPT | Opts::CAPUTF8OPT;

@@ -129,20 +129,21 @@ impl PeerTable {
         self.peers.get_mut(key)
     }
 
-    /// The online peer at an address.
+    /// The peer at an address: online first, then one heard from since
+    /// start, then one known from the store.
     pub fn by_addr(&self, addr: SocketAddr) -> Option<&Peer> {
-        self.peers
-            .values()
-            .find(|p| p.addr == addr && p.online)
-            .or_else(|| self.peers.values().find(|p| p.addr == addr))
+        self.best(|p| p.addr == addr)
     }
 
-    /// The peer whose IP is `ip` (iptux keys peers by IP alone).
+    /// The peer whose IP is `ip` (iptux keys peers by IP alone), in the
+    /// same order of preference.
     pub fn by_ip(&self, ip: std::net::IpAddr) -> Option<&Peer> {
-        self.peers
-            .values()
-            .find(|p| p.addr.ip() == ip && p.online)
-            .or_else(|| self.peers.values().find(|p| p.addr.ip() == ip))
+        self.best(|p| p.addr.ip() == ip)
+    }
+
+    fn best(&self, f: impl Fn(&Peer) -> bool) -> Option<&Peer> {
+        let found = || self.peers.values().filter(|p| f(p));
+        found().find(|p| p.online).or_else(|| found().find(|p| p.heard())).or_else(|| found().next())
     }
 
     /// Every peer, in a stable order (group, nick, key).

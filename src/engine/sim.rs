@@ -591,12 +591,9 @@ fn a_peer_from_the_store_gets_its_message_when_it_comes_back() {
     let later = Now { mono: Duration::from_secs(60), unix_ms: 60_000 };
     e.handle(later, bob, b"1:6:bob:pc:288:hi\0");
     let early: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
-    assert!(
-        !early.iter().any(
-            |o| matches!(o, Output::Transmit(t) if Packet::decode(&t.payload).is_ok_and(|p| p.mode() == Mode::SENDMSG))
-        ),
-        "{early:?}"
-    );
+    let sent_mode = |o: &Output, m: Mode| matches!(o, Output::Transmit(t) if t.dst == bob && Packet::decode(&t.payload).is_ok_and(|p| p.mode() == m));
+    assert!(!early.iter().any(|o| sent_mode(o, Mode::SENDMSG)), "{early:?}");
+    assert!(early.iter().any(|o| sent_mode(o, Mode::BR_ENTRY)), "it is asked who it is: {early:?}");
     // Bob comes back, reading UTF-8 (CAPUTF8OPT).
     e.handle(later, bob, format!("1:7:bob:pc:{}:Bob\0QA\0", 0x0100_0001).as_bytes());
     let sent: Vec<Transmit> = std::iter::from_fn(|| e.poll_output())
@@ -613,6 +610,36 @@ fn a_peer_from_the_store_gets_its_message_when_it_comes_back() {
     e.handle(later, bob, format!("1:8:bob:pc:33:{no}\0").as_bytes());
     let done: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
     assert!(done.iter().any(|o| matches!(o, Output::Event(Event::Receipt { status: Delivery::Delivered, .. }))));
+}
+
+/// To a peer known only from the store: files cannot be offered (the list
+/// is written now, in what the peer reads, which is not known), and a
+/// queued text that no longer fits once written in UTF-8 fails clearly.
+#[test]
+fn a_peer_from_the_store_limits() {
+    let mut e = Engine::new(Config::new("a", "b", "c"), 0, []);
+    let now = Now { mono: Duration::ZERO, unix_ms: 0 };
+    let carol: SocketAddr = "10.0.0.7:2425".parse().unwrap();
+    let key = PeerKey::new("carol", "pc");
+    e.restore_peer(key.clone(), "Carol", "", carol, ClientKind::Ipmsg);
+    let file = OfferFile { path: "/tmp/x".into(), name: "x".into(), dir: false, size: 1, mtime: 0 };
+    let err = e
+        .command(now, Request::Offer { to: vec![key.clone()], text: String::new(), sealed: false, files: vec![file] })
+        .unwrap_err();
+    assert_eq!(err, RequestError::NotSeen(key.clone()));
+    // 12,000 CJK characters: 24,000 bytes in GBK fit IPMsg's 32 KiB; 36,000 in UTF-8 do not.
+    let ids =
+        e.command(now, Request::Send { to: vec![key.clone()], text: "好".repeat(12_000), sealed: false }).unwrap();
+    while e.poll_output().is_some() {}
+    // Carol comes back reading UTF-8 (CAPUTF8OPT).
+    e.handle(now, carol, format!("1:1:carol:pc:{}:Carol\0\0", 0x0100_0001).as_bytes());
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Event(Event::Receipt { id, status: Delivery::Failed, .. }) if *id == ids[0])),
+        "{out:?}"
+    );
+    assert!(!out.iter().any(|o| matches!(o, Output::Transmit(t) if t.payload.len() > 32_767)));
 }
 
 /// Marking a conversation seen is for the store only: nothing is sent, and

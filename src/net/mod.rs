@@ -185,9 +185,10 @@ pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task
             );
         }
     }
-    // Peers of earlier runs, offline until they announce themselves: a
-    // message to one waits in the outbox instead of being refused.
-    for r in store.peers().context("read the peers")? {
+    // Peers of earlier runs (the most recent, half the table at most: room
+    // stays for the LAN), offline until they announce themselves: a message
+    // to one waits in the outbox instead of being refused.
+    for r in store.recent_peers(engine::peers::MAX_PEERS / 2).context("read the peers")? {
         if let Ok(addr) = r.addr.parse() {
             let client = pigeon_protocol::ClientKind::from_name(&r.client);
             engine.restore_peer(engine::PeerKey::new(r.user, r.host), &r.nick, &r.group, addr, client);

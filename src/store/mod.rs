@@ -485,16 +485,24 @@ impl Store {
 
     /// Every peer seen, by (user, host).
     pub fn peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
+        self.peers_where("ORDER BY user, host", i64::MAX)
+    }
+
+    /// The `limit` peers seen most recently, newest first.
+    pub fn recent_peers(&self, limit: usize) -> Result<Vec<PeerRecord>, StoreError> {
+        self.peers_where("ORDER BY last_seen DESC", i64::try_from(limit).unwrap_or(i64::MAX))
+    }
+
+    fn peers_where(&self, order: &str, limit: i64) -> Result<Vec<PeerRecord>, StoreError> {
         const OP: &str = "read the peers";
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT user, host, nick, grp, addr, client, last_seen FROM peers \
-                 ORDER BY user, host",
-            )
+            .prepare_cached(&format!(
+                "SELECT user, host, nick, grp, addr, client, last_seen FROM peers {order} LIMIT ?"
+            ))
             .ctx(&self.path, OP)?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map([limit], |r| {
                 Ok(PeerRecord {
                     user: r.get(0)?,
                     host: r.get(1)?,
