@@ -273,7 +273,10 @@ fn draw_conversation(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
     // From the newest item back, as many lines as fill the view plus the
     // scroll (and down to a selection to reveal).
     let want = h + c.scroll;
-    let mut lines: Vec<Line<'static>> = Vec::new();
+    // Each item's lines, newest item first; joined once below (prepending to
+    // one vector would copy everything under it again for every item).
+    let mut blocks: Vec<Vec<Line<'static>>> = Vec::new();
+    let mut count = 0;
     // The selected item's lines, counted from the bottom: [below, below + len).
     let mut selected_span: Option<(usize, usize)> = None;
     // The unread mark goes above the mark-th incoming message from the end;
@@ -284,9 +287,7 @@ fn draw_conversation(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
     let mut mark_below: Option<usize> = None;
     let mut i = c.items.len();
     while i > 0
-        && (lines.len() < want
-            || reveal.is_some_and(|r| i > r)
-            || (c.reveal_mark && mark.is_some() && mark_below.is_none()))
+        && (count < want || reveal.is_some_and(|r| i > r) || (c.reveal_mark && mark.is_some() && mark_below.is_none()))
     {
         i -= 1;
         let item = &c.items[i];
@@ -298,7 +299,7 @@ fn draw_conversation(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
                 let side = w.saturating_sub(width(&label)) / 2;
                 let rule = format!("{}{label}{}", "╌".repeat(side), "╌".repeat(side));
                 block_lines.insert(0, Line::styled(rule, theme.accent()));
-                mark_below = Some(lines.len() + block_lines.len() - 1);
+                mark_below = Some(count + block_lines.len() - 1);
             }
         }
         let day = app.local(item.time()).date_naive();
@@ -310,10 +311,14 @@ fn draw_conversation(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
                 .insert(0, Line::styled(format!("{}{label}{}", "─".repeat(side), "─".repeat(side)), theme.dim()));
         }
         if reveal == Some(i) {
-            selected_span = Some((lines.len(), block_lines.len()));
+            selected_span = Some((count, block_lines.len()));
         }
-        block_lines.extend(std::mem::take(&mut lines));
-        lines = block_lines;
+        count += block_lines.len();
+        blocks.push(block_lines);
+    }
+    let mut lines: Vec<Line<'static>> = Vec::with_capacity(count);
+    for b in blocks.into_iter().rev() {
+        lines.extend(b);
     }
     let total = lines.len();
     let max_scroll = total.saturating_sub(h);
