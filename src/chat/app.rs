@@ -620,13 +620,12 @@ impl App {
 
     /// Shows a conversation (loading its history the first time).
     pub fn open(&mut self, conv: ConvKey) {
-        if conv != self.current {
-            self.conv_mut(&self.current.clone()).unread_mark = None;
-        }
         if let ConvKey::Peer(k) = &conv {
-            let k = k.clone();
-            if let Some(p) = self.peer_mut(&k) {
+            if let Some(p) = self.peer_mut(k) {
                 let unread = std::mem::take(&mut p.unread);
+                if p.away && p.online && p.absence.is_none() {
+                    self.actions.push(Action::GetInfo(k.clone()));
+                }
                 if unread > 0 {
                     let c = self.conv_mut(&conv);
                     c.unread_mark = Some(unread);
@@ -634,20 +633,17 @@ impl App {
                     c.reveal_mark = true;
                 }
             }
-            if let Some(p) = self.peer_mut(&k) {
-                if p.away && p.online && p.absence.is_none() {
-                    self.actions.push(Action::GetInfo(k.clone()));
-                }
-            }
             if matches!(&self.status, Some((_, Level::Incoming))) {
                 self.status = None;
             }
         }
         // Each conversation keeps its own draft: a private text typed to one
-        // peer never ends up in a broadcast.
+        // peer never ends up in a broadcast. The one left loses its mark.
         if conv != self.current {
             let draft = self.editor.take();
-            self.conv_mut(&self.current.clone()).draft = draft;
+            let left = self.conv_mut(&self.current.clone());
+            left.draft = draft;
+            left.unread_mark = None;
             let next = std::mem::take(&mut self.conv_mut(&conv).draft);
             self.editor.set(&next);
         }
@@ -1190,7 +1186,7 @@ impl App {
         if m.dir == Dir::Out || !matches!(o.state, OfferState::Pending | OfferState::Failed { .. }) {
             return;
         }
-        let (user, host) = m.from.split_once('@').unwrap_or((&m.from, ""));
+        let (user, host) = split_key(&m.from);
         self.actions.push(Action::Decline {
             user: user.to_string(),
             host: host.to_string(),
@@ -1209,7 +1205,7 @@ impl App {
         if !m.is_closed() {
             return;
         }
-        let (user, host) = m.from.split_once('@').unwrap_or((&m.from, ""));
+        let (user, host) = split_key(&m.from);
         let read_check = m.command == 0 || pigeon_protocol::Command(m.command).has(pigeon_protocol::Opts::READCHECKOPT);
         self.actions.push(Action::Open {
             user: user.to_string(),
@@ -1585,6 +1581,11 @@ fn delivery(name: &str) -> Option<Delivery> {
 }
 
 /// A group's name as shown (the empty group has one too).
+/// A `user@host` key's two parts (a key without `@` is all user).
+pub fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('@').unwrap_or((key, ""))
+}
+
 pub fn group_name(g: &str) -> String {
     if g.is_empty() {
         "(no group)".into()

@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use crate::cli::node::{runtime, Effective, Global};
 use crate::net::NodeHandle;
 use crate::store::{HistoryQuery, Store};
-use app::{Action, App, ConvKey, FetchUpdate, Me};
+use app::{split_key, Action, App, ConvKey, FetchUpdate, Me};
 
 #[derive(Debug, Default, Args)]
 #[command(
@@ -90,10 +90,7 @@ impl Events {
                 Err(RecvError::Lagged(n)) => Some(vec![json!({"event": "lagged", "missed": n})]),
                 Err(RecvError::Closed) => None,
             },
-            Events::Daemon(lines) => match lines.next_line().await {
-                Ok(Some(l)) => Some(serde_json::from_str(&l).into_iter().collect()),
-                _ => None,
-            },
+            Events::Daemon(lines) => lines.next_line().await.ok().flatten().map(|l| daemon_event(&l)),
             Events::Closed => std::future::pending().await,
         }
     }
@@ -112,12 +109,17 @@ impl Events {
             // A zero timeout polls the read once (`next_line` is cancel safe:
             // a line half read stays buffered for the next call).
             Events::Daemon(lines) => match tokio::time::timeout(Duration::ZERO, lines.next_line()).await {
-                Ok(Ok(Some(l))) => Some(serde_json::from_str(&l).into_iter().collect()),
+                Ok(Ok(Some(l))) => Some(daemon_event(&l)),
                 _ => None,
             },
             Events::Closed => None,
         }
     }
+}
+
+/// One line of the daemon's event stream (nothing if it is not JSON).
+fn daemon_event(line: &str) -> Vec<Value> {
+    serde_json::from_str(line).into_iter().collect()
 }
 
 /// Replies and progress from tasks, back to the loop.
@@ -379,7 +381,7 @@ fn terminal_event(app: &mut App, ev: TermEvent) {
 fn load_history(store: &Store, conv: &ConvKey, limit: usize) -> Result<Vec<crate::store::MessageRecord>> {
     Ok(match conv {
         ConvKey::Peer(k) => {
-            let (user, host) = k.split_once('@').unwrap_or((k, ""));
+            let (user, host) = split_key(k);
             let mut records = store.history(&HistoryQuery {
                 peer: Some((user.to_string(), host.to_string())),
                 limit: Some(limit),
@@ -430,7 +432,7 @@ fn run_action(a: Action, eff: &Effective, settings: &Settings, caller: &Caller, 
         Action::Seen(conv) => {
             let req = match conv {
                 ConvKey::Peer(k) => {
-                    let (user, host) = k.split_once('@').unwrap_or((&k, ""));
+                    let (user, host) = split_key(&k);
                     json!({"op": "seen", "user": user, "host": host})
                 }
                 ConvKey::Everyone => json!({"op": "seen", "broadcasts": true}),
