@@ -285,6 +285,9 @@ fn draw_conversation(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
     let mark_at = mark.map(|n| n + c.after_mark);
     let mut incoming = 0;
     let mut mark_below: Option<usize> = None;
+    // Each item's local date, carried to the next (older) item's turn.
+    let date = |i: usize| app.local(c.items[i].time()).date_naive();
+    let mut day_before: Option<chrono::NaiveDate> = None;
     let mut i = c.items.len();
     while i > 0
         && (count < want || reveal.is_some_and(|r| i > r) || (c.reveal_mark && mark.is_some() && mark_below.is_none()))
@@ -302,8 +305,9 @@ fn draw_conversation(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
                 mark_below = Some(count + block_lines.len() - 1);
             }
         }
-        let day = app.local(item.time()).date_naive();
-        let new_day = i == 0 || app.local(c.items[i - 1].time()).date_naive() != day;
+        let day = day_before.take().unwrap_or_else(|| date(i));
+        day_before = (i > 0).then(|| date(i - 1));
+        let new_day = day_before != Some(day);
         if new_day {
             let label = format!(" {} ", app.local(item.time()).format("%a %-d %b %Y"));
             let side = w.saturating_sub(width(&label)) / 2;
