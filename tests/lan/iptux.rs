@@ -163,8 +163,8 @@ impl Iptuxd {
                         }
                     };
                     let err = std::fs::read_to_string(self.home.path().join("iptuxd.stderr")).unwrap_or_default();
-                    let tail: String =
-                        err.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                    let lines: Vec<&str> = err.lines().collect();
+                    let tail = lines[lines.len().saturating_sub(20)..].join("\n");
                     panic!(
                         "iptuxd: no {ev:?} event in {limit:?} ({status}); events so far: {:?}\nstderr tail:\n{tail}",
                         self.seen
