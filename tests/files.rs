@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{pigeon, random_file, sha256, tree, wait_for, Daemon, PORT};
-use pigeon_protocol::{Charset, DirHeader, FileRequest, Packet};
+use pigeon_protocol::{Charset, DirHeader, FileRequest, Mode, Packet};
 use serde_json::Value;
 
 fn offers(d: &Daemon) -> Vec<Value> {
@@ -39,7 +39,13 @@ fn offer(from: &Daemon, to_nick: &str, files: &[&Path]) {
     args.push("files for you".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = from.cli(&args);
-    assert!(out.status.success(), "send --file: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "send --file: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -367,7 +373,10 @@ fn receive_offer(raw: &Raw) -> (usize, Vec<u8>) {
     loop {
         assert!(Instant::now() < deadline, "no offer arrived");
         if let Ok((n, _)) = raw.udp.recv_from(&mut buf) {
-            if Packet::decode(&buf[..n]).is_ok_and(|p| p.opts().has(pigeon_protocol::Opts::FILEATTACHOPT)) {
+            // The offer itself: our entries carry FILEATTACHOPT too (the
+            // daemon's second start-up entry, its answer to ours).
+            let offer = |p: Packet| p.mode() == Mode::SENDMSG && p.opts().has(pigeon_protocol::Opts::FILEATTACHOPT);
+            if Packet::decode(&buf[..n]).is_ok_and(offer) {
                 return (n, buf[..n].to_vec());
             }
         }
@@ -411,10 +420,15 @@ fn gbk_names_for_a_peer_that_does_not_read_utf8() {
     sock.connect(&format!("127.0.0.42:{PORT}").parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
     let mut s: TcpStream = sock.into();
     s.write_all(format!("1:600:raw:raw-pc:96:{:x}:{:x}:0:\0", p.packet_number().unwrap(), a0.id).as_bytes()).unwrap();
-    let mut got = Vec::new();
+    // Exactly the file: the server waits for our close (§6.5), then closes.
+    let mut got = [0u8; 10];
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = s.read_to_end(&mut got);
-    assert_eq!(got, b"gbk please");
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"gbk please");
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "nothing after the file");
 }
 
 #[test]
