@@ -71,6 +71,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// A one-shot process asks peers not to list it (NOADDLISTOPT).
+    fn oneshot_flag(&self) -> u32 {
+        if self.oneshot {
+            Opts::NOADDLISTOPT
+        } else {
+            0
+        }
+    }
+
     /// A configuration with the protocol's default timings.
     pub fn new(user: &str, host: &str, nick: &str) -> Config {
         Config {
@@ -471,7 +480,9 @@ impl Engine {
 
     /// Restores a queued message from the store (after a restart); it is sent
     /// again, with its original packet number, when the peer appears.
-    pub fn restore_queued(&mut self, peer: PeerKey, packet_no: u64, text: &str, sealed: bool, queued_at_ms: i64) {
+    /// `command` is the command word as stored: what the message was (sealed,
+    /// to several) is kept; the charset flags are the peer's when it is back.
+    pub fn restore_queued(&mut self, peer: PeerKey, packet_no: u64, text: &str, command: u32, queued_at_ms: i64) {
         let id = self.next_id;
         self.next_id += 1;
         // The datagram is built when the peer's charset is known.
@@ -479,7 +490,7 @@ impl Engine {
             id,
             peer,
             packet_no,
-            datagram: encode_restored(text, sealed),
+            datagram: encode_restored(text, command),
             sends: u32::MAX,
             next: None,
             queued_at_ms: Some(queued_at_ms),
@@ -637,7 +648,7 @@ impl Engine {
             Request::Send { to, text, sealed } => self.send(now, &to, &text, sealed, &[]),
             Request::Offer { to, text, sealed, files } => self.send(now, &to, &text, sealed, &files),
             Request::Broadcast { text } => {
-                let flags = Opts::BROADCASTOPT | self.oneshot_flag();
+                let flags = Opts::BROADCASTOPT | self.cfg.oneshot_flag();
                 let no = self.packet_no(now);
                 let mut sent_to = HashSet::new();
                 let p = self.message_packet(no, flags, &text, self.cfg.legacy, &[])?;
@@ -761,14 +772,6 @@ impl Engine {
         }
     }
 
-    fn oneshot_flag(&self) -> u32 {
-        if self.cfg.oneshot {
-            Opts::NOADDLISTOPT
-        } else {
-            0
-        }
-    }
-
     fn announce_change(&mut self, now: Now) {
         let p = self.entry_packet(now, Mode::BR_ABSENCE, 0);
         self.announce(p);
@@ -844,7 +847,7 @@ impl Engine {
         if let Some(p) = recipients.iter().find(|p| !files.is_empty() && !p.online && !p.heard()) {
             return Err(RequestError::NotSeen(p.key.clone()));
         }
-        let mut base = Opts::SENDCHECKOPT | self.oneshot_flag();
+        let mut base = Opts::SENDCHECKOPT | self.cfg.oneshot_flag();
         if sealed {
             base |= Opts::SECRETEXOPT;
         }
@@ -886,7 +889,7 @@ impl Engine {
                 id,
                 peer: p.key.clone(),
                 packet_no: no,
-                datagram: if later { encode_restored(text, sealed) } else { pkt.clone() },
+                datagram: if later { encode_restored(text, base) } else { pkt.clone() },
                 sends: if later {
                     u32::MAX
                 } else if online {
@@ -1461,22 +1464,21 @@ fn strip_away_marker(nick: &str) -> &str {
 
 /// A queued message restored from the store keeps its text here until the
 /// peer's charset is known (first byte: 1 if sealed).
-fn encode_restored(text: &str, sealed: bool) -> Vec<u8> {
-    let mut v = vec![sealed as u8];
+/// What a queued message keeps until it is written: what it is (sealed, to
+/// several). The charset flags are the peer's, and NOADDLISTOPT this run's.
+const KEPT_OPTS: u32 = Opts::SECRETEXOPT | Opts::MULTICASTOPT;
+
+/// A message to write later: its kept option bits, then its text.
+fn encode_restored(text: &str, opts: u32) -> Vec<u8> {
+    let mut v = (opts & KEPT_OPTS).to_le_bytes().to_vec();
     v.extend_from_slice(text.as_bytes());
     v
 }
 
 fn rebuild(cfg: &Config, packet_no: u64, stash: &[u8], peer: &Peer, legacy: Charset) -> Vec<u8> {
-    let sealed = stash.first() == Some(&1);
-    let text = String::from_utf8_lossy(stash.get(1..).unwrap_or_default());
-    let mut opts = Opts::SENDCHECKOPT;
-    if sealed {
-        opts |= Opts::SECRETEXOPT;
-    }
-    if cfg.oneshot {
-        opts |= Opts::NOADDLISTOPT;
-    }
+    let kept = stash.first_chunk::<4>().map_or(0, |b| u32::from_le_bytes(*b)) & KEPT_OPTS;
+    let text = String::from_utf8_lossy(stash.get(4..).unwrap_or_default());
+    let mut opts = Opts::SENDCHECKOPT | kept | cfg.oneshot_flag();
     if peer.reads_utf8_flag() {
         opts |= Opts::UTF8OPT | Opts::CAPUTF8OPT;
     }

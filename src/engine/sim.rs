@@ -612,6 +612,48 @@ fn a_peer_from_the_store_gets_its_message_when_it_comes_back() {
     assert!(done.iter().any(|o| matches!(o, Output::Event(Event::Receipt { status: Delivery::Delivered, .. }))));
 }
 
+/// A message written late (to peers from the store, or restored from the
+/// outbox after a restart) is still what it was: sealed, and to several
+/// (MULTICASTOPT); the charset flags are the peer's, and a daemon does not
+/// carry a one-shot run's NOADDLISTOPT.
+#[test]
+fn a_message_written_late_keeps_what_it_was() {
+    let mut e = Engine::new(Config::new("a", "b", "c"), 0, []);
+    let now = Now { mono: Duration::ZERO, unix_ms: 0 };
+    let (bob, carol, dave): (SocketAddr, SocketAddr, SocketAddr) =
+        ("10.0.0.9:2425".parse().unwrap(), "10.0.0.7:2425".parse().unwrap(), "10.0.0.5:2425".parse().unwrap());
+    e.restore_peer(PeerKey::new("bob", "pc"), "Bob", "", bob, ClientKind::Pigeon);
+    e.restore_peer(PeerKey::new("carol", "pc"), "Carol", "", carol, ClientKind::Ipmsg);
+    let to = vec![PeerKey::new("bob", "pc"), PeerKey::new("carol", "pc")];
+    e.command(now, Request::Send { to, text: "for you two".into(), sealed: true }).unwrap();
+    // As the outbox of a one-shot run restores it: sealed, to several, NOADDLISTOPT.
+    let stored = Mode::SENDMSG.0 as u32 | Opts::SECRETEXOPT | Opts::MULTICASTOPT | Opts::NOADDLISTOPT;
+    e.restore_queued(PeerKey::new("dave", "pc"), 77, "from the last run", stored, 0);
+    while e.poll_output().is_some() {}
+    let mut written = Vec::new();
+    for (addr, entry) in
+        [(bob, "1:1:bob:pc:16777217:Bob\0\0"), (carol, "1:1:carol:pc:1:Carol\0\0"), (dave, "1:1:dave:pc:1:Dave\0\0")]
+    {
+        e.handle(now, addr, entry.as_bytes());
+        written.extend(std::iter::from_fn(|| e.poll_output()).filter_map(|o| match o {
+            Output::Transmit(t) if Packet::decode(&t.payload).is_ok_and(|p| p.mode() == Mode::SENDMSG) => Some(t),
+            _ => None,
+        }));
+    }
+    assert_eq!(written.len(), 3, "{written:?}");
+    for t in &written {
+        let p = Packet::decode(&t.payload).unwrap();
+        assert!(p.opts().has(Opts::SENDCHECKOPT) && p.opts().has(Opts::SECRETEXOPT), "{p:?}");
+        assert!(!p.opts().has(Opts::NOADDLISTOPT), "{p:?}");
+        assert!(p.opts().has(Opts::MULTICASTOPT), "{p:?}");
+        assert_eq!(p.opts().has(Opts::UTF8OPT), t.dst == bob, "only Bob announced UTF-8: {p:?}");
+    }
+    assert_eq!(
+        Packet::decode(&written[2].payload).unwrap().payload.split(|&b| b == 0).next().unwrap(),
+        b"from the last run"
+    );
+}
+
 /// To a peer known only from the store: files cannot be offered (the list
 /// is written now, in what the peer reads, which is not known), and a
 /// queued text that no longer fits once written in UTF-8 fails clearly.

@@ -180,7 +180,7 @@ pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task
                 engine::PeerKey::new(m.peer.user, m.peer.host),
                 no,
                 &m.text,
-                m.sealed,
+                m.command,
                 m.time.timestamp_millis(),
             );
         }
