@@ -277,6 +277,11 @@ fn chat_as_a_client_of_the_daemon() {
     t.type_text("opened it");
     t.keys(&["Enter"]);
     wait_until("the reply", || bob.history(&[]).into_iter().find(|m| m["text"] == "opened it"));
+    // A script sends through the same daemon: the open conversation shows
+    // it, with its receipt; the chat's own message shows once.
+    assert!(alice.cli(&["send", "Bob", "from a cron job"]).status.success());
+    let s = t.wait_screen("the script's message", |s| s.contains("from a cron job  ✓ delivered"));
+    assert_eq!(s.matches("opened it").count(), 1, "{s}");
     // Seen in the chat is read in the store.
     wait_until("the messages marked read", || {
         let h = alice.history(&["--search", "while you were out"]);

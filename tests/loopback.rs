@@ -211,3 +211,77 @@ fn a_daemon_with_pending_messages_stops_promptly() {
     a.stop();
     assert!(t.elapsed() < Duration::from_secs(3), "stopping took {:?}", t.elapsed());
 }
+
+/// `pigeon listen` follows the daemon: what comes, what any client sends
+/// (a `sent` event, then its receipt), as JSON Lines and as text.
+#[test]
+fn listen_follows_what_comes_and_what_goes() {
+    let a = Daemon::start("127.0.0.18", "ann", "Ann", &["127.0.0.19"]);
+    let b = Daemon::start("127.0.0.19", "ben", "Ben", &["127.0.0.18"]);
+    wait_for(|| a.peers().len() == 1 && b.peers().len() == 1, "discovery");
+    let follow = |json: bool| {
+        let mut args = vec!["listen"];
+        if json {
+            args.push("--json");
+        }
+        let mut c = pigeon(a.home.path(), a.ip, a.user, a.nick, &a.others, &args);
+        ListenGuard(c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap())
+    };
+    for json in [true, false] {
+        let mut l = follow(json);
+        // The stream is open once an event written after the start reaches it.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(a.cli(&["send", "Ben", &format!("out {json}")]).status.success());
+        assert!(b.cli(&["send", "Ann", &format!("in {json}")]).status.success());
+        let lines = l.lines_until(|ls| ls.iter().any(|x| x.contains(&format!("in {json}"))));
+        if json {
+            let events: Vec<Value> = lines.iter().map(|x| serde_json::from_str(x).unwrap()).collect();
+            let sent = events.iter().position(|e| e["event"] == "sent" && e["text"] == "out true").expect("sent");
+            assert!(events[sent]["to"][0]["peer"].as_str().unwrap().starts_with("ben@"), "{events:?}");
+            let id = &events[sent]["to"][0]["id"];
+            assert!(
+                events[sent..].iter().any(|e| e["event"] == "receipt" && &e["id"] == id && e["status"] == "delivered"),
+                "{events:?}"
+            );
+            assert!(events.iter().any(|e| e["event"] == "message" && e["from"]["nick"] == "Ben"));
+        } else {
+            assert!(lines.iter().any(|x| x.ends_with("→ ben@vm: out false") || x.contains(": out false")), "{lines:?}");
+            assert!(lines.iter().any(|x| x.contains("Ben: in false")), "{lines:?}");
+        }
+    }
+}
+
+struct ListenGuard(std::process::Child);
+
+impl ListenGuard {
+    /// Lines read until `done` holds (at most 15 s).
+    fn lines_until(&mut self, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        use std::io::BufRead;
+        let out = self.0.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut lines = Vec::new();
+        while !done(&lines) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) => lines.push(l),
+                Err(_) => panic!("listen did not show it in 15 s: {lines:?}"),
+            }
+        }
+        lines
+    }
+}
+
+impl Drop for ListenGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -400,6 +400,9 @@ pub struct App {
     next_tag: u64,
     /// Receipts that came before the answer naming their id.
     early: HashMap<u64, (String, Delivery)>,
+    /// (tag, text) of our sends whose `sent` event has not come yet: that
+    /// event is not shown again (it may come before the answer with the ids).
+    own_unclaimed: Vec<(u64, String)>,
     last_away: Option<String>,
 }
 
@@ -431,6 +434,7 @@ impl App {
             actions: Vec::new(),
             next_tag: 1,
             early: HashMap::new(),
+            own_unclaimed: Vec::new(),
             last_away,
         }
     }
@@ -751,7 +755,7 @@ impl App {
                 m.recipients = vec![Self::recipient(k)];
                 self.push(&ConvKey::Peer(k.clone()), Item::Msg(m));
             }
-            self.actions.push(Action::Send { tag, to: keys, text, sealed, files });
+            self.send_action(Action::Send { tag, to: keys, text, sealed, files });
             return;
         }
         match self.current.clone() {
@@ -762,19 +766,29 @@ impl App {
                 }
                 msg.broadcast = true;
                 self.push(&ConvKey::Everyone, Item::Msg(msg));
-                self.actions.push(Action::Broadcast { tag, text });
+                self.send_action(Action::Broadcast { tag, text });
             }
             ConvKey::Group(g) => {
                 msg.to_group = true;
                 self.push(&ConvKey::Group(g.clone()), Item::Msg(msg));
-                self.actions.push(Action::Send { tag, to: vec![format!("group:{g}")], text, sealed, files });
+                self.send_action(Action::Send { tag, to: vec![format!("group:{g}")], text, sealed, files });
             }
             ConvKey::Peer(k) => {
                 msg.recipients = vec![Self::recipient(&k)];
                 self.push(&ConvKey::Peer(k.clone()), Item::Msg(msg));
-                self.actions.push(Action::Send { tag, to: vec![k], text, sealed, files });
+                self.send_action(Action::Send { tag, to: vec![k], text, sealed, files });
             }
         }
+    }
+
+    fn send_action(&mut self, a: Action) {
+        if let Action::Send { tag, text, .. } | Action::Broadcast { tag, text } = &a {
+            if self.own_unclaimed.len() >= 256 {
+                self.own_unclaimed.remove(0);
+            }
+            self.own_unclaimed.push((*tag, text.clone()));
+        }
+        self.actions.push(a);
     }
 
     fn push(&mut self, conv: &ConvKey, item: Item) {
@@ -797,6 +811,8 @@ impl App {
 
     /// The node's answer to a send: each recipient's id and first state.
     pub fn on_send_answer(&mut self, tag: u64, answer: Result<Value, String>) {
+        // From here on its ids tell its `sent` event apart.
+        self.own_unclaimed.retain(|(t, _)| *t != tag);
         let results = match answer {
             Ok(v) if v["ok"] == true => v["results"].as_array().cloned().unwrap_or_default(),
             Ok(v) => {
@@ -858,11 +874,13 @@ impl App {
 
     /// The answer to a broadcast.
     pub fn on_broadcast_answer(&mut self, tag: u64, answer: Result<Value, String>) {
+        // A broadcast's answer has no ids: its `sent` event claims it.
         let err = match answer {
             Ok(v) if v["ok"] == true => return,
             Ok(v) => v["error"].as_str().unwrap_or("the node refused the message").to_string(),
             Err(e) => e,
         };
+        self.own_unclaimed.retain(|(t, _)| *t != tag);
         self.send_failed(tag, err);
     }
 
@@ -885,6 +903,7 @@ impl App {
                 }
             }
             "message" => self.on_message(v),
+            "sent" => self.on_sent(v),
             "receipt" => {
                 let (Some(id), Some(peer), Some(no)) = (v["id"].as_u64(), v["peer"].as_str(), v["packet_no"].as_str())
                 else {
@@ -942,6 +961,56 @@ impl App {
             }
             "lagged" => self.set_status(format!("missed {} events (the chat was too slow)", v["missed"]), Level::Error),
             _ => {}
+        }
+    }
+
+    /// A message the node sent: ours (already shown), or another client's
+    /// (a script's `pigeon send`) or our automatic reply, shown now.
+    fn on_sent(&mut self, v: &Value) {
+        let text = v["text"].as_str().unwrap_or_default();
+        let to: Vec<(u64, String)> = v["to"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| Some((t["id"].as_u64()?, t["peer"].as_str()?.to_string())))
+            .collect();
+        let ids: Vec<u64> = to.iter().map(|(id, _)| *id).filter(|id| *id != 0).collect();
+        if !ids.is_empty()
+            && self.out_msgs_mut().any(|m| m.recipients.iter().any(|r| r.id.is_some_and(|i| ids.contains(&i))))
+        {
+            return; // ours, answered already
+        }
+        if let Some(i) = self.own_unclaimed.iter().position(|(_, t)| t == text) {
+            self.own_unclaimed.remove(i);
+            return; // ours, before its answer
+        }
+        let packet_no = v["packet_no"].as_str().unwrap_or_default().to_string();
+        let files = FileInfo::list(&v["attachments"]);
+        let mut msg = self.new_out(text.to_string(), v["sealed"].as_bool().unwrap_or(false), None);
+        msg.tag = 0;
+        msg.time = v["time"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+        msg.broadcast = v["broadcast"].as_bool().unwrap_or(false);
+        msg.auto = v["auto"].as_bool().unwrap_or(false);
+        msg.command = v["command"].as_u64().unwrap_or(0) as u32;
+        msg.offer = (!files.is_empty()).then_some(Offer { files, state: OfferState::Pending });
+        if msg.broadcast || msg.auto {
+            // No receipts: shown once, by its number.
+            msg.packet_no = packet_no;
+            let conv = match to.first() {
+                Some((_, k)) if msg.auto => ConvKey::Peer(k.clone()),
+                _ => ConvKey::Everyone,
+            };
+            self.push(&conv, Item::Msg(msg));
+            return;
+        }
+        for (id, key) in to {
+            let mut m = msg.clone();
+            let (no, state) = self.early.remove(&id).unwrap_or((packet_no.clone(), Delivery::Sending));
+            m.recipients = vec![Recipient { key: key.clone(), id: Some(id), packet_no: Some(no), state }];
+            self.push(&ConvKey::Peer(key), Item::Msg(m));
         }
     }
 

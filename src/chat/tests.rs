@@ -493,6 +493,89 @@ fn sending_to_one_marked_group_and_everyone() {
     assert_eq!(a.editor.text(), "xxxxxxxxxx", "the text comes back to be sent again");
 }
 
+fn sent(to: &[(u64, &str)], text: &str, no: u64, broadcast: bool, auto: bool) -> Value {
+    json!({"event": "sent", "to": to.iter().map(|(id, k)| json!({"id": id, "peer": k})).collect::<Vec<_>>(),
+           "text": text, "packet_no": no.to_string(), "sealed": false, "broadcast": broadcast, "auto": auto,
+           "time": at(1), "command": 0x120})
+}
+
+fn out_texts(a: &App, conv: ConvKey) -> Vec<String> {
+    a.conv(&conv).map_or(Vec::new(), |c| {
+        c.items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Msg(m) if m.dir == Dir::Out => Some(m.text.clone()),
+                _ => None,
+            })
+            .collect()
+    })
+}
+
+/// What other clients of the node send (a script's `pigeon send` or
+/// `broadcast`), and our automatic replies, show in the open chat with
+/// their receipts; the chat's own sends show once, whether their `sent`
+/// event comes before or after the node's answer.
+#[test]
+fn sends_from_elsewhere_show_and_ours_show_once() {
+    let mut a = office();
+    let bob = || ConvKey::Peer("bob@pc-bob".into());
+    // A script sends to Bob and Dave; then Bob's receipt.
+    a.on_event(&sent(&[(7, "bob@pc-bob"), (8, "dave@pc-dave")], "build is green", 900, false, false));
+    a.on_event(&json!({"event": "receipt", "id": 7, "peer": "bob@pc-bob", "packet_no": "900", "status": "delivered"}));
+    assert_eq!(out_texts(&a, bob()), ["build is green"]);
+    assert_eq!(out_texts(&a, ConvKey::Peer("dave@pc-dave".into())), ["build is green"]);
+    a.open(bob());
+    assert!(draw(&mut a, 100, 20).contains("✓ delivered"));
+    // Its stored copy (history) is the same message.
+    a.on_history(&bob(), &[out_record("bob", "build is green", 900, 1, MessageState::Delivered)], 500);
+    assert_eq!(out_texts(&a, bob()), ["build is green"]);
+    // A cron job's broadcast goes to Everyone; our auto-reply to Bob.
+    a.on_event(&sent(&[(0, "bob@pc-bob")], "office closes at 5", 901, true, false));
+    a.on_event(&sent(&[(0, "bob@pc-bob")], "at lunch", 902, false, true));
+    assert_eq!(out_texts(&a, ConvKey::Everyone), ["office closes at 5"]);
+    assert_eq!(out_texts(&a, bob()), ["build is green", "at lunch"]);
+    let screen = draw(&mut a, 100, 20);
+    assert!(screen.contains("[auto-reply] at lunch"), "{screen}");
+
+    // Ours: the event before the answer, then after it.
+    for event_first in [true, false] {
+        let text = format!("ours {event_first}");
+        a.focus = Focus::Compose;
+        type_text(&mut a, &text);
+        a.on_key(key(KeyCode::Enter));
+        let Some(Action::Send { tag, .. }) = a.take_actions().into_iter().find(|x| matches!(x, Action::Send { .. }))
+        else {
+            panic!()
+        };
+        let id = 20 + event_first as u64;
+        let answer = json!({"ok": true, "results": [{"peer": "bob@pc-bob", "id": id, "status": "sending"}]});
+        if event_first {
+            a.on_event(&sent(&[(id, "bob@pc-bob")], &text, 910, false, false));
+            a.on_send_answer(tag, Ok(answer));
+        } else {
+            a.on_send_answer(tag, Ok(answer));
+            a.on_event(&sent(&[(id, "bob@pc-bob")], &text, 911, false, false));
+        }
+        assert_eq!(out_texts(&a, bob()).iter().filter(|t| **t == text).count(), 1, "{event_first}");
+    }
+    // Our broadcast: its answer has no ids; the event still finds it.
+    a.open(ConvKey::Everyone);
+    a.focus = Focus::Compose;
+    type_text(&mut a, "cake");
+    a.on_key(key(KeyCode::Enter));
+    let Some(Action::Broadcast { tag, .. }) =
+        a.take_actions().into_iter().find(|x| matches!(x, Action::Broadcast { .. }))
+    else {
+        panic!()
+    };
+    a.on_broadcast_answer(tag, Ok(json!({"ok": true})));
+    a.on_event(&sent(&[(0, "bob@pc-bob")], "cake", 912, true, false));
+    assert_eq!(out_texts(&a, ConvKey::Everyone), ["office closes at 5", "cake"]);
+    // The same text again from a script is shown: ours was claimed.
+    a.on_event(&sent(&[(0, "bob@pc-bob")], "cake", 913, true, false));
+    assert_eq!(out_texts(&a, ConvKey::Everyone), ["office closes at 5", "cake", "cake"]);
+}
+
 /// Found by trying it: each conversation keeps its own draft; choosing a
 /// conversation ends a marked selection; a declined offer is not fetched;
 /// files cannot go to everyone.

@@ -1,5 +1,5 @@
 //! `pigeon listen`: events as they happen — peers coming and going,
-//! messages, receipts — as text or JSON Lines.
+//! messages in and out, receipts — as text or JSON Lines.
 
 use std::process::ExitCode;
 
@@ -63,13 +63,21 @@ fn human(v: &Value) -> String {
             format!("~ {}{}", peer(&v["peer"]), if v["peer"]["away"] == true { " is away" } else { " changed" })
         }
         "offer" => "  (`pigeon offers` lists it, `pigeon fetch ID` fetches it)".to_string(),
-        "message" => {
+        "message" | "sent" => {
+            let who = if v["event"] == "message" {
+                s(&v["from"]["nick"])
+            } else if v["broadcast"] == true {
+                "→ everyone".to_string()
+            } else {
+                let to: Vec<String> = v["to"].as_array().into_iter().flatten().map(|t| s(&t["peer"])).collect();
+                format!("→ {}", to.join(", "))
+            };
             let mut out = format!(
-                "{} {}{}{}: {}",
+                "{} {who}{}{}{}: {}",
                 s(&v["time"]).get(11..19).unwrap_or(""),
-                s(&v["from"]["nick"]),
-                if v["broadcast"] == true { " [broadcast]" } else { "" },
+                if v["broadcast"] == true && v["event"] == "message" { " [broadcast]" } else { "" },
                 if v["sealed"] == true { " [sealed]" } else { "" },
+                if v["auto"] == true { " [auto-reply]" } else { "" },
                 s(&v["text"])
             );
             for a in v["attachments"].as_array().into_iter().flatten() {

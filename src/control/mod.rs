@@ -42,6 +42,11 @@ pub fn attachment_json(id: u64, name: &str, size: u64, mtime: u64, dir: bool) ->
     json!({"id": id, "name": name, "size": size, "mtime": mtime, "kind": if dir { "dir" } else { "file" }})
 }
 
+/// What we offer, as `attachments` (file ID, then what).
+pub fn offers_json(offers: &[(u64, crate::engine::OfferFile)]) -> Value {
+    offers.iter().map(|(id, f)| attachment_json(*id, &f.name, f.size, f.mtime, f.dir)).collect()
+}
+
 fn rfc3339(unix_ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(unix_ms)
         .unwrap_or_default()
@@ -79,6 +84,22 @@ pub fn event_json(e: &Event) -> Value {
             });
             if !m.attachments.is_empty() {
                 v["attachments"] = attachments_json(&m.attachments);
+            }
+            v
+        }
+        Event::Sent(m) => {
+            let opts = pigeon_protocol::Command(m.command);
+            let mut v = json!({
+                "event": "sent",
+                "to": m.to.iter().map(|(id, k)| json!({"peer": k.to_string(), "id": id})).collect::<Vec<_>>(),
+                "text": m.text, "packet_no": m.packet_no.to_string(),
+                "sealed": opts.has(pigeon_protocol::Opts::SECRETOPT),
+                "broadcast": opts.has(pigeon_protocol::Opts::BROADCASTOPT),
+                "auto": opts.has(pigeon_protocol::Opts::AUTORETOPT),
+                "time": rfc3339(m.unix_ms), "command": m.command,
+            });
+            if !m.offers.is_empty() {
+                v["attachments"] = offers_json(&m.offers);
             }
             v
         }

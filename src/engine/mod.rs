@@ -193,6 +193,22 @@ pub struct Outgoing {
     pub unix_ms: i64,
 }
 
+/// A message we sent, as listeners see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sent {
+    pub packet_no: u64,
+    pub text: String,
+    /// The command word (SECRETOPT: sealed, BROADCASTOPT, AUTORETOPT).
+    pub command: u32,
+    /// (id, peer) per recipient: the id its receipts carry. Broadcasts and
+    /// automatic replies ask for none (id 0); a broadcast lists the peers
+    /// online when it went.
+    pub to: Vec<(u64, PeerKey)>,
+    /// Files and folders offered with it: (file ID, what).
+    pub offers: Vec<(u64, OfferFile)>,
+    pub unix_ms: i64,
+}
+
 /// Something listeners are told.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -200,6 +216,9 @@ pub enum Event {
     PeerOffline(PeerInfo),
     PeerChanged(PeerInfo),
     Message(Incoming),
+    /// We sent a message (from any client of this node, or an automatic
+    /// reply): what it says and to whom, before its receipts.
+    Sent(Sent),
     /// A send's state for one recipient changed.
     Receipt {
         id: u64,
@@ -687,6 +706,14 @@ impl Engine {
                     }
                     rows.push(self.outgoing_row(0, &p, &text, no, flags | utf8, false, true, now));
                 }
+                self.event(Event::Sent(Sent {
+                    packet_no: no,
+                    text: text.clone(),
+                    command: Command::new(Mode::SENDMSG, flags).0,
+                    to: rows.iter().map(|r| (0, r.to.key.clone())).collect(),
+                    offers: Vec::new(),
+                    unix_ms: now.unix_ms,
+                }));
                 if !rows.is_empty() {
                     self.out.push_back(Output::Store { op: StoreOp::Outgoing(rows), then: Vec::new() });
                 }
@@ -903,6 +930,14 @@ impl Engine {
             ids.push(id);
             sends.push((online, p.key.clone(), p.addr, id, pkt));
         }
+        self.event(Event::Sent(Sent {
+            packet_no: no,
+            text: text.to_string(),
+            command: Command::new(Mode::SENDMSG, base).0,
+            to: ids.iter().copied().zip(recipients.iter().map(|p| p.key.clone())).collect(),
+            offers: ids_of.iter().copied().zip(files.iter().cloned()).collect(),
+            unix_ms: now.unix_ms,
+        }));
         // Stored before it is sent, so a crash never loses a sent message. An
         // offer must be on disk before the peer can ask for it: its
         // datagrams wait for the store.
@@ -1432,6 +1467,14 @@ impl Engine {
             let no = self.packet_no(now);
             if let Ok(reply) = self.message_packet(no, flags, &text, pcs, &[]) {
                 self.transmit(from, reply);
+                self.event(Event::Sent(Sent {
+                    packet_no: no,
+                    text,
+                    command: Command::new(Mode::SENDMSG, flags).0,
+                    to: vec![(0, key)],
+                    offers: Vec::new(),
+                    unix_ms: now.unix_ms,
+                }));
             }
         }
     }

@@ -295,6 +295,57 @@ fn sealed_message_read_receipt_and_away_reply() {
     assert_eq!(autos, 1);
     let autos0 = net.nodes[0].events.iter().filter(|e| matches!(e, Event::Message(m) if m.auto)).count();
     assert_eq!(autos0, 1, "no ping-pong of automatic replies");
+    // Listeners of node 1 are told what it replied by itself.
+    let own = |n: usize, auto: bool| -> Vec<Sent> {
+        net.nodes[n]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Sent(s) if Command(s.command).has(Opts::AUTORETOPT) == auto => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let replied = own(1, true);
+    assert_eq!(replied.len(), 1, "{replied:?}");
+    assert_eq!((replied[0].text.as_str(), &replied[0].to[..]), ("at lunch", &[(0, net.key(0))][..]));
+}
+
+/// Every send is told to listeners once, before its receipts, with the ids
+/// the receipts carry; a broadcast lists the peers online.
+#[test]
+fn listeners_are_told_what_was_sent() {
+    let mut net = Net::new(3, 0.0, 0.0, 0, 4);
+    for i in 0..3 {
+        net.command(i, Request::Start).unwrap();
+    }
+    net.run_until(6000);
+    let ids =
+        net.command(0, Request::Send { to: vec![net.key(1), net.key(2)], text: "two".into(), sealed: true }).unwrap();
+    net.command(0, Request::Broadcast { text: "all".into() }).unwrap();
+    net.run_until(8000);
+    let events = &net.nodes[0].events;
+    let sent: Vec<&Sent> = events.iter().filter_map(|e| if let Event::Sent(s) = e { Some(s) } else { None }).collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0].text, "two");
+    assert_eq!(sent[0].to, [(ids[0], net.key(1)), (ids[1], net.key(2))]);
+    assert!(Command(sent[0].command).has(Opts::SECRETOPT));
+    let first_receipt = events.iter().position(|e| matches!(e, Event::Receipt { id, .. } if *id == ids[0])).unwrap();
+    let announced = events.iter().position(|e| matches!(e, Event::Sent(s) if s.text == "two")).unwrap();
+    assert!(announced < first_receipt);
+    assert!(Command(sent[1].command).has(Opts::BROADCASTOPT));
+    let mut to: Vec<PeerKey> = sent[1]
+        .to
+        .iter()
+        .map(|(id, k)| {
+            assert_eq!(*id, 0, "a broadcast asks for no receipts");
+            k.clone()
+        })
+        .collect();
+    to.sort_by_key(|k| k.to_string());
+    let mut online = vec![net.key(1), net.key(2)];
+    online.sort_by_key(|k| k.to_string());
+    assert_eq!(to, online);
 }
 
 /// 200 nodes start at the same instant: answers are spread over time

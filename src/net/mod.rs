@@ -285,10 +285,6 @@ fn peer_ref(p: &engine::PeerInfo) -> store::PeerRef {
     }
 }
 
-fn offers_json(offers: &[(u64, engine::OfferFile)]) -> serde_json::Value {
-    offers.iter().map(|(id, f)| crate::control::attachment_json(*id, &f.name, f.size, f.mtime, f.dir)).collect()
-}
-
 fn time(unix_ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(unix_ms).unwrap_or_default()
 }
@@ -327,7 +323,8 @@ fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
                     sealed: r.sealed,
                     broadcast: r.broadcast,
                     state: if r.broadcast { store::MessageState::Delivered } else { store::MessageState::Sending },
-                    attachments_json: (!r.offers.is_empty()).then(|| offers_json(&r.offers).to_string()),
+                    attachments_json: (!r.offers.is_empty())
+                        .then(|| crate::control::offers_json(&r.offers).to_string()),
                 })?;
                 for (file_id, f) in &r.offers {
                     tx.insert_offer(&store::OfferRecord {
