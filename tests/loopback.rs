@@ -219,21 +219,24 @@ fn listen_follows_what_comes_and_what_goes() {
     let a = Daemon::start("127.0.0.18", "ann", "Ann", &["127.0.0.19"]);
     let b = Daemon::start("127.0.0.19", "ben", "Ben", &["127.0.0.18"]);
     wait_for(|| a.peers().len() == 1 && b.peers().len() == 1, "discovery");
-    let follow = |json: bool| {
+    for json in [true, false] {
         let mut args = vec!["listen"];
         if json {
             args.push("--json");
         }
-        let mut c = pigeon(a.home.path(), a.ip, a.user, a.nick, &a.others, &args);
-        ListenGuard(c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap())
-    };
-    for json in [true, false] {
-        let mut l = follow(json);
-        // The stream is open once an event written after the start reaches it.
-        std::thread::sleep(Duration::from_millis(300));
+        let mut l = Listen::start(pigeon(a.home.path(), a.ip, a.user, a.nick, &a.others, &args));
+        // Following once a message sent after the start shows.
+        let mut probes = 0;
+        while !l.wait(Duration::from_millis(500), |ls| ls.iter().any(|x| x.contains("probe"))) {
+            probes += 1;
+            assert!(probes < 30, "listen shows nothing: {:?}", l.lines);
+            assert!(b.cli(&["send", "Ann", &format!("probe {probes}")]).status.success());
+        }
         assert!(a.cli(&["send", "Ben", &format!("out {json}")]).status.success());
         assert!(b.cli(&["send", "Ann", &format!("in {json}")]).status.success());
-        let lines = l.lines_until(|ls| ls.iter().any(|x| x.contains(&format!("in {json}"))));
+        let came = format!("in {json}");
+        assert!(l.wait(Duration::from_secs(15), |ls| ls.iter().any(|x| x.contains(&came))), "{:?}", l.lines);
+        let lines = &l.lines;
         if json {
             let events: Vec<Value> = lines.iter().map(|x| serde_json::from_str(x).unwrap()).collect();
             let sent = events.iter().position(|e| e["event"] == "sent" && e["text"] == "out true").expect("sent");
@@ -245,19 +248,24 @@ fn listen_follows_what_comes_and_what_goes() {
             );
             assert!(events.iter().any(|e| e["event"] == "message" && e["from"]["nick"] == "Ben"));
         } else {
-            assert!(lines.iter().any(|x| x.ends_with("→ ben@vm: out false") || x.contains(": out false")), "{lines:?}");
+            assert!(lines.iter().any(|x| x.contains("→ ben@") && x.ends_with(": out false")), "{lines:?}");
             assert!(lines.iter().any(|x| x.contains("Ben: in false")), "{lines:?}");
         }
     }
 }
 
-struct ListenGuard(std::process::Child);
+/// A `pigeon listen` child, its lines read in a thread; killed on drop.
+struct Listen {
+    child: std::process::Child,
+    rx: std::sync::mpsc::Receiver<String>,
+    lines: Vec<String>,
+}
 
-impl ListenGuard {
-    /// Lines read until `done` holds (at most 15 s).
-    fn lines_until(&mut self, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+impl Listen {
+    fn start(mut c: Command) -> Listen {
         use std::io::BufRead;
-        let out = self.0.stdout.take().unwrap();
+        let mut child = c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let out = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
@@ -266,22 +274,25 @@ impl ListenGuard {
                 }
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let mut lines = Vec::new();
-        while !done(&lines) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(l) => lines.push(l),
-                Err(_) => panic!("listen did not show it in 15 s: {lines:?}"),
+        Listen { child, rx, lines: Vec::new() }
+    }
+
+    /// Reads lines until `done` holds or `limit` passes; whether it holds.
+    fn wait(&mut self, limit: Duration, done: impl Fn(&[String]) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while !done(&self.lines) {
+            match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(l) => self.lines.push(l),
+                Err(_) => return false,
             }
         }
-        lines
+        true
     }
 }
 
-impl Drop for ListenGuard {
+impl Drop for Listen {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
