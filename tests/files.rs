@@ -161,13 +161,20 @@ fn kill_nine_of_the_sender_then_resume() {
             assert!(Instant::now() < deadline, "the {what} fetch made no progress ({have} bytes)");
             std::thread::sleep(Duration::from_millis(2));
         }
+        // Stopped first, so that the rest cannot arrive before the kill.
+        // SAFETY: kill(2) on the PID of our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) };
         a.kill9();
+        // SAFETY: as above.
+        unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
         let status = child.wait().unwrap();
         assert!(!status.success(), "the interrupted {what} fetch reports failure");
         let partial = du(&dst);
         assert!(partial < size, "the {what} was not complete before the kill");
         a.spawn();
-        wait_for(|| b.peers().len() == 1, "the sender back");
+        // (Fay never saw it leave; the restarted sender must see Fay again
+        // for the next offer.)
+        wait_for(|| a.peers().len() == 1, "the sender back");
         let out = b.cli(&["fetch", &id, "--to", dst.to_str().unwrap(), "--json"]);
         assert!(out.status.success(), "resumed {what} fetch: {}", String::from_utf8_lossy(&out.stdout));
         let done: Value = String::from_utf8_lossy(&out.stdout)
@@ -225,8 +232,19 @@ impl Raw {
 
     /// Serves one TCP request with `answer(request) -> bytes`.
     fn serve_one(&self, answer: impl FnOnce(&FileRequest) -> Vec<u8>) {
-        self.tcp.set_nonblocking(false).unwrap();
-        let (mut s, _) = self.tcp.accept().unwrap();
+        // Bounded: a request that never comes fails the test, not hangs it.
+        self.tcp.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut s = loop {
+            match self.tcp.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("no file request in 15 s: {e}"),
+            }
+        };
+        s.set_nonblocking(false).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut buf = [0u8; 1024];
         let n = s.read(&mut buf).unwrap();
@@ -342,6 +360,8 @@ fn offers_are_served_to_their_addressee_only() {
         let mut s: TcpStream = sock.into();
         s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         s.write_all(format!("1:9:{user}:raw:96:{no:x}:{fid:x}:0:\0").as_bytes()).unwrap();
+        // Our close comes at once: the server does not wait for it (§6.5).
+        s.shutdown(std::net::Shutdown::Write).unwrap();
         let mut got = Vec::new();
         let _ = s.read_to_end(&mut got);
         got
@@ -354,6 +374,7 @@ fn offers_are_served_to_their_addressee_only() {
         let mut s = TcpStream::connect(format!("127.0.0.39:{PORT}")).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         s.write_all(body.as_bytes()).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
         let mut got = Vec::new();
         let _ = s.read_to_end(&mut got);
         got
@@ -363,8 +384,7 @@ fn offers_are_served_to_their_addressee_only() {
     // RELEASEFILES ends the offer for that peer.
     let udp = UdpSocket::bind("127.0.0.40:0").unwrap();
     udp.send_to(format!("1:10:ida:ida-pc:97:{no}\0").as_bytes(), format!("127.0.0.39:{PORT}")).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(ask("127.0.0.40", "ida").is_empty(), "a released offer is not served");
+    wait_for(|| ask("127.0.0.40", "ida").is_empty(), "a released offer to be no longer served");
 }
 
 fn receive_offer(raw: &Raw) -> (usize, Vec<u8>) {

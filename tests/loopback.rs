@@ -122,7 +122,8 @@ fn queued_message_is_delivered_when_the_peer_comes_back() {
     assert_eq!(out.status.code(), Some(1), "not delivered yet: exit code 1");
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["status"], "queued");
-    assert_eq!(a.history(&["--search", "while you were"])[0]["state"], "queued");
+    // The store follows the receipt event that ended `send`.
+    wait_for(|| a.history(&["--search", "while you were"])[0]["state"] == "queued", "queued in the store");
     // Erin returns; her entry makes Dave send the queued message again.
     b.spawn();
     wait_for(|| a.history(&["--search", "while you were"])[0]["state"] == "delivered", "delivery from the outbox");
@@ -161,7 +162,8 @@ fn one_shot_commands_work_without_a_daemon() {
     let b = Daemon::start("127.0.0.8", "frank", "Frank", &["127.0.0.7"]);
     let home = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| pigeon(home.path(), "127.0.0.7", "gina", "Gina", &["127.0.0.8"], args).output().unwrap();
-    let out = run(&["peers", "--json", "--wait", "1"]);
+    // Its entry goes at +250 ms, and answers come up to a second later.
+    let out = run(&["peers", "--json", "--wait", "3"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let peers: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(nicks(&peers), ["Frank"]);
@@ -209,7 +211,8 @@ fn a_daemon_with_pending_messages_stops_promptly() {
     let mut a = a;
     let t = Instant::now();
     a.stop();
-    assert!(t.elapsed() < Duration::from_secs(3), "stopping took {:?}", t.elapsed());
+    // About 0.6 s (the bug: up to a minute); room for a loaded machine.
+    assert!(t.elapsed() < Duration::from_secs(10), "stopping took {:?}", t.elapsed());
 }
 
 /// `pigeon listen` follows the daemon: what comes, what any client sends
