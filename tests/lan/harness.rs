@@ -15,8 +15,8 @@
 //! A host runs commands with a time bound ([`Host::run`]), long-lived
 //! processes killed on drop ([`Host::spawn`]), closures with the calling
 //! thread moved into its namespace ([`Host::enter`], to make sockets there),
-//! link impairment ([`Host::impair`]: `tc netem` where the kernel has it,
-//! else nftables for loss and duplication) and captures ([`Host::capture`]).
+//! link impairment ([`Host::impair`]: loss and duplication both ways, with
+//! nftables) and captures ([`Host::capture`]).
 
 use std::ffi::OsStr;
 use std::io::Read;
@@ -178,19 +178,11 @@ impl Host {
     }
 
     /// Degrades this host's link in both directions: `loss` and `duplicate`
-    /// in percent, `delay` in milliseconds. Uses `tc netem` where the kernel
-    /// has it; otherwise nftables (loss and duplication only).
-    pub fn impair(&self, loss: u32, duplicate: u32, delay_ms: u32) -> Impairment {
-        let netem = self.run(&["tc", "qdisc", "add", "dev", "veth0", "root", "netem"], Duration::from_secs(5));
-        if netem.status.success() {
-            let spec = format!("loss {loss}% duplicate {duplicate}% delay {delay_ms}ms");
-            let mut args = vec!["tc", "qdisc", "change", "dev", "veth0", "root", "netem"];
-            args.extend(spec.split(' '));
-            check(self.run(&args, Duration::from_secs(5)), "tc netem");
-            return Impairment::Netem;
-        }
-        assert_eq!(delay_ms, 0, "this kernel has no netem (CONFIG_NET_SCH_NETEM); delay needs it");
-        assert!(which("nft").is_some(), "no netem and no nft: apt-get install nftables");
+    /// in percent, with nftables. (`tc netem` on `veth0` would act on what
+    /// the host sends only, and this machine's kernel lacks it: one tool,
+    /// the same behaviour everywhere.)
+    pub fn impair(&self, loss: u32, duplicate: u32) {
+        assert!(which("nft").is_some(), "no nft: apt-get install nftables");
         // Both directions: input and output of IPv4 on this host, random drop
         // and, for output, a random duplicate sent to the same destination.
         let mut rules = String::from("table ip pigeon_impair {\n");
@@ -210,7 +202,6 @@ impl Host {
         std::fs::write(&path, rules).unwrap();
         check(self.run(&["nft", "-f", path.to_str().unwrap()], Duration::from_secs(5)), "nft");
         let _ = std::fs::remove_file(path);
-        Impairment::Nft
     }
 
     /// Starts tcpdump on this host's veth0 for IPMsg traffic (UDP and TCP
@@ -228,13 +219,6 @@ impl Host {
         std::thread::sleep(Duration::from_millis(200));
         Capture { proc: Some(proc), path: path.to_owned() }
     }
-}
-
-/// How a link was degraded.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Impairment {
-    Netem,
-    Nft,
 }
 
 /// A running packet capture.

@@ -104,7 +104,7 @@ fn hundred_messages_under_thirty_percent_loss_arrive_exactly_once() {
     let b = Node::start(lan.host(2), "receiver");
     wait_for(Duration::from_secs(10), || a.peer_count() == 1 && b.peer_count() == 1, "discovery");
     // 30% loss each way on the receiver's link.
-    lan.host(2).impair(30, 0, 0);
+    lan.host(2).impair(30, 0);
     for i in 0..100 {
         let r = a.control(&json!({"op": "send", "to": ["receiver"], "text": format!("lossy #{i:03}"), "wait": 0}));
         assert_eq!(r["ok"], true, "{r}");
@@ -146,10 +146,15 @@ fn kill_nine_of_the_receiver_loses_no_acknowledged_message() {
     });
     sender.unwrap();
     // Every message the sender saw acknowledged is in the receiver's history.
+    // Those given up while the receiver was away ("queued") go again at its
+    // return: at least half must be delivered (all of them, normally).
     wait_for(
         Duration::from_secs(30),
-        || a.history(Some("burst")).iter().all(|m| m["state"] != "sending"),
-        "every send to settle",
+        || {
+            let h = a.history(Some("burst"));
+            h.iter().all(|m| m["state"] != "sending") && h.iter().filter(|m| m["state"] == "delivered").count() >= 30
+        },
+        "the sends to settle",
     );
     let delivered: Vec<String> = a
         .history(Some("burst"))
