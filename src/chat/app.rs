@@ -191,6 +191,16 @@ impl Msg {
     }
 }
 
+/// A send of this chat, until its `sent` event comes.
+#[derive(Clone, Debug)]
+struct OwnSend {
+    tag: u64,
+    text: String,
+    broadcast: bool,
+    /// The recipients, sorted; `None` for a group (known from the answer).
+    to: Option<Vec<String>>,
+}
+
 /// An entry of a conversation.
 // Nearly every item is a message: boxing it would only add a pointer.
 #[allow(clippy::large_enum_variant)]
@@ -400,9 +410,9 @@ pub struct App {
     next_tag: u64,
     /// Receipts that came before the answer naming their id.
     early: HashMap<u64, (String, Delivery)>,
-    /// (tag, text) of our sends whose `sent` event has not come yet: that
-    /// event is not shown again (it may come before the answer with the ids).
-    own_unclaimed: Vec<(u64, String)>,
+    /// Our sends whose `sent` event has not come yet: that event is not
+    /// shown again (it may come before the answer with the ids).
+    own_unclaimed: Vec<OwnSend>,
     last_away: Option<String>,
 }
 
@@ -782,12 +792,21 @@ impl App {
     }
 
     fn send_action(&mut self, a: Action) {
-        if let Action::Send { tag, text, .. } | Action::Broadcast { tag, text } = &a {
-            if self.own_unclaimed.len() >= 256 {
-                self.own_unclaimed.remove(0);
+        let own = match &a {
+            Action::Send { tag, to, text, .. } => {
+                // A group's members are known from the node's answer only.
+                let mut to = to.clone();
+                to.sort();
+                let to = (!to.iter().any(|t| t.starts_with("group:"))).then_some(to);
+                OwnSend { tag: *tag, text: text.clone(), broadcast: false, to }
             }
-            self.own_unclaimed.push((*tag, text.clone()));
+            Action::Broadcast { tag, text } => OwnSend { tag: *tag, text: text.clone(), broadcast: true, to: None },
+            _ => return self.actions.push(a),
+        };
+        if self.own_unclaimed.len() >= 256 {
+            self.own_unclaimed.remove(0);
         }
+        self.own_unclaimed.push(own);
         self.actions.push(a);
     }
 
@@ -812,7 +831,7 @@ impl App {
     /// The node's answer to a send: each recipient's id and first state.
     pub fn on_send_answer(&mut self, tag: u64, answer: Result<Value, String>) {
         // From here on its ids tell its `sent` event apart.
-        self.own_unclaimed.retain(|(t, _)| *t != tag);
+        self.own_unclaimed.retain(|o| o.tag != tag);
         let results = match answer {
             Ok(v) if v["ok"] == true => v["results"].as_array().cloned().unwrap_or_default(),
             Ok(v) => {
@@ -880,7 +899,7 @@ impl App {
             Ok(v) => v["error"].as_str().unwrap_or("the node refused the message").to_string(),
             Err(e) => e,
         };
-        self.own_unclaimed.retain(|(t, _)| *t != tag);
+        self.own_unclaimed.retain(|o| o.tag != tag);
         self.send_failed(tag, err);
     }
 
@@ -959,7 +978,11 @@ impl App {
                     p.absence = Some(a);
                 }
             }
-            "lagged" => self.set_status(format!("missed {} events (the chat was too slow)", v["missed"]), Level::Error),
+            "lagged" => {
+                // A broadcast's entry waits for its event, which may be among those missed.
+                self.own_unclaimed.retain(|o| !o.broadcast);
+                self.set_status(format!("missed {} events (the chat was too slow)", v["missed"]), Level::Error)
+            }
             _ => {}
         }
     }
@@ -980,7 +1003,14 @@ impl App {
         {
             return; // ours, answered already
         }
-        if let Some(i) = self.own_unclaimed.iter().position(|(_, t)| t == text) {
+        let broadcast = v["broadcast"].as_bool().unwrap_or(false);
+        let auto = v["auto"].as_bool().unwrap_or(false);
+        let mut keys: Vec<String> = to.iter().map(|(_, k)| k.clone()).collect();
+        keys.sort();
+        let ours = |o: &OwnSend| {
+            o.text == text && o.broadcast == broadcast && (broadcast || o.to.as_ref().is_none_or(|t| *t == keys))
+        };
+        if let Some(i) = self.own_unclaimed.iter().position(ours).filter(|_| !auto) {
             self.own_unclaimed.remove(i);
             return; // ours, before its answer
         }
@@ -992,8 +1022,8 @@ impl App {
             .as_str()
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
-        msg.broadcast = v["broadcast"].as_bool().unwrap_or(false);
-        msg.auto = v["auto"].as_bool().unwrap_or(false);
+        msg.broadcast = broadcast;
+        msg.auto = auto;
         msg.command = v["command"].as_u64().unwrap_or(0) as u32;
         msg.offer = (!files.is_empty()).then_some(Offer { files, state: OfferState::Pending });
         if msg.broadcast || msg.auto {
@@ -1670,6 +1700,7 @@ fn message_key(m: &Msg) -> Option<(Dir, String, String)> {
     match m.dir {
         Dir::In => Some((Dir::In, m.from.clone(), m.packet_no.clone())),
         Dir::Out if m.broadcast && !m.packet_no.is_empty() => Some((Dir::Out, String::new(), m.packet_no.clone())),
+        Dir::Out if m.auto && !m.packet_no.is_empty() => Some((Dir::Out, "auto:".into(), m.packet_no.clone())),
         Dir::Out if m.to_group => {
             m.recipients.iter().find_map(|r| r.packet_no.clone()).map(|n| (Dir::Out, "group:".into(), n))
         }

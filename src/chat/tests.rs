@@ -558,6 +558,22 @@ fn sends_from_elsewhere_show_and_ours_show_once() {
         }
         assert_eq!(out_texts(&a, bob()).iter().filter(|t| **t == text).count(), 1, "{event_first}");
     }
+    // Found in review: ours is told apart by its recipients and kind, not
+    // only its text. A script's "ok" to Carol and an auto-reply "ok" show
+    // while our "ok" to Bob waits for its answer; ours still shows once.
+    a.open(bob());
+    a.focus = Focus::Compose;
+    type_text(&mut a, "ok");
+    a.on_key(key(KeyCode::Enter));
+    let Some(Action::Send { tag, .. }) = a.take_actions().into_iter().find(|x| matches!(x, Action::Send { .. })) else {
+        panic!()
+    };
+    a.on_event(&sent(&[(30, "carol@pc-carol")], "ok", 920, false, false));
+    a.on_event(&sent(&[(0, "bob@pc-bob")], "ok", 921, false, true));
+    a.on_event(&sent(&[(31, "bob@pc-bob")], "ok", 922, false, false));
+    a.on_send_answer(tag, Ok(json!({"ok": true, "results": [{"peer": "bob@pc-bob", "id": 31, "status": "sending"}]})));
+    assert_eq!(out_texts(&a, ConvKey::Peer("carol@pc-carol".into())), ["ok"]);
+    assert_eq!(out_texts(&a, bob()).iter().filter(|t| *t == "ok").count(), 2, "ours and the auto-reply");
     // Our broadcast: its answer has no ids; the event still finds it.
     a.open(ConvKey::Everyone);
     a.focus = Focus::Compose;

@@ -679,10 +679,8 @@ impl Engine {
                         limit: 32_767,
                     });
                 }
-                for t in self.cfg.targets.clone() {
-                    sent_to.insert(t);
-                    self.transmit(t, p.clone());
-                }
+                let targets = self.cfg.targets.clone();
+                sent_to.extend(targets.iter().copied());
                 let peers: Vec<Peer> = self.peers.all().into_iter().filter(|p| p.online).cloned().collect();
                 // A peer inside a directed broadcast we just sent to (x.y.z.255)
                 // has its copy; others (other subnets, unicast targets) get one each.
@@ -695,12 +693,21 @@ impl Engine {
                         _ => false,
                     })
                 };
-                let mut rows = Vec::new();
+                // Every peer's copy is written and checked before anything
+                // goes: a refusal sends nothing.
+                let mut copies = Vec::with_capacity(peers.len());
                 for p in peers {
                     let cs = p.write_charset(self.cfg.legacy);
                     let utf8 = if p.reads_utf8_flag() { Opts::UTF8OPT | Opts::CAPUTF8OPT } else { 0 };
                     let pkt = self.message_packet(no, flags | utf8, &text, cs, &[])?;
                     fits(&p, &pkt)?;
+                    copies.push((p, utf8, pkt));
+                }
+                for t in targets {
+                    self.transmit(t, p.clone());
+                }
+                let mut rows = Vec::new();
+                for (p, utf8, pkt) in copies {
                     if !reached(p.addr.ip()) && sent_to.insert(p.addr) {
                         self.transmit(p.addr, pkt);
                     }

@@ -455,6 +455,17 @@ fn long_text_is_refused_for_iptux_with_a_clear_error() {
     assert!(e
         .command(now, Request::Send { to: vec![PeerKey::new("bob", "bob-pc")], text: "x".repeat(8000), sealed: false })
         .is_ok());
+    // A broadcast too long for Bob is refused before anything goes out
+    // (found in review: the targets had their copy already).
+    let mut cfg = Config::new("a", "b", "c");
+    cfg.targets = vec!["10.0.0.255:2425".parse().unwrap()];
+    let mut e = Engine::new(cfg, 0, []);
+    e.handle(now, from, b"1_iptux 0.8.3:1:bob:bob-pc:257:Bob\0\0icon\0utf-8\0");
+    while e.poll_output().is_some() {}
+    let err = e.command(now, Request::Broadcast { text: "x".repeat(9000) }).unwrap_err();
+    assert!(matches!(err, RequestError::TooLong { limit: 8191, .. }), "{err}");
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert!(!out.iter().any(|o| matches!(o, Output::Transmit(_) | Output::Event(Event::Sent(_)))), "{out:?}");
 }
 
 #[test]
