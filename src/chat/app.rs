@@ -921,6 +921,13 @@ impl App {
                     self.marked.remove(&k);
                 }
             }
+            "away" => {
+                // Set by any client of the node (a script, another chat).
+                self.me.away = v["away"].as_str().map(String::from);
+                if self.me.away.is_some() {
+                    self.last_away = self.me.away.clone();
+                }
+            }
             "message" => self.on_message(v),
             "sent" => self.on_sent(v),
             "receipt" => {

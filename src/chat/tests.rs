@@ -511,12 +511,12 @@ fn out_texts(a: &App, conv: ConvKey) -> Vec<String> {
     })
 }
 
-/// What other clients of the node send (a script's `pigeon send` or
-/// `broadcast`), and our automatic replies, show in the open chat with
-/// their receipts; the chat's own sends show once, whether their `sent`
-/// event comes before or after the node's answer.
+/// What other clients of the node do shows in the open chat: their sends
+/// (a script's `pigeon send` or `broadcast`) with receipts, our automatic
+/// replies, an away set by `pigeon status`. The chat's own sends show once,
+/// whether their `sent` event comes before or after the node's answer.
 #[test]
-fn sends_from_elsewhere_show_and_ours_show_once() {
+fn what_other_clients_do_shows_and_ours_shows_once() {
     let mut a = office();
     let bob = || ConvKey::Peer("bob@pc-bob".into());
     // A script sends to Bob and Dave; then Bob's receipt.
@@ -536,6 +536,16 @@ fn sends_from_elsewhere_show_and_ours_show_once() {
     assert_eq!(out_texts(&a, bob()), ["build is green", "at lunch"]);
     let screen = draw(&mut a, 100, 20);
     assert!(screen.contains("[auto-reply] at lunch"), "{screen}");
+
+    // Away set by a script (`pigeon status away`) shows in the header, and
+    // Ctrl+A then comes back.
+    a.on_event(&json!({"event": "away", "away": "at lunch"}));
+    assert!(draw(&mut a, 100, 20).lines().next().unwrap().contains("away: at lunch"));
+    a.focus = Focus::Peers;
+    a.on_key(ctrl('a'));
+    assert!(a.take_actions().iter().any(|x| matches!(x, Action::SetAway(None))));
+    a.on_event(&json!({"event": "away", "away": null}));
+    assert!(!draw(&mut a, 100, 20).lines().next().unwrap().contains("away"));
 
     // Ours: the event before the answer, then after it.
     for event_first in [true, false] {

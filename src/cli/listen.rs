@@ -85,6 +85,8 @@ fn human(v: &Value) -> String {
             }
             out
         }
+        "away" if v["away"].is_string() => format!("~ you are away: {}", s(&v["away"])),
+        "away" => "~ you are back".to_string(),
         "receipt" => format!("  {} → {}", s(&v["peer"]), s(&v["status"])),
         "read" => format!("  {} read your message", s(&v["peer"])),
         "shake" => format!("! {} shakes your window", peer(&v["from"])),

@@ -103,6 +103,7 @@ pub fn event_json(e: &Event) -> Value {
             }
             v
         }
+        Event::Away(text) => json!({"event": "away", "away": text}),
         Event::Receipt { id, peer, packet_no, status } => {
             json!({"event": "receipt", "id": id, "peer": peer.to_string(), "packet_no": packet_no.to_string(), "status": status.name()})
         }

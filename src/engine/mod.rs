@@ -219,6 +219,8 @@ pub enum Event {
     /// We sent a message (from any client of this node, or an automatic
     /// reply): what it says and to whom, before its receipts.
     Sent(Sent),
+    /// Our away text was set (`Some`) or cleared, by any client.
+    Away(Option<String>),
     /// A send's state for one recipient changed.
     Receipt {
         id: u64,
@@ -728,6 +730,7 @@ impl Engine {
             }
             Request::SetAway(text) => {
                 self.cfg.away = text.as_deref().map(clean_text);
+                self.event(Event::Away(self.cfg.away.clone()));
                 self.announce_change(now);
                 Ok(vec![])
             }
