@@ -1515,13 +1515,12 @@ fn strip_away_marker(nick: &str) -> &str {
     nick
 }
 
-/// A queued message restored from the store keeps its text here until the
-/// peer's charset is known (first byte: 1 if sealed).
-/// What a queued message keeps until it is written: what it is (sealed, to
-/// several). The charset flags are the peer's, and NOADDLISTOPT this run's.
+/// What a message written later (the peer's charset is not known yet)
+/// keeps: what it is (sealed, to several). The charset flags are the
+/// peer's, and NOADDLISTOPT this run's.
 const KEPT_OPTS: u32 = Opts::SECRETEXOPT | Opts::MULTICASTOPT;
 
-/// A message to write later: its kept option bits, then its text.
+/// A message to write later: its kept option bits (4 bytes, LE), then its text.
 fn encode_restored(text: &str, opts: u32) -> Vec<u8> {
     let mut v = (opts & KEPT_OPTS).to_le_bytes().to_vec();
     v.extend_from_slice(text.as_bytes());
