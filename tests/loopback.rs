@@ -85,7 +85,15 @@ fn discovery_messages_broadcast_sealed_away_and_exit() {
     wait_for(|| a.peers().iter().any(|p| p["nick"] == "Carol" && p["away"] == true), "Carol to show as away");
     assert!(a.cli(&["send", "Carol", "coffee?"]).status.success());
     wait_for(|| a.history(&["--search", "at lunch"]).len() == 1, "the automatic reply");
-    assert!(c.history(&["--search", "at lunch"]).is_empty(), "Carol did not receive her own auto reply");
+    // Carol's history keeps what she replied (no receipt asked: "delivered", as a broadcast).
+    let mine = c.history(&["--search", "at lunch"]);
+    assert_eq!(mine.len(), 1, "Carol did not receive her own auto reply: {mine:?}");
+    assert_eq!(
+        (&mine[0]["direction"], &mine[0]["auto"], &mine[0]["state"]),
+        (&json!("out"), &json!(true), &json!("delivered"))
+    );
+    let text = c.cli(&["history", "--search", "at lunch"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("[auto-reply]"));
 
     // History search across languages, and the text export.
     assert_eq!(b.history(&["--search", "你好"]).len(), 1);

@@ -1726,6 +1726,7 @@ fn msg_from_record(r: &MessageRecord, me: &Me, downloads: Option<&std::path::Pat
     let files = r.attachments_json.as_deref().and_then(|j| serde_json::from_str::<Value>(j).ok());
     let files = files.map(|v| FileInfo::list(&v)).unwrap_or_default();
     let out = r.direction == Direction::Out;
+    let auto = pigeon_protocol::Command(r.command).has(pigeon_protocol::Opts::AUTORETOPT);
     let state = match r.state {
         MessageState::Sending => Delivery::Sending,
         MessageState::Delivered => Delivery::Delivered,
@@ -1742,10 +1743,11 @@ fn msg_from_record(r: &MessageRecord, me: &Me, downloads: Option<&std::path::Pat
         sealed: r.sealed,
         opened: !out && r.state == MessageState::Read,
         broadcast: r.broadcast,
-        auto: !out && pigeon_protocol::Command(r.command).has(pigeon_protocol::Opts::AUTORETOPT),
+        auto,
         command: r.command,
         packet_no: r.packet_no.clone(),
-        recipients: if out && !r.broadcast {
+        // Broadcasts and automatic replies ask for no receipt: "sent".
+        recipients: if out && !r.broadcast && !auto {
             vec![Recipient { key, id: None, packet_no: Some(r.packet_no.clone()), state }]
         } else {
             Vec::new()

@@ -536,6 +536,16 @@ fn what_other_clients_do_shows_and_ours_shows_once() {
     assert_eq!(out_texts(&a, bob()), ["build is green", "at lunch"]);
     let screen = draw(&mut a, 100, 20);
     assert!(screen.contains("[auto-reply] at lunch"), "{screen}");
+    // Its stored copy is the same message, marked and "sent" (no receipt).
+    let mut stored = out_record("bob", "at lunch", 902, 1, MessageState::Delivered);
+    stored.command = 0x20 | Opts::AUTORETOPT;
+    a.on_history(&bob(), &[stored.clone()], 500);
+    assert_eq!(out_texts(&a, bob()), ["build is green", "at lunch"]);
+    let mut fresh = app();
+    fresh.on_history(&bob(), &[stored], 500);
+    fresh.open(bob());
+    let screen = draw(&mut fresh, 100, 20);
+    assert!(screen.contains("[auto-reply] at lunch  sent"), "{screen}");
 
     // Away set by a script (`pigeon status away`) shows in the header, and
     // Ctrl+A then comes back.

@@ -1477,10 +1477,25 @@ impl Engine {
             let no = self.packet_no(now);
             if let Ok(reply) = self.message_packet(no, flags, &text, pcs, &[]) {
                 self.transmit(from, reply);
+                let command = Command::new(Mode::SENDMSG, flags).0;
+                // Kept in the history (it asks for no receipt, like a broadcast).
+                let row = Outgoing {
+                    id: 0,
+                    to: self.info_for(&key, from),
+                    offers: Vec::new(),
+                    offers_expire_ms: now.unix_ms,
+                    text: text.clone(),
+                    packet_no: no,
+                    command,
+                    sealed: false,
+                    broadcast: false,
+                    unix_ms: now.unix_ms,
+                };
+                self.out.push_back(Output::Store { op: StoreOp::Outgoing(vec![row]), then: Vec::new() });
                 self.event(Event::Sent(Sent {
                     packet_no: no,
                     text,
-                    command: Command::new(Mode::SENDMSG, flags).0,
+                    command,
                     to: vec![(0, key)],
                     offers: Vec::new(),
                     unix_ms: now.unix_ms,

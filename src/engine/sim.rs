@@ -746,6 +746,46 @@ fn a_peer_from_the_store_limits() {
     assert!(!out.iter().any(|o| matches!(o, Output::Transmit(t) if t.payload.len() > 32_767)));
 }
 
+/// While away, each message gets our automatic reply once: sent without a
+/// receipt asked, kept in the history, and told to listeners.
+#[test]
+fn an_automatic_reply_is_stored_and_told() {
+    let mut cfg = Config::new("a", "b", "c");
+    cfg.away = Some("at lunch 午饭".into());
+    let mut e = Engine::new(cfg, 0, []);
+    let now = Now { mono: Duration::ZERO, unix_ms: 1_000 };
+    let bob: SocketAddr = "10.0.0.9:2425".parse().unwrap();
+    e.handle(now, bob, format!("1:1:bob:pc:{}:Bob\0\0", 0x0100_0001).as_bytes());
+    while e.poll_output().is_some() {}
+    e.handle(now, bob, b"1:2:bob:pc:288:are you there?\0");
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    let reply = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Transmit(t) => {
+                Packet::decode(&t.payload).ok().filter(|p| p.opts().has(Opts::AUTORETOPT)).map(|p| {
+                    assert!(!p.opts().has(Opts::SENDCHECKOPT), "no receipt asked");
+                    String::from_utf8_lossy(p.packet_no).into_owned()
+                })
+            }
+            _ => None,
+        })
+        .expect("the automatic reply");
+    let rows: Vec<&Outgoing> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Store { op: StoreOp::Outgoing(rows), .. } => Some(rows),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(rows.len(), 1, "{out:?}");
+    assert_eq!((rows[0].text.as_str(), rows[0].to.key.clone()), ("at lunch 午饭", PeerKey::new("bob", "pc")));
+    assert!(Command(rows[0].command).has(Opts::AUTORETOPT));
+    assert_eq!(rows[0].packet_no.to_string(), reply);
+    assert!(out.iter().any(|o| matches!(o, Output::Event(Event::Sent(s)) if s.packet_no == rows[0].packet_no)));
+}
+
 /// Marking a conversation seen is for the store only: nothing is sent, and
 /// a peer the engine does not know (one from the store) is fine.
 #[test]

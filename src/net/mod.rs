@@ -272,6 +272,7 @@ fn op_name(op: &StoreOp) -> &'static str {
     match op {
         StoreOp::Incoming(_) => "an incoming message",
         StoreOp::Peer(_) => "a peer update",
+        StoreOp::Outgoing(_) => "an automatic reply's row",
         _ => "an operation",
     }
 }
@@ -322,7 +323,13 @@ fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
                     command: r.command,
                     sealed: r.sealed,
                     broadcast: r.broadcast,
-                    state: if r.broadcast { store::MessageState::Delivered } else { store::MessageState::Sending },
+                    // Broadcasts and automatic replies ask for no receipt.
+                    state: if r.broadcast || pigeon_protocol::Command(r.command).has(pigeon_protocol::Opts::AUTORETOPT)
+                    {
+                        store::MessageState::Delivered
+                    } else {
+                        store::MessageState::Sending
+                    },
                     attachments_json: (!r.offers.is_empty())
                         .then(|| crate::control::offers_json(&r.offers).to_string()),
                 })?;
@@ -492,17 +499,24 @@ async fn flush(engine: &mut Engine, out: &Sender, events: &broadcast::Sender<Eve
             }
             Output::Store { op, then } => match store.try_send((op, then)) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full((op, then))) => match op {
-                    // Caused by peers: dropped, and not acknowledged.
-                    StoreOp::Incoming(_) | StoreOp::Peer(_) | StoreOp::Barrier => {
+                Err(mpsc::error::TrySendError::Full((op, then))) => {
+                    // Caused by peers: dropped, and not acknowledged. (An
+                    // automatic reply has gone already; only its row is lost.)
+                    let caused_by_peers = match &op {
+                        StoreOp::Incoming(_) | StoreOp::Peer(_) | StoreOp::Barrier => true,
+                        StoreOp::Outgoing(rows) => rows
+                            .iter()
+                            .all(|r| pigeon_protocol::Command(r.command).has(pigeon_protocol::Opts::AUTORETOPT)),
+                        _ => false,
+                    };
+                    if caused_by_peers {
                         tracing::warn!("store queue full: dropping {}", op_name(&op));
                         engine.store_failed(&op);
-                    }
-                    // Ours (sends, states, the counter): they wait.
-                    op => {
+                    } else {
+                        // Ours (sends, states, the counter): they wait.
                         let _ = store.send((op, then)).await;
                     }
-                },
+                }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             },
         }
