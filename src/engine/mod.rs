@@ -193,6 +193,18 @@ pub struct Outgoing {
     pub unix_ms: i64,
 }
 
+impl Outgoing {
+    /// Broadcasts and automatic replies ask for none: they are stored done.
+    pub fn asks_receipt(&self) -> bool {
+        Command(self.command).has(Opts::SENDCHECKOPT)
+    }
+
+    /// An automatic reply (while away): caused by the peer's message.
+    pub fn is_auto_reply(&self) -> bool {
+        Command(self.command).has(Opts::AUTORETOPT)
+    }
+}
+
 /// A message we sent, as listeners see it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sent {

@@ -323,13 +323,7 @@ fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
                     command: r.command,
                     sealed: r.sealed,
                     broadcast: r.broadcast,
-                    // Broadcasts and automatic replies ask for no receipt.
-                    state: if r.broadcast || pigeon_protocol::Command(r.command).has(pigeon_protocol::Opts::AUTORETOPT)
-                    {
-                        store::MessageState::Delivered
-                    } else {
-                        store::MessageState::Sending
-                    },
+                    state: if r.asks_receipt() { store::MessageState::Sending } else { store::MessageState::Delivered },
                     attachments_json: (!r.offers.is_empty())
                         .then(|| crate::control::offers_json(&r.offers).to_string()),
                 })?;
@@ -504,9 +498,7 @@ async fn flush(engine: &mut Engine, out: &Sender, events: &broadcast::Sender<Eve
                     // automatic reply has gone already; only its row is lost.)
                     let caused_by_peers = match &op {
                         StoreOp::Incoming(_) | StoreOp::Peer(_) | StoreOp::Barrier => true,
-                        StoreOp::Outgoing(rows) => rows
-                            .iter()
-                            .all(|r| pigeon_protocol::Command(r.command).has(pigeon_protocol::Opts::AUTORETOPT)),
+                        StoreOp::Outgoing(rows) => rows.iter().all(engine::Outgoing::is_auto_reply),
                         _ => false,
                     };
                     if caused_by_peers {
