@@ -287,14 +287,20 @@ fn chat_as_a_client_of_the_daemon() {
         let h = alice.history(&["--search", "while you were out"]);
         (h.len() == 2 && h.iter().all(|m| m["state"] == "read")).then_some(())
     });
+    // A draft left in Bob's conversation: Ctrl+Q quits at once and keeps it.
+    t.type_text("half a thought");
     t.keys(&["C-q"]);
     assert!(!t.wait_exit());
     drop(t);
-    // The daemon keeps running: Bob still lists Alice. A new chat counts nothing.
+    // The daemon keeps running: Bob still lists Alice. A new chat counts
+    // nothing, and Bob's conversation has the draft back.
     assert!(bob.peers().iter().any(|p| p["user"] == "alice"));
     let t = Tmux::start("daemon2", &cmd, &[]);
     let s = t.wait_screen("the second chat", |s| s.contains("via the daemon") && s.contains("● Bob"));
     assert!(!bob_line(&s).contains('('), "nothing unread:\n{s}");
+    t.type_text("bob");
+    t.keys(&["Enter"]);
+    t.wait_screen("the draft back", |s| s.contains("To: Bob") && s.contains("half a thought"));
     t.keys(&["C-q"]);
     assert!(!t.wait_exit());
 }

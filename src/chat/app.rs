@@ -3,7 +3,7 @@
 //! directly. What it wants done (send, open, fetch, load history, ring the
 //! bell…) it queues as [`Action`]s for the driver in `chat/mod.rs`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, FixedOffset, Utc};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
@@ -189,6 +189,25 @@ impl Msg {
                     Some(OfferState::Pending | OfferState::Failed { .. })
                 ))
     }
+}
+
+/// A conversation's name in the drafts file.
+fn draft_key(conv: &ConvKey) -> String {
+    match conv {
+        ConvKey::Everyone => "everyone".into(),
+        ConvKey::Group(g) => format!("group:{g}"),
+        ConvKey::Peer(k) => format!("peer:{k}"),
+    }
+}
+
+fn conv_from_draft_key(k: &str) -> Option<ConvKey> {
+    if k == "everyone" {
+        return Some(ConvKey::Everyone);
+    }
+    if let Some(g) = k.strip_prefix("group:") {
+        return Some(ConvKey::Group(g.to_string()));
+    }
+    k.strip_prefix("peer:").filter(|p| p.contains('@')).map(|p| ConvKey::Peer(p.to_string()))
 }
 
 /// A send of this chat, until its `sent` event comes.
@@ -402,8 +421,6 @@ pub struct App {
     /// Where fetched files go (an old offer whose files are there shows as saved).
     pub download_dir: Option<std::path::PathBuf>,
     pub quit: bool,
-    /// Ctrl+Q was pressed once with unsent text.
-    quit_armed: bool,
     /// The terminal has the keyboard focus (terminals that report it).
     pub window_focused: bool,
     actions: Vec<Action>,
@@ -439,7 +456,6 @@ impl App {
             home_dir: directories::BaseDirs::new().map(|b| b.home_dir().to_path_buf()),
             download_dir: None,
             quit: false,
-            quit_armed: false,
             window_focused: true,
             actions: Vec::new(),
             next_tag: 1,
@@ -1354,7 +1370,6 @@ impl App {
             self.quit();
             return;
         }
-        let armed = std::mem::take(&mut self.quit_armed);
         if self.prompt.is_some() {
             return self.prompt_key(k);
         }
@@ -1363,7 +1378,6 @@ impl App {
                 if self.focus == Focus::Compose && !self.editor.is_empty() {
                     self.editor.take();
                 } else {
-                    self.quit_armed = armed;
                     self.quit();
                 }
                 return;
@@ -1422,16 +1436,39 @@ impl App {
         }
     }
 
-    /// Quits; with unsent text somewhere, only when asked twice in a row.
+    /// Quits. Unsent text is kept: the drafts are saved on the way out.
     fn quit(&mut self) {
-        let unsent = !self.editor.is_empty() || self.convs.values().any(|c| !c.draft.is_empty());
-        if unsent && !self.quit_armed {
-            self.quit_armed = true;
-            self.set_status("unsent text would be lost: Ctrl+Q again quits", Level::Error);
-            return;
-        }
         self.quit = true;
         self.actions.push(Action::Quit);
+    }
+
+    // ---- drafts -----------------------------------------------------------
+
+    /// Every conversation's unsent text (the open one's is in the compose
+    /// box), by conversation: what is saved when the chat ends.
+    pub fn drafts(&self) -> BTreeMap<String, String> {
+        let mut out: BTreeMap<String, String> = self
+            .convs
+            .iter()
+            .filter(|(k, c)| **k != self.current && !c.draft.is_empty())
+            .map(|(k, c)| (draft_key(k), c.draft.clone()))
+            .collect();
+        if !self.editor.is_empty() {
+            out.insert(draft_key(&self.current), self.editor.text().to_string());
+        }
+        out
+    }
+
+    /// Puts saved drafts back (the open conversation's into the compose box).
+    pub fn restore_drafts(&mut self, drafts: &BTreeMap<String, String>) {
+        for (k, text) in drafts {
+            let Some(conv) = conv_from_draft_key(k) else { continue };
+            if conv == self.current {
+                self.editor.set(text);
+            } else {
+                self.conv_mut(&conv).draft = text.clone();
+            }
+        }
     }
 
     fn page(&self) -> usize {

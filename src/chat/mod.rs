@@ -6,7 +6,8 @@
 //! commands: it talks to the daemon's socket when one answers, else it
 //! runs a node of its own and serves the socket itself (so `pigeon send`
 //! from another terminal goes through it). Requests and events are the
-//! API's JSON either way; history is read from the store.
+//! API's JSON either way; history is read from the store. Unsent drafts
+//! are kept between runs in `drafts.json` beside the database.
 //!
 //! The loop sleeps until a key, a node event, a reply or a signal comes,
 //! and draws only then: an idle chat costs no CPU.
@@ -18,8 +19,9 @@ pub mod ui;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -250,8 +252,21 @@ pub fn run(g: &Global, args: &ChatArgs) -> Result<ExitCode> {
             app.add_known_peers(&store.peers().unwrap_or_default());
             app.open(ConvKey::Everyone);
             app.set_unread(&store.unread_counts().unwrap_or_default());
-            let _guard = TerminalGuard::enter(mouse)?;
-            event_loop(&mut app, &eff, &settings, &caller, &mut events, &store).await
+            let drafts = eff.home.data_dir.join(DRAFTS);
+            app.restore_drafts(&load_drafts(&drafts));
+            let result = {
+                let _guard = TerminalGuard::enter(mouse)?;
+                event_loop(&mut app, &eff, &settings, &caller, &mut events, &store).await
+            };
+            // After the terminal is back: a draft that cannot be saved is
+            // printed, so that nothing typed is lost.
+            if let Err(e) = save_drafts(&drafts, &app.drafts()) {
+                eprintln!("pigeon: cannot save the drafts to {} ({e}); here they are:", drafts.display());
+                for (conv, text) in app.drafts() {
+                    eprintln!("--- {conv}\n{text}");
+                }
+            }
+            result
         }
         .await;
         if let Some((node, task, server)) = own {
@@ -262,6 +277,35 @@ pub fn run(g: &Global, args: &ChatArgs) -> Result<ExitCode> {
         }
         result.map(|()| ExitCode::SUCCESS)
     })
+}
+
+/// Unsent text of each conversation, kept between runs (private: 0600).
+const DRAFTS: &str = "drafts.json";
+
+fn load_drafts(path: &Path) -> BTreeMap<String, String> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+            tracing::warn!("ignoring unreadable drafts in {}: {e}", path.display());
+            BTreeMap::new()
+        }),
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+/// Written whole to a temporary file, then renamed: never half a file.
+fn save_drafts(path: &Path, drafts: &BTreeMap<String, String>) -> std::io::Result<()> {
+    if drafts.is_empty() {
+        return match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(serde_json::to_string_pretty(drafts).expect("strings serialize").as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 async fn event_loop(

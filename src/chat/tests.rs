@@ -612,9 +612,9 @@ fn what_other_clients_do_shows_and_ours_shows_once() {
     assert_eq!(out_texts(&a, ConvKey::Everyone), ["office closes at 5", "cake", "cake"]);
 }
 
-/// Found by trying it: each conversation keeps its own draft; choosing a
-/// conversation ends a marked selection; a declined offer is not fetched;
-/// files cannot go to everyone.
+/// Found by trying it: each conversation keeps its own draft (also across
+/// runs); choosing a conversation ends a marked selection; a declined offer
+/// is not fetched; files cannot go to everyone.
 #[test]
 fn drafts_marks_and_refusals() {
     let mut a = office();
@@ -625,6 +625,25 @@ fn drafts_marks_and_refusals() {
     assert!(a.editor.is_empty(), "a private draft never goes to everyone");
     a.open(ConvKey::Peer("bob@pc-bob".into()));
     assert_eq!(a.editor.text(), "draft for bob");
+    // Drafts outlive the chat: saved at the end, back at the next start,
+    // so Ctrl+Q quits at once.
+    a.open(ConvKey::Group("QA组".into()));
+    type_text(&mut a, "多行\ndraft");
+    let saved = a.drafts();
+    assert_eq!(
+        saved.into_iter().collect::<Vec<_>>(),
+        [("group:QA组".to_string(), "多行\ndraft".to_string()), ("peer:bob@pc-bob".into(), "draft for bob".into())]
+    );
+    let mut next = office();
+    next.open(ConvKey::Group("QA组".into()));
+    next.restore_drafts(&a.drafts());
+    assert_eq!(next.editor.text(), "多行\ndraft", "the open conversation's is in the compose box");
+    next.open(ConvKey::Peer("bob@pc-bob".into()));
+    assert_eq!(next.editor.text(), "draft for bob");
+    assert_eq!(next.drafts(), a.drafts());
+    next.on_key(ctrl('q'));
+    assert!(next.quit);
+    a.open(ConvKey::Peer("bob@pc-bob".into()));
 
     a.focus = Focus::Peers;
     a.selected = Row::Peer("dave@pc-dave".into());
