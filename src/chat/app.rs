@@ -1755,7 +1755,10 @@ fn message_key(m: &Msg) -> Option<(Dir, String, String)> {
 /// A message sent from here before its number was known, and its stored
 /// copy: the same text within a minute.
 fn same_unnumbered(shown: &Msg, stored: &Msg) -> bool {
-    shown.dir == stored.dir && shown.text == stored.text && (shown.time - stored.time).num_seconds().abs() < 60
+    shown.dir == stored.dir
+        && shown.auto == stored.auto
+        && shown.text == stored.text
+        && (shown.time - stored.time).num_seconds().abs() < 60
 }
 
 fn msg_from_record(r: &MessageRecord, me: &Me, downloads: Option<&std::path::Path>) -> Msg {

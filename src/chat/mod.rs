@@ -253,17 +253,25 @@ pub fn run(g: &Global, args: &ChatArgs) -> Result<ExitCode> {
             app.open(ConvKey::Everyone);
             app.set_unread(&store.unread_counts().unwrap_or_default());
             let drafts = eff.home.data_dir.join(DRAFTS);
-            app.restore_drafts(&load_drafts(&drafts));
+            // An unreadable file is left alone: at the end it is not
+            // overwritten, the drafts are printed instead.
+            let loaded = read_drafts(&drafts).unwrap_or_else(|e| {
+                tracing::warn!("cannot read the drafts in {}: {e}", drafts.display());
+                BTreeMap::new()
+            });
+            app.restore_drafts(&loaded);
             let result = {
                 let _guard = TerminalGuard::enter(mouse)?;
                 event_loop(&mut app, &eff, &settings, &caller, &mut events, &store).await
             };
-            // After the terminal is back: a draft that cannot be saved is
+            // After the terminal is back: drafts that cannot be saved are
             // printed, so that nothing typed is lost.
-            if let Err(e) = save_drafts(&drafts, &app.drafts()) {
-                eprintln!("pigeon: cannot save the drafts to {} ({e}); here they are:", drafts.display());
-                for (conv, text) in app.drafts() {
-                    eprintln!("--- {conv}\n{text}");
+            let ours = app.drafts();
+            if let Err(e) = save_drafts(&drafts, &loaded, &ours) {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "pigeon: cannot save the drafts to {} ({e}); here they are:", drafts.display());
+                for (conv, text) in &ours {
+                    let _ = writeln!(err, "--- {conv}\n{text}");
                 }
             }
             result
@@ -282,30 +290,46 @@ pub fn run(g: &Global, args: &ChatArgs) -> Result<ExitCode> {
 /// Unsent text of each conversation, kept between runs (private: 0600).
 const DRAFTS: &str = "drafts.json";
 
-fn load_drafts(path: &Path) -> BTreeMap<String, String> {
+/// The saved drafts; none when there is no file.
+fn read_drafts(path: &Path) -> std::io::Result<BTreeMap<String, String>> {
     match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-            tracing::warn!("ignoring unreadable drafts in {}: {e}", path.display());
-            BTreeMap::new()
-        }),
-        Err(_) => BTreeMap::new(),
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(e),
     }
 }
 
-/// Written whole to a temporary file, then renamed: never half a file.
-fn save_drafts(path: &Path, drafts: &BTreeMap<String, String>) -> std::io::Result<()> {
-    if drafts.is_empty() {
+/// Saves what this chat changed since it `loaded` the drafts: another chat
+/// on the same home may have saved its own meanwhile (kept), and a draft
+/// this one left untouched is not written back. The file is written whole
+/// to a temporary file of this process, then renamed: never half a file.
+fn save_drafts(path: &Path, loaded: &BTreeMap<String, String>, ours: &BTreeMap<String, String>) -> std::io::Result<()> {
+    let mut all = read_drafts(path)?;
+    for k in loaded.keys().chain(ours.keys()) {
+        if loaded.get(k) != ours.get(k) {
+            match ours.get(k) {
+                Some(text) => all.insert(k.clone(), text.clone()),
+                None => all.remove(k),
+            };
+        }
+    }
+    if all.is_empty() {
         return match std::fs::remove_file(path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         };
     }
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    f.write_all(serde_json::to_string_pretty(drafts).expect("strings serialize").as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(serde_json::to_string_pretty(&all).expect("strings serialize").as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 async fn event_loop(

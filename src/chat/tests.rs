@@ -867,3 +867,35 @@ fn selection_history_and_unread_edge_cases() {
     let s = draw(&mut a, 100, 24);
     assert!(s.contains("to Dev  ✓ delivered 2/2"), "{s}");
 }
+
+/// Found in review: two chats on one home (through one daemon) each save
+/// only what they changed; an unreadable file is not overwritten; the file
+/// is private and no temporary file stays.
+#[test]
+fn drafts_file_two_chats_and_errors() {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drafts.json");
+    let map = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let none = BTreeMap::new();
+    // A and B start with nothing; A leaves a draft, then B quits with none.
+    super::save_drafts(&path, &none, &map(&[("peer:bob@pc", "for Bob")])).unwrap();
+    super::save_drafts(&path, &none, &none).unwrap();
+    assert_eq!(super::read_drafts(&path).unwrap(), map(&[("peer:bob@pc", "for Bob")]), "B kept A's draft");
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    // Both start with it; A sends it (quits with none), B quits untouched: gone.
+    let loaded = super::read_drafts(&path).unwrap();
+    super::save_drafts(&path, &loaded, &none).unwrap();
+    super::save_drafts(&path, &loaded, &loaded).unwrap();
+    assert!(!path.exists(), "a sent draft does not come back");
+    // An unreadable file is an error and stays as it was.
+    std::fs::write(&path, b"{not json").unwrap();
+    assert!(super::save_drafts(&path, &none, &map(&[("everyone", "x")])).is_err());
+    assert_eq!(std::fs::read(&path).unwrap(), b"{not json");
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["drafts.json"], "no temporary file left");
+}
