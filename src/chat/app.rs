@@ -1766,7 +1766,7 @@ fn msg_from_record(r: &MessageRecord, me: &Me, downloads: Option<&std::path::Pat
     let files = r.attachments_json.as_deref().and_then(|j| serde_json::from_str::<Value>(j).ok());
     let files = files.map(|v| FileInfo::list(&v)).unwrap_or_default();
     let out = r.direction == Direction::Out;
-    let auto = pigeon_protocol::Command(r.command).has(pigeon_protocol::Opts::AUTORETOPT);
+    let auto = r.is_auto_reply();
     let state = match r.state {
         MessageState::Sending => Delivery::Sending,
         MessageState::Delivered => Delivery::Delivered,

@@ -62,7 +62,7 @@ pub fn record_json(m: &MessageRecord) -> serde_json::Value {
         "text": m.text,
         "sealed": m.sealed,
         "broadcast": m.broadcast,
-        "auto": pigeon_protocol::Command(m.command).has(pigeon_protocol::Opts::AUTORETOPT),
+        "auto": m.is_auto_reply(),
         "state": m.state.as_str(),
         "attachments": m.attachments_json.as_deref().and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok()),
     })
@@ -101,12 +101,11 @@ pub fn run(g: &Global, args: &HistoryArgs) -> Result<ExitCode> {
             println!("{}", record_json(m));
         } else {
             let arrow = if m.direction == Direction::In { "←" } else { "→" };
-            let auto = pigeon_protocol::Command(m.command).has(pigeon_protocol::Opts::AUTORETOPT);
             let marks = format!(
                 "{}{}{}",
                 if m.sealed { " [sealed]" } else { "" },
                 if m.broadcast { " [broadcast]" } else { "" },
-                if auto { " [auto-reply]" } else { "" }
+                if m.is_auto_reply() { " [auto-reply]" } else { "" }
             );
             println!(
                 "{} {arrow} {} ({}@{}){marks} [{}]: {}",

@@ -160,6 +160,13 @@ pub struct MessageRecord {
     pub attachments_json: Option<String>,
 }
 
+impl MessageRecord {
+    /// An automatic reply (AUTORETOPT): a peer's, or ours while away.
+    pub fn is_auto_reply(&self) -> bool {
+        pigeon_protocol::Command(self.command).has(pigeon_protocol::Opts::AUTORETOPT)
+    }
+}
+
 /// A peer seen on the network, its last known entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerRecord {
