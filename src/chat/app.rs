@@ -1041,10 +1041,7 @@ impl App {
         let files = FileInfo::list(&v["attachments"]);
         let mut msg = self.new_out(text.to_string(), v["sealed"].as_bool().unwrap_or(false), None);
         msg.tag = 0;
-        msg.time = v["time"]
-            .as_str()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+        msg.time = event_time(v);
         msg.broadcast = broadcast;
         msg.auto = auto;
         msg.command = v["command"].as_u64().unwrap_or(0) as u32;
@@ -1077,10 +1074,7 @@ impl App {
             p["group"] = Value::from("");
             self.upsert_peer(&p, true);
         }
-        let time = v["time"]
-            .as_str()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+        let time = event_time(v);
         let files = FileInfo::list(&v["attachments"]);
         let msg = Msg {
             dir: Dir::In,
@@ -1723,12 +1717,20 @@ fn delivery(name: &str) -> Option<Delivery> {
     })
 }
 
-/// A group's name as shown (the empty group has one too).
+/// When a `message` or `sent` event happened (now, if it does not say).
+fn event_time(v: &Value) -> DateTime<Utc> {
+    v["time"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map_or_else(Utc::now, |t| t.with_timezone(&Utc))
+}
+
 /// A `user@host` key's two parts (a key without `@` is all user).
 pub fn split_key(key: &str) -> (&str, &str) {
     key.split_once('@').unwrap_or((key, ""))
 }
 
+/// A group's name as shown (the empty group has one too).
 pub fn group_name(g: &str) -> String {
     if g.is_empty() {
         "(no group)".into()

@@ -89,7 +89,7 @@ impl Events {
         match self {
             Events::Local(rx) => match rx.recv().await {
                 Ok(e) => Some(crate::control::event_lines(&e)),
-                Err(RecvError::Lagged(n)) => Some(vec![json!({"event": "lagged", "missed": n})]),
+                Err(RecvError::Lagged(n)) => Some(vec![crate::control::lagged_json(n)]),
                 Err(RecvError::Closed) => None,
             },
             Events::Daemon(lines) => lines.next_line().await.ok().flatten().map(|l| daemon_event(&l)),
@@ -104,7 +104,7 @@ impl Events {
             Events::Local(rx) => match rx.try_recv() {
                 Ok(e) => Some(crate::control::event_lines(&e)),
                 Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
-                    Some(vec![json!({"event": "lagged", "missed": n})])
+                    Some(vec![crate::control::lagged_json(n)])
                 }
                 Err(_) => None,
             },

@@ -254,6 +254,12 @@ fn conv_title(app: &App) -> String {
     }
 }
 
+/// `label` centred in a rule of `fill` across `w` columns (a date, the unread mark).
+fn rule(label: &str, fill: char, w: usize) -> String {
+    let side = fill.to_string().repeat(w.saturating_sub(width(label)) / 2);
+    format!("{side}{label}{side}")
+}
+
 fn draw_conversation(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
     let focused = app.focus == Focus::Conversation;
     let block = Block::default().borders(Borders::ALL).border_style(theme.focused(focused)).title(conv_title(app));
@@ -299,9 +305,7 @@ fn draw_conversation(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
             incoming += 1;
             if Some(incoming) == mark_at {
                 let label = format!(" {} new ", mark.unwrap_or_default());
-                let side = w.saturating_sub(width(&label)) / 2;
-                let rule = format!("{}{label}{}", "╌".repeat(side), "╌".repeat(side));
-                block_lines.insert(0, Line::styled(rule, theme.accent()));
+                block_lines.insert(0, Line::styled(rule(&label, '╌', w), theme.accent()));
                 mark_below = Some(count + block_lines.len() - 1);
             }
         }
@@ -310,9 +314,7 @@ fn draw_conversation(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
         let new_day = day_before != Some(day);
         if new_day {
             let label = format!(" {} ", app.local(item.time()).format("%a %-d %b %Y"));
-            let side = w.saturating_sub(width(&label)) / 2;
-            block_lines
-                .insert(0, Line::styled(format!("{}{label}{}", "─".repeat(side), "─".repeat(side)), theme.dim()));
+            block_lines.insert(0, Line::styled(rule(&label, '─', w), theme.dim()));
         }
         if reveal == Some(i) {
             selected_span = Some((count, block_lines.len()));

@@ -42,6 +42,11 @@ pub fn attachment_json(id: u64, name: &str, size: u64, mtime: u64, dir: bool) ->
     json!({"id": id, "name": name, "size": size, "mtime": mtime, "kind": if dir { "dir" } else { "file" }})
 }
 
+/// Events a listener missed because it read too slowly.
+pub fn lagged_json(missed: u64) -> Value {
+    json!({"event": "lagged", "missed": missed})
+}
+
 /// What we offer, as `attachments` (file ID, then what).
 pub fn offers_json(offers: &[(u64, crate::engine::OfferFile)]) -> Value {
     offers.iter().map(|(id, f)| attachment_json(*id, &f.name, f.size, f.mtime, f.dir)).collect()
@@ -164,9 +169,7 @@ async fn handle(stream: UnixStream, node: NodeHandle) -> Result<()> {
                         write(&mut w, &line).await?;
                     }
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    write(&mut w, &json!({"event": "lagged", "missed": n})).await?
-                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => write(&mut w, &lagged_json(n)).await?,
                 Err(_) => return Ok(()),
             }
         }

@@ -725,7 +725,7 @@ impl Engine {
                     if !reached(p.addr.ip()) && sent_to.insert(p.addr) {
                         self.transmit(p.addr, pkt);
                     }
-                    rows.push(self.outgoing_row(0, &p, &text, no, flags | utf8, false, true, now));
+                    rows.push(self.outgoing_row(0, PeerInfo::from(&p), &text, no, flags | utf8, now));
                 }
                 self.event(Event::Sent(Sent {
                     packet_no: no,
@@ -853,28 +853,19 @@ impl Engine {
         Ok(out)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn outgoing_row(
-        &self,
-        id: u64,
-        p: &Peer,
-        text: &str,
-        no: u64,
-        opts: u32,
-        sealed: bool,
-        broadcast: bool,
-        now: Now,
-    ) -> Outgoing {
+    /// The row the store keeps of a SENDMSG we sent to `to` (sealed and
+    /// broadcast are read from `opts`).
+    fn outgoing_row(&self, id: u64, to: PeerInfo, text: &str, no: u64, opts: u32, now: Now) -> Outgoing {
         Outgoing {
             id,
-            to: PeerInfo::from(p),
+            to,
             offers: Vec::new(),
             offers_expire_ms: now.unix_ms + self.cfg.offer_expiry.as_millis() as i64,
             text: text.to_string(),
             packet_no: no,
             command: Command::new(Mode::SENDMSG, opts).0,
-            sealed,
-            broadcast,
+            sealed: Opts(opts).has(Opts::SECRETOPT),
+            broadcast: Opts(opts).has(Opts::BROADCASTOPT),
             unix_ms: now.unix_ms,
         }
     }
@@ -927,7 +918,7 @@ impl Engine {
         for (p, (opts, pkt)) in recipients.iter().zip(packets) {
             let id = self.next_id;
             self.next_id += 1;
-            let mut row = self.outgoing_row(id, p, text, no, opts, sealed, false, now);
+            let mut row = self.outgoing_row(id, PeerInfo::from(p), text, no, opts, now);
             row.offers = ids_of.iter().copied().zip(files.iter().cloned()).collect();
             rows.push(row);
             let online = p.online;
@@ -1489,20 +1480,9 @@ impl Engine {
             let no = self.packet_no(now);
             if let Ok(reply) = self.message_packet(no, flags, &text, pcs, &[]) {
                 self.transmit(from, reply);
-                let command = Command::new(Mode::SENDMSG, flags).0;
                 // Kept in the history (it asks for no receipt, like a broadcast).
-                let row = Outgoing {
-                    id: 0,
-                    to: self.info_for(&key, from),
-                    offers: Vec::new(),
-                    offers_expire_ms: now.unix_ms,
-                    text: text.clone(),
-                    packet_no: no,
-                    command,
-                    sealed: false,
-                    broadcast: false,
-                    unix_ms: now.unix_ms,
-                };
+                let row = self.outgoing_row(0, self.info_for(&key, from), &text, no, flags, now);
+                let command = row.command;
                 self.out.push_back(Output::Store { op: StoreOp::Outgoing(vec![row]), then: Vec::new() });
                 self.event(Event::Sent(Sent {
                     packet_no: no,
