@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{pigeon, random_file, sha256, tree, wait_for, Daemon, PORT};
+use common::{accept_within, pigeon, random_file, sha256, tree, wait_for, Daemon, PORT};
 use pigeon_protocol::{Charset, DirHeader, FileRequest, Mode, Packet};
 use serde_json::Value;
 
@@ -232,19 +232,7 @@ impl Raw {
 
     /// Serves one TCP request with `answer(request) -> bytes`.
     fn serve_one(&self, answer: impl FnOnce(&FileRequest) -> Vec<u8>) {
-        // Bounded: a request that never comes fails the test, not hangs it.
-        self.tcp.set_nonblocking(true).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let mut s = loop {
-            match self.tcp.accept() {
-                Ok((s, _)) => break s,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                Err(e) => panic!("no file request in 15 s: {e}"),
-            }
-        };
-        s.set_nonblocking(false).unwrap();
+        let mut s = accept_within(&self.tcp, Duration::from_secs(15), "file request");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut buf = [0u8; 1024];
         let n = s.read(&mut buf).unwrap();

@@ -138,6 +138,25 @@ impl Drop for Daemon {
     }
 }
 
+/// The next connection on `listener` within `limit`, blocking again; a
+/// request that never comes fails the test (`what` says whose) instead of
+/// hanging it.
+pub fn accept_within(listener: &std::net::TcpListener, limit: Duration, what: &str) -> std::net::TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + limit;
+    let s = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("no {what} in {limit:?}: {e}"),
+        }
+    };
+    s.set_nonblocking(false).unwrap();
+    s
+}
+
 pub fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !cond() {

@@ -513,19 +513,7 @@ fn iptux_accepts_a_file_offered_to_it() {
     let offer_no = raw.send(to, 0x20 | 0x100 | 0x0020_0000, &body);
     d.expect("offer", Duration::from_secs(10), |v| v["name"] == "数据 data.bin");
     // iptux connects and asks for it: serve the requested bytes.
-    // Bounded: a request that never comes fails the test, not hangs it.
-    listener.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut conn = loop {
-        match listener.accept() {
-            Ok((c, _)) => break c,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => panic!("iptux did not ask for the file in 20 s: {e}"),
-        }
-    };
-    conn.set_nonblocking(false).unwrap();
+    let mut conn = crate::common::accept_within(&listener, Duration::from_secs(20), "file request from iptux");
     conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut req = Vec::new();
     let mut buf = [0u8; 512];
