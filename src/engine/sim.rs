@@ -97,6 +97,13 @@ impl Net {
         }
     }
 
+    /// Every node starts (announces itself) at this instant.
+    fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.command(i, Request::Start).expect("start");
+        }
+    }
+
     fn command(&mut self, i: usize, r: Request) -> Result<Vec<u64>, RequestError> {
         let now = self.now();
         let res = self.nodes[i].engine.command(now, r);
@@ -148,9 +155,7 @@ impl Net {
 #[test]
 fn three_nodes_find_each_other_and_exit() {
     let mut net = Net::new(3, 0.0, 0.0, 0, 1);
-    for i in 0..3 {
-        net.command(i, Request::Start).unwrap();
-    }
+    net.start_all();
     net.run_until(7000);
     for i in 0..3 {
         assert_eq!(net.nodes[i].engine.peers().online_count(), 2, "node {i}");
@@ -169,14 +174,10 @@ fn three_nodes_find_each_other_and_exit() {
 fn lossy_lan_delivers_exactly_once_or_says_so() {
     for seed in 1..=5 {
         let mut net = Net::new(3, 0.30, 0.10, 40, seed);
-        for i in 0..3 {
-            net.command(i, Request::Start).unwrap();
-        }
+        net.start_all();
         net.run_until(6000);
         // Loss may have hidden someone; a second round of entries finds them.
-        for i in 0..3 {
-            net.command(i, Request::Start).unwrap();
-        }
+        net.start_all();
         net.run_until(12_000);
         let mut sent: Vec<(usize, usize, u64, String)> = Vec::new();
         for round in 0..20 {
@@ -230,8 +231,7 @@ fn lossy_lan_delivers_exactly_once_or_says_so() {
 #[test]
 fn outbox_is_sent_when_the_peer_returns() {
     let mut net = Net::new(2, 0.0, 0.0, 0, 3);
-    net.command(0, Request::Start).unwrap();
-    net.command(1, Request::Start).unwrap();
+    net.start_all();
     net.run_until(6000);
     // Node 1 goes silent: drop everything to it.
     net.loss = 1.0;
@@ -262,8 +262,7 @@ fn outbox_is_sent_when_the_peer_returns() {
 #[test]
 fn sealed_message_read_receipt_and_away_reply() {
     let mut net = Net::new(2, 0.0, 0.0, 0, 4);
-    net.command(0, Request::Start).unwrap();
-    net.command(1, Request::Start).unwrap();
+    net.start_all();
     net.run_until(6000);
     net.command(0, Request::Send { to: vec![net.key(1)], text: "secret".into(), sealed: true }).unwrap();
     net.run_until(7000);
@@ -316,9 +315,7 @@ fn sealed_message_read_receipt_and_away_reply() {
 #[test]
 fn listeners_are_told_what_was_sent() {
     let mut net = Net::new(3, 0.0, 0.0, 0, 4);
-    for i in 0..3 {
-        net.command(i, Request::Start).unwrap();
-    }
+    net.start_all();
     net.run_until(6000);
     let ids =
         net.command(0, Request::Send { to: vec![net.key(1), net.key(2)], text: "two".into(), sealed: true }).unwrap();
@@ -354,9 +351,7 @@ fn listeners_are_told_what_was_sent() {
 #[test]
 fn two_hundred_nodes_entering_at_once_do_not_storm() {
     let mut net = Net::new(200, 0.0, 0.0, 0, 9);
-    for i in 0..200 {
-        net.command(i, Request::Start).unwrap();
-    }
+    net.start_all();
     net.run_until(4000);
     for i in 0..200 {
         assert_eq!(net.nodes[i].engine.peers().online_count(), 199, "node {i}");
@@ -381,8 +376,7 @@ fn two_hundred_nodes_entering_at_once_do_not_storm() {
 #[test]
 fn duplicates_are_acknowledged_again_but_shown_once() {
     let mut net = Net::new(2, 0.0, 0.0, 0, 5);
-    net.command(0, Request::Start).unwrap();
-    net.command(1, Request::Start).unwrap();
+    net.start_all();
     net.run_until(6000);
     let msg = b"1:42:user0:host0:288:twice\0".to_vec();
     let now = net.now();
@@ -491,8 +485,7 @@ fn probes_are_paced_and_bounded() {
 #[test]
 fn queued_messages_are_retried_while_the_peer_stays_online() {
     let mut net = Net::new(2, 0.0, 0.0, 0, 11);
-    net.command(0, Request::Start).unwrap();
-    net.command(1, Request::Start).unwrap();
+    net.start_all();
     net.run_until(6000);
     net.loss = 1.0;
     let a = net.command(0, Request::Send { to: vec![net.key(1)], text: "first".into(), sealed: false }).unwrap();
@@ -533,9 +526,7 @@ fn queued_messages_are_retried_while_the_peer_stays_online() {
 #[test]
 fn nothing_announces_a_node_after_its_exit() {
     let mut net = Net::new(3, 0.0, 0.0, 0, 12);
-    for i in 0..3 {
-        net.command(i, Request::Start).unwrap();
-    }
+    net.start_all();
     net.run_until(1000);
     // Node 1 re-announces; node 0 schedules its answer and quits at once.
     net.command(1, Request::Start).unwrap();
@@ -615,8 +606,7 @@ fn queued_messages_to_a_vanished_peer_expire() {
     for n in &mut net.nodes {
         n.engine.cfg.outbox_expiry = Duration::from_secs(300);
     }
-    net.command(0, Request::Start).unwrap();
-    net.command(1, Request::Start).unwrap();
+    net.start_all();
     net.run_until(6000);
     net.loss = 1.0;
     let id = net.command(0, Request::Send { to: vec![net.key(1)], text: "lost".into(), sealed: false }).unwrap()[0];
