@@ -99,12 +99,12 @@ fn bench_entry(c: &mut Criterion) {
     let mut g = c.benchmark_group("entry");
     g.throughput(Throughput::Elements(1));
 
-    let (e, _) = Entry::decode(&Packet::decode(V1_BR_ENTRY).unwrap(), Charset::Gbk);
+    let (e, _) = Entry::decode(&Packet::decode(V1_BR_ENTRY).unwrap(), Charset::Gbk, None);
     assert_eq!(e.trailer.as_ref().and_then(|t| t.version.as_deref()), Some("00010002:4:99:103"));
     g.bench_function("decode_ipmsg_br_entry_v1", |b| {
         b.iter(|| {
             let p = Packet::decode(black_box(V1_BR_ENTRY)).unwrap();
-            Entry::decode(&p, Charset::Gbk)
+            Entry::decode(&p, Charset::Gbk, None)
         })
     });
 
@@ -117,6 +117,7 @@ fn bench_entry(c: &mut Criterion) {
             nick: Some("爱丽丝".into()),
             group: Some("测试部".into()),
             version: None,
+            instance: None,
         }),
         iptux: None,
     };

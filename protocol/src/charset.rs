@@ -95,27 +95,67 @@ impl std::fmt::Display for Charset {
     }
 }
 
-/// Picks the charset of an incoming packet (protocol.md §5.4):
-/// UTF8OPT → UTF-8; an iptux peer → the charset it announced (UTF-8 if
-/// none); FeiQ → GBK; otherwise UTF-8 if `sample` is valid non-ASCII UTF-8,
-/// else the configured legacy charset.
-pub fn detect(opts: Opts, client: ClientKind, announced: Option<Charset>, legacy: Charset, sample: &[u8]) -> Charset {
+/// Picks the charset of an incoming packet (protocol.md §5, DESIGN.md):
+///
+/// - UTF8OPT means UTF-8, whoever sends it.
+/// - Clients that flag UTF-8 whenever they write it (IP Messenger, FeiQ,
+///   Pigeon) write everything else in the legacy charset: FeiQ in GBK,
+///   IP Messenger and Pigeon in the configured `legacy` one. Their bytes are
+///   never guessed: short GBK text is often valid UTF-8 (`通知` is
+///   `CD A8 D6 AA`, which UTF-8 reads as `֪ͨ`).
+/// - Clients that never flag (iptux, unknown ones) are guessed by [`guess`]:
+///   UTF-8 when the bytes are UTF-8 and read as plausible text, else the
+///   fallback (GB18030 for iptux, whose other charsets are Chinese; the
+///   legacy charset for others). `hint` is what this peer wrote in last,
+///   used when the bytes read plausibly both ways.
+pub fn detect(opts: Opts, client: ClientKind, hint: Option<Charset>, legacy: Charset, sample: &[u8]) -> Charset {
     if opts.has(Opts::UTF8OPT) {
         return Charset::Utf8;
     }
     match client {
-        ClientKind::Iptux => return announced.unwrap_or(Charset::Utf8),
-        ClientKind::Feiq => return Charset::Gbk,
-        _ => {}
+        ClientKind::Feiq => Charset::Gbk,
+        ClientKind::Ipmsg | ClientKind::Pigeon => legacy,
+        ClientKind::Iptux => guess(sample, hint, Charset::Gbk),
+        ClientKind::Unknown => guess(sample, hint, legacy),
     }
-    if let Some(c) = announced {
-        return c;
+}
+
+/// Guesses the charset of text from a client that does not say: UTF-8 or
+/// `fallback`. Bytes that are not UTF-8 are the fallback's. Bytes that are
+/// valid both ways are UTF-8 unless their UTF-8 reading is implausible text
+/// (C1 controls, IPA, combining marks, Hebrew accents: what short GBK text
+/// turns into) while the fallback's reading is not; when both readings are
+/// plausible, `hint` (the peer's last charset) decides, else UTF-8.
+/// ASCII is the hint's (any charset reads it alike).
+pub fn guess(sample: &[u8], hint: Option<Charset>, fallback: Charset) -> Charset {
+    if sample.is_ascii() {
+        return hint.unwrap_or(Charset::Utf8);
     }
-    if !sample.is_ascii() && std::str::from_utf8(sample).is_ok() {
-        Charset::Utf8
-    } else {
-        legacy
+    let Ok(utf8) = std::str::from_utf8(sample) else {
+        return fallback;
+    };
+    if fallback == Charset::Utf8 {
+        return Charset::Utf8;
     }
+    let Some(other) = fallback.encoding().decode_without_bom_handling_and_without_replacement(sample) else {
+        return Charset::Utf8;
+    };
+    match (plausible(utf8), plausible(&other)) {
+        (false, true) => fallback,
+        (true, true) => hint.unwrap_or(Charset::Utf8),
+        _ => Charset::Utf8,
+    }
+}
+
+/// True if every character is one people write in a chat: not a C1
+/// control, not IPA or a spacing modifier or a combining mark (U+0250–U+036F),
+/// not in U+0530–U+07FF (Armenian to NKo: where two-byte GBK sequences land
+/// when read as UTF-8), not private use.
+fn plausible(text: &str) -> bool {
+    text.chars().all(|c| {
+        let o = c as u32;
+        !matches!(o, 0x80..=0x9f | 0x250..=0x36f | 0x530..=0x7ff | 0xe000..=0xf8ff | 0xfffd)
+    })
 }
 
 #[cfg(test)]
@@ -144,11 +184,53 @@ mod tests {
         let gbk = &*Charset::Gbk.encode("世界");
         let none = Opts(0);
         assert_eq!(detect(Opts(Opts::UTF8OPT), ClientKind::Feiq, None, Charset::Gbk, gbk), Charset::Utf8);
-        assert_eq!(detect(none, ClientKind::Iptux, None, Charset::Gbk, gbk), Charset::Utf8);
         assert_eq!(detect(none, ClientKind::Feiq, None, Charset::Utf8, utf8), Charset::Gbk);
-        assert_eq!(detect(none, ClientKind::Ipmsg, None, Charset::Gbk, utf8), Charset::Utf8);
+        // Clients that flag UTF-8 are never guessed: unflagged is legacy.
+        assert_eq!(detect(none, ClientKind::Ipmsg, None, Charset::Gbk, utf8), Charset::Gbk);
+        assert_eq!(detect(none, ClientKind::Pigeon, None, Charset::Gbk, utf8), Charset::Gbk);
         assert_eq!(detect(none, ClientKind::Ipmsg, None, Charset::Cp932, gbk), Charset::Cp932);
-        assert_eq!(detect(none, ClientKind::Ipmsg, None, Charset::Gbk, b"ascii"), Charset::Gbk);
+        // iptux never flags: guessed, GB18030 when not UTF-8.
+        assert_eq!(detect(none, ClientKind::Iptux, None, Charset::Cp932, gbk), Charset::Gbk);
+        assert_eq!(detect(none, ClientKind::Iptux, None, Charset::Gbk, utf8), Charset::Utf8);
+        assert_eq!(detect(none, ClientKind::Unknown, None, Charset::Cp932, utf8), Charset::Utf8);
+        assert_eq!(detect(none, ClientKind::Unknown, None, Charset::Cp932, b"\x82\xa0"), Charset::Cp932);
+    }
+
+    #[test]
+    fn short_gbk_that_is_valid_utf8_is_gbk() {
+        // The broadcast: "通知" in GBK reads as UTF-8 too.
+        for text in ["通知", "hello all 通知", "测试"] {
+            let b = Charset::Gbk.encode(text);
+            if std::str::from_utf8(&b).is_ok() {
+                assert_eq!(guess(&b, None, Charset::Gbk), Charset::Gbk, "{text}");
+            }
+            assert_eq!(Charset::Gbk.decode(&b), text);
+        }
+        // A Pigeon broadcast is never guessed.
+        let b = Charset::Gbk.encode("hello all 通知");
+        assert_eq!(detect(Opts(Opts::BROADCASTOPT), ClientKind::Pigeon, None, Charset::Gbk, &b), Charset::Gbk);
+    }
+
+    #[test]
+    fn utf8_that_is_valid_gb18030_stays_utf8() {
+        for text in ["ünïcødé", "Grüße", "naïve café", "Привет", "Ελλάδα", "你好", "hello 😀", "日本語"]
+        {
+            assert_eq!(guess(text.as_bytes(), None, Charset::Gbk), Charset::Utf8, "{text}");
+        }
+        // GB18030 of the same text is not UTF-8.
+        let b = Charset::Gbk.encode("hello from the iptux GUI, ünïcødé 你好");
+        assert_eq!(guess(&b, None, Charset::Gbk), Charset::Gbk);
+        assert_eq!(Charset::Gbk.decode(&b), "hello from the iptux GUI, ünïcødé 你好");
+    }
+
+    #[test]
+    fn the_hint_decides_what_reads_both_ways() {
+        // "眉" in GBK is "ü" in UTF-8 ("眉毛" is "üë"): both plausible.
+        let b = Charset::Gbk.encode("眉");
+        assert_eq!(guess(&b, None, Charset::Gbk), Charset::Utf8);
+        assert_eq!(guess(&b, Some(Charset::Gbk), Charset::Gbk), Charset::Gbk);
+        assert_eq!(guess(b"ascii", Some(Charset::Gbk), Charset::Gbk), Charset::Gbk);
+        assert_eq!(guess(b"ascii", None, Charset::Gbk), Charset::Utf8);
     }
 
     #[test]

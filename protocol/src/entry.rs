@@ -18,6 +18,9 @@ pub struct Utf8Trailer {
     pub group: Option<String>,
     /// `VS:` platform and version (`00010002:4:99:103`).
     pub version: Option<String>,
+    /// `PG:` Pigeon's instance marker (one per home): tells two machines of
+    /// one user@host apart. Other clients ignore keys they do not know.
+    pub instance: Option<String>,
 }
 
 /// iptux's extra sections: its icon file name and the charset it reads.
@@ -42,8 +45,11 @@ pub struct Entry {
 
 impl Entry {
     /// Reads the entry payload of `p`, picking the charset of the legacy
-    /// part as protocol.md §5.4 says. Returns the entry and that charset.
-    pub fn decode(p: &Packet<'_>, legacy: Charset) -> (Entry, Charset) {
+    /// part by [`charset::detect`] (`hint`: what this peer wrote in last).
+    /// iptux's charset section is kept but not believed: iptux writes
+    /// `utf-8` there whatever its entries are in. Returns the entry and the
+    /// charset.
+    pub fn decode(p: &Packet<'_>, legacy: Charset, hint: Option<Charset>) -> (Entry, Charset) {
         let sections: Vec<&[u8]> = p.sections().collect();
         let group = sections.first().copied().unwrap_or_default();
         let trailer_at = sections.iter().skip(1).position(|s| s.starts_with(b"\n")).map(|i| i + 1);
@@ -55,11 +61,10 @@ impl Entry {
             _ => None,
         };
         let client = ClientKind::from_version(p.version);
-        let announced = iptux.as_ref().and_then(|x| Charset::from_label(&x.charset));
         let mut sample = Vec::with_capacity(p.body().len() + group.len());
         sample.extend_from_slice(p.body());
         sample.extend_from_slice(group);
-        let cs = charset::detect(p.opts(), client, announced, legacy, &sample);
+        let cs = charset::detect(p.opts(), client, hint, legacy, &sample);
         let entry = Entry {
             nick: cs.decode(p.body()).into_owned(),
             group: cs.decode(group).into_owned(),
@@ -112,6 +117,7 @@ impl Utf8Trailer {
                 b"NN" => t.nick = value,
                 b"GN" => t.group = value,
                 b"VS" => t.version = value,
+                b"PG" => t.instance = value,
                 _ => {}
             }
         }
@@ -121,9 +127,14 @@ impl Utf8Trailer {
     /// Writes the trailer, starting with `\n`, no terminator.
     pub fn encode(&self) -> String {
         let mut s = String::new();
-        for (k, v) in
-            [("UN", &self.user), ("HN", &self.host), ("NN", &self.nick), ("GN", &self.group), ("VS", &self.version)]
-        {
+        for (k, v) in [
+            ("UN", &self.user),
+            ("HN", &self.host),
+            ("NN", &self.nick),
+            ("GN", &self.group),
+            ("VS", &self.version),
+            ("PG", &self.instance),
+        ] {
             if let Some(v) = v {
                 s.push('\n');
                 s.push_str(k);
@@ -144,7 +155,7 @@ mod tests {
     #[test]
     fn ipmsg_trailer_overrides() {
         let p = Packet::decode(b"1:1:taro:PC:16777217:Taro[absence]\0Dev\0\nUN:taro\nHN:PC\nNN:\xe5\xa4\xaa\xe9\x83\x8e\nGN:Dev\nPL:1\nVS:00010002:4:99:103").unwrap();
-        let (e, _) = Entry::decode(&p, Charset::Cp932);
+        let (e, _) = Entry::decode(&p, Charset::Cp932, None);
         assert_eq!(e.display_nick(), "太郎");
         assert_eq!(e.trailer.as_ref().unwrap().version.as_deref(), Some("00010002:4:99:103"));
         assert!(e.iptux.is_none());
@@ -154,16 +165,26 @@ mod tests {
     fn iptux_sections() {
         let p = Packet::decode(b"1_iptux 0.10.0:1:bob:bob-pc:257:\xe9\xb2\x8d\xe5\x8b\x83\0QA\0icon-tux.png\0utf-8\0")
             .unwrap();
-        let (e, cs) = Entry::decode(&p, Charset::Gbk);
+        let (e, cs) = Entry::decode(&p, Charset::Gbk, None);
         assert_eq!(cs, Charset::Utf8);
         assert_eq!(e.nick, "鲍勃");
         assert_eq!(e.iptux, Some(IptuxExtra { icon: "icon-tux.png".into(), charset: "utf-8".into() }));
     }
 
     #[test]
+    fn pigeon_instance_line() {
+        let p = Packet::decode(b"1_pigeon 0.1.0:1:pi:raspberrypi:4194305:pi\0\0\nUN:pi\nHN:raspberrypi\nPG:0123abcd")
+            .unwrap();
+        let (e, _) = Entry::decode(&p, Charset::Gbk, None);
+        let t = e.trailer.unwrap();
+        assert_eq!(t.instance.as_deref(), Some("0123abcd"));
+        assert!(t.encode().ends_with("\nPG:0123abcd"));
+    }
+
+    #[test]
     fn empty_group_and_no_sections() {
         let p = Packet::decode(b"1:1:u:h:1:nick").unwrap();
-        let (e, _) = Entry::decode(&p, Charset::Gbk);
+        let (e, _) = Entry::decode(&p, Charset::Gbk, None);
         assert_eq!((e.nick.as_str(), e.group.as_str()), ("nick", ""));
         let mut out = Vec::new();
         let h = Header {

@@ -22,12 +22,13 @@ pub struct MessageBody {
 }
 
 impl MessageBody {
-    /// Reads a SENDMSG payload; `announced` is a charset the peer declared
-    /// earlier (iptux's entry section), `legacy` the configured default.
+    /// Reads a SENDMSG payload; `legacy` is the configured default, `hint`
+    /// the charset this peer wrote in last (for clients that are guessed,
+    /// see [`charset::detect`]).
     /// An encrypted body (ENCRYPTOPT) comes back as its raw text.
-    pub fn decode(p: &Packet<'_>, legacy: Charset, announced: Option<Charset>) -> Result<(MessageBody, Charset)> {
+    pub fn decode(p: &Packet<'_>, legacy: Charset, hint: Option<Charset>) -> Result<(MessageBody, Charset)> {
         let client = ClientKind::from_version(p.version);
-        let cs = charset::detect(p.opts(), client, announced, legacy, p.body());
+        let cs = charset::detect(p.opts(), client, hint, legacy, p.body());
         let raw = cs.decode(p.body());
         let normalized = if raw.contains('\r') { normalize_newlines(&raw) } else { raw.into_owned() };
         let (text, font) = feiq::split_font(&normalized);

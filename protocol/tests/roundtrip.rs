@@ -67,7 +67,7 @@ proptest! {
         let mut out = Vec::new();
         e.encode(&h, charset, &mut out).unwrap();
         let p = Packet::decode(&out).unwrap();
-        let (back, cs_read) = Entry::decode(&p, Charset::Cp932);
+        let (back, cs_read) = Entry::decode(&p, Charset::Cp932, None);
         if e.iptux.is_none() { prop_assert_eq!(cs_read, charset); }
         prop_assert_eq!(back.nick, e.nick);
         prop_assert_eq!(back.group, e.group);
@@ -166,7 +166,7 @@ proptest! {
     #[test]
     fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         if let Ok(p) = Packet::decode(&bytes) {
-            let _ = Entry::decode(&p, Charset::Gbk);
+            let _ = Entry::decode(&p, Charset::Gbk, None);
             let _ = MessageBody::decode(&p, Charset::Gbk, None);
             let _ = p.command.option_names();
         }

@@ -19,7 +19,7 @@ fn header(packet_no: u64, command: u32) -> Header<'static> {
 
 fn entry_of(bytes: &[u8]) -> (Packet<'_>, Entry, Charset) {
     let p = Packet::decode(bytes).unwrap();
-    let (e, cs) = Entry::decode(&p, Charset::Gbk);
+    let (e, cs) = Entry::decode(&p, Charset::Gbk, None);
     (p, e, cs)
 }
 
@@ -87,6 +87,7 @@ fn v04_our_entry_and_ansentry() {
             nick: Some("爱丽丝".into()),
             group: Some("测试部".into()),
             version: None,
+            instance: None,
         }),
         iptux: None,
     };

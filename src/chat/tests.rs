@@ -141,6 +141,7 @@ fn office() -> App {
         addr: "10.0.0.7:2425".into(),
         client: "feiq".into(),
         last_seen: Utc::now(),
+        marker: None,
     }]);
     a.on_event(&message("bob", "Bob", "早上好！", 1, 0));
     a.on_event(&message("bob", "Bob", "standup in 5", 2, 1));

@@ -191,7 +191,7 @@ pub fn decode(bytes: &[u8], legacy: Charset) -> Decoded {
 
     match mode {
         m if m.is_presence() || m == Mode::BR_ISGETLIST2 || m == Mode::BR_ISGETLIST => {
-            let (e, entry_cs) = Entry::decode(&p, legacy);
+            let (e, entry_cs) = Entry::decode(&p, legacy, None);
             cs = entry_cs;
             d.text = e.nick.clone();
             d.nick = Some(e.display_nick().to_string());

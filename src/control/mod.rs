@@ -343,16 +343,27 @@ pub fn resolve(peers: &[Peer], spec: &str) -> Result<Vec<PeerKey>> {
     } else if let Some(g) = spec.strip_prefix("group:") {
         keys(&|p| p.group == g)
     } else if let Ok(ip) = spec.parse::<std::net::IpAddr>() {
-        keys(&|p| p.addr.ip() == ip)
+        keys(&|p| p.addr.ip() == ip || p.also.iter().any(|a| a.ip() == ip))
     } else if let Ok(sa) = spec.parse::<std::net::SocketAddr>() {
-        keys(&|p| p.addr == sa)
+        keys(&|p| p.at(sa))
     } else if let Some(p) = peers.iter().find(|p| p.key.to_string() == spec) {
+        // Two machines of one name (every Raspberry Pi is pi@raspberrypi):
+        // the plain name is not enough.
+        let named: Vec<&Peer> = peers.iter().filter(|q| q.key.same_name(&p.key)).collect();
+        if named.len() > 1 && !spec.contains('#') {
+            bail!("{}", ambiguous(spec, &named));
+        }
         // Named exactly, a peer that left still gets the message: it waits
         // in the outbox until the peer comes back.
         vec![p.key.clone()]
     } else {
         let lower = spec.to_lowercase();
-        keys(&|p| p.nick.to_lowercase() == lower || p.key.user.to_lowercase() == lower)
+        let found = keys(&|p| p.nick.to_lowercase() == lower || p.key.user.to_lowercase() == lower);
+        let named: Vec<&Peer> = online.iter().copied().filter(|p| found.contains(&p.key)).collect();
+        if named.len() > 1 && named.iter().all(|p| p.key.same_name(&named[0].key)) {
+            bail!("{}", ambiguous(spec, &named));
+        }
+        found
     };
     if found.is_empty() {
         let lower = spec.to_lowercase();
@@ -374,6 +385,13 @@ pub fn resolve(peers: &[Peer], spec: &str) -> Result<Vec<PeerKey>> {
         bail!("unknown peer {spec:?}; did you mean: {}", close.join(", "));
     }
     Ok(found)
+}
+
+/// "2 peers are pi@raspberrypi: 198.18.0.12, 198.18.0.13; give an address".
+fn ambiguous(spec: &str, named: &[&Peer]) -> String {
+    let mut addrs: Vec<String> = named.iter().map(|p| p.addr.ip().to_string()).collect();
+    addrs.sort();
+    format!("{} peers are {spec}: {}; give an address", named.len(), addrs.join(", "))
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -438,7 +456,31 @@ mod tests {
             announced: None,
             online: true,
             seen: Duration::ZERO,
+            marker: None,
+            also: Vec::new(),
         }
+    }
+
+    #[test]
+    fn two_machines_of_one_name_need_an_address() {
+        let mut a = peer("pi", "pi", "", "198.18.0.12");
+        a.key = PeerKey::new("pi", "raspberrypi");
+        let mut b = peer("pi", "pi", "", "198.18.0.13");
+        b.key = PeerKey::new("pi", "raspberrypi#198.18.0.13");
+        b.also.push("198.18.0.14:2425".parse().unwrap());
+        let peers = vec![a, b];
+        let err = resolve(&peers, "pi@raspberrypi").unwrap_err().to_string();
+        assert_eq!(err, "2 peers are pi@raspberrypi: 198.18.0.12, 198.18.0.13; give an address");
+        let err = resolve(&peers, "pi").unwrap_err().to_string();
+        assert_eq!(err, "2 peers are pi: 198.18.0.12, 198.18.0.13; give an address");
+        assert_eq!(resolve(&peers, "198.18.0.12").unwrap(), [PeerKey::new("pi", "raspberrypi")]);
+        assert_eq!(resolve(&peers, "198.18.0.13").unwrap(), [PeerKey::new("pi", "raspberrypi#198.18.0.13")]);
+        // A second address of the same machine names it too.
+        assert_eq!(resolve(&peers, "198.18.0.14").unwrap(), [PeerKey::new("pi", "raspberrypi#198.18.0.13")]);
+        assert_eq!(
+            resolve(&peers, "pi@raspberrypi#198.18.0.13").unwrap(),
+            [PeerKey::new("pi", "raspberrypi#198.18.0.13")]
+        );
     }
 
     #[test]

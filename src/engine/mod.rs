@@ -23,9 +23,12 @@ use std::time::Duration;
 use pigeon_protocol::charset::{self, Charset};
 use pigeon_protocol::feiq::{self, FragmentAck, ImageFragment};
 use pigeon_protocol::reply::{PacketRef, NOT_ABSENCE_MODE};
-use pigeon_protocol::{Attachment, ClientKind, Command, Entry, Header, MessageBody, Mode, Opts, Packet, Utf8Trailer};
+use pigeon_protocol::{
+    Attachment, ClientKind, Command, Entry, FeiqVersion, Header, IptuxExtra, MessageBody, Mode, Opts, Packet,
+    Utf8Trailer,
+};
 
-pub use peers::{Change, Peer, PeerKey, PeerTable};
+pub use peers::{Change, Identity, Peer, PeerKey, PeerTable};
 
 /// The version text SENDINFO answers with.
 pub const PRODUCT: &str = concat!("Pigeon ", env!("CARGO_PKG_VERSION"));
@@ -68,6 +71,12 @@ pub struct Config {
     pub away: Option<String>,
     /// Seed of the random answer delays (fixed in simulations).
     pub seed: u64,
+    /// Our instance marker (`PG:` in our entries): tells us from other
+    /// machines of the same user@host. Empty: none sent.
+    pub instance: String,
+    /// The addresses our packets come from (with `port`): what comes from
+    /// one of them is our own broadcast, whatever name it carries.
+    pub local: Vec<std::net::IpAddr>,
 }
 
 impl Config {
@@ -98,6 +107,8 @@ impl Config {
             offer_expiry: Duration::from_secs(7 * 24 * 3600),
             away: None,
             seed: 0x5eed,
+            instance: String::new(),
+            local: Vec::new(),
         }
     }
 }
@@ -282,7 +293,11 @@ pub enum StoreOp {
         peer: PeerKey,
         packet_no: String,
     },
-    Peer(PeerInfo),
+    /// A peer's details, with its instance marker (see [`Peer::marker`]).
+    Peer {
+        info: PeerInfo,
+        marker: Option<String>,
+    },
     /// Packet numbers up to here may have been used.
     Counter(u64),
     /// The last packet number used, at a clean exit.
@@ -533,10 +548,15 @@ impl Engine {
     /// A peer known from the store (an earlier run), offline until it
     /// announces itself: a message to it waits in the outbox. Its charset
     /// is not known yet, so such a message is written when it comes back.
-    pub fn restore_peer(&mut self, key: PeerKey, nick: &str, group: &str, addr: SocketAddr, client: ClientKind) {
-        if key.user == self.cfg.user && key.host == self.cfg.host {
-            return;
-        }
+    pub fn restore_peer(
+        &mut self,
+        key: PeerKey,
+        nick: &str,
+        group: &str,
+        addr: SocketAddr,
+        client: ClientKind,
+        marker: Option<String>,
+    ) {
         self.peers.remember(Peer {
             key,
             nick: nick.to_string(),
@@ -550,6 +570,8 @@ impl Engine {
             announced: None,
             online: false,
             seen: Duration::ZERO,
+            marker,
+            also: Vec::new(),
         });
     }
 
@@ -619,6 +641,7 @@ impl Engine {
                 nick: Some(nick),
                 group: Some(self.cfg.group.clone()),
                 version: None,
+                instance: self.instance(),
             }),
             iptux: None,
         };
@@ -628,6 +651,55 @@ impl Engine {
         let header = self.header(no, command);
         entry.encode(&header, self.cfg.legacy, &mut out).expect("own header fields and texts are sanitized");
         out
+    }
+
+    /// Our instance marker for the trailer, if we have one.
+    fn instance(&self) -> Option<String> {
+        (!self.cfg.instance.is_empty()).then(|| self.cfg.instance.clone())
+    }
+
+    /// True if a datagram from `from` is one of ours (our broadcast coming
+    /// back): our port on one of our addresses. Names prove nothing: every
+    /// Raspberry Pi is `pi@raspberrypi`.
+    fn is_own(&self, from: SocketAddr) -> bool {
+        from.port() == self.cfg.port && self.cfg.local.contains(&from.ip())
+    }
+
+    /// Our entry as iptux peers read it (`nick\0group\0icon\0utf-8\0`,
+    /// all UTF-8, no UTF8OPT): an iptux-compatible peer that reads UTF-8.
+    /// iptux then writes to us in UTF-8 and reads our UTF-8 as it is,
+    /// whatever its preferred charset; from the IPMsg-style entry it would
+    /// guess our charset from our bytes (GB18030, or UTF-16: protocol.md
+    /// §5.2) and garble both ways.
+    fn iptux_entry(&mut self, now: Now, mode: Mode) -> Vec<u8> {
+        let entry = Entry {
+            nick: self.display_nick(),
+            group: self.cfg.group.clone(),
+            trailer: None,
+            iptux: Some(IptuxExtra { icon: String::new(), charset: "utf-8".into() }),
+        };
+        let no = self.packet_no(now);
+        let command = Command::new(mode, self.status());
+        let header = self.header(no, command);
+        let mut out = Vec::with_capacity(96);
+        entry.encode(&header, Charset::Utf8, &mut out).expect("own header fields and texts are sanitized");
+        out
+    }
+
+    /// After a presence packet that iptux peers read as our IPMsg-style
+    /// entry (which makes iptux guess our charset again), our iptux-style
+    /// entry to each of them, by unicast: ANSENTRY after BR_ENTRY,
+    /// BR_ABSENCE after BR_ABSENCE. iptux handles datagrams in order.
+    fn tell_iptux_peers(&mut self, now: Now, mode: Mode) {
+        let addrs: Vec<SocketAddr> =
+            self.peers.all().iter().filter(|p| p.online && p.client == ClientKind::Iptux).map(|p| p.addr).collect();
+        if addrs.is_empty() {
+            return;
+        }
+        let pkt = self.iptux_entry(now, mode);
+        for a in addrs {
+            self.transmit(a, pkt.clone());
+        }
     }
 
     /// Our header for a packet.
@@ -717,7 +789,17 @@ impl Engine {
                     fits(&p, &pkt)?;
                     copies.push((p, utf8, pkt));
                 }
-                for t in targets {
+                // iptux reads our text as UTF-8 (iptux_entry), not the
+                // broadcast's legacy charset: its own copy goes first, and
+                // iptux drops the broadcast's as a repeated packet number.
+                let mut iptux = HashSet::new();
+                for (p, _, pkt) in &copies {
+                    if p.client == ClientKind::Iptux && iptux.insert(p.addr) {
+                        sent_to.insert(p.addr);
+                        self.transmit(p.addr, pkt.clone());
+                    }
+                }
+                for t in targets.into_iter().filter(|t| !iptux.contains(t)) {
                     self.transmit(t, p.clone());
                 }
                 let mut rows = Vec::new();
@@ -824,6 +906,7 @@ impl Engine {
     fn announce_change(&mut self, now: Now) {
         let p = self.entry_packet(now, Mode::BR_ABSENCE, 0);
         self.announce(p);
+        self.tell_iptux_peers(now, Mode::BR_ABSENCE);
     }
 
     /// Sends a presence packet to every target, and by unicast to every
@@ -992,12 +1075,13 @@ impl Engine {
             self.entry_at.remove(pos);
             let entry = self.entry_packet(now, Mode::BR_ENTRY, 0);
             self.broadcast_all(entry);
+            self.tell_iptux_peers(now, Mode::ANSENTRY);
         }
         if self.answer_at.is_some_and(|t| t <= now.mono) {
             self.answer_at = None;
             for dst in std::mem::take(&mut self.answer_to) {
-                let utf8 = self.peers.by_addr(dst).is_some_and(Peer::reads_utf8_flag);
-                let p = self.answer_packet(now, utf8);
+                let peer = self.peers.by_addr(dst).cloned();
+                let p = self.answer_packet(now, peer.as_ref());
                 self.transmit(dst, p);
             }
         }
@@ -1104,12 +1188,17 @@ impl Engine {
         self.out.push_back(Output::Store { op: StoreOp::OutState { peer, packet_no, state }, then: Vec::new() });
     }
 
-    fn answer_packet(&mut self, now: Now, utf8: bool) -> Vec<u8> {
-        if !utf8 {
+    fn answer_packet(&mut self, now: Now, to: Option<&Peer>) -> Vec<u8> {
+        if to.is_some_and(|p| p.client == ClientKind::Iptux) {
+            return self.iptux_entry(now, Mode::ANSENTRY);
+        }
+        if !to.is_some_and(Peer::reads_utf8_flag) {
             return self.entry_packet(now, Mode::ANSENTRY, 0);
         }
-        // To UTF-8 readers: everything UTF-8, no trailer (as IPMsg answers).
-        let entry = Entry { nick: self.display_nick(), group: self.cfg.group.clone(), trailer: None, iptux: None };
+        // To UTF-8 readers: everything UTF-8 (as IPMsg answers), the
+        // trailer only for our instance marker.
+        let trailer = self.instance().map(|i| Utf8Trailer { instance: Some(i), ..Default::default() });
+        let entry = Entry { nick: self.display_nick(), group: self.cfg.group.clone(), trailer, iptux: None };
         let no = self.packet_no(now);
         let command = Command::new(Mode::ANSENTRY, self.status() | Opts::UTF8OPT);
         let header = self.header(no, command);
@@ -1134,6 +1223,9 @@ impl Engine {
     /// Handles one datagram from `from`.
     pub fn handle(&mut self, now: Now, from: SocketAddr, datagram: &[u8]) {
         self.stats.received += 1;
+        if self.is_own(from) {
+            return; // our own broadcast
+        }
         let Ok(p) = Packet::decode(datagram) else {
             self.stats.malformed += 1;
             return;
@@ -1146,40 +1238,42 @@ impl Engine {
         }
         let client = ClientKind::from_version(p.version);
         // (A peer known only from the store says nothing about this packet.)
-        let known = self.peers.by_ip(from.ip()).filter(|k| k.heard()).cloned();
-        let announced = known.as_ref().and_then(|k| k.announced);
+        let known = self.peers.by_addr(from).or_else(|| self.peers.by_ip(from.ip())).filter(|k| k.heard()).cloned();
+        // What this peer wrote in last: decides text that reads both ways
+        // from clients that never say (iptux).
+        let hint = known.as_ref().map(|k| k.charset);
         let mut sample = Vec::with_capacity(p.user.len() + p.host.len() + p.body().len());
         sample.extend_from_slice(p.user);
         sample.extend_from_slice(p.host);
         sample.extend_from_slice(p.body());
-        let cs = charset::detect(p.opts(), client, announced, self.cfg.legacy, &sample);
-        let mut key = PeerKey::new(cs.decode(p.user), cs.decode(p.host));
+        let cs = charset::detect(p.opts(), client, hint, self.cfg.legacy, &sample);
+        let mut name = PeerKey::from_wire(&cs.decode(p.user), &cs.decode(p.host));
         let mode = p.mode();
         if mode.is_presence() || mode == Mode::BR_ISGETLIST2 {
-            let (entry, entry_cs) = Entry::decode(&p, self.cfg.legacy);
+            let (entry, entry_cs) = Entry::decode(&p, self.cfg.legacy, hint);
             if let Some(t) = &entry.trailer {
                 if let (Some(u), Some(h)) = (&t.user, &t.host) {
-                    key = PeerKey::new(u.as_str(), h.as_str());
+                    name = PeerKey::from_wire(u, h);
                 }
             }
-            if key.user == self.cfg.user && key.host == self.cfg.host {
-                return; // our own broadcast
-            }
-            self.presence(now, from, &p, key, entry, entry_cs, client);
+            let marker = match client {
+                ClientKind::Feiq => FeiqVersion::parse(p.version).ok().map(|v| format!("mac:{}", v.mac)),
+                _ => entry.trailer.as_ref().and_then(|t| t.instance.as_ref()).map(|i| format!("pigeon:{i}")),
+            };
+            self.presence(now, from, &p, name, marker, entry, entry_cs, client);
             return;
         }
-        if key.user == self.cfg.user && key.host == self.cfg.host {
-            return;
-        }
-        // A known peer keyed by IP may send header names in another charset
-        // (IPMsg's ANSI acks): prefer its recorded identity.
-        if self.peers.get(&key).is_none() {
-            if let Some(k) = &known {
-                if k.addr.ip() == from.ip() && (mode != Mode::SENDMSG || cs != k.charset) {
-                    key = k.key.clone();
-                }
-            }
-        }
+        let key = match self.peers.by_source(&name, from) {
+            Some(peer) => peer.key.clone(),
+            // A known peer keyed by IP may send header names in another
+            // charset (IPMsg's ANSI acks): its recorded identity.
+            None => match &known {
+                Some(k) if k.addr.ip() == from.ip() && (mode != Mode::SENDMSG || cs != k.charset) => k.key.clone(),
+                _ => match self.peers.identify(&name, None, from, now.mono) {
+                    Identity::Known(k) | Identity::Also(k) | Identity::New(k) => k,
+                },
+            },
+        };
         // Any packet from a peer proves it can be reached again: what waits
         // for it in the outbox goes out now, not only at its next entry. Not
         // for a peer known only from the store: its entry says where it is
@@ -1280,13 +1374,15 @@ impl Engine {
         }
     }
 
+    /// An entry-type packet from `from`, naming itself `name` (untagged).
     #[allow(clippy::too_many_arguments)]
     fn presence(
         &mut self,
         now: Now,
         from: SocketAddr,
         p: &Packet<'_>,
-        key: PeerKey,
+        name: PeerKey,
+        marker: Option<String>,
         entry: Entry,
         cs: Charset,
         client: ClientKind,
@@ -1297,22 +1393,32 @@ impl Engine {
         }
         if mode == Mode::BR_EXIT {
             // Only the peer itself can say it left (§3.5: by address).
-            if self.peers.get(&key).is_some_and(|p| p.addr.ip() != from.ip()) {
+            let Some(key) = self.peers.by_source(&name, from).filter(|p| p.at(from) || p.addr.ip() == from.ip()) else {
                 self.stats.ignored += 1;
                 return;
-            }
+            };
+            let key = key.key.clone();
             if let Some(gone) = self.peers.exit(&key) {
                 self.event(Event::PeerOffline(PeerInfo::from(&gone)));
             }
             return;
         }
+        let (key, second_address) = match self.peers.identify(&name, marker.as_deref(), from, now.mono) {
+            Identity::Known(k) | Identity::New(k) => (k, false),
+            Identity::Also(k) => (k, true),
+        };
+        // A second address of one machine: the first stays where we send.
+        let addr = match self.peers.get(&key) {
+            Some(old) if second_address => old.addr,
+            _ => from,
+        };
         let announced = entry.iptux.as_ref().and_then(|x| pigeon_protocol::Charset::from_label(&x.charset));
         let away = p.opts().has(Opts::ABSENCEOPT) && client != ClientKind::Iptux;
         let peer = Peer {
             key: key.clone(),
             nick: strip_away_marker(entry.display_nick()).to_string(),
             group: entry.display_group().to_string(),
-            addr: from,
+            addr,
             client,
             version: String::from_utf8_lossy(p.version).into_owned(),
             status: p.opts(),
@@ -1321,8 +1427,13 @@ impl Engine {
             announced,
             online: true,
             seen: now.mono,
+            marker,
+            also: Vec::new(),
         };
         let change = self.peers.upsert(peer);
+        if second_address {
+            self.peers.also_at(&key, from, now.mono);
+        }
         let info = PeerInfo::from(self.peers.get(&key).expect("just upserted"));
         match change {
             Change::Online => self.event(Event::PeerOnline(info.clone())),
@@ -1330,10 +1441,15 @@ impl Engine {
             Change::Same => {}
         }
         if change != Change::Same {
-            self.out.push_back(Output::Store { op: StoreOp::Peer(info.clone()), then: Vec::new() });
+            let marker = self.peers.get(&key).and_then(|p| p.marker.clone());
+            self.out.push_back(Output::Store { op: StoreOp::Peer { info: info.clone(), marker }, then: Vec::new() });
         }
         if mode == Mode::BR_ENTRY && !self.cfg.oneshot {
             self.schedule_answer(now, from);
+        } else if change == Change::Online && client == ClientKind::Iptux && !self.quitting {
+            // It learnt of us from our IPMsg-style entry: tell it what we read.
+            let e = self.iptux_entry(now, Mode::ANSENTRY);
+            self.transmit(from, e);
         }
         if mode == Mode::BR_ENTRY || mode == Mode::ANSENTRY || change == Change::Online {
             self.flush_outbox(now, &key);
@@ -1395,14 +1511,18 @@ impl Engine {
     fn acked(&mut self, from: SocketAddr, packet_no: u64, state: Delivery) {
         let peers = &self.peers;
         // A message never sent (waiting to be written) cannot be acknowledged.
-        let addr_of = |p: &Pending| peers.get(&p.peer).filter(|_| p.sends != u32::MAX).map(|peer| peer.addr);
+        let peer_of = |p: &Pending| peers.get(&p.peer).filter(|_| p.sends != u32::MAX);
         // The exact address first (two instances may share an IP), then the IP
-        // (iptux and FeiQ answer from 2425 whatever port we used).
-        let exact = self.pending.iter().position(|p| p.packet_no == packet_no && addr_of(p) == Some(from));
+        // (iptux and FeiQ answer from 2425 whatever port we used); any
+        // address of the peer's own (a second NIC).
+        let exact =
+            self.pending.iter().position(|p| p.packet_no == packet_no && peer_of(p).is_some_and(|q| q.at(from)));
         let by_ip = || {
-            self.pending
-                .iter()
-                .position(|p| p.packet_no == packet_no && addr_of(p).is_some_and(|a| a.ip() == from.ip()))
+            self.pending.iter().position(|p| {
+                p.packet_no == packet_no
+                    && peer_of(p)
+                        .is_some_and(|q| q.addr.ip() == from.ip() || q.also.iter().any(|a| a.ip() == from.ip()))
+            })
         };
         let Some(i) = exact.or_else(by_ip) else {
             return; // a late duplicate ack
@@ -1431,7 +1551,14 @@ impl Engine {
             let a = self.simple_packet(now, Mode::RECVMSG, 0, p.packet_no);
             Transmit { dst: from, payload: a }
         });
-        let body = match MessageBody::decode(p, self.cfg.legacy, Some(cs).filter(|_| client == ClientKind::Iptux)) {
+        // What a guessed client wrote in decides its next text that reads
+        // both ways (charset::guess).
+        if matches!(client, ClientKind::Iptux | ClientKind::Unknown) && !p.body().is_ascii() {
+            if let Some(peer) = self.peers.get_mut(&key) {
+                peer.charset = cs;
+            }
+        }
+        let body = match MessageBody::decode(p, self.cfg.legacy, Some(cs)) {
             Ok((b, _)) => b,
             Err(_) => {
                 // Keep the text even if the attachment list is broken.

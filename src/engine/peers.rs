@@ -1,7 +1,25 @@
-//! The peer table: who is on the LAN, keyed by (user, host) normalised to
-//! Unicode (protocol.md §1.2, §5.1), with address, nick, group, client kind,
-//! capabilities, away state and charset. Address moves follow IPMsg's rule
-//! (§3.8): a known peer moves only if its record is at least 7 s old.
+//! The peer table: who is on the LAN, with address, nick, group, client
+//! kind, capabilities, away state and charset (protocol.md §3, §5).
+//!
+//! Identity (DESIGN.md "State and files"): a peer is who it says (user@host,
+//! normalised to Unicode) *and* where it is. [`PeerTable::identify`] decides
+//! which peer an entry packet comes from:
+//!
+//! 1. a peer of that name already at that address (IP and port);
+//! 2. a peer of that name with the same instance marker (Pigeon's `PG:`
+//!    trailer line, FeiQ's MAC): the same machine, moved (its old address
+//!    silent for [`ADDRESS_HOLD`]) or at a second address of its own (a
+//!    second NIC: listed once, the first address kept for sending);
+//! 3. a peer of that name whose marker does not contradict, that left or
+//!    has been silent for [`ADDRESS_HOLD`]: the same peer, moved (DHCP),
+//!    IPMsg's rule (§3.8);
+//! 4. else a new peer: the first of its name keeps the plain name, a later
+//!    one (a twin: every Raspberry Pi is `pi@raspberrypi`) is told apart by
+//!    the address it was first seen at, `pi@raspberrypi#198.18.0.13`.
+//!
+//! Clients without a marker (IP Messenger, iptux) on two addresses at once
+//! cannot be told from two machines: they are listed twice, as iptux lists
+//! them.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,7 +30,10 @@ use pigeon_protocol::{Charset, ClientKind, Opts};
 /// How long a peer's address is trusted before a packet from elsewhere may move it.
 pub const ADDRESS_HOLD: Duration = Duration::from_secs(7);
 
-/// A peer's identity: user and host, as Unicode.
+/// A peer's identity: user and host, as Unicode; for the second and later
+/// machines of one name, `host` ends with `#` and the address the machine
+/// was first seen at (a `#` from the wire is written `＃`, so it cannot
+/// collide).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerKey {
     pub user: String,
@@ -20,9 +41,33 @@ pub struct PeerKey {
 }
 
 impl PeerKey {
-    /// The key for a user and host.
+    /// The key for a user and host as kept (`host` may carry a `#tag`).
     pub fn new(user: impl Into<String>, host: impl Into<String>) -> PeerKey {
         PeerKey { user: user.into(), host: host.into() }
+    }
+
+    /// The key for names read from the wire (no tag).
+    pub fn from_wire(user: &str, host: &str) -> PeerKey {
+        PeerKey { user: user.to_string(), host: host.replace('#', "＃") }
+    }
+
+    /// The host name without the tag.
+    pub fn wire_host(&self) -> &str {
+        self.host.split_once('#').map_or(&self.host, |(h, _)| h)
+    }
+
+    /// The same name without the tag.
+    pub fn untagged(&self) -> PeerKey {
+        PeerKey { user: self.user.clone(), host: self.wire_host().to_string() }
+    }
+
+    /// True if both name the same user@host on the wire (tags aside).
+    pub fn same_name(&self, other: &PeerKey) -> bool {
+        self.user == other.user && self.wire_host() == other.wire_host()
+    }
+
+    fn tagged(&self, tag: &str) -> PeerKey {
+        PeerKey { user: self.user.clone(), host: format!("{}#{tag}", self.wire_host()) }
     }
 }
 
@@ -55,6 +100,11 @@ pub struct Peer {
     pub online: bool,
     /// When its address was last confirmed (engine clock).
     pub seen: Duration,
+    /// What tells this machine from others of the same name: `pigeon:ID`
+    /// (Pigeon's `PG:` trailer line) or `mac:MAC` (FeiQ's version field).
+    pub marker: Option<String>,
+    /// Other addresses of its own it was heard from (a second NIC).
+    pub also: Vec<SocketAddr>,
 }
 
 impl Peer {
@@ -62,6 +112,11 @@ impl Peer {
     /// what it reads is not known yet).
     pub fn heard(&self) -> bool {
         !self.version.is_empty()
+    }
+
+    /// True if `addr` is one of its addresses.
+    pub fn at(&self, addr: SocketAddr) -> bool {
+        self.addr == addr || self.also.contains(&addr)
     }
 
     /// True if it reads UTF-8 flagged with UTF8OPT.
@@ -75,7 +130,10 @@ impl Peer {
             Charset::Utf8
         } else {
             match self.client {
-                ClientKind::Iptux => self.announced.unwrap_or(Charset::Utf8),
+                // We present ourselves to iptux as an iptux peer that reads
+                // UTF-8 (engine: `iptux_entry`), so it reads our text as
+                // UTF-8 whatever its own preference.
+                ClientKind::Iptux => Charset::Utf8,
                 ClientKind::Feiq => Charset::Gbk,
                 _ => legacy,
             }
@@ -102,6 +160,18 @@ pub enum Change {
     Changed,
     /// Nothing visible changed.
     Same,
+}
+
+/// Which peer an entry comes from (see the module comment).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// A known peer (at this address, or moved here).
+    Known(PeerKey),
+    /// A known peer heard at a second address of its own, while its first
+    /// is alive: the first stays where we send.
+    Also(PeerKey),
+    /// Not known: a new peer with this key.
+    New(PeerKey),
 }
 
 /// The most peers kept; past it, peers that left are forgotten first.
@@ -132,13 +202,78 @@ impl PeerTable {
     /// The peer at an address: online first, then one heard from since
     /// start, then one known from the store.
     pub fn by_addr(&self, addr: SocketAddr) -> Option<&Peer> {
-        self.best(|p| p.addr == addr)
+        self.best(|p| p.at(addr))
     }
 
     /// The peer whose IP is `ip` (iptux keys peers by IP alone), in the
     /// same order of preference.
     pub fn by_ip(&self, ip: std::net::IpAddr) -> Option<&Peer> {
-        self.best(|p| p.addr.ip() == ip)
+        self.best(|p| p.addr.ip() == ip || p.also.iter().any(|a| a.ip() == ip))
+    }
+
+    /// Every peer called `name` on the wire.
+    fn named<'a>(&'a self, name: &'a PeerKey) -> impl Iterator<Item = &'a Peer> + 'a {
+        self.peers.values().filter(move |p| p.key.same_name(name))
+    }
+
+    /// Which peer an entry packet naming itself `name` (untagged), with
+    /// `marker`, from `from`, comes from (the rules of the module comment).
+    pub fn identify(&self, name: &PeerKey, marker: Option<&str>, from: SocketAddr, now: Duration) -> Identity {
+        let fresh = |p: &Peer| p.online && now.saturating_sub(p.seen) < ADDRESS_HOLD;
+        // 1. Already there.
+        if let Some(p) = self.best(|p| p.key.same_name(name) && p.at(from)) {
+            return Identity::Known(p.key.clone());
+        }
+        // 2. The same machine, by its marker.
+        if let Some(m) = marker {
+            if let Some(p) = self.named(name).find(|p| p.marker.as_deref() == Some(m)) {
+                return if fresh(p) { Identity::Also(p.key.clone()) } else { Identity::Known(p.key.clone()) };
+            }
+        }
+        // 3. A peer of that name that may have moved: nothing says it is
+        // another machine, and its old address is not alive. Same IP first.
+        let may_be = |p: &&Peer| (marker.is_none() || p.marker.is_none()) && !fresh(p);
+        let mut candidates: Vec<&Peer> = self.named(name).filter(may_be).collect();
+        candidates.sort_by_key(|p| (p.addr.ip() != from.ip(), p.online, std::cmp::Reverse(p.seen), p.key.clone()));
+        if let Some(p) = candidates.first() {
+            return Identity::Known(p.key.clone());
+        }
+        // 4. Someone new.
+        if self.named(name).next().is_none() {
+            return Identity::New(name.clone());
+        }
+        let key = name.tagged(&from.ip().to_string());
+        if self.peers.contains_key(&key) {
+            return Identity::New(name.tagged(&from.to_string()));
+        }
+        Identity::New(key)
+    }
+
+    /// The peer a non-entry packet from `from` naming itself `name` comes
+    /// from: the one of that name at that address, else at that IP, else
+    /// the only one of that name.
+    pub fn by_source<'a>(&'a self, name: &'a PeerKey, from: SocketAddr) -> Option<&'a Peer> {
+        if let Some(p) = self.best(|p| p.key.same_name(name) && p.at(from)) {
+            return Some(p);
+        }
+        if let Some(p) = self.best(|p| p.key.same_name(name) && p.addr.ip() == from.ip()) {
+            return Some(p);
+        }
+        let mut named = self.named(name);
+        match (named.next(), named.next()) {
+            (Some(p), None) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Records that a known peer was heard at a second address of its own.
+    pub fn also_at(&mut self, key: &PeerKey, addr: SocketAddr, now: Duration) {
+        if let Some(p) = self.peers.get_mut(key) {
+            if !p.at(addr) && p.also.len() < 8 {
+                p.also.push(addr);
+            }
+            p.seen = now;
+        }
     }
 
     fn best(&self, f: impl Fn(&Peer) -> bool) -> Option<&Peer> {
@@ -171,6 +306,16 @@ impl PeerTable {
                     // can still expire if the peer really moved.
                     new.addr = old.addr;
                     new.seen = old.seen;
+                }
+                if new.addr == old.addr || old.also.contains(&new.addr) {
+                    new.also = std::mem::take(&mut old.also);
+                    // A second address keeps the first one where we send.
+                    if new.addr != old.addr {
+                        new.addr = old.addr;
+                    }
+                }
+                if new.marker.is_none() {
+                    new.marker = old.marker.take();
                 }
                 let was_online = old.online;
                 new.online = true;
@@ -243,6 +388,8 @@ mod tests {
             announced: None,
             online: false,
             seen: Duration::from_secs(seen),
+            marker: None,
+            also: Vec::new(),
         }
     }
 
@@ -257,5 +404,93 @@ mod tests {
         assert!(t.exit(&PeerKey::new("bob", "pc")).is_some());
         assert!(t.exit(&PeerKey::new("bob", "pc")).is_none());
         assert_eq!(t.upsert(peer("10.0.0.3:2425", 21)), Change::Online);
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    fn peer(key: PeerKey, addr: &str, seen: u64, marker: Option<&str>) -> Peer {
+        Peer {
+            key,
+            nick: "pi".into(),
+            group: String::new(),
+            addr: addr.parse().unwrap(),
+            client: ClientKind::Pigeon,
+            version: "1_pigeon".into(),
+            status: Opts(0),
+            away: false,
+            charset: Charset::Gbk,
+            announced: None,
+            online: false,
+            seen: Duration::from_secs(seen),
+            marker: marker.map(String::from),
+            also: Vec::new(),
+        }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn twins_by_marker_and_by_liveness() {
+        let name = PeerKey::from_wire("pi", "raspberrypi");
+        let mut t = PeerTable::default();
+        assert_eq!(
+            t.identify(&name, Some("pigeon:a"), addr("10.0.0.12:2425"), Duration::ZERO),
+            Identity::New(name.clone())
+        );
+        t.upsert(peer(name.clone(), "10.0.0.12:2425", 0, Some("pigeon:a")));
+        // Another marker: a second machine, told apart by its address.
+        let twin = Identity::New(PeerKey::new("pi", "raspberrypi#10.0.0.13"));
+        assert_eq!(t.identify(&name, Some("pigeon:b"), addr("10.0.0.13:2425"), Duration::from_secs(1)), twin);
+        // Even long after: a marker that differs is never the same machine.
+        assert_eq!(t.identify(&name, Some("pigeon:b"), addr("10.0.0.13:2425"), Duration::from_secs(60)), twin);
+        // No markers: alive elsewhere is a twin, silent is a move.
+        let mut u = PeerTable::default();
+        u.upsert(peer(name.clone(), "10.0.0.12:2425", 0, None));
+        assert_eq!(u.identify(&name, None, addr("10.0.0.13:2425"), Duration::from_secs(1)), twin);
+        assert_eq!(
+            u.identify(&name, None, addr("10.0.0.13:2425"), Duration::from_secs(8)),
+            Identity::Known(name.clone())
+        );
+        u.exit(&name);
+        assert_eq!(
+            u.identify(&name, None, addr("10.0.0.13:2425"), Duration::from_secs(1)),
+            Identity::Known(name.clone())
+        );
+    }
+
+    #[test]
+    fn second_address_of_one_machine_is_listed_once() {
+        let name = PeerKey::from_wire("pi", "raspberrypi");
+        let mut t = PeerTable::default();
+        t.upsert(peer(name.clone(), "10.0.0.14:2425", 0, Some("pigeon:a")));
+        let id = t.identify(&name, Some("pigeon:a"), addr("10.0.0.15:2425"), Duration::from_secs(1));
+        assert_eq!(id, Identity::Also(name.clone()));
+        t.also_at(&name, addr("10.0.0.15:2425"), Duration::from_secs(1));
+        assert_eq!(t.all().len(), 1);
+        assert_eq!(t.by_addr(addr("10.0.0.15:2425")).unwrap().key, name);
+        // A packet from the second address keeps the first one for sending.
+        assert_eq!(t.upsert(peer(name.clone(), "10.0.0.15:2425", 2, Some("pigeon:a"))), Change::Same);
+        assert_eq!(t.get(&name).unwrap().addr, addr("10.0.0.14:2425"));
+        // Moved for real (the old address silent): it follows.
+        let id = t.identify(&name, Some("pigeon:a"), addr("10.0.0.20:2425"), Duration::from_secs(30));
+        assert_eq!(id, Identity::Known(name.clone()));
+        assert_eq!(t.upsert(peer(name.clone(), "10.0.0.20:2425", 30, Some("pigeon:a"))), Change::Changed);
+        assert_eq!(t.get(&name).unwrap().addr, addr("10.0.0.20:2425"));
+        assert!(t.get(&name).unwrap().also.is_empty());
+    }
+
+    #[test]
+    fn wire_names_cannot_forge_a_tag() {
+        let k = PeerKey::from_wire("pi", "raspberrypi#10.0.0.13");
+        assert_eq!(k.host, "raspberrypi＃10.0.0.13");
+        let tagged = PeerKey::new("pi", "raspberrypi#10.0.0.13");
+        assert!(!k.same_name(&tagged));
+        assert!(tagged.same_name(&PeerKey::from_wire("pi", "raspberrypi")));
+        assert_eq!(tagged.wire_host(), "raspberrypi");
     }
 }

@@ -43,6 +43,7 @@ impl Net {
                 let mut cfg = Config::new(&format!("user{i}"), &format!("host{i}"), &format!("Node {i}"));
                 cfg.targets = vec![BROADCAST];
                 cfg.seed = seed.wrapping_add(i as u64 * 7919);
+                cfg.local = vec![addr.ip()];
                 Node { engine: Engine::new(cfg, 0, []), addr, events: Vec::new() }
             })
             .collect();
@@ -628,8 +629,7 @@ fn a_peer_from_the_store_gets_its_message_when_it_comes_back() {
     let now = Now { mono: Duration::ZERO, unix_ms: 0 };
     let bob: SocketAddr = "10.0.0.9:2425".parse().unwrap();
     let key = PeerKey::new("bob", "pc");
-    e.restore_peer(key.clone(), "Bob", "QA", bob, ClientKind::Pigeon);
-    e.restore_peer(PeerKey::new("a", "b"), "me", "", bob, ClientKind::Pigeon); // ourselves: ignored
+    e.restore_peer(key.clone(), "Bob", "QA", bob, ClientKind::Pigeon, None);
     assert_eq!(e.peers().all().len(), 1);
     let text = "while you were out 👋 你好";
     let ids = e.command(now, Request::Send { to: vec![key.clone()], text: text.into(), sealed: false }).unwrap();
@@ -674,8 +674,8 @@ fn a_message_written_late_keeps_what_it_was() {
     let now = Now { mono: Duration::ZERO, unix_ms: 0 };
     let (bob, carol, dave): (SocketAddr, SocketAddr, SocketAddr) =
         ("10.0.0.9:2425".parse().unwrap(), "10.0.0.7:2425".parse().unwrap(), "10.0.0.5:2425".parse().unwrap());
-    e.restore_peer(PeerKey::new("bob", "pc"), "Bob", "", bob, ClientKind::Pigeon);
-    e.restore_peer(PeerKey::new("carol", "pc"), "Carol", "", carol, ClientKind::Ipmsg);
+    e.restore_peer(PeerKey::new("bob", "pc"), "Bob", "", bob, ClientKind::Pigeon, None);
+    e.restore_peer(PeerKey::new("carol", "pc"), "Carol", "", carol, ClientKind::Ipmsg, None);
     let to = vec![PeerKey::new("bob", "pc"), PeerKey::new("carol", "pc")];
     e.command(now, Request::Send { to, text: "for you two".into(), sealed: true }).unwrap();
     // As the outbox of a one-shot run restores it: sealed, to several, NOADDLISTOPT.
@@ -715,7 +715,7 @@ fn a_peer_from_the_store_limits() {
     let now = Now { mono: Duration::ZERO, unix_ms: 0 };
     let carol: SocketAddr = "10.0.0.7:2425".parse().unwrap();
     let key = PeerKey::new("carol", "pc");
-    e.restore_peer(key.clone(), "Carol", "", carol, ClientKind::Ipmsg);
+    e.restore_peer(key.clone(), "Carol", "", carol, ClientKind::Ipmsg, None);
     let file = OfferFile { path: "/tmp/x".into(), name: "x".into(), dir: false, size: 1, mtime: 0 };
     let err = e
         .command(now, Request::Offer { to: vec![key.clone()], text: String::new(), sealed: false, files: vec![file] })
@@ -810,4 +810,285 @@ fn declining_an_offer_sends_releasefiles() {
     assert_eq!(p.payload.split(|&b| b == 0).next().unwrap(), b"4242");
     assert!(e.command(now, Request::Decline { peer: key, packet_no: "x".into() }).is_err());
     assert!(e.command(now, Request::Decline { peer: PeerKey::new("eve", "pc"), packet_no: "1".into() }).is_err());
+}
+
+/// A LAN of `n` nodes that all call themselves pi@raspberrypi, with
+/// instance markers (Pigeons) or without (clients that send none).
+fn raspberries(n: usize, marked: bool, seed: u64) -> Net {
+    let mut net = Net::new(n, 0.0, 0.0, 0, seed);
+    for (i, node) in net.nodes.iter_mut().enumerate() {
+        let mut cfg = node.engine.config().clone();
+        cfg.user = "pi".into();
+        cfg.host = "raspberrypi".into();
+        cfg.nick = "pi".into();
+        cfg.instance = if marked { format!("{:016x}", 0xabc0 + i) } else { String::new() };
+        node.engine = Engine::new(cfg, 0, []);
+    }
+    net
+}
+
+/// The three Raspberry Pis: each lists the other two, by address;
+/// a message to one reaches that one only, and its receipt comes back.
+#[test]
+fn machines_of_one_name_are_separate_peers() {
+    for marked in [true, false] {
+        let mut net = raspberries(3, marked, 7);
+        net.start_all();
+        net.run_until(7000);
+        for i in 0..3 {
+            let peers = net.nodes[i].engine.peers().all();
+            assert_eq!(peers.len(), 2, "node {i} (marked {marked}): {peers:?}");
+            let mut addrs: Vec<SocketAddr> = peers.iter().map(|p| p.addr).collect();
+            addrs.sort();
+            let mut want: Vec<SocketAddr> = (0..3).filter(|&j| j != i).map(|j| net.nodes[j].addr).collect();
+            want.sort();
+            assert_eq!(addrs, want, "node {i} lists the others by address");
+        }
+        let to = net.nodes[0].engine.peers().by_addr(net.nodes[2].addr).unwrap().key.clone();
+        let ids =
+            net.command(0, Request::Send { to: vec![to.clone()], text: "only for .3".into(), sealed: false }).unwrap();
+        net.run_until(9000);
+        let got = |j: usize, net: &Net| {
+            net.nodes[j].events.iter().filter(|e| matches!(e, Event::Message(m) if m.text == "only for .3")).count()
+        };
+        assert_eq!((got(1, &net), got(2, &net)), (0, 1), "marked {marked}");
+        assert!(net.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Receipt { id, status: Delivery::Delivered, .. } if *id == ids[0])));
+        // The receiver knows who wrote: the sender's address.
+        let m = net.nodes[2]
+            .events
+            .iter()
+            .find_map(|e| match e {
+                Event::Message(m) => Some(m.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(m.from.addr, net.nodes[0].addr);
+    }
+}
+
+/// A peer that leaves and comes back at a new address (DHCP) is the same
+/// peer, and what waits for it in the outbox follows it.
+#[test]
+fn a_moved_peer_keeps_its_identity_and_outbox() {
+    for marked in [true, false] {
+        let mut net = raspberries(2, marked, 11);
+        net.start_all();
+        net.run_until(7000);
+        let key = net.nodes[0].engine.peers().all()[0].key.clone();
+        net.command(1, Request::Quit).unwrap();
+        net.run_until(8000);
+        assert_eq!(net.nodes[0].engine.peers().online_count(), 0);
+        let ids =
+            net.command(0, Request::Send { to: vec![key.clone()], text: "while you moved".into(), sealed: false });
+        let ids = ids.unwrap();
+        net.run_until(15_000);
+        // It comes back at another address, the same home.
+        let moved: SocketAddr = "10.0.0.77:2425".parse().unwrap();
+        let mut cfg = net.nodes[1].engine.config().clone();
+        cfg.local = vec![moved.ip()];
+        net.nodes[1].engine = Engine::new(cfg, 100, []);
+        net.nodes[1].addr = moved;
+        net.command(1, Request::Start).unwrap();
+        net.run_until(25_000);
+        let peers = net.nodes[0].engine.peers().all();
+        assert_eq!(peers.len(), 1, "marked {marked}: {peers:?}");
+        assert_eq!((peers[0].key.clone(), peers[0].addr), (key.clone(), moved));
+        assert!(net.nodes[1].events.iter().any(|e| matches!(e, Event::Message(m) if m.text == "while you moved")));
+        assert!(net.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Receipt { id, status: Delivery::Delivered, .. } if *id == ids[0])));
+    }
+}
+
+/// One machine heard at two addresses of its own (two NICs on one LAN) is
+/// one peer when it carries a marker; its packets from either address are
+/// its own, and acknowledgements from the second address count.
+#[test]
+fn a_machine_with_two_addresses_is_listed_once() {
+    let mut e = Engine::new(Config::new("a", "b", "c"), 0, []);
+    let now = |ms| Now { mono: Duration::from_millis(ms), unix_ms: 1_700_000_000_000 + ms as i64 };
+    let nic1: SocketAddr = "10.0.0.14:2425".parse().unwrap();
+    let nic2: SocketAddr = "10.0.0.15:2425".parse().unwrap();
+    let entry = |no: u32, mode: u32| {
+        format!("1_pigeon 0.1.0:{no}:pi:raspberrypi:{mode}:pi\0\0\nUN:pi\nHN:raspberrypi\nPG:00000000000000aa\0")
+            .into_bytes()
+    };
+    e.handle(now(0), nic1, &entry(1, 0x0120_0001));
+    e.handle(now(100), nic2, &entry(2, 0x0120_0003));
+    let peers = e.peers().all();
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    assert_eq!(peers[0].addr, nic1);
+    assert_eq!(peers[0].also, [nic2]);
+    let key = peers[0].key.clone();
+    while e.poll_output().is_some() {}
+    // A message from the second address is from the same peer.
+    e.handle(now(200), nic2, b"1_pigeon 0.1.0:3:pi:raspberrypi:288:hi from nic2\0");
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert!(out.iter().any(|o| matches!(o, Output::Event(Event::Message(m)) if m.from.key == key)), "{out:?}");
+    // Our message goes to the first address; the ack may come from the second.
+    let ids = e.command(now(300), Request::Send { to: vec![key.clone()], text: "hi".into(), sealed: false }).unwrap();
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    let no = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Transmit(t) if t.dst == nic1 => {
+                Packet::decode(&t.payload).ok().map(|p| p.packet_no_str().into_owned())
+            }
+            _ => None,
+        })
+        .expect("sent to the first address");
+    e.handle(now(310), nic2, format!("1_pigeon 0.1.0:4:pi:raspberrypi:33:{no}\0").as_bytes());
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Event(Event::Receipt { id, status: Delivery::Delivered, .. }) if *id == ids[0])));
+    // Another machine of that name (another marker) is a second peer.
+    e.handle(now(400), "10.0.0.16:2425".parse().unwrap(), &entry(5, 0x0120_0001).replace_marker());
+    assert_eq!(e.peers().all().len(), 2);
+}
+
+trait ReplaceMarker {
+    fn replace_marker(self) -> Vec<u8>;
+}
+
+impl ReplaceMarker for Vec<u8> {
+    fn replace_marker(self) -> Vec<u8> {
+        String::from_utf8(self).unwrap().replace("PG:00000000000000aa", "PG:00000000000000bb").into_bytes()
+    }
+}
+
+/// Our own packets are known by their address, not their name: a packet
+/// with our name from elsewhere is a peer.
+#[test]
+fn own_packets_are_recognised_by_address() {
+    let mut cfg = Config::new("pi", "raspberrypi", "pi");
+    cfg.local = vec!["10.0.0.1".parse().unwrap()];
+    let mut e = Engine::new(cfg, 0, []);
+    let now = Now { mono: Duration::ZERO, unix_ms: 0 };
+    e.handle(now, "10.0.0.1:2425".parse().unwrap(), b"1:1:bob:pc:1:Bob\0\0");
+    assert_eq!(e.peers().all().len(), 0, "from our own address");
+    e.handle(now, "10.0.0.2:2425".parse().unwrap(), b"1:2:pi:raspberrypi:1:pi\0\0");
+    assert_eq!(e.peers().all().len(), 1, "our name, another machine");
+    // Another port on our own address is another program.
+    e.handle(now, "10.0.0.1:2426".parse().unwrap(), b"1:3:pi:raspberrypi:1:pi\0\0");
+    assert_eq!(e.peers().all().len(), 2);
+}
+
+/// iptux is told that we read UTF-8 (its four-section entry), after its
+/// first answer and after each of our broadcast entries, and gets its own
+/// UTF-8 copy of a broadcast before the legacy-charset one.
+#[test]
+fn iptux_is_told_we_read_utf8() {
+    let mut cfg = Config::new("alice", "pc", "爱丽丝");
+    cfg.targets = vec!["10.0.0.255:2425".parse().unwrap()];
+    let mut e = Engine::new(cfg, 0, []);
+    let now = |ms| Now { mono: Duration::from_millis(ms), unix_ms: 1_700_000_000_000 + ms as i64 };
+    let tux: SocketAddr = "10.0.0.9:2425".parse().unwrap();
+    e.command(now(0), Request::Start).unwrap();
+    while e.poll_output().is_some() {}
+    e.handle(now(1), tux, b"1_iptux 0.8.3:1:tux:tux-pc:259:tux\0\0icon-tux.png\0utf-8\0");
+    let iptux_entries = |out: &[Output], mode: Mode| {
+        out.iter()
+            .filter(|o| match o {
+                Output::Transmit(t) if t.dst == tux => Packet::decode(&t.payload).is_ok_and(|p| {
+                    p.mode() == mode && p.payload == "爱丽丝\0\0\0utf-8\0".as_bytes() && !p.opts().has(Opts::UTF8OPT)
+                }),
+                _ => false,
+            })
+            .count()
+    };
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert_eq!(iptux_entries(&out, Mode::ANSENTRY), 1, "after its answer: {out:?}");
+    e.handle_timeout(now(250));
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert_eq!(iptux_entries(&out, Mode::ANSENTRY), 1, "after our BR_ENTRY: {out:?}");
+    e.command(now(300), Request::SetAway(Some("lunch".into()))).unwrap();
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    let absence = out.iter().any(|o| matches!(o, Output::Transmit(t) if t.dst == tux && Packet::decode(&t.payload).is_ok_and(|p| p.mode() == Mode::BR_ABSENCE && p.payload.ends_with(b"\0\0utf-8\0"))));
+    assert!(absence, "{out:?}");
+    e.command(now(400), Request::Broadcast { text: "通知".into() }).unwrap();
+    let sends: Vec<(SocketAddr, Vec<u8>)> = std::iter::from_fn(|| e.poll_output())
+        .filter_map(|o| match o {
+            Output::Transmit(t) => Some((t.dst, t.payload)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sends[0].0, tux, "iptux's copy first: {sends:?}");
+    assert!(sends[0].1.ends_with("通知\0".as_bytes()));
+    assert_eq!(sends[1].0, "10.0.0.255:2425".parse::<SocketAddr>().unwrap());
+    assert!(sends[1].1.ends_with(&Charset::Gbk.encode("通知\0")));
+}
+
+/// iptux in GB18030 mode: its text is GB18030, which short Chinese often
+/// reads as valid UTF-8 too; once a text of it was plainly GB18030, the
+/// ambiguous ones are read as GB18030.
+#[test]
+fn iptux_in_gb18030_mode_is_read_right() {
+    let mut e = Engine::new(Config::new("alice", "pc", "Alice"), 0, []);
+    let now = Now { mono: Duration::ZERO, unix_ms: 0 };
+    let tux: SocketAddr = "10.0.0.9:2425".parse().unwrap();
+    let mut entry = b"1_iptux 0.8.3:1:tux:tux-pc:257:".to_vec();
+    entry.extend_from_slice(&Charset::Gbk.encode("企鹅"));
+    entry.extend_from_slice(b"\0\0icon-tux.png\0utf-8\0");
+    e.handle(now, tux, &entry);
+    assert_eq!(e.peers().all()[0].nick, "企鹅");
+    let texts = ["hello from the iptux GUI, ünïcødé 你好", "眉毛", "通知", "ok"];
+    for (i, t) in texts.iter().enumerate() {
+        let mut m = format!("1_iptux 0.8.3:{}:tux:tux-pc:288:", 10 + i).into_bytes();
+        m.extend_from_slice(&Charset::Gbk.encode(t));
+        m.push(0);
+        e.handle(now, tux, &m);
+    }
+    let got: Vec<String> = std::iter::from_fn(|| e.poll_output())
+        .filter_map(|o| match o {
+            Output::Event(Event::Message(m)) => Some(m.text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, texts);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Any text in GBK's repertoire, broadcast by one Pigeon, arrives
+    /// unchanged at another (it goes in GBK without UTF8OPT; short GBK is
+    /// often valid UTF-8, so guessing would garble it).
+    #[test]
+    fn any_gbk_text_broadcast_between_pigeons_arrives_unchanged(text in gbk_text()) {
+        let mut net = Net::new(2, 0.0, 0.0, 0, 3);
+        net.start_all();
+        net.run_until(6000);
+        net.command(0, Request::Broadcast { text: text.clone() }).unwrap();
+        net.run_until(6100);
+        let got: Vec<&str> = net.nodes[1].events.iter().filter_map(|e| match e {
+            Event::Message(m) => Some(m.text.as_str()),
+            _ => None,
+        }).collect();
+        proptest::prop_assert_eq!(got, vec![text.as_str()]);
+    }
+}
+
+/// Short strings (1–4 characters are the dangerous ones) mixing ASCII and
+/// GBK two-byte characters.
+fn gbk_text() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let gbk_char = (0x81u8..=0xfe, 0x40u8..=0xfe).prop_filter_map("a GBK character", |(lead, trail)| {
+        if trail == 0x7f {
+            return None;
+        }
+        // Two-byte GBK reads the same in GB18030.
+        let bytes = [lead, trail];
+        let s = Charset::Gbk.decode(&bytes);
+        let c = s.chars().next()?;
+        let bad = c == '\u{fffd}' || c.is_control() || ('\u{e000}'..='\u{f8ff}').contains(&c);
+        (s.chars().count() == 1 && !bad).then_some(c)
+    });
+    let ascii = (0x20u8..0x7f).prop_map(char::from);
+    proptest::collection::vec(prop_oneof![3 => gbk_char, 1 => ascii], 1..12)
+        .prop_map(|v| v.into_iter().collect::<String>())
+        .prop_filter("not only spaces", |s| !s.trim().is_empty())
 }

@@ -73,6 +73,28 @@ impl NodeHandle {
     }
 }
 
+/// Our instance marker: the home's random number mixed with the machine's
+/// id (`/etc/machine-id`), so that a home copied to a cloned machine is
+/// still told apart from the original.
+pub fn instance_marker(home: u64) -> String {
+    let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    format!("{:016x}", engine::text_hash(&format!("{home:016x}{}", machine.trim())))
+}
+
+/// The addresses our datagrams come from: the bound one, or every local
+/// address when bound to all (our broadcasts come back from one of them).
+pub fn local_addresses(bind: std::net::IpAddr) -> Vec<std::net::IpAddr> {
+    if !bind.is_unspecified() {
+        return vec![bind];
+    }
+    let mut v: Vec<std::net::IpAddr> =
+        if_addrs::get_if_addrs().map(|ifs| ifs.into_iter().map(|i| i.ip()).collect()).unwrap_or_default();
+    v.push(std::net::IpAddr::from([127, 0, 0, 1]));
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// Default presence targets: the limited broadcast and every up IPv4
 /// interface's directed broadcast.
 pub fn default_targets(port: u16) -> Vec<SocketAddr> {
@@ -173,7 +195,12 @@ pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task
         .context("read recent messages")?
         .into_iter()
         .map(|(u, h, n, text)| (engine::PeerKey::new(u, h), n, engine::text_hash(&text)));
-    let mut engine = Engine::new(opts.engine, counter, seen);
+    let mut cfg = opts.engine;
+    if cfg.instance.is_empty() {
+        cfg.instance = instance_marker(store.instance().context("read the instance number")?);
+    }
+    cfg.local = local_addresses(opts.bind);
+    let mut engine = Engine::new(cfg, counter, seen);
     for m in store.outbox().context("read the outbox")? {
         if let Ok(no) = m.packet_no.parse() {
             engine.restore_queued(
@@ -191,7 +218,7 @@ pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task
     for r in store.recent_peers(engine::peers::MAX_PEERS / 2).context("read the peers")? {
         if let Ok(addr) = r.addr.parse() {
             let client = pigeon_protocol::ClientKind::from_name(&r.client);
-            engine.restore_peer(engine::PeerKey::new(r.user, r.host), &r.nick, &r.group, addr, client);
+            engine.restore_peer(engine::PeerKey::new(r.user, r.host), &r.nick, &r.group, addr, client, r.marker);
         }
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
@@ -271,7 +298,7 @@ fn spawn_store(mut store: Store, done: mpsc::UnboundedSender<Stored>) -> mpsc::S
 fn op_name(op: &StoreOp) -> &'static str {
     match op {
         StoreOp::Incoming(_) => "an incoming message",
-        StoreOp::Peer(_) => "a peer update",
+        StoreOp::Peer { .. } => "a peer update",
         StoreOp::Outgoing(_) => "an automatic reply's row",
         _ => "an operation",
     }
@@ -359,7 +386,7 @@ fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
             tx.set_in_state(&peer.user, &peer.host, packet_no, store::MessageState::Read).map(|_| ())
         }
         StoreOp::Seen(p) => tx.mark_seen(p.as_ref().map(|k| (k.user.as_str(), k.host.as_str()))).map(|_| ()),
-        StoreOp::Peer(p) => tx.upsert_peer(&store::PeerRecord {
+        StoreOp::Peer { info: p, marker } => tx.upsert_peer(&store::PeerRecord {
             user: p.key.user.clone(),
             host: p.key.host.clone(),
             nick: p.nick.clone(),
@@ -367,6 +394,7 @@ fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
             addr: p.addr.to_string(),
             client: p.client.name().into(),
             last_seen: chrono::Utc::now(),
+            marker: marker.clone(),
         }),
         StoreOp::Counter(n) => tx.set_packet_counter(*n),
         StoreOp::CounterExact(n) => tx.reset_packet_counter(*n),
@@ -497,7 +525,7 @@ async fn flush(engine: &mut Engine, out: &Sender, events: &broadcast::Sender<Eve
                     // Caused by peers: dropped, and not acknowledged. (An
                     // automatic reply has gone already; only its row is lost.)
                     let caused_by_peers = match &op {
-                        StoreOp::Incoming(_) | StoreOp::Peer(_) | StoreOp::Barrier => true,
+                        StoreOp::Incoming(_) | StoreOp::Peer { .. } | StoreOp::Barrier => true,
                         StoreOp::Outgoing(rows) => rows.iter().all(engine::Outgoing::is_auto_reply),
                         _ => false,
                     };

@@ -179,6 +179,8 @@ pub struct PeerRecord {
     pub client: String,
     /// Stored with millisecond precision.
     pub last_seen: DateTime<Utc>,
+    /// What tells this machine from others of its name (`pigeon:…`, `mac:…`).
+    pub marker: Option<String>,
 }
 
 /// How many messages of one peer are unread ([`Store::unread_counts`]).
@@ -505,7 +507,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "SELECT user, host, nick, grp, addr, client, last_seen FROM peers {order} LIMIT ?"
+                "SELECT user, host, nick, grp, addr, client, last_seen, marker FROM peers {order} LIMIT ?"
             ))
             .ctx(&self.path, OP)?;
         let rows = stmt
@@ -518,6 +520,7 @@ impl Store {
                     addr: r.get(4)?,
                     client: r.get(5)?,
                     last_seen: time_from_millis(r, 6)?,
+                    marker: r.get(7)?,
                 })
             })
             .ctx(&self.path, OP)?;
@@ -547,6 +550,29 @@ impl Store {
             })
             .ctx(&self.path, OP)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().ctx(&self.path, OP)
+    }
+
+    /// This home's random instance number, made on first use and kept
+    /// (see `net::instance_marker`).
+    pub fn instance(&self) -> Result<u64, StoreError> {
+        const OP: &str = "read or make the instance number";
+        let found: Option<i64> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| r.get(0))
+            .optional()
+            .ctx(&self.path, OP)?;
+        if let Some(n) = found {
+            return Ok(n as u64);
+        }
+        let n = fastrand::u64(1..) as i64;
+        self.conn
+            .execute("INSERT INTO meta (key, value) VALUES ('instance', ?) ON CONFLICT (key) DO NOTHING", params![n])
+            .ctx(&self.path, OP)?;
+        let n: i64 = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| r.get(0))
+            .ctx(&self.path, OP)?;
+        Ok(n as u64)
     }
 
     /// The last packet number stored; 0 if never set.
@@ -706,14 +732,23 @@ impl Tx<'_> {
     pub fn upsert_peer(&self, p: &PeerRecord) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO peers (user, host, nick, grp, addr, client, last_seen) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?) \
+                "INSERT INTO peers (user, host, nick, grp, addr, client, last_seen, marker) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (user, host) DO UPDATE SET nick = excluded.nick, \
                      grp = excluded.grp, addr = excluded.addr, client = excluded.client, \
-                     last_seen = excluded.last_seen",
+                     last_seen = excluded.last_seen, marker = coalesce(excluded.marker, marker)",
             )
             .and_then(|mut s| {
-                s.execute(params![p.user, p.host, p.nick, p.group, p.addr, p.client, p.last_seen.timestamp_millis(),])
+                s.execute(params![
+                    p.user,
+                    p.host,
+                    p.nick,
+                    p.group,
+                    p.addr,
+                    p.client,
+                    p.last_seen.timestamp_millis(),
+                    p.marker
+                ])
             })
             .ctx(self.path, "store a peer")?;
         Ok(())

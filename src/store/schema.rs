@@ -122,6 +122,14 @@ CREATE INDEX offers_expires ON offers (expires);
 CREATE INDEX messages_unread
     ON messages (peer_user, peer_host) WHERE direction = 'in' AND state = 'unread';
 "#,
+    // 4: what tells a machine from others of the same user@host (Pigeon's
+    // instance, FeiQ's MAC). Peers of one name on other machines are kept
+    // as `host#address` (engine::peers); rows of earlier versions are the
+    // first machine of their name, unchanged.
+    r#"
+ALTER TABLE peers ADD COLUMN marker TEXT;
+-- Our own instance marker lives in meta ('instance').
+"#,
 ];
 
 #[cfg(test)]

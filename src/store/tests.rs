@@ -73,6 +73,7 @@ fn fresh_file_is_migrated_and_reopening_keeps_data() {
                     addr: "192.0.2.9:2425".into(),
                     client: "FeiQ".into(),
                     last_seen: at(T0),
+                    marker: None,
                 })?;
                 tx.insert_message(&msg(Direction::In, "bob", "42", T0, "kept"))
             })
@@ -461,6 +462,7 @@ fn peers_are_upserted() {
         addr: "192.0.2.9:2425".into(),
         client: "IPMsg".into(),
         last_seen: at(T0),
+        marker: Some("mac:00112233AABB".into()),
     };
     let carol = PeerRecord { user: "carol".into(), ..p.clone() };
     store
@@ -475,6 +477,10 @@ fn peers_are_upserted() {
     p.client = "iptux".into();
     p.last_seen = at(T0 + 60_000);
     store.transaction(|tx| tx.upsert_peer(&p)).unwrap();
+    // A marker, once known, is kept when an update does not carry one.
+    let mut without = p.clone();
+    without.marker = None;
+    store.transaction(|tx| tx.upsert_peer(&without)).unwrap();
     assert_eq!(store.peers().unwrap(), [p, carol]);
 }
 

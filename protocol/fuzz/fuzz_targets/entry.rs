@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for legacy in CHARSETS {
-        let (e, cs) = Entry::decode(&p, legacy);
+        let (e, cs) = Entry::decode(&p, legacy, None);
         let _ = (e.display_nick(), e.display_group());
         if let Some(t) = &e.trailer {
             // A trailer written back reads the same (values lose '\n' and NUL).
@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         let mut out = Vec::new();
         if e.encode(&h, cs, &mut out).is_ok() {
             let q = Packet::decode(&out).expect("written entry decodes");
-            let _ = Entry::decode(&q, legacy);
+            let _ = Entry::decode(&q, legacy, None);
         }
     }
     let _ = Utf8Trailer::decode(p.payload);
