@@ -32,6 +32,28 @@ fn hex_entry_in_json() {
     assert_eq!((v["charset"].as_str(), v["client"].as_str()), (Some("gbk"), Some("ipmsg")));
 }
 
+/// The capture: a Pigeon broadcast in GBK without UTF8OPT. Its
+/// bytes are valid UTF-8 too (`֪ͨ`); decode shows what the receiver shows.
+#[test]
+fn a_pigeon_broadcast_in_gbk_decodes_as_gbk() {
+    let mut b = b"1_pigeon 0.1.0:1700000200:pi:raspberrypi:1056:hello all ".to_vec();
+    b.extend_from_slice(b"\xcd\xa8\xd6\xaa\0");
+    assert!(std::str::from_utf8(&b).is_ok(), "the dangerous case: valid UTF-8");
+    let out = pigeon(&["decode", "--json", "--hex", &hex::encode(&b)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = &json_lines(&out)[0];
+    assert_eq!((v["text"].as_str(), v["charset"].as_str()), (Some("hello all 通知"), Some("gbk")));
+    // From iptux in GB18030 mode, guessed: GB18030 when not UTF-8.
+    let mut t = b"1_iptux 0.8.3:9:tux:tux-pc:288:".to_vec();
+    t.extend_from_slice(b"hello from the iptux GUI, \xa8\xb9n\x810\x8a7c\x810\x8b3d\xa8\xa6 \xc4\xe3\xba\xc3\0");
+    let out = pigeon(&["decode", "--json", "--hex", &hex::encode(&t)]);
+    let v = &json_lines(&out)[0];
+    assert_eq!(
+        (v["text"].as_str(), v["charset"].as_str()),
+        (Some("hello from the iptux GUI, ünïcødé 你好"), Some("gbk"))
+    );
+}
+
 #[test]
 fn raw_files_feiq_and_attachments() {
     let dir = tempfile::tempdir().unwrap();

@@ -12,7 +12,7 @@ use super::node::{check, request, runtime, Effective, Global};
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  pigeon peers\n  pigeon peers --json | jq '.[].nick'")]
 pub struct PeersArgs {
-    /// Print a JSON array of peers (user, host, nick, group, addr, client, away)
+    /// Print a JSON array of peers (user, host, nick, group, addr, client, away; also: other addresses)
     #[arg(long)]
     pub json: bool,
     /// Seconds to listen for answers when no daemon runs
@@ -39,8 +39,16 @@ pub fn run(g: &Global, args: &PeersArgs) -> Result<ExitCode> {
     for p in &peers {
         let s = |k: &str| super::clean(p[k].as_str().unwrap_or("")).into_owned();
         let away = if p["away"] == true { "  (away)" } else { "" };
+        let also: Vec<String> = p["also"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
+            .map(|a| super::clean(a).into_owned())
+            .collect();
+        let also = if also.is_empty() { String::new() } else { format!("  (also at {})", also.join(", ")) };
         println!(
-            "{}  {}  {:<21}  {:<7}  {}@{}{away}",
+            "{}  {}  {:<21}  {:<7}  {}@{}{away}{also}",
             super::pad(&s("nick"), wn),
             super::pad(&s("group"), wg),
             s("addr"),

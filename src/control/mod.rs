@@ -21,7 +21,12 @@ use pigeon_protocol::Attachment;
 
 /// A peer as JSON: `user`, `host`, `nick`, `group`, `addr`, `client`, `away`.
 pub fn peer_json(p: &Peer) -> Value {
-    info_json(&PeerInfo::from(p))
+    let mut v = info_json(&PeerInfo::from(p));
+    // A second address of the same machine (a second NIC): listed once.
+    if !p.also.is_empty() {
+        v["also"] = p.also.iter().map(|a| a.to_string()).collect();
+    }
+    v
 }
 
 fn info_json(p: &PeerInfo) -> Value {
@@ -454,6 +459,7 @@ mod tests {
             away: false,
             charset: Charset::Gbk,
             announced: None,
+            entry_charset: None,
             online: true,
             seen: Duration::ZERO,
             marker: None,

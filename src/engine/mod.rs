@@ -568,6 +568,7 @@ impl Engine {
             away: false,
             charset: self.cfg.legacy,
             announced: None,
+            entry_charset: None,
             online: false,
             seen: Duration::ZERO,
             marker,
@@ -1240,8 +1241,9 @@ impl Engine {
         // (A peer known only from the store says nothing about this packet.)
         let known = self.peers.by_addr(from).or_else(|| self.peers.by_ip(from.ip())).filter(|k| k.heard()).cloned();
         // What this peer wrote in last: decides text that reads both ways
-        // from clients that never say (iptux).
-        let hint = known.as_ref().map(|k| k.charset);
+        // from clients that never say (iptux); its broadcast entries apart.
+        let hint =
+            known.as_ref().and_then(|k| if p.mode() == Mode::BR_ENTRY { k.entry_charset } else { Some(k.charset) });
         let mut sample = Vec::with_capacity(p.user.len() + p.host.len() + p.body().len());
         sample.extend_from_slice(p.user);
         sample.extend_from_slice(p.host);
@@ -1413,6 +1415,16 @@ impl Engine {
             _ => from,
         };
         let announced = entry.iptux.as_ref().and_then(|x| pigeon_protocol::Charset::from_label(&x.charset));
+        // A broadcast entry of a guessed client says what its entries are
+        // in; its other packets what its text to us is in.
+        let guessed = matches!(client, ClientKind::Iptux | ClientKind::Unknown);
+        let old = self.peers.get(&key);
+        let (charset, entry_charset) = if guessed && mode == Mode::BR_ENTRY {
+            // We tell iptux we read UTF-8 (iptux_entry): its text to us is.
+            (old.map_or(Charset::Utf8, |o| o.charset), Some(cs))
+        } else {
+            (cs, old.and_then(|o| o.entry_charset))
+        };
         let away = p.opts().has(Opts::ABSENCEOPT) && client != ClientKind::Iptux;
         let peer = Peer {
             key: key.clone(),
@@ -1423,8 +1435,9 @@ impl Engine {
             version: String::from_utf8_lossy(p.version).into_owned(),
             status: p.opts(),
             away,
-            charset: cs,
+            charset,
             announced,
+            entry_charset,
             online: true,
             seen: now.mono,
             marker,

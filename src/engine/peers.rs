@@ -96,6 +96,10 @@ pub struct Peer {
     pub charset: Charset,
     /// A charset it declared (iptux's fourth entry section).
     pub announced: Option<Charset>,
+    /// What its broadcast entries were in, for clients that are guessed:
+    /// iptux writes them in its preferred charset (GB18030 in Chinese
+    /// offices) but its unicast text in what it takes us to read (`charset`).
+    pub entry_charset: Option<Charset>,
     /// Online (entry seen and no exit since).
     pub online: bool,
     /// When its address was last confirmed (engine clock).
@@ -386,6 +390,7 @@ mod tests {
             away: false,
             charset: Charset::Gbk,
             announced: None,
+            entry_charset: None,
             online: false,
             seen: Duration::from_secs(seen),
             marker: None,
@@ -423,6 +428,7 @@ mod identity_tests {
             away: false,
             charset: Charset::Gbk,
             announced: None,
+            entry_charset: None,
             online: false,
             seen: Duration::from_secs(seen),
             marker: marker.map(String::from),

@@ -1036,6 +1036,20 @@ fn iptux_in_gb18030_mode_is_read_right() {
     entry.extend_from_slice(b"\0\0icon-tux.png\0utf-8\0");
     e.handle(now, tux, &entry);
     assert_eq!(e.peers().all()[0].nick, "企鹅");
+    // Told that we read UTF-8, iptux writes its messages to us in UTF-8
+    // though its broadcast entries are GB18030: "通知" in UTF-8 reads as
+    // GB18030 too ("閫氱煡", seen on the LAN before entries were kept apart).
+    for t in ["通知", "测试"] {
+        e.handle(now, tux, format!("1_iptux 0.8.3:2:tux:tux-pc:288:{t}\0").as_bytes());
+    }
+    let got: Vec<String> = std::iter::from_fn(|| e.poll_output())
+        .filter_map(|o| match o {
+            Output::Event(Event::Message(m)) => Some(m.text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, ["通知", "测试"]);
+    // Not told (it had not heard us yet): its text is GB18030.
     let texts = ["hello from the iptux GUI, ünïcødé 你好", "眉毛", "通知", "ok"];
     for (i, t) in texts.iter().enumerate() {
         let mut m = format!("1_iptux 0.8.3:{}:tux:tux-pc:288:", 10 + i).into_bytes();

@@ -658,3 +658,38 @@ fn search_planning() {
     assert!(has_fts_syntax("pre*"));
     assert!(!has_fts_syntax("or and not, a-b c.d"));
 }
+
+/// A database of schema 3 (the previous release) with a peer, a message,
+/// a queued message and an offer: after migration every row is there, the
+/// peers without a marker (they are the first machine of their name).
+#[test]
+fn a_schema_3_database_migrates_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pigeon.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for m in &MIGRATIONS[..3] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO peers VALUES ('pi', 'raspberrypi', 'pi', '', '198.18.0.12:2425', 'pigeon', 1700000000000);
+             INSERT INTO messages (direction, peer_user, peer_host, peer_nick, peer_addr, packet_no, time, text,
+                                   command, sealed, broadcast, state)
+                 VALUES ('in', 'pi', 'raspberrypi', 'pi', '198.18.0.12:2425', '7', 1700000000000, '你好',
+                         288, 0, 0, 'unread'),
+                        ('out', 'pi', 'raspberrypi', 'pi', '198.18.0.12:2425', '8', 1700000001000, 'queued one',
+                         288, 0, 0, 'queued');
+             INSERT INTO offers VALUES ('8', 1, 'pi', 'raspberrypi', '198.18.0.12:2425', X'2f746d702f61',
+                                        'a', 'file', 1, 0, 1700000001000, 1900000000000, 0);",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(user_version(&path), i64::from(SCHEMA_VERSION));
+    let peers = store.peers().unwrap();
+    assert_eq!((peers.len(), peers[0].user.as_str(), peers[0].marker.as_ref()), (1, "pi", None));
+    assert_eq!(texts(&store.history(&HistoryQuery::default()).unwrap()), ["你好", "queued one"]);
+    assert_eq!(texts(&store.outbox().unwrap()), ["queued one"]);
+    assert_eq!(store.live_offers(8, at(1_800_000_000_000)).unwrap().len(), 1);
+}

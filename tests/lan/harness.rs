@@ -111,6 +111,29 @@ impl Lan {
         &self.hosts
     }
 
+    /// Moves host `i` to a new address on the same LAN (what DHCP does to a
+    /// laptop): veth0 loses its address and gets `addr`.
+    pub fn readdress(&mut self, i: usize, addr: Ipv4Addr) {
+        let ns = self.hosts[i - 1].ns.clone();
+        ip(&["-n", &ns, "addr", "flush", "dev", "veth0"]);
+        ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "brd", "198.18.0.255", "dev", "veth0"]);
+        self.hosts[i - 1].addr = addr;
+    }
+
+    /// Gives host `i` a second interface on the bridge (two NICs on one
+    /// LAN), veth1 with `addr`; what it sends to `via` leaves from there, so
+    /// that host is heard at both addresses.
+    pub fn second_nic(&self, i: usize, addr: Ipv4Addr, via: Ipv4Addr) {
+        let ns = &self.hosts[i - 1].ns;
+        let port = format!("q{i}");
+        ip(&["-n", &self.bridge, "link", "add", &port, "type", "veth", "peer", "name", "veth1", "netns", ns]);
+        ip(&["-n", &self.bridge, "link", "set", &port, "master", "br0"]);
+        ip(&["-n", &self.bridge, "link", "set", &port, "up"]);
+        ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "brd", "198.18.0.255", "dev", "veth1"]);
+        ip(&["-n", ns, "link", "set", "veth1", "up"]);
+        ip(&["-n", ns, "route", "add", &format!("{via}/32"), "dev", "veth1", "src", &addr.to_string()]);
+    }
+
     /// The namespace names this LAN made (bridge included).
     pub fn namespaces(&self) -> Vec<String> {
         std::iter::once(self.bridge.clone()).chain(self.hosts.iter().map(|h| h.ns.clone())).collect()

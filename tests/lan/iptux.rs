@@ -65,15 +65,22 @@ fn built() -> &'static (PathBuf, PathBuf) {
     })
 }
 
-/// Writes iptux's `~/.iptux/config.json` into a fresh HOME.
+/// Writes iptux's `~/.iptux/config.json` into a fresh HOME, iptux's
+/// defaults: it prefers UTF-8, and guesses GB18030 then UTF-16.
 fn seed_home(home: &Path, nick: &str, group: &str) -> PathBuf {
+    seed_home_with(home, nick, group, "utf-8")
+}
+
+/// The same with another preferred charset (`preference_encode`, the GUI's
+/// "Preference network coding"): `gb18030` is what Chinese offices set.
+fn seed_home_with(home: &Path, nick: &str, group: &str, preference: &str) -> PathBuf {
     let dir = home.join(".iptux");
     std::fs::create_dir_all(&dir).unwrap();
     let archive = home.join("archive");
     std::fs::create_dir_all(&archive).unwrap();
     let cfg = json!({
         "nick_name": nick, "belong_group": group, "my_icon": "icon-tux.png", "personal_sign": "",
-        "archive_path": archive, "candidacy_encode": "gb18030,utf-16", "preference_encode": "utf-8",
+        "archive_path": archive, "candidacy_encode": "gb18030,utf-16", "preference_encode": preference,
         "open_chat": false, "hide_startup": true, "open_transmission": false, "record_log": false,
         "proof_shared": false, "send_message_retry_in_us": 1_000_000, "scan_net_segment": [], "shared_file_list": [],
     });
@@ -96,9 +103,21 @@ impl Iptuxd {
     /// Starts iptuxd in `host`, announcing `hostname`; with `accept_into`,
     /// every offer is accepted into that folder.
     pub fn start(host: &Host, nick: &str, group: &str, hostname: &str, accept_into: Option<&Path>) -> Iptuxd {
+        Iptuxd::start_with(host, nick, group, hostname, accept_into, "utf-8")
+    }
+
+    /// [`Iptuxd::start`] with iptux's preferred charset set (`utf-8`, `gb18030`).
+    pub fn start_with(
+        host: &Host,
+        nick: &str,
+        group: &str,
+        hostname: &str,
+        accept_into: Option<&Path>,
+        preference: &str,
+    ) -> Iptuxd {
         let (bin, _) = built();
         let home = tempfile::tempdir().unwrap();
-        let config = seed_home(home.path(), nick, group);
+        let config = seed_home_with(home.path(), nick, group, preference);
         let mut c = host.command("unshare");
         c.args(["--uts", "sh", "-c", "hostname \"$0\" && exec \"$@\"", hostname]).arg(bin).arg("--config").arg(&config);
         if let Some(dir) = accept_into {
@@ -485,6 +504,73 @@ fn pigeon_and_iptux_talk() {
         || pigeon.control(&json!({"op": "peers"}))["peers"].as_array().is_some_and(Vec::is_empty),
         "iptux's exit",
     );
+}
+
+/// The charset matrix: iptux preferring UTF-8 and iptux preferring GB18030
+/// (what Chinese offices set), Pigeon with a Chinese nick; short Chinese
+/// (two characters are the dangerous ones: often valid UTF-8 as GBK), mixed
+/// ASCII, Latin accents (4-byte GB18030), emoji; messages both ways and a
+/// broadcast. Every text arrives as written, and each side shows the
+/// other's nick right.
+#[test]
+fn pigeon_and_iptux_in_every_charset() {
+    if !enabled("pigeon_and_iptux_in_every_charset") {
+        return;
+    }
+    const TEXTS: [&str; 7] =
+        ["通知", "测试", "眉毛", "hello all 通知", "hello from the iptux GUI, ünïcødé 你好", "emoji 🎉 and 中文", "ok"];
+    for preference in ["utf-8", "gb18030"] {
+        let lan = Lan::new(2);
+        let mut pigeon = crate::messaging::Node::new(lan.host(2), "pigeon");
+        std::fs::write(pigeon.home.join("config.toml"), "nick = \"鸽子\"\ngroup = \"测试部\"\n").unwrap();
+        pigeon.spawn();
+        let mut d = Iptuxd::start_with(lan.host(1), NICK, GROUP, "iptux-core", None, preference);
+        crate::messaging::wait_for(
+            Duration::from_secs(15),
+            || {
+                let peers = pigeon.control(&json!({"op": "peers"}));
+                peers["peers"].as_array().is_some_and(|a| a.iter().any(|p| p["nick"] == NICK && p["group"] == GROUP))
+            },
+            "Pigeon to list iptux by its nick",
+        );
+        // iptux shows our nick, and takes us as an iptux peer that reads UTF-8.
+        let pal = d.expect("pal-online", Duration::from_secs(15), |v| {
+            v["ip"] == lan.host(2).addr.to_string() && v["compatible"] == true && v["name"] == "鸽子"
+        });
+        assert_eq!(pal["encode"], "utf-8", "{preference}: {pal}");
+        d.settle(Duration::from_millis(500), Duration::from_secs(15));
+        for text in TEXTS {
+            let r = pigeon.control(&json!({"op": "send", "to": [NICK], "text": text, "wait": 10}));
+            assert_eq!(r["results"][0]["status"], "delivered", "{preference}: {r}");
+            let got = d.expect("message", Duration::from_secs(10), |v| v["source"] == "pal" && v["text"] == text);
+            assert!(got.get("invalid_utf8").is_none(), "{preference}: {got}");
+        }
+        for text in TEXTS {
+            d.command(&format!("msg {} {text}", lan.host(2).addr));
+            let _ = d.expect("sent-msg", Duration::from_secs(10), |v| v["acked"] == true);
+        }
+        let arrived = || {
+            let h = pigeon.history(None);
+            TEXTS.iter().all(|t| h.iter().any(|m| m["text"] == *t && m["direction"] == "in"))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !arrived() {
+            let got: Vec<Value> = pigeon.history(None).into_iter().filter(|m| m["direction"] == "in").collect();
+            assert!(std::time::Instant::now() < deadline, "{preference}: iptux's messages, Pigeon has {got:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let garbled: Vec<Value> = pigeon
+            .history(None)
+            .into_iter()
+            .filter(|m| m["direction"] == "in" && !TEXTS.contains(&m["text"].as_str().unwrap_or_default()))
+            .collect();
+        assert!(garbled.is_empty(), "{preference}: {garbled:?}");
+        let r = pigeon.control(&json!({"op": "broadcast", "text": "广播 通知"}));
+        assert_eq!(r["ok"], true, "{r}");
+        let got = d.expect("message", Duration::from_secs(10), |v| v["text"] == "广播 通知");
+        assert!(got.get("invalid_utf8").is_none(), "{preference}: {got}");
+        d.quit();
+    }
 }
 
 #[test]

@@ -21,19 +21,43 @@ pub struct Node {
 
 impl Node {
     pub fn start(host: &Host, user: &str) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let mut n =
-            Node { host: host.clone(), home: dir.path().to_path_buf(), user: user.into(), proc: None, _dir: dir };
+        let mut n = Node::new(host, user);
         n.spawn();
         n
     }
 
+    /// A node not started yet (to write its `config.toml` first).
+    pub fn new(host: &Host, user: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        Node { host: host.clone(), home: dir.path().to_path_buf(), user: user.into(), proc: None, _dir: dir }
+    }
+
     pub fn spawn(&mut self) {
         let mut c = self.host.command(env!("CARGO_BIN_EXE_pigeon"));
-        c.arg("--home").arg(&self.home).args(["--user", &self.user, "--nick", &self.user, "daemon"]);
+        c.arg("--home").arg(&self.home).args(["--user", &self.user]);
+        // A test that wrote a config.toml names the node there.
+        if !self.home.join("config.toml").exists() {
+            c.args(["--nick", &self.user]);
+        }
+        c.arg("daemon");
         self.proc = Some(Proc::start(&mut c));
         let sock = self.home.join("pigeon.sock");
         wait_for(Duration::from_secs(10), || UnixStream::connect(&sock).is_ok(), "the daemon's socket");
+    }
+
+    /// Stops the daemon as a person would (SIGTERM: it leaves with BR_EXIT).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.signal(libc::SIGTERM);
+            assert!(p.wait_for(Duration::from_secs(10)), "the daemon did not stop on SIGTERM");
+        }
+    }
+
+    /// Runs a `pigeon` command against this node's home, inside its host.
+    pub fn pigeon(&self, args: &[&str]) -> std::process::Output {
+        let mut all = vec![env!("CARGO_BIN_EXE_pigeon"), "--home", self.home.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.host.run(&all, Duration::from_secs(30))
     }
 
     pub fn kill9(&mut self) {
