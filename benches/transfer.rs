@@ -135,6 +135,8 @@ fn main() {
         packet_no: 42,
         utf8: true,
         pigeon: true,
+        client: pigeon_protocol::ClientKind::Pigeon,
+        sender: "bench@b".into(),
         names: Charset::Utf8,
         version: "1_pigeon bench".into(),
         user: "bench".into(),

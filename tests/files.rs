@@ -463,24 +463,43 @@ fn offers_from_listed_peers_are_fetched_automatically_within_the_limit() {
 
 /// iptux ignores the offset of GETFILEDATA and sends from byte 0: the
 /// receiver notices (more bytes than remain) and restarts the file cleanly.
+/// The `.part` a fetch of `name` from the raw peer's offer `packet_no`
+/// (file ID `id`, mtime 0) writes: tied to its offer.
+fn raw_part(dir: &Path, name: &str, packet_no: u64, id: u64, size: u64) -> std::path::PathBuf {
+    let tag = pigeon::transfer::offer_tag("raw@raw-pc", packet_no, id, size, 0);
+    dir.join(format!("{name}.{tag}.part"))
+}
+
+/// Senders that ignore the resume offset (iptux does), and one IP
+/// Messenger-like sender that ignores it though it should: the result is
+/// always the sender's bytes, with bounded memory, whatever the held
+/// `.part` holds and wherever the sender's writes end.
 #[test]
 fn a_sender_that_ignores_the_offset_restarts_cleanly() {
     let b = Daemon::start("127.0.0.47", "max", "Max", &["127.0.0.46"]);
     let mut raw = Raw::new("127.0.0.46");
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
-    let list = format!("3:whole.bin:{:x}:0:1:\x07", data.len());
-    raw.send("127.0.0.47", 0x0020_0120, b"resume me", &[list.as_bytes()]);
+    let size = data.len() as u64;
+    // IP Messenger-like (version 1): asked from the offset, sends from 0,
+    // in two writes, the first ending exactly where we asked it to stop.
+    raw.send("127.0.0.47", 1, b"raw", &[b""]);
+    wait_for(|| b.peers().iter().any(|p| p["client"] == "ipmsg"), "the IP Messenger-like entry");
+    let list = format!("3:whole.bin:{size:x}:0:1:\x07");
+    let no = raw.send("127.0.0.47", 0x0020_0120, b"resume me", &[list.as_bytes()]);
     wait_for(|| !offers(&b).is_empty(), "the offer");
     let dst = tempfile::tempdir().unwrap();
-    // An earlier attempt got the first million bytes.
-    std::fs::write(dst.path().join("whole.bin.part"), &data[..1_000_000]).unwrap();
+    std::fs::write(raw_part(dst.path(), "whole.bin", no, 3, size), &data[..1_000_000]).unwrap();
     let id = offers(&b)[0]["id"].as_i64().unwrap().to_string();
     let out = std::thread::scope(|s| {
         let server = s.spawn(|| {
-            raw.serve_one(|r| {
-                assert_eq!(r.offset, Some(1_000_000), "the receiver asks to resume");
-                data.clone() // … and gets everything from byte 0
-            })
+            let mut conn = accept_within(&raw.tcp, Duration::from_secs(15), "file request");
+            let mut buf = [0u8; 1024];
+            let n = conn.read(&mut buf).unwrap();
+            let r = FileRequest::decode(Packet::decode(&buf[..n]).unwrap().body()).unwrap();
+            assert_eq!(r.offset, Some(1_000_000), "the receiver asks to resume");
+            conn.write_all(&data[..2_000_000]).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = conn.write_all(&data[2_000_000..]);
         });
         let out = b.cli(&["fetch", &id, "--to", dst.path().to_str().unwrap(), "--json"]);
         server.join().unwrap();
@@ -488,5 +507,168 @@ fn a_sender_that_ignores_the_offset_restarts_cleanly() {
     });
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(std::fs::read(dst.path().join("whole.bin")).unwrap() == data, "the file is whole and right");
-    assert!(!dst.path().join("whole.bin.part").exists());
+    assert!(!raw_part(dst.path(), "whole.bin", no, 3, size).exists());
+
+    // iptux-like: asked for everything; what we held (wrong from byte
+    // 500,000 on) is compared and rewritten.
+    let entry = b"1_iptux 0.8.3:900:raw:raw-pc:257:Tux\0\0icon\0utf-8\0";
+    raw.udp.send_to(entry, format!("127.0.0.47:{PORT}")).unwrap();
+    wait_for(|| b.peers().iter().any(|p| p["client"] == "iptux"), "the iptux entry");
+    let list = format!("4:tux.bin:{size:x}:0:1:\x07");
+    let mut p = b"1_iptux 0.8.3:901:raw:raw-pc:2097440:take it\0".to_vec();
+    p.extend_from_slice(list.as_bytes());
+    p.push(0);
+    raw.udp.send_to(&p, format!("127.0.0.47:{PORT}")).unwrap();
+    wait_for(|| offers(&b).iter().any(|o| o["text"] == "take it"), "iptux's offer");
+    let mut held = data[..1_500_000].to_vec();
+    held[500_000..].fill(0xAA);
+    std::fs::write(raw_part(dst.path(), "tux.bin", 901, 4, size), &held).unwrap();
+    let id = offers(&b).iter().find(|o| o["text"] == "take it").unwrap()["id"].as_i64().unwrap().to_string();
+    let out = std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            raw.serve_one(|r| {
+                assert_eq!(r.offset, Some(0), "an iptux sender is asked for everything");
+                data.clone()
+            })
+        });
+        let out = b.cli(&["fetch", &id, "--to", dst.path().to_str().unwrap(), "--json"]);
+        server.join().unwrap();
+        out
+    });
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(std::fs::read(dst.path().join("tux.bin")).unwrap() == data, "the sender's bytes, not the held ones");
+}
+
+/// The report: an interrupted fetch of A's `report.bin` leaves its
+/// `.part`; B then offers another `report.bin` of the same size. B's fetch
+/// does not resume into A's part: it gets B's bytes, and A's fetch later
+/// resumes its own part (compared as it comes again: neither sender said
+/// which client it is) and lands beside it.
+#[test]
+fn a_partial_file_of_another_offer_is_not_resumed_into() {
+    let b = Daemon::start("127.0.0.51", "nia", "Nia", &["127.0.0.52", "127.0.0.53"]);
+    let mut alice = Raw::new("127.0.0.52");
+    let mut bob = Raw::new("127.0.0.53");
+    let size = 2_000_000u64;
+    let a_data: Vec<u8> = (0..size as u32).map(|i| (i % 251) as u8).collect();
+    let b_data: Vec<u8> = (0..size as u32).map(|i| (i % 241) as u8 ^ 0x5a).collect();
+    let list = format!("1:report.bin:{size:x}:0:1:\x07");
+    let a_no = alice.send("127.0.0.51", 0x0020_0120, b"from alice", &[list.as_bytes()]);
+    wait_for(|| offers(&b).iter().any(|o| o["text"] == "from alice"), "alice's offer");
+    bob.no = 700;
+    bob.send("127.0.0.51", 0x0020_0120, b"from bob", &[list.as_bytes()]);
+    wait_for(|| offers(&b).iter().any(|o| o["text"] == "from bob"), "bob's offer");
+    let dst = tempfile::tempdir().unwrap();
+    // Alice's fetch was interrupted at 1 MB (her sender is "raw@raw-pc" too:
+    // the packet number tells the offers apart).
+    let a_part = raw_part(dst.path(), "report.bin", a_no, 1, size);
+    std::fs::write(&a_part, &a_data[..1_000_000]).unwrap();
+    let id_of = |text: &str| offers(&b).iter().find(|o| o["text"] == text).unwrap()["id"].as_i64().unwrap().to_string();
+    let fetch_from = |raw: &Raw, text: &str, data: &[u8]| {
+        let id = id_of(text);
+        std::thread::scope(|s| {
+            let server = s.spawn(|| {
+                raw.serve_one(|r| {
+                    assert_eq!(r.offset, Some(0), "{text}: an unknown client is asked for everything");
+                    data.to_vec()
+                })
+            });
+            let out = b.cli(&["fetch", &id, "--to", dst.path().to_str().unwrap(), "--json"]);
+            server.join().unwrap();
+            out
+        })
+    };
+    let out = fetch_from(&bob, "from bob", &b_data);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(std::fs::read(dst.path().join("report.bin")).unwrap() == b_data, "bob's file is bob's");
+    assert_eq!(std::fs::read(&a_part).unwrap(), &a_data[..1_000_000], "alice's part is untouched");
+    let out = fetch_from(&alice, "from alice", &a_data);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(std::fs::read(dst.path().join("report (1).bin")).unwrap() == a_data, "alice's file beside it");
+}
+
+/// A second fetch of an offer whose `.part` another fetch holds is refused
+/// with a clear word, and writes nothing.
+#[test]
+fn two_fetches_of_one_offer_do_not_interleave() {
+    use std::os::fd::AsRawFd;
+    let b = Daemon::start("127.0.0.55", "ola", "Ola", &["127.0.0.56"]);
+    let mut raw = Raw::new("127.0.0.56");
+    let no = raw.send("127.0.0.55", 0x0020_0120, b"one at a time", &[b"2:big.bin:100:0:1:\x07"]);
+    wait_for(|| !offers(&b).is_empty(), "the offer");
+    let dst = tempfile::tempdir().unwrap();
+    let part = raw_part(dst.path(), "big.bin", no, 2, 0x100);
+    std::fs::write(&part, b"held").unwrap();
+    // Another fetch (the daemon's auto-accept, another terminal) holds it.
+    let holder = std::fs::File::open(&part).unwrap();
+    assert_eq!(unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+    let (code, events) = fetch(&b, dst.path());
+    assert_eq!(code, Some(1), "{events:?}");
+    let err = events.iter().find(|e| e["event"] == "error").expect("an error event");
+    assert!(err["error"].as_str().unwrap().contains("being fetched already"), "{err}");
+    assert_eq!(std::fs::read(&part).unwrap(), b"held");
+    drop(holder);
+}
+
+/// A folder that sends more than it announced stops there (plus the
+/// documented slack), and the file it was writing stays partial.
+#[test]
+fn a_folder_that_sends_more_than_announced_is_stopped() {
+    let b = Daemon::start("127.0.0.58", "pia", "Pia", &["127.0.0.59"]);
+    let mut raw = Raw::new("127.0.0.59");
+    raw.send("127.0.0.58", 0x0020_0120, b"small folder", &[b"5:small:3e8:0:2:\x07"]);
+    wait_for(|| !offers(&b).is_empty(), "the offer");
+    let dst = tempfile::tempdir().unwrap();
+    let mut stream = Vec::new();
+    DirHeader::dir("small", 1).encode(Charset::Utf8, &mut stream).unwrap();
+    DirHeader::file("huge.bin", 3_000_000, 1).encode(Charset::Utf8, &mut stream).unwrap();
+    stream.extend(std::iter::repeat_n(7u8, 3_000_000));
+    DirHeader::parent(1).encode(Charset::Utf8, &mut stream).unwrap();
+    let id = offers(&b)[0]["id"].as_i64().unwrap().to_string();
+    let out = std::thread::scope(|s| {
+        let server = s.spawn(|| raw.serve_one(|_| stream.clone()));
+        let out = b.cli(&["fetch", &id, "--to", dst.path().to_str().unwrap(), "--json"]);
+        server.join().unwrap();
+        out
+    });
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("sent more than the 1000 bytes it announced"), "{text}");
+    assert!(!dst.path().join("small/huge.bin").exists());
+    assert!(du(dst.path()) <= 1000 + pigeon::transfer::fetch::folder_slack(1000) + 64 * 1024, "{}", du(dst.path()));
+}
+
+/// From a Pigeon the receiver asks for the SHA-256 of what is served and
+/// compares it before the rename: a sender whose bytes do not match it
+/// leaves no file, complete or partial.
+#[test]
+fn a_checksum_that_does_not_match_leaves_no_file() {
+    let b = Daemon::start("127.0.0.61", "qin", "Qin", &["127.0.0.62"]);
+    let raw = Raw::new("127.0.0.62");
+    raw.udp.send_to(b"1_pigeon 0.1.0:800:raw:raw-pc:6291457:raw\0\0", format!("127.0.0.61:{PORT}")).unwrap();
+    wait_for(|| b.peers().iter().any(|p| p["client"] == "pigeon"), "the Pigeon-like peer");
+    let data = vec![9u8; 100_000];
+    let mut p = b"1_pigeon 0.1.0:801:raw:raw-pc:2097440:checked\0".to_vec();
+    p.extend_from_slice(format!("6:sum.bin:{:x}:0:1:\x07\0", data.len()).as_bytes());
+    raw.udp.send_to(&p, format!("127.0.0.61:{PORT}")).unwrap();
+    wait_for(|| !offers(&b).is_empty(), "the offer");
+    let dst = tempfile::tempdir().unwrap();
+    let id = offers(&b)[0]["id"].as_i64().unwrap().to_string();
+    let (request, out) = std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            let mut conn = accept_within(&raw.tcp, Duration::from_secs(15), "file request");
+            let mut buf = [0u8; 1024];
+            let n = conn.read(&mut buf).unwrap();
+            let mut reply = data.clone();
+            reply.extend_from_slice(&[0u8; 32]); // not the SHA-256 of the data
+            conn.write_all(&reply).unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let out = b.cli(&["fetch", &id, "--to", dst.path().to_str().unwrap(), "--json"]);
+        (server.join().unwrap(), out)
+    });
+    assert!(request.contains(":PH"), "the receiver asked for the checksum: {request:?}");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("does not match the sender's SHA-256"));
+    assert_eq!(tree(dst.path()), vec![], "nothing complete, nothing partial");
 }

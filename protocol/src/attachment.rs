@@ -81,6 +81,10 @@ pub mod ext {
     pub const PIGEON_OMITTED: u32 = 0x7F01;
     /// Pigeon's own (folder resume): the data that follows starts at this offset.
     pub const PIGEON_RESUMED_AT: u32 = 0x7F02;
+    /// Pigeon's own, sent only to a Pigeon that asked (`PH` in its
+    /// request): the SHA-256 (64 hex digits) of the file just before this
+    /// record, as the sender read it while serving.
+    pub const PIGEON_SHA256_PREV: u32 = 0x7F03;
 }
 
 /// One `key=value` extended attribute; the value is kept as written

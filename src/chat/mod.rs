@@ -529,7 +529,7 @@ fn run_action(a: Action, eff: &Effective, settings: &Settings, caller: &Caller, 
                 let _ = tx.send(Internal::Fetch(key, packet_no, FetchUpdate::Failed { error }));
                 return;
             };
-            let src = crate::cli::files::source_for(eff, sa, no, command, &client);
+            let src = crate::cli::files::source_for(eff, &key, sa, no, command, &client);
             let into = settings.download_dir.clone();
             std::thread::spawn(move || {
                 let (k, n, t) = (key.clone(), packet_no.clone(), tx.clone());

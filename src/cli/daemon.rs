@@ -84,7 +84,14 @@ pub fn spawn_auto_accept(eff: &Effective, node: &crate::net::NodeHandle) {
                 continue;
             }
             let Ok(packet_no) = m.packet_no.parse() else { continue };
-            let src = super::files::source_for(&eff, m.from.addr, packet_no, m.command, m.from.client.name());
+            let src = super::files::source_for(
+                &eff,
+                &m.from.key.to_string(),
+                m.from.addr,
+                packet_no,
+                m.command,
+                m.from.client.name(),
+            );
             let into = into.clone();
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = std::fs::create_dir_all(&into) {

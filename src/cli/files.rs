@@ -102,7 +102,15 @@ pub struct FetchArgs {
 
 /// How to fetch from a sender: its address, the offer, the charset its
 /// folder names come in (by its client kind), and our identity.
-pub fn source_for(eff: &Effective, addr: std::net::SocketAddr, packet_no: u64, command: u32, client: &str) -> Source {
+/// How to fetch an offer from `sender` (`user@host`) at `addr`.
+pub fn source_for(
+    eff: &Effective,
+    sender: &str,
+    addr: std::net::SocketAddr,
+    packet_no: u64,
+    command: u32,
+    client: &str,
+) -> Source {
     let names = match client {
         "pigeon" | "iptux" => pigeon_protocol::Charset::Utf8,
         "feiq" => pigeon_protocol::Charset::Gbk,
@@ -114,6 +122,8 @@ pub fn source_for(eff: &Effective, addr: std::net::SocketAddr, packet_no: u64, c
         packet_no,
         utf8: pigeon_protocol::Command(command).has(pigeon_protocol::Opts::UTF8OPT),
         pigeon: client == "pigeon",
+        client: pigeon_protocol::ClientKind::from_name(client),
+        sender: sender.to_string(),
         names,
         version: eff.engine(false).version,
         user: eff.user.clone(),
@@ -146,7 +156,7 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
         .map(|p| p.client)
         .unwrap_or_default();
     let packet_no = m.packet_no.parse().context("the offer's packet number is not a number")?;
-    let src = source_for(&eff, addr, packet_no, m.command, &client);
+    let src = source_for(&eff, &format!("{}@{}", m.peer.user, m.peer.host), addr, packet_no, m.command, &client);
     let wanted: Vec<&Value> =
         list.iter().filter(|a| args.only.is_empty() || args.only.iter().any(|n| a["name"] == n.as_str())).collect();
     if wanted.is_empty() {

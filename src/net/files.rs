@@ -6,10 +6,15 @@
 //! across reads). File data goes out with `sendfile`; each connection has
 //! its own thread and timeouts, so a slow or silent client stalls nobody.
 //!
-//! Pigeon extension: a GETDIRFILES from a Pigeon may carry a fourth field
-//! `PR<hex path>,<hex offset>` — resume a folder at that file and offset.
-//! Files before it go as headers only (size 0, attribute `7f01` = their
-//! size), that file from the offset (attribute `7f02` = the offset).
+//! Pigeon extensions, in fields after the standard ones (other clients
+//! never send them, and never get what they ask for):
+//! - `PR<hex path>,<hex offset>` in a GETDIRFILES: resume a folder at that
+//!   file and offset. Files before it go as headers only (size 0, attribute
+//!   `7f01` = their size), that file from the offset (`7f02` = the offset).
+//! - `PH`: send the SHA-256 of each file, computed from the bytes read
+//!   while serving (a resumed file's start is read for it too): 32 bytes
+//!   after a file's data; in a folder, attribute `7f03` (64 hex digits) on
+//!   the record after each file. The receiver compares before it renames.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -159,12 +164,28 @@ impl FileServer {
             (RequestKind::File, false) => {
                 let mut f = File::open(&offer.path)?;
                 let offset = req.offset.unwrap_or(0).min(offer.size);
-                send_range(&stream, &mut f, offset, offer.size - offset)?;
+                if wants_checksum(p.body()) {
+                    let mut h = hash_prefix(&mut f, offset)?;
+                    let sent = send_hashed(&mut stream, &mut f, offset, offer.size - offset, &mut h)?;
+                    if sent == offer.size - offset {
+                        stream.write_all(&sha2::Digest::finalize(h))?;
+                    }
+                } else {
+                    send_range(&stream, &mut f, offset, offer.size - offset)?;
+                }
             }
             (RequestKind::Dir, true) => {
                 let hint = resume_hint(p.body());
-                let mut w =
-                    DirSender { stream: &mut stream, names, hint, skipping: false, sent: 0, pending: Vec::new() };
+                let mut w = DirSender {
+                    stream: &mut stream,
+                    names,
+                    hint,
+                    skipping: false,
+                    sent: 0,
+                    pending: Vec::new(),
+                    checksum: wants_checksum(p.body()),
+                    prev: None,
+                };
                 w.skipping = w.hint.is_some();
                 w.dir(&offer.path, &offer.name, "", 0)?;
                 w.flush()?;
@@ -221,9 +242,19 @@ fn io_err(e: pigeon_protocol::Error) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
 }
 
-/// `PR<hex path>,<hex offset>` in the fourth field of a GETDIRFILES body.
+/// Pigeon's extension fields: those after `pkt:fid:off`.
+fn extension_fields(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    body.split(|&b| b == b':' || b == 0).skip(3)
+}
+
+/// `PH` among the extension fields: the receiver wants SHA-256s.
+fn wants_checksum(body: &[u8]) -> bool {
+    extension_fields(body).any(|f| f == b"PH")
+}
+
+/// `PR<hex path>,<hex offset>` among the extension fields of a GETDIRFILES.
 fn resume_hint(body: &[u8]) -> Option<(String, u64)> {
-    let field = body.split(|&b| b == b':').nth(3)?;
+    let field = extension_fields(body).find(|f| f.starts_with(b"PR"))?;
     let rest = field.strip_prefix(b"PR")?;
     let comma = rest.iter().position(|&b| b == b',')?;
     let path = hex::decode(&rest[..comma]).ok()?;
@@ -258,6 +289,51 @@ pub fn send_range(stream: &TcpStream, file: &mut File, offset: u64, len: u64) ->
     Ok(len - left)
 }
 
+/// SHA-256 of the first `len` bytes of `f`, leaving it positioned there.
+fn hash_prefix(f: &mut File, len: u64) -> std::io::Result<sha2::Sha256> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; (len.min(1 << 20)) as usize];
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = f.read(&mut buf[..want])?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(h)
+}
+
+/// Sends `len` bytes of `f` from `offset`, hashing them as they go (read and
+/// write: what is hashed is what was sent). Returns the bytes sent.
+fn send_hashed(
+    stream: &mut TcpStream,
+    f: &mut File,
+    offset: u64,
+    len: u64,
+    h: &mut sha2::Sha256,
+) -> std::io::Result<u64> {
+    use sha2::Digest;
+    use std::io::Seek;
+    f.seek(std::io::SeekFrom::Start(offset))?;
+    let mut buf = vec![0u8; (len.min(1 << 20)) as usize];
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = f.read(&mut buf[..want])?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        stream.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(len - left)
+}
+
 struct DirSender<'a> {
     stream: &'a mut TcpStream,
     names: Charset,
@@ -266,6 +342,10 @@ struct DirSender<'a> {
     sent: u64,
     /// Headers and small files gathered into large writes.
     pending: Vec<u8>,
+    /// The receiver asked for SHA-256s (`PH`).
+    checksum: bool,
+    /// The SHA-256 of the file just sent, for the next record.
+    prev: Option<String>,
 }
 
 /// Files up to this size travel inside the gathered writes, larger ones by sendfile.
@@ -277,7 +357,17 @@ fn mtime_of(m: &std::fs::Metadata) -> u64 {
 }
 
 impl DirSender<'_> {
+    /// The record after a file carries that file's SHA-256.
+    fn with_prev(&mut self, h: &DirHeader) -> DirHeader {
+        let mut h = h.clone();
+        if let Some(d) = self.prev.take() {
+            h.ext.push(ExtAttr { key: ext::PIGEON_SHA256_PREV, value: d });
+        }
+        h
+    }
+
     fn header(&mut self, h: &DirHeader) -> std::io::Result<()> {
+        let h = self.with_prev(h);
         h.encode(self.names, &mut self.pending).map_err(io_err)?;
         if self.pending.len() >= GATHER {
             self.flush()?;
@@ -343,14 +433,19 @@ impl DirSender<'_> {
             h.ext.push(ExtAttr::hex(ext::PIGEON_RESUMED_AT, offset));
         }
         let mut f = File::open(path)?;
+        let mut hasher = if self.checksum { Some(hash_prefix(&mut f, offset)?) } else { None };
         let sent = if size - offset <= SMALL_FILE {
             // Small: header and data join the gathered write.
+            let h = self.with_prev(&h);
             h.encode(self.names, &mut self.pending).map_err(io_err)?;
             let start = self.pending.len();
             use std::io::Seek;
             f.seek(std::io::SeekFrom::Start(offset))?;
             let got = f.take(size - offset).read_to_end(&mut self.pending)? as u64;
             self.pending.truncate(start + got as usize);
+            if let Some(hs) = &mut hasher {
+                sha2::Digest::update(hs, &self.pending[start..]);
+            }
             if self.pending.len() >= GATHER {
                 self.flush()?;
             }
@@ -358,8 +453,14 @@ impl DirSender<'_> {
         } else {
             self.header(&h)?;
             self.flush()?;
-            send_range(self.stream, &mut f, offset, size - offset)?
+            match &mut hasher {
+                Some(hs) => send_hashed(self.stream, &mut f, offset, size - offset, hs)?,
+                None => send_range(self.stream, &mut f, offset, size - offset)?,
+            }
         };
+        if let Some(hs) = hasher {
+            self.prev = Some(hex::encode(sha2::Digest::finalize(hs)));
+        }
         self.sent += sent;
         if sent < size - offset {
             return Err(std::io::Error::other(format!("{} shrank while being sent", path.display())));
@@ -376,6 +477,11 @@ mod tests {
     fn resume_hint_field() {
         let body = format!("6553f290:75bcd17:0:PR{},1f4", hex::encode("sub/报告.txt"));
         assert_eq!(resume_hint(body.as_bytes()), Some(("sub/报告.txt".into(), 500)));
+        assert!(!wants_checksum(body.as_bytes()));
+        let body = format!("6553f290:75bcd17:0:PR{},1f4:PH\0", hex::encode("a"));
+        assert_eq!(resume_hint(body.as_bytes()), Some(("a".into(), 500)));
+        assert!(wants_checksum(body.as_bytes()));
+        assert!(wants_checksum(b"6553f290:75bcd17:0:PH"));
         assert_eq!(resume_hint(b"6553f290:75bcd17:0"), None);
         assert_eq!(resume_hint(b"1:2:0:PRzz,1"), None);
     }

@@ -17,9 +17,12 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pigeon_protocol::{Charset, Command, DirStreamDecoder, FileRequest, Header, Mode, Opts, RequestKind};
+use pigeon_protocol::{Charset, ClientKind, Command, DirStreamDecoder, FileRequest, Header, Mode, Opts, RequestKind};
 
-use super::{check_space, join_safe, part_path, unused_name, DirWriter, PartFile, TransferError};
+use super::{
+    check_space, fit_name, join_safe, lock_journal, offer_tag, part_path, unused_name, DirWriter, PartFile,
+    TransferError,
+};
 
 /// A silent sender is given up after this long (IPMsg's receiver: 120 s).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -39,8 +42,14 @@ pub struct Source {
     /// The charset folder entry names come in (UTF-8 from iptux and Pigeon
     /// even without the flag, GBK from FeiQ, else the legacy charset).
     pub names: Charset,
-    /// The sender is a Pigeon: folder resume may use Pigeon's extension.
+    /// The sender is a Pigeon: folder resume may use Pigeon's extension,
+    /// and it sends the SHA-256 of what it serves when asked.
     pub pigeon: bool,
+    /// The sender's client (who honours a resume offset).
+    pub client: ClientKind,
+    /// The sender, `user@host`: with the packet number, file ID, size and
+    /// mtime it ties a partial file to its offer.
+    pub sender: String,
     pub version: String,
     pub user: String,
     pub host: String,
@@ -97,8 +106,23 @@ fn connect(src: &Source) -> Result<TcpStream, FetchError> {
     Ok(stream)
 }
 
-/// The request packet, written in one piece (IPMsg parses only the first read).
-fn request(src: &Source, item: &Item, offset: u64, hint: Option<(&str, u64)>) -> Vec<u8> {
+impl Source {
+    /// IP Messenger and Pigeon send from the offset asked; iptux sends from
+    /// byte 0 whatever it is asked, and others are not known to honour it.
+    fn honours_offsets(&self) -> bool {
+        matches!(self.client, ClientKind::Pigeon | ClientKind::Ipmsg)
+    }
+
+    /// The tag of an item's partial file ([`offer_tag`]).
+    fn tag(&self, item: &Item) -> String {
+        offer_tag(&self.sender, self.packet_no, item.id, item.size, item.mtime)
+    }
+}
+
+/// The request packet, written in one piece (IPMsg parses only the first
+/// read). `checksum`: ask a Pigeon for the SHA-256 of what it serves (`PH`:
+/// 32 bytes after a file's data, attribute `7f03` in a folder's records).
+fn request(src: &Source, item: &Item, offset: u64, hint: Option<(&str, u64)>, checksum: bool) -> Vec<u8> {
     let (kind, mode, mut opts) = if item.dir {
         // FILEATTACHOPT and the `:0` offset satisfy FeiQ and iptux too (§6.3).
         (RequestKind::Dir, Mode::GETDIRFILES, Opts::FILEATTACHOPT)
@@ -112,6 +136,13 @@ fn request(src: &Source, item: &Item, offset: u64, hint: Option<(&str, u64)>) ->
     FileRequest::new(src.packet_no, item.id, Some(offset)).encode(kind, &mut body);
     if let Some((path, off)) = hint {
         body.extend_from_slice(format!(":PR{},{off:x}", hex::encode(path)).as_bytes());
+    }
+    if checksum {
+        // A file request ends with `:` already (pkt:fid:off:).
+        if !body.ends_with(b":") {
+            body.push(b':');
+        }
+        body.extend_from_slice(b"PH");
     }
     let no = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs());
     let header = Header {
@@ -140,11 +171,13 @@ pub fn fetch(
     }
 }
 
-/// Where a top-level item goes: its name, or `name (1)` if something else
-/// has it (a `.part` of the same name is ours to resume).
-fn destination(into: &Path, name: &str) -> Result<PathBuf, TransferError> {
+/// Where a top-level item goes: its name, unless something else has it
+/// (then `name (1)`): a `.part` (or journal) of this same offer is ours to
+/// resume; another offer's are not.
+fn destination(into: &Path, name: &str, tag: &str, dir: bool) -> Result<PathBuf, TransferError> {
     let plain = join_safe(into, name)?;
-    if plain.symlink_metadata().is_err() || part_path(&plain).exists() || journal_path(into, name).exists() {
+    let ours = if dir { journal_path(into, name, tag).exists() } else { part_path(&plain, tag).exists() };
+    if plain.symlink_metadata().is_err() || ours {
         return Ok(plain);
     }
     Ok(unused_name(into, name))
@@ -156,65 +189,122 @@ fn fetch_file(
     into: &Path,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<PathBuf, FetchError> {
-    let target = destination(into, &item.name)?;
-    let mut part = PartFile::open(&target, item.size)?;
-    let offset = part.offset();
-    check_space(into, item.size - offset)?;
-    progress(Progress::Start { name: &item.name, total: item.size, offset });
-    if item.size > 0 || offset < item.size {
+    let tag = src.tag(item);
+    let target = destination(into, &item.name, &tag, false)?;
+    let mut part = PartFile::open_tagged(&target, item.size, &tag)?;
+    let checksum = src.pigeon;
+    if checksum {
+        part = part.hashing()?;
+    }
+    let held = part.offset();
+    // From a sender that may ignore an offset, ask for everything and
+    // compare what we hold as it comes again: bounded memory, and the
+    // result is the sender's bytes whatever it does.
+    let ask = if src.honours_offsets() { held } else { 0 };
+    check_space(into, item.size - held)?;
+    progress(Progress::Start { name: &item.name, total: item.size, offset: held });
+    if item.size > held || checksum {
         let mut stream = connect(src)?;
         let net = |source| FetchError::Net { addr: src.addr, source };
-        stream.write_all(&request(src, item, offset, None)).map_err(net)?;
+        stream.write_all(&request(src, item, ask, None, checksum)).map_err(net)?;
         let mut buf = vec![0u8; BUFFER];
-        // Bytes of this connection; a sender that ignores the offset sends
-        // more than `item.size - offset`.
-        let mut this_time: u64 = 0;
-        let mut restarted = offset == 0;
-        while !part.is_complete() {
+        let mut ours = vec![0u8; BUFFER];
+        let mut trailer = Vec::with_capacity(32);
+        // The file position of the next byte the sender sends.
+        let mut pos = ask;
+        let mut streamed: u64 = 0;
+        let mut moved = false;
+        let mut probed = false;
+        loop {
+            if pos >= item.size && (!checksum || trailer.len() >= 32) {
+                if ask == 0 || moved || checksum || probed {
+                    break;
+                }
+                // All we asked for came. A sender that ignored the offset
+                // sends more now (its reads may have ended exactly there):
+                // look once, briefly.
+                probed = true;
+                stream.set_read_timeout(Some(Duration::from_millis(500))).map_err(net)?;
+            }
             let n = match stream.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if probed && matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    break
+                }
                 Err(e) => return Err(net(e)),
             };
-            let data = &buf[..n];
-            if !restarted && this_time + n as u64 > item.size - offset {
-                // It sends from byte 0: what came so far is the file's start.
-                restart_from_zero(&mut part, offset, this_time)?;
-                restarted = true;
+            if probed {
+                stream.set_read_timeout(Some(IDLE_TIMEOUT)).map_err(net)?;
             }
-            this_time += n as u64;
-            part.write(data)?;
-            progress(Progress::Bytes { done: part.offset() });
+            let mut data = &buf[..n];
+            if checksum && pos + data.len() as u64 > item.size {
+                let k = (item.size - pos) as usize;
+                trailer.extend_from_slice(&data[k..]);
+                data = &data[..k];
+            }
+            if ask > 0 && !moved && streamed + data.len() as u64 > item.size - ask {
+                // It ignored the offset and sends from byte 0: what came so
+                // far, written at `ask`, is the file's start.
+                part.move_to_front(ask, streamed)?;
+                pos = streamed;
+                moved = true;
+            }
+            streamed += data.len() as u64;
+            // Bytes we hold already: compared, rewritten from the first
+            // that differs.
+            while !data.is_empty() && pos < part.offset() {
+                let k = (data.len() as u64).min(part.offset() - pos) as usize;
+                part.read_at(pos, &mut ours[..k])?;
+                match data[..k].iter().zip(&ours[..k]).position(|(a, b)| a != b) {
+                    Some(i) => {
+                        part.truncate(pos + i as u64)?;
+                        pos += i as u64;
+                        data = &data[i..];
+                    }
+                    None => {
+                        pos += k as u64;
+                        data = &data[k..];
+                    }
+                }
+            }
+            if !data.is_empty() {
+                part.write(data)?;
+                pos += data.len() as u64;
+            }
+            progress(Progress::Bytes { done: pos.max(part.offset()).min(item.size) });
         }
-        if !part.is_complete() {
-            return Err(FetchError::Short { got: part.offset(), expected: item.size });
+        if !part.is_complete() || pos < item.size {
+            return Err(FetchError::Short { got: part.offset().min(pos), expected: item.size });
+        }
+        match trailer.len() {
+            // A Pigeon of round 1 sends none: the size is what is checked.
+            0 => {}
+            n if n < 32 => return Err(FetchError::Short { got: item.size, expected: item.size }),
+            _ => {
+                let theirs: [u8; 32] = trailer[..32].try_into().expect("32 bytes");
+                part = part.check_digest(&theirs)?;
+            }
         }
     }
     // The receiver closes (§6.5): dropping the stream does.
     Ok(part.finish(Some(item.mtime))?)
 }
 
-/// The sender ignored our offset: the `got` bytes written at `offset` are
-/// really bytes 0..got. Move them to the front and continue from `got`.
-fn restart_from_zero(part: &mut PartFile, offset: u64, got: u64) -> Result<(), TransferError> {
-    use std::io::Seek;
-    let path = part.part_path().to_path_buf();
-    let err = |e| TransferError::Io { what: "cannot read", path: path.clone(), source: e };
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&path).map_err(err)?;
-    // Zeros written as a hole at the end are not in the length yet.
-    if f.metadata().map_err(err)?.len() < offset + got {
-        f.set_len(offset + got).map_err(err)?;
-    }
-    let mut data = vec![0u8; got as usize];
-    f.seek(std::io::SeekFrom::Start(offset)).and_then(|_| f.read_exact(&mut data)).map_err(err)?;
-    part.restart()?;
-    part.write(&data)
+/// The folder journal of an offer's folder: which file its fetch was on
+/// (and the lock a running fetch holds); shortened to fit.
+fn journal_path(into: &Path, name: &str, tag: &str) -> PathBuf {
+    let suffix = format!(".{tag}.pigeon-fetch");
+    into.join(format!(".{}{suffix}", fit_name(name, suffix.len() + 1)))
 }
 
-/// The folder journal: which file a folder fetch was on.
-fn journal_path(into: &Path, name: &str) -> PathBuf {
-    into.join(format!(".{name}.pigeon-fetch"))
+/// What a folder may send beyond its announced size (files that grew
+/// between the offer and the fetch): 1 % and 1 MiB.
+pub fn folder_slack(size: u64) -> u64 {
+    size / 100 + (1 << 20)
 }
 
 fn fetch_dir(
@@ -223,9 +313,11 @@ fn fetch_dir(
     into: &Path,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<PathBuf, FetchError> {
-    let target = destination(into, &item.name)?;
+    let tag = src.tag(item);
+    let target = destination(into, &item.name, &tag, true)?;
     let top = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let journal = journal_path(into, &top);
+    let journal = journal_path(into, &top, &tag);
+    let _lock = lock_journal(&journal, &target)?;
     // Where an earlier attempt stopped: that file and its .part's length.
     let hint = std::fs::read_to_string(&journal).ok().and_then(|rel| {
         let rel = rel.trim().to_string();
@@ -233,7 +325,8 @@ fn fetch_dir(
             return None;
         }
         let p = target.join(&rel);
-        let off = std::fs::metadata(part_path(&p)).map(|m| m.len()).or_else(|_| std::fs::metadata(&p).map(|m| m.len()));
+        let off =
+            std::fs::metadata(part_path(&p, "")).map(|m| m.len()).or_else(|_| std::fs::metadata(&p).map(|m| m.len()));
         Some((rel, off.unwrap_or(0)))
     });
     let resumed_bytes = if target.exists() { super::tree_bytes(&target) } else { 0 };
@@ -242,9 +335,14 @@ fn fetch_dir(
     let mut stream = connect(src)?;
     let net = |source| FetchError::Net { addr: src.addr, source };
     let hint_ref = hint.as_ref().filter(|_| src.pigeon).map(|(p, o)| (p.as_str(), *o));
-    stream.write_all(&request(src, item, 0, hint_ref)).map_err(net)?;
+    let checksum = src.pigeon;
+    stream.write_all(&request(src, item, 0, hint_ref, checksum)).map_err(net)?;
     let mut dec = DirStreamDecoder::new(if src.utf8 { Charset::Utf8 } else { src.names });
     let mut writer = DirWriter::new(into, &top).with_journal(journal.clone());
+    if checksum {
+        writer = writer.with_checksums();
+    }
+    let limit = item.size.saturating_add(folder_slack(item.size));
     let mut buf = vec![0u8; BUFFER];
     let mut filled = 0;
     let mut done_bytes = resumed_bytes;
@@ -269,6 +367,9 @@ fn fetch_dir(
             let Some(ev) = ev else { break };
             if let pigeon_protocol::DirEvent::Data(d) = &ev {
                 done_bytes += d.len() as u64;
+                if done_bytes > limit {
+                    return Err(TransferError::FolderTooLong { name: item.name.clone(), expected: item.size }.into());
+                }
             }
             let finished_before = writer.done.len();
             writer.apply(ev)?;
@@ -286,6 +387,7 @@ fn fetch_dir(
             return Err(FetchError::Short { got: done_bytes, expected: item.size });
         }
     }
+    writer.end()?;
     let _ = std::fs::remove_file(&journal);
     Ok(writer.root().map(Path::to_path_buf).unwrap_or(target))
 }

@@ -8,11 +8,22 @@
 //!   (files are opened with `O_NOFOLLOW`, directories checked with
 //!   `symlink_metadata`).
 //! - Nothing is overwritten: a name that exists becomes `name (1).ext`.
-//! - Data goes to `name.part`; its length is where a later fetch resumes.
-//!   Only a file with exactly the announced size is renamed, atomically, to
-//!   its final name (with its modification time); a sender that sends more
-//!   than it announced is an error, and the partial file stays.
-//! - Free space is checked before a transfer starts.
+//! - Data goes to `name.TAG.part`, TAG tying it to its offer (sender,
+//!   packet number, file ID, size, mtime: [`offer_tag`]); its length is
+//!   where a later fetch of that offer resumes, and another offer's file of
+//!   the same name never resumes into it. Files inside a folder are
+//!   `name.part` (the folder is the offer's own). A `.part` is locked
+//!   (`flock`) while a fetch writes it: a second fetch of the same offer is
+//!   refused, not interleaved.
+//! - Only a file with exactly the announced size, and, where the sender
+//!   sends one (Pigeon), the SHA-256 it computed while serving, is renamed,
+//!   atomically, to its final name (with its modification time); a sender
+//!   that sends more than it announced is an error, and the partial file
+//!   stays; a checksum that does not match removes it (it cannot be resumed).
+//! - Names that the suffixes would push past 255 bytes (the file system's
+//!   limit) are shortened at a character boundary, keeping the extension.
+//! - Free space is checked before a transfer starts, and for a folder again
+//!   for each file, against what its header says is coming.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -38,6 +49,14 @@ pub enum TransferError {
     Incomplete { name: String, got: u64, expected: u64 },
     #[error("not enough space in {dir}: {needed} bytes needed, {free} free")]
     NoSpace { dir: PathBuf, needed: u64, free: u64 },
+    #[error(
+        "{name} is being fetched already (by the daemon's auto-accept or another `pigeon fetch`); let that one finish"
+    )]
+    Busy { name: String },
+    #[error("{name}: the data does not match the sender's SHA-256 (changed at the sender, or damaged on the way); the partial file was removed, fetch again")]
+    Checksum { name: String },
+    #[error("{name}: the folder sent more than the {expected} bytes it announced")]
+    FolderTooLong { name: String, expected: u64 },
     #[error("{what} {path}: {source}")]
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
 }
@@ -76,6 +95,40 @@ pub(crate) fn tree_bytes(p: &Path) -> u64 {
 /// The suffix of data still arriving.
 pub const PART: &str = ".part";
 
+/// The longest file name (bytes) of the usual Linux file systems.
+pub const NAME_MAX: usize = 255;
+
+/// What ties a partial file to its offer: 8 hex digits of the SHA-256 of
+/// the sender (`user@host`), packet number, file ID, size and mtime.
+pub fn offer_tag(sender: &str, packet_no: u64, file_id: u64, size: u64, mtime: u64) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(format!("{sender}\0{packet_no}\0{file_id}\0{size}\0{mtime}"));
+    hex::encode(&d[..4])
+}
+
+/// `name` shortened so that `extra` more bytes still fit in [`NAME_MAX`]:
+/// the stem loses characters at its end, the extension stays when it can.
+pub fn fit_name(name: &str, extra: usize) -> String {
+    if name.len() + extra <= NAME_MAX {
+        return name.to_string();
+    }
+    let budget = NAME_MAX.saturating_sub(extra);
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 && name.len() - i <= 16 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    let keep = budget.saturating_sub(ext.len());
+    let mut cut = keep.min(stem.len());
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut out = format!("{}{ext}", &stem[..cut]);
+    while out.len() > budget {
+        out.pop();
+    }
+    out
+}
+
 /// Checks a wire name and joins it to `dir`.
 pub fn join_safe(dir: &Path, name: &str) -> Result<PathBuf, TransferError> {
     validate_component(name)
@@ -87,25 +140,33 @@ pub fn join_safe(dir: &Path, name: &str) -> Result<PathBuf, TransferError> {
 }
 
 /// `name (1).ext`, `name (2).ext`, … for the first that does not exist
-/// (neither it nor its `.part`), or `name` itself.
+/// (neither it nor its `.part`), or `name` itself; shortened to fit.
 pub fn unused_name(dir: &Path, name: &str) -> PathBuf {
-    let taken = |p: &Path| p.symlink_metadata().is_ok() || part_path(p).symlink_metadata().is_ok();
+    let taken = |p: &Path| p.symlink_metadata().is_ok() || part_path(p, "").symlink_metadata().is_ok();
     let first = dir.join(name);
     if !taken(&first) {
         return first;
     }
-    let (stem, ext) = match name.rfind('.') {
-        Some(i) if i > 0 => (&name[..i], &name[i..]),
-        _ => (name, ""),
-    };
-    (1..).map(|n| dir.join(format!("{stem} ({n}){ext}"))).find(|p| !taken(p)).expect("some number is free")
+    (1..)
+        .map(|n| {
+            let mark = format!(" ({n})");
+            let short = fit_name(name, mark.len());
+            let (stem, ext) = match short.rfind('.') {
+                Some(i) if i > 0 => (&short[..i], &short[i..]),
+                _ => (short.as_str(), ""),
+            };
+            dir.join(format!("{stem}{mark}{ext}"))
+        })
+        .find(|p| !taken(p))
+        .expect("some number is free")
 }
 
-/// The `.part` path of a final path.
-pub fn part_path(final_path: &Path) -> PathBuf {
-    let mut s = final_path.as_os_str().to_owned();
-    s.push(PART);
-    PathBuf::from(s)
+/// The `.part` path of a final path: `name.TAG.part` for a top-level file
+/// of an offer ([`offer_tag`]), `name.part` without a tag; shortened to fit.
+pub fn part_path(final_path: &Path, tag: &str) -> PathBuf {
+    let name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let suffix = if tag.is_empty() { PART.to_string() } else { format!(".{tag}{PART}") };
+    final_path.with_file_name(format!("{}{suffix}", fit_name(&name, suffix.len())))
 }
 
 /// Bytes free for an unprivileged user on the file system of `dir`.
@@ -171,8 +232,7 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
-/// A file being received into `name.part`.
-#[derive(Debug)]
+/// A file being received into its `.part`.
 pub struct PartFile {
     final_path: PathBuf,
     part: PathBuf,
@@ -180,14 +240,29 @@ pub struct PartFile {
     written: u64,
     expected: u64,
     hole_at_end: bool,
+    /// SHA-256 of bytes `0..written`, when the sender sends one to compare.
+    hasher: Option<Box<sha2::Sha256>>,
+}
+
+impl std::fmt::Debug for PartFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartFile").field("part", &self.part).field("written", &self.written).finish()
+    }
 }
 
 impl PartFile {
-    /// Opens (or creates) the `.part` of `final_path`; its length so far is
-    /// [`PartFile::offset`], where a fetch resumes. A `.part` longer than
-    /// the announced size is started again.
+    /// Opens (or creates) `name.part` beside `final_path` (a file inside a
+    /// folder); see [`PartFile::open_tagged`].
     pub fn open(final_path: &Path, expected: u64) -> Result<PartFile, TransferError> {
-        let part = part_path(final_path);
+        PartFile::open_tagged(final_path, expected, "")
+    }
+
+    /// Opens (or creates) the `.part` of `final_path` for the offer `tag`,
+    /// locked for this fetch; its length so far is [`PartFile::offset`],
+    /// where a fetch resumes. A `.part` longer than the announced size is
+    /// started again. Another fetch holding it: [`TransferError::Busy`].
+    pub fn open_tagged(final_path: &Path, expected: u64, tag: &str) -> Result<PartFile, TransferError> {
+        let part = part_path(final_path, tag);
         if part.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
             return Err(TransferError::Symlink(part));
         }
@@ -200,13 +275,21 @@ impl PartFile {
             .mode(0o644)
             .open(&part)
             .map_err(io("cannot open", &part))?;
+        lock(&file, &part, final_path)?;
         let mut written = file.metadata().map_err(io("cannot read", &part))?.len();
         if written > expected {
             file.set_len(0).map_err(io("cannot truncate", &part))?;
             written = 0;
         }
-        let mut f =
-            PartFile { final_path: final_path.to_path_buf(), part, file, written, expected, hole_at_end: false };
+        let mut f = PartFile {
+            final_path: final_path.to_path_buf(),
+            part,
+            file,
+            written,
+            expected,
+            hole_at_end: false,
+            hasher: None,
+        };
         if written > 0 {
             f.file.seek(SeekFrom::Start(written)).map_err(io("cannot seek in", &f.part))?;
         }
@@ -216,6 +299,54 @@ impl PartFile {
     /// Bytes already received (where to resume).
     pub fn offset(&self) -> u64 {
         self.written
+    }
+
+    /// Computes the SHA-256 of the file as it is written (what is on disk
+    /// already is read once now), for [`PartFile::digest`].
+    pub fn hashing(mut self) -> Result<PartFile, TransferError> {
+        self.rehash()?;
+        Ok(self)
+    }
+
+    /// Hashes bytes `0..written` from disk, with a bounded buffer.
+    fn rehash(&mut self) -> Result<(), TransferError> {
+        use sha2::Digest;
+        use std::io::Read;
+        let mut h = sha2::Sha256::new();
+        let mut f = File::open(&self.part).map_err(io("cannot read", &self.part))?;
+        let mut left = self.written;
+        let mut buf = vec![0u8; 1 << 20];
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = f.read(&mut buf[..want]).map_err(io("cannot read", &self.part))?;
+            if n == 0 {
+                // A hole at the end: zeros not in the length yet.
+                buf[..want].fill(0);
+                h.update(&buf[..want]);
+                left -= want as u64;
+                continue;
+            }
+            h.update(&buf[..n]);
+            left -= n as u64;
+        }
+        self.hasher = Some(Box::new(h));
+        Ok(())
+    }
+
+    /// The SHA-256 of everything written, if [`PartFile::hashing`].
+    pub fn digest(&self) -> Option<[u8; 32]> {
+        use sha2::Digest;
+        self.hasher.as_ref().map(|h| (**h).clone().finalize().into())
+    }
+
+    /// Compares with the sender's SHA-256; a mismatch removes the `.part`
+    /// (its bytes are wrong somewhere: a resume would keep them).
+    pub fn check_digest(self, theirs: &[u8; 32]) -> Result<PartFile, TransferError> {
+        if self.digest().is_some_and(|ours| &ours != theirs) {
+            let _ = std::fs::remove_file(&self.part);
+            return Err(TransferError::Checksum { name: self.name() });
+        }
+        Ok(self)
     }
 
     /// The announced size.
@@ -234,22 +365,59 @@ impl PartFile {
         self.file.seek(SeekFrom::Start(offset)).map_err(io("cannot seek in", &self.part))?;
         self.written = offset;
         self.hole_at_end = false;
+        if self.hasher.is_some() {
+            self.rehash()?;
+        }
         Ok(())
     }
 
     /// Starts again from byte 0 (a sender that ignored the offset).
     pub fn restart(&mut self) -> Result<(), TransferError> {
-        self.file.set_len(0).map_err(io("cannot truncate", &self.part))?;
-        self.file.seek(SeekFrom::Start(0)).map_err(io("cannot seek in", &self.part))?;
-        self.written = 0;
-        self.hole_at_end = false;
+        self.truncate(0)
+    }
+
+    /// Reads back bytes `at..at + buf.len()` of what is on disk (a hole at
+    /// the end reads as zeros).
+    pub fn read_at(&self, at: u64, buf: &mut [u8]) -> Result<(), TransferError> {
+        use std::os::unix::fs::FileExt;
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self.file.read_at(&mut buf[done..], at + done as u64).map_err(io("cannot read", &self.part))?;
+            if n == 0 {
+                buf[done..].fill(0);
+                break;
+            }
+            done += n;
+        }
         Ok(())
+    }
+
+    /// Moves bytes `from..from + len` to `0..len` inside the file, a chunk at
+    /// a time (memory stays bounded whatever `len`), and continues writing
+    /// at `len`: for a sender that ignored our offset and sent from byte 0.
+    pub fn move_to_front(&mut self, from: u64, len: u64) -> Result<(), TransferError> {
+        use std::os::unix::fs::FileExt;
+        if self.file.metadata().map_err(io("cannot read", &self.part))?.len() < from + len {
+            self.file.set_len(from + len).map_err(io("cannot extend", &self.part))?;
+        }
+        let mut buf = vec![0u8; (len.min(1 << 20)) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(buf.len() as u64) as usize;
+            self.read_at(from + done, &mut buf[..n])?;
+            self.file.write_all_at(&buf[..n], done).map_err(io("cannot write", &self.part))?;
+            done += n as u64;
+        }
+        self.truncate(len)
     }
 
     /// Appends received bytes; more than announced is an error.
     pub fn write(&mut self, data: &[u8]) -> Result<(), TransferError> {
         if self.written + data.len() as u64 > self.expected {
             return Err(TransferError::TooLong { name: self.name(), expected: self.expected });
+        }
+        if let Some(h) = &mut self.hasher {
+            sha2::Digest::update(&mut **h, data);
         }
         // Runs of zeros become holes: a sparse file stays sparse.
         if data.len() >= 4096 && data.iter().all(|&b| b == 0) {
@@ -305,6 +473,39 @@ impl PartFile {
     }
 }
 
+/// Takes the fetch's lock on an open `.part` (or journal), or says who has it.
+fn lock(file: &File, path: &Path, what: &Path) -> Result<(), TransferError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own; released when it is closed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        let name = what.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        return Err(TransferError::Busy { name });
+    }
+    Err(io("cannot lock", path)(e))
+}
+
+/// The lock a folder fetch holds on its journal while it runs.
+pub fn lock_journal(path: &Path, what: &Path) -> Result<File, TransferError> {
+    if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(TransferError::Symlink(path.to_path_buf()));
+    }
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(path)
+        .map_err(io("cannot open", path))?;
+    lock(&f, path, what)?;
+    Ok(f)
+}
+
 /// Applies a directory stream to the file system under `root` (the folder
 /// the stream's first record creates goes there), safely. Files that are
 /// already complete from an earlier attempt are skipped, a `.part` resumes
@@ -325,6 +526,12 @@ pub struct DirWriter {
     top_name: Option<String>,
     journal: Option<PathBuf>,
     journal_at: Option<std::time::Instant>,
+    /// The sender puts each file's SHA-256 in the next record: a finished
+    /// file waits for it here before it is renamed.
+    hashed: bool,
+    awaiting: Option<(PartFile, Option<u64>)>,
+    /// Free space not yet promised to a file (measured again when short).
+    budget: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -353,7 +560,17 @@ impl DirWriter {
             top_name: Some(top_name.to_string()),
             journal: None,
             journal_at: None,
+            hashed: false,
+            awaiting: None,
+            budget: None,
         }
+    }
+
+    /// The sender sends each file's SHA-256 (a Pigeon asked with `PH`):
+    /// every file is compared before it is renamed.
+    pub fn with_checksums(mut self) -> DirWriter {
+        self.hashed = true;
+        self
     }
 
     /// Records in `path` the file being received (relative to the folder),
@@ -368,8 +585,49 @@ impl DirWriter {
         self.stack.first().map(PathBuf::as_path)
     }
 
+    /// A file whose data is complete: renamed now, or once the next record
+    /// brings its SHA-256.
+    fn file_done(&mut self, file: PartFile, mtime: Option<u64>) -> Result<(), TransferError> {
+        if self.hashed {
+            self.awaiting = Some((file, mtime));
+            return Ok(());
+        }
+        self.done.push(file.finish(mtime)?);
+        Ok(())
+    }
+
+    /// The record after a file: compare the file with the SHA-256 it
+    /// carries (if any: an older Pigeon sends none), then rename it.
+    fn settle(&mut self, next: &DirHeader) -> Result<(), TransferError> {
+        let Some((file, mtime)) = self.awaiting.take() else { return Ok(()) };
+        let theirs = next
+            .ext
+            .iter()
+            .find(|e| e.key == ext::PIGEON_SHA256_PREV)
+            .and_then(|e| hex::decode(&e.value).ok())
+            .and_then(|v| <[u8; 32]>::try_from(v).ok());
+        let file = match theirs {
+            Some(d) => file.check_digest(&d)?,
+            None => file,
+        };
+        self.done.push(file.finish(mtime)?);
+        Ok(())
+    }
+
+    /// The stream is over: a file still waiting for a checksum that never
+    /// came (a stream that ends right after a file) is renamed as it is.
+    pub fn end(&mut self) -> Result<(), TransferError> {
+        if let Some((file, mtime)) = self.awaiting.take() {
+            self.done.push(file.finish(mtime)?);
+        }
+        Ok(())
+    }
+
     /// Applies one event of the stream.
     pub fn apply(&mut self, ev: DirEvent<'_>) -> Result<(), TransferError> {
+        if let DirEvent::Dir(h) | DirEvent::File(h) | DirEvent::Parent(h) = &ev {
+            self.settle(h)?;
+        }
         match ev {
             DirEvent::Dir(h) => {
                 let base = self.stack.last().cloned().unwrap_or_else(|| self.parent.clone());
@@ -401,7 +659,7 @@ impl DirWriter {
                 None => {}
             },
             DirEvent::FileEnd => match self.current.take() {
-                Some(Receiving::Writing { file, mtime, .. }) => self.done.push(file.finish(mtime)?),
+                Some(Receiving::Writing { file, mtime, .. }) => self.file_done(file, mtime)?,
                 Some(Receiving::Skipping) | None => {}
             },
             DirEvent::Parent(h) => {
@@ -421,14 +679,40 @@ impl DirWriter {
     /// Records the file being received, at most every 200 ms: a resume
     /// then starts at most that much earlier (complete files on the way are
     /// passed over), and thousands of small files cost no thousands of writes.
-    fn note_journal(&mut self, path: &Path) {
-        let (Some(j), Some(root)) = (&self.journal, self.stack.first()) else { return };
+    /// A journal that cannot be written is an error: a resume would start
+    /// from a wrong file.
+    fn note_journal(&mut self, path: &Path) -> Result<(), TransferError> {
+        let (Some(j), Some(root)) = (&self.journal, self.stack.first()) else { return Ok(()) };
         let due = self.journal_at.is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(200));
         if due {
             if let Ok(rel) = path.strip_prefix(root) {
-                let _ = std::fs::write(j, rel.to_string_lossy().as_bytes());
+                std::fs::write(j, rel.to_string_lossy().as_bytes()).map_err(io("cannot write the journal", j))?;
                 self.journal_at = Some(std::time::Instant::now());
             }
+        }
+        Ok(())
+    }
+
+    /// Fails unless `size` more bytes fit: what this file's header says is
+    /// coming, not the folder's announced total.
+    fn reserve(&mut self, dir: &Path, size: u64) -> Result<(), TransferError> {
+        if self.budget.is_none_or(|b| b < size) {
+            self.budget = Some(free_space(dir)?);
+        }
+        let free = self.budget.unwrap_or(0);
+        if size > free {
+            return Err(TransferError::NoSpace { dir: dir.to_path_buf(), needed: size, free });
+        }
+        self.budget = Some(free - size);
+        Ok(())
+    }
+
+    fn open_part(&self, path: &Path, size: u64) -> Result<PartFile, TransferError> {
+        let f = PartFile::open(path, size)?;
+        if self.hashed {
+            f.hashing()
+        } else {
+            Ok(f)
         }
     }
 
@@ -442,16 +726,18 @@ impl DirWriter {
         let plain = attr(ext::PIGEON_OMITTED).is_none() && attr(ext::PIGEON_RESUMED_AT).is_none();
         if plain && self.fresh.last().copied().unwrap_or(false) {
             // In a folder this fetch created: nothing there to resume or skip.
-            let file = PartFile::open(&path, h.size)?;
-            self.note_journal(&path);
+            self.reserve(&dir, h.size)?;
+            let file = self.open_part(&path, h.size)?;
+            self.note_journal(&path)?;
             self.current = Some(Receiving::Writing { file, mtime: h.mtime(), seen: 0 });
             return Ok(());
         }
         if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
             return Err(TransferError::Symlink(path));
         }
-        let complete =
-            |total: u64| path.metadata().is_ok_and(|m| m.is_file() && m.len() == total) && !part_path(&path).exists();
+        let complete = |total: u64| {
+            path.metadata().is_ok_and(|m| m.is_file() && m.len() == total) && !part_path(&path, "").exists()
+        };
         // A Pigeon resuming a folder: this file's data is omitted, we have it.
         if let Some(total) = attr(ext::PIGEON_OMITTED) {
             if !complete(total) {
@@ -469,7 +755,8 @@ impl DirWriter {
             self.current = Some(Receiving::Skipping);
             return Ok(());
         }
-        let mut file = PartFile::open(&path, total)?;
+        self.reserve(&dir, h.size)?;
+        let mut file = self.open_part(&path, total)?;
         if resumed_at > 0 {
             if file.offset() < resumed_at {
                 return Err(TransferError::Incomplete {
@@ -481,7 +768,7 @@ impl DirWriter {
             file.truncate(resumed_at)?;
             self.skipped += resumed_at;
         }
-        self.note_journal(&path);
+        self.note_journal(&path)?;
         self.current = Some(Receiving::Writing { file, mtime: h.mtime(), seen: resumed_at });
         Ok(())
     }

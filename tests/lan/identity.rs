@@ -65,6 +65,19 @@ fn three_machines_called_pi_at_raspberrypi() {
     assert!(inbox(&pis[2]).is_empty(), "{:?}", inbox(&pis[2]));
     wait_for(Duration::from_secs(10), || !inbox(&pis[0]).is_empty(), "eleven's message");
     assert_eq!(inbox(&pis[0]), [("from thirteen".to_string(), "198.18.0.13:2425".to_string())]);
+    // The broadcast: GBK without UTF8OPT, short Chinese that is
+    // valid UTF-8 too, arrives as written.
+    let o = pis[0].pigeon(&["broadcast", "hello all 通知"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for n in &pis[1..] {
+        wait_for(
+            Duration::from_secs(10),
+            || n.history(None).iter().any(|m| m["broadcast"] == true && m["direction"] == "in"),
+            "the broadcast",
+        );
+        let got: Vec<Value> = n.history(None).into_iter().filter(|m| m["broadcast"] == true).collect();
+        assert_eq!(got[0]["text"], "hello all 通知", "{got:?}");
+    }
     // The conversations stay apart in the history (one peer key each).
     let keys: Vec<String> = pis[0]
         .history(None)
