@@ -26,7 +26,11 @@ fn node(ip: [u8; 4], other: [u8; 4], user: &str, dir: &std::path::Path) -> NodeH
     cfg.port = PORT;
     cfg.targets = vec![SocketAddr::from((other, PORT))];
     let store = Store::open(&dir.join(format!("{user}.db"))).unwrap();
-    let (h, _task) = net::start(NodeOptions { engine: cfg, bind: IpAddr::from(ip), probe: vec![] }, store).unwrap();
+    let (h, _task) = net::start(
+        NodeOptions { engine: cfg, bind: IpAddr::from(ip), probe: vec![], retention: Default::default() },
+        store,
+    )
+    .unwrap();
     h
 }
 

@@ -46,12 +46,15 @@ impl Home {
             if d.exists() {
                 continue; // someone else's folder keeps its permissions
             }
-            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700));
-            }
+            // Private from the start, whatever the umask.
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+                .with_context(|| format!("cannot create {}", d.display()))?;
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot make {} private", d.display()))?;
         }
         Ok(())
     }
@@ -92,11 +95,17 @@ pub struct FileConfig {
     pub offer_expiry_days: Option<u64>,
     /// Where fetched files go (default: Downloads/pigeon).
     pub download_dir: Option<PathBuf>,
-    /// Peers whose offers the daemon fetches by itself (`user@host` or nick);
-    /// empty (the default) fetches nothing unasked.
+    /// Peers whose offers the daemon fetches by itself (`user@host`, from
+    /// where that peer was heard); empty (the default) fetches nothing unasked.
     pub auto_accept: Option<Vec<String>>,
     /// The most an automatically accepted offer may hold, in MiB (default 100).
     pub auto_accept_max_mb: Option<u64>,
+    /// Messages kept from each peer we never wrote to (default 1,000): a
+    /// stranger that never stops cannot fill the disk. Conversations are
+    /// kept whole.
+    pub history_strangers_per_peer: Option<usize>,
+    /// Messages kept from all such peers together (default 100,000).
+    pub history_strangers_total: Option<usize>,
     /// `pigeon chat`: ring the terminal bell when a message comes (default true).
     pub bell: Option<bool>,
     /// `pigeon chat`: desktop notifications where a desktop session runs (default true).

@@ -75,12 +75,20 @@ pub fn spawn_auto_accept(eff: &Effective, node: &crate::net::NodeHandle) {
                 Err(_) => return,
             };
             let who = m.from.key.to_string();
-            if !allowed.iter().any(|a| *a == who || a.eq_ignore_ascii_case(&m.from.nick)) {
+            // user@host only (anyone can take a nick), and only from where
+            // that peer was heard (engine: Incoming::verified).
+            if !allowed.contains(&who) {
                 continue;
             }
-            let total: u64 = m.attachments.iter().map(|a| a.size).sum();
-            if total > limit {
-                tracing::warn!("not accepting {total} bytes from {who} automatically (auto_accept_max_mb)");
+            if !m.verified {
+                tracing::warn!(
+                    "not accepting {who}'s offer automatically: it does not come from where {who} was heard"
+                );
+                continue;
+            }
+            let total = m.attachments.iter().try_fold(0u64, |t, a| t.checked_add(a.size));
+            if total.is_none_or(|t| t > limit) {
+                tracing::warn!("not accepting {who}'s offer automatically: more than auto_accept_max_mb");
                 continue;
             }
             let Ok(packet_no) = m.packet_no.parse() else { continue };

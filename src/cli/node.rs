@@ -129,7 +129,15 @@ impl Effective {
     /// Starts a node of this identity on the current runtime.
     pub fn start_node(&self, oneshot: bool) -> Result<(NodeHandle, tokio::task::JoinHandle<()>)> {
         let store = self.store()?;
-        net::start(NodeOptions { engine: self.engine(oneshot), bind: self.bind, probe: self.probe.clone() }, store)
+        let retention = crate::store::Retention {
+            per_stranger: self.file.history_strangers_per_peer.unwrap_or(1_000),
+            strangers: self.file.history_strangers_total.unwrap_or(100_000),
+            ..Default::default()
+        };
+        net::start(
+            NodeOptions { engine: self.engine(oneshot), bind: self.bind, probe: self.probe.clone(), retention },
+            store,
+        )
     }
 }
 

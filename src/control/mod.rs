@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::engine::{Delivery, Event, Peer, PeerInfo, PeerKey, Request};
@@ -139,12 +139,7 @@ pub async fn serve(path: &Path, node: NodeHandle) -> Result<()> {
         }
         std::fs::remove_file(path).with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
+    let listener = bind_private(path)?;
     loop {
         let (stream, _) = listener.accept().await?;
         let node = node.clone();
@@ -156,10 +151,41 @@ pub async fn serve(path: &Path, node: NodeHandle) -> Result<()> {
     }
 }
 
+/// The longest request line read (a send with thousands of file paths fits).
+pub const MAX_REQUEST: u64 = 1 << 20;
+
+/// Binds the socket so that it is never reachable by others, whatever the
+/// umask: in a fresh directory of our own (0700), made 0600 there, then
+/// moved into place.
+fn bind_private(path: &Path) -> Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let private = parent.join(format!(".pigeon-sock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .with_context(|| format!("cannot create {}", private.display()))?;
+    let tmp = private.join("sock");
+    let bound = (|| -> Result<UnixListener> {
+        let l = UnixListener::bind(&tmp).with_context(|| format!("cannot listen on {}", path.display()))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot place the socket at {}", path.display()))?;
+        Ok(l)
+    })();
+    let _ = std::fs::remove_dir_all(&private);
+    bound
+}
+
 async fn handle(stream: UnixStream, node: NodeHandle) -> Result<()> {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
-    BufReader::new(r).read_line(&mut line).await?;
+    let mut limited = BufReader::new(r).take(MAX_REQUEST);
+    limited.read_line(&mut line).await?;
+    if !line.ends_with('\n') && limited.limit() == 0 {
+        let error = format!("request longer than {MAX_REQUEST} bytes");
+        return write(&mut w, &json!({"ok": false, "error": error})).await;
+    }
     let req: Value = match serde_json::from_str(&line) {
         Ok(v) => v,
         Err(e) => return write(&mut w, &json!({"ok": false, "error": format!("not a JSON request: {e}")})).await,
@@ -464,6 +490,7 @@ mod tests {
             seen: Duration::ZERO,
             marker: None,
             also: Vec::new(),
+            moved: false,
         }
     }
 

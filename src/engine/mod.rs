@@ -185,6 +185,10 @@ pub struct Incoming {
     pub auto: bool,
     pub attachments: Vec<Attachment>,
     pub unix_ms: i64,
+    /// From a peer heard (its entry) before this message, from its own
+    /// address, which has not changed since it was first heard in this
+    /// run: what auto-accept trusts (nothing on an IPMsg LAN is signed).
+    pub verified: bool,
 }
 
 /// A message we sent, one row per recipient.
@@ -425,8 +429,8 @@ pub fn text_hash(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// How long incoming packet numbers are remembered, and how many.
-const DEDUP_LIMIT: usize = 200_000;
+/// How many incoming messages are remembered to drop their repeats.
+pub const DEDUP_LIMIT: usize = 200_000;
 /// IPMsg's READMSG retry: 750 ms, 12 times.
 const READ_RETRY: Duration = Duration::from_millis(750);
 const READ_TRIES: u32 = 12;
@@ -434,6 +438,16 @@ const READ_TRIES: u32 = 12;
 const PROBE_LIMIT: usize = 65_536;
 /// Probes sent per 10 ms tick.
 const PROBE_BATCH: usize = 10;
+/// An address is answered (ANSENTRY) at most this often: a flood of
+/// BR_ENTRY from one address makes no more of them (one-shot commands run
+/// back to back from one address still each get theirs).
+const ANSWER_EVERY: Duration = Duration::from_secs(1);
+/// At most this many answers go out per answer timer (protocol.md §3.2
+/// spreads them over up to 4 s), and so per second or so: we are no
+/// reflection amplifier for spoofed entries.
+const ANSWER_BATCH: usize = 256;
+/// Addresses remembered for [`ANSWER_EVERY`].
+const ANSWERED_LIMIT: usize = 16_384;
 /// Packet numbers are reserved in blocks so a restart never reuses one.
 const COUNTER_BLOCK: u64 = 1024;
 
@@ -454,6 +468,10 @@ pub struct Engine {
     entry_at: Vec<Duration>,
     answer_at: Option<Duration>,
     answer_to: Vec<SocketAddr>,
+    /// Who is in `answer_to`, and when each address was last answered: an
+    /// address is answered at most once per [`ANSWER_EVERY`].
+    answering: HashSet<SocketAddr>,
+    answered: std::collections::HashMap<SocketAddr, Duration>,
     exit_at: Option<Duration>,
     probe: VecDeque<SocketAddr>,
     probe_at: Option<Duration>,
@@ -493,6 +511,8 @@ impl Engine {
             entry_at: Vec::new(),
             answer_at: None,
             answer_to: Vec::new(),
+            answering: HashSet::new(),
+            answered: std::collections::HashMap::new(),
             exit_at: None,
             probe: VecDeque::new(),
             probe_at: None,
@@ -573,6 +593,7 @@ impl Engine {
             seen: Duration::ZERO,
             marker,
             also: Vec::new(),
+            moved: false,
         });
     }
 
@@ -897,6 +918,7 @@ impl Engine {
                 self.entry_at.clear();
                 self.answer_at = None;
                 self.answer_to.clear();
+                self.answering.clear();
                 self.probe.clear();
                 self.probe_at = None;
                 Ok(vec![])
@@ -981,9 +1003,10 @@ impl Engine {
         if !files.is_empty() {
             base |= Opts::FILEATTACHOPT;
         }
-        // Decimal file IDs below 2^31 from a random base, as IPMsg does.
-        let id_base = 1 + self.rng.u64(..(1 << 30));
-        let ids_of: Vec<u64> = (0..files.len() as u64).map(|i| id_base + i).collect();
+        // Decimal file IDs below 2^31, as IPMsg writes them, from the
+        // system's CSPRNG: with the addressee's address they guard access
+        // to the files (net::files), so they must not be guessable.
+        let ids_of = file_ids(files.len());
         // All recipients share one packet number (IPMsg does the same). Every
         // packet is written and its length checked before anything is sent
         // (a refusal costs a number, which is harmless: they only grow).
@@ -1080,10 +1103,15 @@ impl Engine {
         }
         if self.answer_at.is_some_and(|t| t <= now.mono) {
             self.answer_at = None;
+            self.answering.clear();
+            if self.answered.len() > ANSWERED_LIMIT {
+                self.answered.retain(|_, t| now.mono.saturating_sub(*t) < ANSWER_EVERY);
+            }
             for dst in std::mem::take(&mut self.answer_to) {
                 let peer = self.peers.by_addr(dst).cloned();
                 let p = self.answer_packet(now, peer.as_ref());
                 self.transmit(dst, p);
+                self.answered.insert(dst, now.mono);
             }
         }
         if self.probe_at.is_some_and(|t| t <= now.mono) {
@@ -1305,6 +1333,13 @@ impl Engine {
             }
             Mode::RELEASEFILES => {
                 let Ok(r) = PacketRef::decode(p.body()) else { return self.malformed() };
+                // Only the addressee may give up its files: the release must
+                // come from the peer's own address, not just carry its name.
+                let own = self.peers.get(&key).is_some_and(|q| q.addr.ip() == from.ip() || q.at(from));
+                if !own {
+                    self.stats.ignored += 1;
+                    return;
+                }
                 self.out.push_back(Output::Store {
                     op: StoreOp::Release { peer: key, packet_no: r.value },
                     then: Vec::new(),
@@ -1442,6 +1477,7 @@ impl Engine {
             seen: now.mono,
             marker,
             also: Vec::new(),
+            moved: false,
         };
         let change = self.peers.upsert(peer);
         if second_address {
@@ -1475,7 +1511,15 @@ impl Engine {
         if self.quitting {
             return;
         }
-        if !self.answer_to.contains(&to) {
+        if self.answered.get(&to).is_some_and(|&t| now.mono.saturating_sub(t) < ANSWER_EVERY) {
+            self.stats.ignored += 1;
+            return;
+        }
+        if self.answer_to.len() >= ANSWER_BATCH {
+            self.stats.ignored += 1;
+            return;
+        }
+        if self.answering.insert(to) {
             self.answer_to.push(to);
         }
         if self.answer_at.is_none() {
@@ -1597,7 +1641,9 @@ impl Engine {
             let e = self.entry_packet(now, Mode::BR_ENTRY, 0);
             self.transmit(from, e);
         }
+        let verified = self.peers.get(&key).is_some_and(|p| p.heard() && p.at(from) && !p.moved);
         let incoming = Incoming {
+            verified,
             from: self.info_for(&key, from),
             text: body.text,
             packet_no: String::from_utf8_lossy(p.packet_no).into_owned(),
@@ -1635,6 +1681,20 @@ impl Engine {
             }
         }
     }
+}
+
+/// `n` distinct file IDs in 1..2^31 from the system's CSPRNG.
+fn file_ids(n: usize) -> Vec<u64> {
+    let mut ids: Vec<u64> = Vec::with_capacity(n);
+    while ids.len() < n {
+        let mut b = [0u8; 4];
+        getrandom::fill(&mut b).expect("the system's random source");
+        let id = u64::from(u32::from_le_bytes(b) & 0x7fff_ffff);
+        if id != 0 && !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
 }
 
 /// Refuses a packet the peer's client would cut short (iptux reads 8 KiB,

@@ -109,6 +109,9 @@ pub struct Peer {
     pub marker: Option<String>,
     /// Other addresses of its own it was heard from (a second NIC).
     pub also: Vec<SocketAddr>,
+    /// It moved to another address in this run (DHCP, or someone taking
+    /// its name): auto-accept no longer trusts it.
+    pub moved: bool,
 }
 
 impl Peer {
@@ -166,6 +169,12 @@ pub enum Change {
     Same,
 }
 
+/// The best of some peers: online first, then heard from since start,
+/// then known from the store.
+fn best<'a>(found: impl Iterator<Item = &'a Peer> + Clone) -> Option<&'a Peer> {
+    found.clone().find(|p| p.online).or_else(|| found.clone().find(|p| p.heard())).or_else(|| found.clone().next())
+}
+
 /// Which peer an entry comes from (see the module comment).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Identity {
@@ -181,13 +190,58 @@ pub enum Identity {
 /// The most peers kept; past it, peers that left are forgotten first.
 pub const MAX_PEERS: usize = 8192;
 
-/// All peers seen.
+/// All peers seen, indexed by IP and by name: looking one up costs the
+/// same with 10 peers as with [`MAX_PEERS`] (a flood of entries from many
+/// addresses must not cost the square of their number).
 #[derive(Debug, Default)]
 pub struct PeerTable {
     peers: HashMap<PeerKey, Peer>,
+    /// Keys by every IP a peer has (its address and `also`).
+    ips: HashMap<std::net::IpAddr, Vec<PeerKey>>,
+    /// Keys by untagged name.
+    names: HashMap<PeerKey, Vec<PeerKey>>,
+}
+
+fn ips_of(p: &Peer) -> impl Iterator<Item = std::net::IpAddr> + '_ {
+    std::iter::once(p.addr.ip()).chain(p.also.iter().map(|a| a.ip()))
 }
 
 impl PeerTable {
+    fn index(&mut self, p: &Peer) {
+        for ip in ips_of(p) {
+            let v = self.ips.entry(ip).or_default();
+            if !v.contains(&p.key) {
+                v.push(p.key.clone());
+            }
+        }
+        let v = self.names.entry(p.key.untagged()).or_default();
+        if !v.contains(&p.key) {
+            v.push(p.key.clone());
+        }
+    }
+
+    fn unindex(&mut self, p: &Peer) {
+        for ip in ips_of(p) {
+            if let Some(v) = self.ips.get_mut(&ip) {
+                v.retain(|k| k != &p.key);
+                if v.is_empty() {
+                    self.ips.remove(&ip);
+                }
+            }
+        }
+        let name = p.key.untagged();
+        if let Some(v) = self.names.get_mut(&name) {
+            v.retain(|k| k != &p.key);
+            if v.is_empty() {
+                self.names.remove(&name);
+            }
+        }
+    }
+
+    fn at_ip(&self, ip: std::net::IpAddr) -> impl Iterator<Item = &Peer> + Clone {
+        self.ips.get(&ip).into_iter().flatten().filter_map(|k| self.peers.get(k))
+    }
+
     /// Number of peers online.
     pub fn online_count(&self) -> usize {
         self.peers.values().filter(|p| p.online).count()
@@ -206,18 +260,18 @@ impl PeerTable {
     /// The peer at an address: online first, then one heard from since
     /// start, then one known from the store.
     pub fn by_addr(&self, addr: SocketAddr) -> Option<&Peer> {
-        self.best(|p| p.at(addr))
+        best(self.at_ip(addr.ip()).filter(|p| p.at(addr)))
     }
 
     /// The peer whose IP is `ip` (iptux keys peers by IP alone), in the
     /// same order of preference.
     pub fn by_ip(&self, ip: std::net::IpAddr) -> Option<&Peer> {
-        self.best(|p| p.addr.ip() == ip || p.also.iter().any(|a| a.ip() == ip))
+        best(self.at_ip(ip))
     }
 
-    /// Every peer called `name` on the wire.
-    fn named<'a>(&'a self, name: &'a PeerKey) -> impl Iterator<Item = &'a Peer> + 'a {
-        self.peers.values().filter(move |p| p.key.same_name(name))
+    /// Every peer called `name` (untagged) on the wire.
+    fn named<'a>(&'a self, name: &PeerKey) -> impl Iterator<Item = &'a Peer> + Clone + 'a {
+        self.names.get(name).into_iter().flatten().filter_map(|k| self.peers.get(k))
     }
 
     /// Which peer an entry packet naming itself `name` (untagged), with
@@ -225,7 +279,7 @@ impl PeerTable {
     pub fn identify(&self, name: &PeerKey, marker: Option<&str>, from: SocketAddr, now: Duration) -> Identity {
         let fresh = |p: &Peer| p.online && now.saturating_sub(p.seen) < ADDRESS_HOLD;
         // 1. Already there.
-        if let Some(p) = self.best(|p| p.key.same_name(name) && p.at(from)) {
+        if let Some(p) = best(self.named(name).filter(|p| p.at(from))) {
             return Identity::Known(p.key.clone());
         }
         // 2. The same machine, by its marker.
@@ -257,10 +311,10 @@ impl PeerTable {
     /// from: the one of that name at that address, else at that IP, else
     /// the only one of that name.
     pub fn by_source<'a>(&'a self, name: &'a PeerKey, from: SocketAddr) -> Option<&'a Peer> {
-        if let Some(p) = self.best(|p| p.key.same_name(name) && p.at(from)) {
+        if let Some(p) = best(self.named(name).filter(|p| p.at(from))) {
             return Some(p);
         }
-        if let Some(p) = self.best(|p| p.key.same_name(name) && p.addr.ip() == from.ip()) {
+        if let Some(p) = best(self.named(name).filter(|p| p.addr.ip() == from.ip())) {
             return Some(p);
         }
         let mut named = self.named(name);
@@ -272,17 +326,15 @@ impl PeerTable {
 
     /// Records that a known peer was heard at a second address of its own.
     pub fn also_at(&mut self, key: &PeerKey, addr: SocketAddr, now: Duration) {
-        if let Some(p) = self.peers.get_mut(key) {
-            if !p.at(addr) && p.also.len() < 8 {
-                p.also.push(addr);
+        let Some(p) = self.peers.get_mut(key) else { return };
+        p.seen = now;
+        if !p.at(addr) && p.also.len() < 8 {
+            p.also.push(addr);
+            let v = self.ips.entry(addr.ip()).or_default();
+            if !v.contains(key) {
+                v.push(key.clone());
             }
-            p.seen = now;
         }
-    }
-
-    fn best(&self, f: impl Fn(&Peer) -> bool) -> Option<&Peer> {
-        let found = || self.peers.values().filter(|p| f(p));
-        found().find(|p| p.online).or_else(|| found().find(|p| p.heard())).or_else(|| found().next())
     }
 
     /// Every peer, in a stable order (group, nick, key).
@@ -294,8 +346,19 @@ impl PeerTable {
 
     /// Adds or refreshes a peer from a presence packet. The address moves
     /// only if the old one has not been confirmed for [`ADDRESS_HOLD`].
-    pub fn upsert(&mut self, mut new: Peer) -> Change {
-        match self.peers.get_mut(&new.key) {
+    pub fn upsert(&mut self, new: Peer) -> Change {
+        if let Some(old) = self.peers.get(&new.key).cloned() {
+            self.unindex(&old);
+        }
+        let change = self.update(new);
+        let key_peer = self.peers.get(&change.1).cloned().expect("just stored");
+        self.index(&key_peer);
+        change.0
+    }
+
+    fn update(&mut self, mut new: Peer) -> (Change, PeerKey) {
+        let key = new.key.clone();
+        let change = match self.peers.get_mut(&new.key) {
             None => {
                 if self.peers.len() >= MAX_PEERS {
                     self.evict_offline();
@@ -321,6 +384,7 @@ impl PeerTable {
                 if new.marker.is_none() {
                     new.marker = old.marker.take();
                 }
+                new.moved = old.moved || (new.addr != old.addr && old.heard());
                 let was_online = old.online;
                 new.online = true;
                 let visible = |p: &Peer| (p.nick.clone(), p.group.clone(), p.addr, p.away, p.client);
@@ -334,7 +398,8 @@ impl PeerTable {
                     Change::Same
                 }
             }
-        }
+        };
+        (change, key)
     }
 
     /// Adds a peer known from an earlier run, offline; one already known,
@@ -344,6 +409,7 @@ impl PeerTable {
             return false;
         }
         p.online = false;
+        self.index(&p);
         self.peers.insert(p.key.clone(), p);
         true
     }
@@ -359,7 +425,9 @@ impl PeerTable {
         }
         gone.sort();
         for (_, k) in gone.into_iter().take((MAX_PEERS / 8).max(1)) {
-            self.peers.remove(&k);
+            if let Some(p) = self.peers.remove(&k) {
+                self.unindex(&p);
+            }
         }
     }
 
@@ -395,6 +463,7 @@ mod tests {
             seen: Duration::from_secs(seen),
             marker: None,
             also: Vec::new(),
+            moved: false,
         }
     }
 
@@ -433,6 +502,7 @@ mod identity_tests {
             seen: Duration::from_secs(seen),
             marker: marker.map(String::from),
             also: Vec::new(),
+            moved: false,
         }
     }
 

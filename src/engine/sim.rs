@@ -528,14 +528,14 @@ fn queued_messages_are_retried_while_the_peer_stays_online() {
 fn nothing_announces_a_node_after_its_exit() {
     let mut net = Net::new(3, 0.0, 0.0, 0, 12);
     net.start_all();
-    net.run_until(1000);
+    net.run_until(3000);
     // Node 1 re-announces; node 0 schedules its answer and quits at once.
     net.command(1, Request::Start).unwrap();
-    net.run_until(1001);
-    net.run_until(1260);
+    net.run_until(3001);
+    net.run_until(3260);
     assert!(net.nodes[0].engine.answer_at.is_some(), "the scenario needs an answer pending");
     net.command(0, Request::Quit).unwrap();
-    net.run_until(5000);
+    net.run_until(7000);
     for i in 1..3 {
         assert!(
             net.nodes[i].engine.peers().get(&net.key(0)).is_some_and(|p| !p.online),
@@ -1105,4 +1105,33 @@ fn gbk_text() -> impl proptest::strategy::Strategy<Value = String> {
     proptest::collection::vec(prop_oneof![3 => gbk_char, 1 => ascii], 1..12)
         .prop_map(|v| v.into_iter().collect::<String>())
         .prop_filter("not only spaces", |s| !s.trim().is_empty())
+}
+
+/// A flood of BR_ENTRY, from one address or spoofed from thousands, makes
+/// at most one answer per address per second and a bounded batch per
+/// answer timer; the peer table stays bounded and its lookups indexed.
+#[test]
+fn an_entry_flood_is_answered_in_bounded_measure() {
+    let mut e = Engine::new(Config::new("me", "pc", "Me"), 0, []);
+    let now = |ms: u64| Now { mono: Duration::from_millis(ms), unix_ms: 1_700_000_000_000 + ms as i64 };
+    let answers = |e: &mut Engine| {
+        std::iter::from_fn(|| e.poll_output())
+            .filter(|o| matches!(o, Output::Transmit(t) if Packet::decode(&t.payload).is_ok_and(|p| p.mode() == Mode::ANSENTRY)))
+            .count()
+    };
+    // One address, a thousand times in a second: one answer.
+    let one: SocketAddr = "10.0.0.9:2425".parse().unwrap();
+    for i in 0..1000u64 {
+        e.handle(now(i), one, format!("1:{i}:bob:pc:1:Bob\0\0").as_bytes());
+    }
+    e.handle_timeout(now(5000));
+    assert_eq!(answers(&mut e), 1);
+    // 20,000 spoofed addresses and names at once: one batch of answers per timer.
+    for i in 0..20_000u64 {
+        let from = SocketAddr::from(([10, 1 + (i / 65_000) as u8, (i / 250 % 250) as u8, (i % 250 + 1) as u8], 2425));
+        e.handle(now(6000), from, format!("1:{i}:u{i}:h{i}:1:n\0\0").as_bytes());
+    }
+    e.handle_timeout(now(11_000));
+    assert_eq!(answers(&mut e), ANSWER_BATCH);
+    assert!(e.peers().all().len() <= peers::MAX_PEERS);
 }

@@ -4,7 +4,11 @@
 //! number and file ID must all match an offer). Every request form of §6.3
 //! is read (hex-then-decimal IDs, with or without trailing `:` or NUL, split
 //! across reads). File data goes out with `sendfile`; each connection has
-//! its own thread and timeouts, so a slow or silent client stalls nobody.
+//! its own thread and timeouts, so a slow or silent client stalls nobody:
+//! a request's first byte must come within 3 s, one address holds at most
+//! [`MAX_PER_ADDRESS`] connections, and idle connections never hold one of
+//! the [`MAX_CONNECTIONS`] transfer slots. A file fetched whole by its
+//! addressee is marked so in the store: the offer ends (after a grace).
 //!
 //! Pigeon extensions, in fields after the standard ones (other clients
 //! never send them, and never get what they ask for):
@@ -32,8 +36,18 @@ use pigeon_protocol::{ClientKind, DirHeader, FileRequest, Opts, Packet, RequestK
 
 use crate::store::{OfferRecord, Store};
 
-/// At most this many transfers at once; more connections are closed.
+/// At most this many transfers at once; more requests are refused.
 pub const MAX_CONNECTIONS: usize = 64;
+/// At most this many connections at once, transfers or not yet (each has
+/// a thread until its request comes or [`FIRST_BYTE_TIMEOUT`]).
+pub const MAX_OPEN: usize = 256;
+/// At most this many at once from one address: one peer cannot take every
+/// slot.
+pub const MAX_PER_ADDRESS: usize = 8;
+/// The first byte of a request must come within this time (a connection
+/// that says nothing gives its slot back soon); the whole request within
+/// [`REQUEST_TIMEOUT`].
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A request must arrive within this time.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that takes nothing for this long is dropped (IPMsg: 180 s).
@@ -47,30 +61,102 @@ pub struct FileServer {
     store: Mutex<Option<Store>>,
     db: PathBuf,
     legacy: Charset,
+    /// Transfers running.
     active: AtomicUsize,
+    /// Connections open, per address: idle ones do not hold a transfer slot.
+    per_address: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    open: AtomicUsize,
+}
+
+/// A transfer running; its slot is given back when dropped.
+struct Transfer<'a>(&'a AtomicUsize);
+
+impl Drop for Transfer<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A transfer slot, given back when dropped (whatever happens to the thread).
+struct Slot {
+    server: Arc<FileServer>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.server.open.fetch_sub(1, Ordering::SeqCst);
+        if let Ok(mut m) = self.server.per_address.lock() {
+            if let Some(n) = m.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+impl FileServer {
+    /// A slot for a connection from `ip`, unless all are taken or this
+    /// address has its share ([`MAX_PER_ADDRESS`]).
+    fn slot(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<Slot> {
+        let mut m = self.per_address.lock().ok()?;
+        let mine = m.entry(ip).or_insert(0);
+        if *mine >= MAX_PER_ADDRESS || self.open.load(Ordering::SeqCst) >= MAX_OPEN {
+            if *mine == 0 {
+                m.remove(&ip);
+            }
+            return None;
+        }
+        *mine += 1;
+        self.open.fetch_add(1, Ordering::SeqCst);
+        Some(Slot { server: self.clone(), ip })
+    }
+
+    /// A transfer slot, once a request named a live offer.
+    fn transfer(&self) -> Result<Transfer<'_>, ServeError> {
+        if self.active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            return Err(ServeError::Refused(format!("{MAX_CONNECTIONS} transfers already running")));
+        }
+        Ok(Transfer(&self.active))
+    }
 }
 
 /// Starts serving on `listener` in a thread of its own.
 pub fn spawn(listener: TcpListener, db: PathBuf, legacy: Charset) -> std::thread::JoinHandle<()> {
-    let server = Arc::new(FileServer { store: Mutex::new(None), db, legacy, active: AtomicUsize::new(0) });
+    let server = Arc::new(FileServer {
+        store: Mutex::new(None),
+        db,
+        legacy,
+        active: AtomicUsize::new(0),
+        per_address: Mutex::new(std::collections::HashMap::new()),
+        open: AtomicUsize::new(0),
+    });
     std::thread::Builder::new()
         .name("pigeon-files".into())
         .spawn(move || {
             for conn in listener.incoming() {
                 let Ok(stream) = conn else { continue };
-                if server.active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-                    tracing::warn!("file server: {MAX_CONNECTIONS} transfers already running; refusing one");
+                let Ok(peer) = stream.peer_addr() else { continue };
+                let Some(slot) = server.slot(peer.ip()) else {
+                    tracing::warn!(
+                        "file server: no slot for {peer} ({MAX_OPEN} open, or {MAX_PER_ADDRESS} of its own)"
+                    );
                     continue;
-                }
-                server.active.fetch_add(1, Ordering::SeqCst);
+                };
                 let s = server.clone();
-                let _ = std::thread::Builder::new().name("pigeon-transfer".into()).spawn(move || {
-                    let peer = stream.peer_addr().ok();
+                // A thread that cannot start drops its closure, and the slot with it.
+                let spawned = std::thread::Builder::new().name("pigeon-transfer".into()).spawn(move || {
+                    let _slot = slot;
                     if let Err(e) = s.serve(stream) {
-                        tracing::info!("file request from {peer:?}: {e}");
+                        tracing::info!("file request from {peer}: {e}");
                     }
-                    s.active.fetch_sub(1, Ordering::SeqCst);
                 });
+                if let Err(e) = spawned {
+                    tracing::warn!("file server: cannot start a transfer thread: {e}");
+                }
             }
         })
         .expect("spawn the file server")
@@ -102,8 +188,17 @@ pub fn read_request(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
         if left.is_zero() {
             break;
         }
-        // Once something arrived, a short silence ends it.
-        let wait = if buf.is_empty() { left } else { left.min(Duration::from_millis(300)) };
+        // The first byte comes soon or never; once something arrived, a
+        // short silence ends it.
+        let first = deadline - REQUEST_TIMEOUT + FIRST_BYTE_TIMEOUT;
+        let wait = if buf.is_empty() {
+            first.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
+        } else {
+            left.min(Duration::from_millis(300))
+        };
+        if buf.is_empty() && Instant::now() >= first {
+            break;
+        }
         stream.set_read_timeout(Some(wait))?;
         match stream.read(&mut chunk) {
             Ok(0) => break,
@@ -145,10 +240,9 @@ impl FileServer {
     fn serve(&self, mut stream: TcpStream) -> Result<(), ServeError> {
         let peer = stream.peer_addr()?;
         let raw = read_request(&mut stream)?;
-        let p = Packet::decode(&raw).map_err(|e| ServeError::BadRequest(e.to_string()))?;
-        let kind = FileRequest::kind_of(&p).ok_or_else(|| ServeError::BadRequest(format!("mode {}", p.mode())))?;
-        let req = FileRequest::decode(p.body()).map_err(|e| ServeError::BadRequest(e.to_string()))?;
+        let (p, kind, req) = parse_request(&raw)?;
         let offer = self.find(&p, &req, peer)?;
+        let _transfer = self.transfer()?;
         stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
         stream.set_nodelay(true)?;
         let client = ClientKind::from_version(p.version);
@@ -164,14 +258,18 @@ impl FileServer {
             (RequestKind::File, false) => {
                 let mut f = File::open(&offer.path)?;
                 let offset = req.offset.unwrap_or(0).min(offer.size);
-                if wants_checksum(p.body()) {
+                let sent = if wants_checksum(p.body()) {
                     let mut h = hash_prefix(&mut f, offset)?;
                     let sent = send_hashed(&mut stream, &mut f, offset, offer.size - offset, &mut h)?;
                     if sent == offer.size - offset {
                         stream.write_all(&sha2::Digest::finalize(h))?;
                     }
+                    sent
                 } else {
-                    send_range(&stream, &mut f, offset, offer.size - offset)?;
+                    send_range(&stream, &mut f, offset, offer.size - offset)?
+                };
+                if sent == offer.size - offset {
+                    self.fetched(&offer);
                 }
             }
             (RequestKind::Dir, true) => {
@@ -189,6 +287,7 @@ impl FileServer {
                 w.skipping = w.hint.is_some();
                 w.dir(&offer.path, &offer.name, "", 0)?;
                 w.flush()?;
+                self.fetched(&offer);
             }
             // IPMsg asks for single files this way when encrypting: one record.
             (RequestKind::Dir, false) => {
@@ -196,7 +295,9 @@ impl FileServer {
                 let mut h = Vec::new();
                 DirHeader::file(&offer.name, offer.size, offer.mtime).encode(names, &mut h).map_err(io_err)?;
                 stream.write_all(&h)?;
-                send_range(&stream, &mut f, 0, offer.size)?;
+                if send_range(&stream, &mut f, 0, offer.size)? == offer.size {
+                    self.fetched(&offer);
+                }
             }
             (RequestKind::File, true) => {
                 return Err(ServeError::Refused("a folder is fetched with GETDIRFILES".into()))
@@ -206,6 +307,17 @@ impl FileServer {
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         let _ = stream.read(&mut [0u8; 64]);
         Ok(())
+    }
+
+    /// All of one file or folder went to its addressee: the offer ends
+    /// (after a grace, `store::offers::FETCHED_GRACE`).
+    fn fetched(&self, offer: &OfferRecord) {
+        let Ok(mut guard) = self.store.lock() else { return };
+        if let Some(store) = guard.as_mut() {
+            if let Err(e) = store.transaction(|tx| tx.mark_fetched(offer, chrono::Utc::now())) {
+                tracing::warn!("cannot mark offer {} fetched: {e}", offer.packet_no);
+            }
+        }
     }
 
     /// The offer a request names, if the requester is its addressee.
@@ -218,6 +330,28 @@ impl FileServer {
             let store = guard.as_ref().expect("just opened");
             store.live_offers(req.packet_no, chrono::Utc::now()).map_err(|e| ServeError::Refused(e.to_string()))?
         };
+        select_offer(&offers, p, req, peer, self.legacy)
+    }
+}
+
+/// A request's packet, kind and fields; anything else is a bad request.
+pub fn parse_request(raw: &[u8]) -> Result<(Packet<'_>, RequestKind, FileRequest), ServeError> {
+    let p = Packet::decode(raw).map_err(|e| ServeError::BadRequest(e.to_string()))?;
+    let kind = FileRequest::kind_of(&p).ok_or_else(|| ServeError::BadRequest(format!("mode {}", p.mode())))?;
+    let req = FileRequest::decode(p.body()).map_err(|e| ServeError::BadRequest(e.to_string()))?;
+    Ok((p, kind, req))
+}
+
+/// Of the live offers of the request's packet number, the one it names, if
+/// the requester (`peer`, and the user name in its header) is its addressee.
+pub fn select_offer(
+    offers: &[OfferRecord],
+    p: &Packet<'_>,
+    req: &FileRequest,
+    peer: SocketAddr,
+    legacy: Charset,
+) -> Result<OfferRecord, ServeError> {
+    {
         let for_them: Vec<&OfferRecord> =
             offers.iter().filter(|o| o.peer.addr.parse::<SocketAddr>().is_ok_and(|a| a.ip() == peer.ip())).collect();
         if for_them.is_empty() {
@@ -229,7 +363,7 @@ impl FileServer {
             .find(|o| o.file_id == req.file_id)
             .or_else(|| for_them.iter().find(|o| Some(o.file_id) == req.file_id_decimal))
             .ok_or_else(|| ServeError::Refused(format!("offer {} has no file {:x}", req.packet_no, req.file_id)))?;
-        let cs = charset::detect(p.opts(), ClientKind::from_version(p.version), None, self.legacy, p.user);
+        let cs = charset::detect(p.opts(), ClientKind::from_version(p.version), None, legacy, p.user);
         let user = cs.decode(p.user);
         if !user.eq_ignore_ascii_case(&offer.peer.user) {
             return Err(ServeError::Refused(format!("offer {} is for {}, not {user}", req.packet_no, offer.peer.user)));
@@ -243,17 +377,17 @@ fn io_err(e: pigeon_protocol::Error) -> std::io::Error {
 }
 
 /// Pigeon's extension fields: those after `pkt:fid:off`.
-fn extension_fields(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub fn extension_fields(body: &[u8]) -> impl Iterator<Item = &[u8]> {
     body.split(|&b| b == b':' || b == 0).skip(3)
 }
 
 /// `PH` among the extension fields: the receiver wants SHA-256s.
-fn wants_checksum(body: &[u8]) -> bool {
+pub fn wants_checksum(body: &[u8]) -> bool {
     extension_fields(body).any(|f| f == b"PH")
 }
 
 /// `PR<hex path>,<hex offset>` among the extension fields of a GETDIRFILES.
-fn resume_hint(body: &[u8]) -> Option<(String, u64)> {
+pub fn resume_hint(body: &[u8]) -> Option<(String, u64)> {
     let field = extension_fields(body).find(|f| f.starts_with(b"PR"))?;
     let rest = field.strip_prefix(b"PR")?;
     let comma = rest.iter().position(|&b| b == b',')?;

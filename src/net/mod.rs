@@ -27,6 +27,8 @@ pub struct NodeOptions {
     pub bind: IpAddr,
     /// Extra unicast targets probed with a paced BR_ENTRY (configured ranges).
     pub probe: Vec<SocketAddr>,
+    /// How much of what strangers send is kept.
+    pub retention: store::Retention,
 }
 
 /// Asks the node for something.
@@ -191,7 +193,7 @@ pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task
     let counter = store.packet_counter().context("read the packet counter")?;
     let since = chrono::Utc::now() - chrono::Duration::days(30);
     let seen = store
-        .recent_incoming_keys(since)
+        .recent_incoming_keys(since, engine::DEDUP_LIMIT)
         .context("read recent messages")?
         .into_iter()
         .map(|(u, h, n, text)| (engine::PeerKey::new(u, h), n, engine::text_hash(&text)));
@@ -224,7 +226,7 @@ pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let (ev_tx, _) = broadcast::channel(4096);
     let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
-    let store_tx = spawn_store(store, persisted_tx);
+    let store_tx = spawn_store(store, persisted_tx, opts.retention);
     let send_errors = SendErrors::default();
     let handle = NodeHandle { commands: cmd_tx, events: ev_tx.clone(), send_errors: send_errors.clone() };
     let out = Sender { sock, errors: send_errors };
@@ -250,12 +252,26 @@ enum Stored {
 /// not acknowledged, so its sender tries again).
 const STORE_QUEUE: usize = 50_000;
 
-fn spawn_store(mut store: Store, done: mpsc::UnboundedSender<Stored>) -> mpsc::Sender<StoreJob> {
+/// Incoming messages between two prunings of what strangers sent.
+const PRUNE_EVERY: usize = 1024;
+
+fn spawn_store(
+    mut store: Store,
+    done: mpsc::UnboundedSender<Stored>,
+    keep: store::Retention,
+) -> mpsc::Sender<StoreJob> {
     // tokio's channel allocates its slots as they fill, not all at once.
     let (tx, mut rx) = mpsc::channel::<StoreJob>(STORE_QUEUE);
     std::thread::Builder::new()
         .name("pigeon-store".into())
         .spawn(move || {
+            let prune = |store: &mut Store| {
+                if let Err(e) = store.transaction(|tx| tx.prune(&keep)) {
+                    tracing::warn!("cannot prune the history: {e}");
+                }
+            };
+            prune(&mut store);
+            let mut since_prune = 0;
             while let Some(first) = rx.blocking_recv() {
                 let mut batch = vec![first];
                 while batch.len() < 1000 {
@@ -264,6 +280,8 @@ fn spawn_store(mut store: Store, done: mpsc::UnboundedSender<Stored>) -> mpsc::S
                         Err(_) => break,
                     }
                 }
+                since_prune +=
+                    batch.iter().filter(|(op, _)| matches!(op, StoreOp::Incoming(_) | StoreOp::Peer { .. })).count();
                 let whole = store.transaction(|tx| batch.iter().try_for_each(|(op, _)| apply(tx, op)));
                 let mut reports = Vec::new();
                 match whole {
@@ -288,6 +306,10 @@ fn spawn_store(mut store: Store, done: mpsc::UnboundedSender<Stored>) -> mpsc::S
                     if done.send(r).is_err() {
                         return;
                     }
+                }
+                if since_prune >= PRUNE_EVERY {
+                    since_prune = 0;
+                    prune(&mut store);
                 }
             }
         })

@@ -167,6 +167,23 @@ impl MessageRecord {
     }
 }
 
+/// How much of what strangers send is kept ([`Tx::prune`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Peers remembered (the most recently seen).
+    pub peers: usize,
+    /// Messages kept from each peer we never wrote to.
+    pub per_stranger: usize,
+    /// Messages kept from all such peers together.
+    pub strangers: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention { peers: 20_000, per_stranger: 1_000, strangers: 100_000 }
+    }
+}
+
 /// A peer seen on the network, its last known entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerRecord {
@@ -298,6 +315,13 @@ impl Store {
     }
 
     fn open_with_timeout(path: &Path, busy_timeout: Duration) -> Result<Store, StoreError> {
+        // A new database is created 0600 whatever the umask (SQLite gives
+        // its -wal and -shm files the database's permissions): the history
+        // is the user's alone. A missing folder is reported by SQLite below.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
+        }
         let conn = Connection::open(path).ctx(path, "open")?;
         Self::setup(conn, path.to_path_buf(), busy_timeout)
     }
@@ -477,17 +501,23 @@ impl Store {
     pub fn recent_incoming_keys(
         &self,
         since: DateTime<Utc>,
+        limit: usize,
     ) -> Result<Vec<(String, String, String, String)>, StoreError> {
         const OP: &str = "read recent incoming messages";
+        // The newest `limit` only (what the engine keeps): a flood last week
+        // does not cost memory at start.
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT peer_user, peer_host, packet_no, text FROM messages \
-                 WHERE direction = 'in' AND time >= ? ORDER BY time, id",
+                "SELECT peer_user, peer_host, packet_no, text FROM ( \
+                     SELECT peer_user, peer_host, packet_no, text, time, id FROM messages \
+                     WHERE direction = 'in' AND time >= ? ORDER BY time DESC, id DESC LIMIT ?) \
+                 ORDER BY time, id",
             )
             .ctx(&self.path, OP)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map([since.timestamp_millis()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_map(params![since.timestamp_millis(), limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .ctx(&self.path, OP)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().ctx(&self.path, OP)
     }
@@ -752,6 +782,42 @@ impl Tx<'_> {
             })
             .ctx(self.path, "store a peer")?;
         Ok(())
+    }
+
+    /// Bounds what strangers can make us keep (a flood of made-up names, or
+    /// one peer that never stops): peers beyond the newest `r.peers` are
+    /// forgotten; of the messages from peers we never wrote to, only the
+    /// newest `r.per_stranger` of each and `r.strangers` in all stay.
+    /// Conversations (a peer we wrote to) are never touched. Returns the
+    /// rows removed.
+    pub fn prune(&self, r: &Retention) -> Result<usize, StoreError> {
+        const OP: &str = "prune what strangers sent";
+        let lim = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let peers = self
+            .conn
+            .execute(
+                "DELETE FROM peers WHERE (user, host) NOT IN \
+                 (SELECT user, host FROM peers ORDER BY last_seen DESC LIMIT ?)",
+                [lim(r.peers)],
+            )
+            .ctx(self.path, OP)?;
+        let messages = self
+            .conn
+            .execute(
+                "DELETE FROM messages WHERE id IN ( \
+                   SELECT id FROM ( \
+                     SELECT m.id, \
+                       row_number() OVER (PARTITION BY m.peer_user, m.peer_host ORDER BY m.time DESC, m.id DESC) AS n, \
+                       row_number() OVER (ORDER BY m.time DESC, m.id DESC) AS total \
+                     FROM messages m \
+                     WHERE m.direction = 'in' AND NOT EXISTS ( \
+                       SELECT 1 FROM messages o WHERE o.direction = 'out' \
+                         AND o.peer_user = m.peer_user AND o.peer_host = m.peer_host)) \
+                   WHERE n > ? OR total > ?)",
+                params![lim(r.per_stranger), lim(r.strangers)],
+            )
+            .ctx(self.path, OP)?;
+        Ok(peers + messages)
     }
 
     /// Stores exactly `n` (the last number used, at a clean exit; the

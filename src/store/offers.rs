@@ -51,18 +51,26 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OfferRecord> {
     })
 }
 
+/// How long a fetched offer is still served: a receiver whose check of
+/// the data failed fetches it again at once.
+pub const FETCHED_GRACE: chrono::Duration = chrono::Duration::minutes(10);
+
 impl Store {
-    /// The live offers (not released, not expired at `now`) of one SENDMSG.
+    /// The live offers of one SENDMSG: not released, not expired at `now`,
+    /// not fetched (or fetched less than [`FETCHED_GRACE`] ago).
     pub fn live_offers(&self, packet_no: u64, now: DateTime<Utc>) -> Result<Vec<OfferRecord>, StoreError> {
         const OP: &str = "read offers";
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM offers WHERE packet_no = ? AND released = 0 AND expires > ?"
+                "SELECT {COLUMNS} FROM offers WHERE packet_no = ? AND released = 0 AND expires > ? \
+                 AND (fetched = 0 OR fetched > ?)"
             ))
             .ctx(&self.path, OP)?;
-        let rows =
-            stmt.query_map(params![packet_no.to_string(), now.timestamp_millis()], from_row).ctx(&self.path, OP)?;
+        let since = (now - FETCHED_GRACE).timestamp_millis();
+        let rows = stmt
+            .query_map(params![packet_no.to_string(), now.timestamp_millis(), since], from_row)
+            .ctx(&self.path, OP)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().ctx(&self.path, OP)
     }
 
@@ -104,6 +112,27 @@ impl Tx<'_> {
                 ])
             })
             .ctx(self.path, "record an offer")?;
+        Ok(())
+    }
+
+    /// Its addressee has fetched one file or folder of an offer (the whole
+    /// of it): it is served for [`FETCHED_GRACE`] more.
+    pub fn mark_fetched(&self, o: &OfferRecord, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE offers SET fetched = ? WHERE packet_no = ? AND file_id = ? AND peer_user = ? \
+                 AND peer_host = ? AND fetched = 0",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    now.timestamp_millis(),
+                    o.packet_no.to_string(),
+                    o.file_id as i64,
+                    o.peer.user,
+                    o.peer.host
+                ])
+            })
+            .ctx(self.path, "mark an offer fetched")?;
         Ok(())
     }
 
@@ -156,5 +185,19 @@ mod tests {
         s.transaction(|tx| tx.release_offers("bob", "pc", 7).map(|_| ())).unwrap();
         assert!(s.live_offers(7, Utc::now()).unwrap().is_empty());
         assert_eq!(s.offers_made().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_fetched_offer_ends_after_a_grace() {
+        let mut s = Store::open_in_memory().unwrap();
+        let o = offer(9, 1, 3600);
+        s.transaction(|tx| tx.insert_offer(&o)).unwrap();
+        let then = Utc::now();
+        s.transaction(|tx| tx.mark_fetched(&o, then)).unwrap();
+        assert_eq!(s.live_offers(9, then + chrono::Duration::minutes(9)).unwrap().len(), 1, "within the grace");
+        assert!(s.live_offers(9, then + chrono::Duration::minutes(11)).unwrap().is_empty(), "ended");
+        // A second fetch within the grace does not extend it.
+        s.transaction(|tx| tx.mark_fetched(&o, then + chrono::Duration::minutes(5))).unwrap();
+        assert!(s.live_offers(9, then + chrono::Duration::minutes(11)).unwrap().is_empty());
     }
 }

@@ -130,6 +130,11 @@ CREATE INDEX messages_unread
 ALTER TABLE peers ADD COLUMN marker TEXT;
 -- Our own instance marker lives in meta ('instance').
 "#,
+    // 5: an offer ends once its addressee has fetched it (Unix ms; 0: not
+    // yet), after a short grace for a receiver whose check failed.
+    r#"
+ALTER TABLE offers ADD COLUMN fetched INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 #[cfg(test)]

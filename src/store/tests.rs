@@ -441,7 +441,7 @@ fn recent_incoming_keys_since() {
             Ok(())
         })
         .unwrap();
-    let keys = store.recent_incoming_keys(at(T0 + 1000)).unwrap();
+    let keys = store.recent_incoming_keys(at(T0 + 1000), 10).unwrap();
     assert_eq!(
         keys,
         [
@@ -449,6 +449,53 @@ fn recent_incoming_keys_since() {
             ("carol".into(), "host-a".into(), "4".into(), "new".into())
         ]
     );
+    // Only the newest `limit`, still oldest first.
+    let keys = store.recent_incoming_keys(at(T0), 1).unwrap();
+    assert_eq!(keys, [("carol".into(), "host-a".into(), "4".into(), "new".into())]);
+}
+
+#[test]
+fn what_strangers_send_is_bounded_and_conversations_are_kept() {
+    let mut store = Store::open_in_memory().unwrap();
+    store
+        .transaction(|tx| {
+            // A conversation: we wrote to bob; he wrote a lot.
+            tx.insert_message(&msg(Direction::Out, "bob", "1", T0, "hi bob"))?;
+            for i in 0..50 {
+                tx.insert_message(&msg(Direction::In, "bob", &format!("b{i}"), T0 + i, "from bob"))?;
+            }
+            // A stranger who never stops, and a flood of made-up names.
+            for i in 0..50 {
+                tx.insert_message(&msg(Direction::In, "spam", &format!("s{i}"), T0 + 100 + i, &format!("spam {i}")))?;
+            }
+            for i in 0..30 {
+                tx.insert_message(&msg(Direction::In, &format!("fake{i}"), "1", T0 + 200 + i, "hello"))?;
+                tx.upsert_peer(&PeerRecord {
+                    user: format!("fake{i}"),
+                    host: "x".into(),
+                    nick: String::new(),
+                    group: String::new(),
+                    addr: "10.0.0.1:2425".into(),
+                    client: "ipmsg".into(),
+                    last_seen: at(T0 + i),
+                    marker: None,
+                })?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let r = Retention { peers: 10, per_stranger: 5, strangers: 20 };
+    let removed = store.transaction(|tx| tx.prune(&r)).unwrap();
+    assert_eq!(removed, 20 + (45 + 30 - 15));
+    let all = store.history(&HistoryQuery::default()).unwrap();
+    let from = |u: &str| all.iter().filter(|m| m.peer.user == u).count();
+    assert_eq!(from("bob"), 51, "a conversation is kept whole");
+    // The newest 20 stranger messages: the 30 fakes' and none of spam's older ones.
+    let strangers = all.iter().filter(|m| m.peer.user != "bob").count();
+    assert_eq!(strangers, 20);
+    assert!(all.iter().filter(|m| m.peer.user == "spam").count() <= 5);
+    assert_eq!(store.peers().unwrap().len(), 10);
+    assert_eq!(store.peers().unwrap()[0].user, "fake20", "the most recently seen are kept");
 }
 
 #[test]
