@@ -230,3 +230,53 @@ fn pcap_reassembles_fragmented_datagrams() {
     assert_eq!(v[0]["length"].as_u64(), Some(datagram.len() as u64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("made 1 datagrams"));
 }
+
+/// Packets whose every field holds escape sequences and right-to-left
+/// overrides: the text output shows them harmless (U+FFFD, or escaped in
+/// quoted fields), the JSON output keeps what was sent.
+#[test]
+fn hostile_text_is_made_safe_for_the_terminal() {
+    let sealed = [
+        &b"1:41:mal\x1b[31m:pc\xe2\x80\xaegpj:10486560:hi \x1b]0;pwned\x07 there\xe2\x80\xaetxt.exe\n"[..],
+        b"second \x1b[2J line\0",
+        b"1:evil\xe2\x80\xaetxt.exe:5:0:1:\x07\0",
+    ]
+    .concat();
+    let entry = b"1:42:mal:pc:8388609:Mallory\x1b[31m\xe2\x80\xaex\0team\x1b[1m\0";
+    let version = b"1_evil\x1b[31m\xe2\x80\xae:43:u:h:8388640:plain\0";
+    let receipt = b"1:44:u:h:33:12\x1b[31m\xe2\x80\xae\0";
+    let hex: Vec<String> = [&sealed[..], entry, version, receipt].iter().map(hex::encode).collect();
+    let mut args = vec!["decode"];
+    for h in &hex {
+        args.extend(["--hex", h]);
+    }
+    let out = pigeon(&args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        let s = String::from_utf8_lossy(bytes);
+        assert!(
+            !bytes.contains(&0x1b) && !bytes.contains(&0x07) && !s.contains('\u{202e}'),
+            "a raw escape or override on {stream}: {s:?}"
+        );
+    }
+    assert_eq!(text.matches("── hex #").count(), 4, "every packet is shown: {text:?}");
+    assert!(text.contains("text: hi \u{fffd}]0;pwned\u{fffd} there\u{fffd}txt.exe"), "{text:?}");
+    assert!(text.contains("second \u{fffd}[2J line"), "{text:?}");
+    assert!(text.contains("from mal\u{fffd}[31m@pc\u{fffd}gpj"), "{text:?}");
+    // Quoted fields are escaped the Rust way.
+    assert!(text.contains(r#""evil\u{202e}txt.exe""#), "{text:?}");
+    assert!(text.contains(r#"nick "Mallory\u{1b}[31m\u{202e}x""#), "{text:?}");
+    assert!(text.contains("(1_evil\u{fffd}[31m\u{fffd})"), "{text:?}");
+
+    // JSON keeps the bytes as they were (serde escapes the controls).
+    let mut args = vec!["decode", "--json"];
+    for h in &hex {
+        args.extend(["--hex", h]);
+    }
+    let v = json_lines(&pigeon(&args));
+    assert_eq!(v[0]["text"], "hi \x1b]0;pwned\x07 there\u{202e}txt.exe\nsecond \x1b[2J line");
+    assert_eq!((v[0]["user"].as_str(), v[0]["host"].as_str()), (Some("mal\x1b[31m"), Some("pc\u{202e}gpj")));
+    assert_eq!(v[0]["attachments"][0]["name"], "evil\u{202e}txt.exe");
+    assert_eq!(v[1]["nick"], "Mallory\x1b[31m\u{202e}x");
+    assert_eq!(v[2]["version"], "1_evil\x1b[31m\u{202e}");
+}

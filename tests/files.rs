@@ -176,7 +176,12 @@ fn kill_nine_of_the_sender_then_resume() {
         // for the next offer.)
         wait_for(|| a.peers().len() == 1, "the sender back");
         let out = b.cli(&["fetch", &id, "--to", dst.to_str().unwrap(), "--json"]);
-        assert!(out.status.success(), "resumed {what} fetch: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "resumed {what} fetch: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let done: Value = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -251,17 +256,29 @@ fn a_hostile_sender_is_refused_and_nothing_lands_outside() {
     std::fs::create_dir_all(&dst).unwrap();
     let before = tree(area.path());
 
-    // Names that try to leave the folder, in the attachment list itself.
-    for name in ["../evil.txt", "/etc/evil", "a/../../b"] {
+    // Names that try to leave the folder, or to look like another name, in
+    // the attachment list itself: refused before anything is asked for.
+    for (name, why) in [
+        ("../evil.txt", "contains a path separator"),
+        ("/etc/evil", "contains a path separator"),
+        ("a/../../b", "contains a path separator"),
+        ("..", "refers to a directory"),
+        // Shown as "reportexe.pdf"; in UTF-8 (UTF8OPT), so that it arrives as U+202E.
+        ("report\u{202e}fdp.exe", "holds a right-to-left override"),
+    ] {
         let list = format!("1:{}:5:0:1:\x07", name.replace(':', "::"));
-        raw.send("127.0.0.38", 0x0020_0120, b"take this", &[list.as_bytes()]);
+        raw.send("127.0.0.38", 0x00a0_0120, b"take this", &[list.as_bytes()]);
         wait_for(|| offers(&b).iter().any(|o| o["attachments"][0]["name"] == name), "the hostile offer");
         let (code, events) = fetch(&b, &dst);
-        assert_eq!(code, Some(1), "{name}: {events:?}");
-        assert!(
-            events.iter().any(|e| e["event"] == "error" && e["error"].as_str().unwrap().contains("refused")),
-            "{events:?}"
-        );
+        assert_eq!(code, Some(1), "{name:?}: {events:?}");
+        let error = fetch_error(&events);
+        assert!(error.starts_with("refused") && error.contains(why), "{name:?}: {error}");
+        // In text, the name is shown with its override made harmless.
+        let id = offers(&b).last().unwrap()["id"].as_i64().unwrap().to_string();
+        let out = b.cli(&["fetch", &id, "--to", dst.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name:?}: {err}");
+        assert!(err.contains(why) && !err.contains('\u{202e}'), "{name:?}: {err}");
     }
 
     // Folder streams that lie: a traversal name inside, a symlink, a size
@@ -301,12 +318,15 @@ fn a_hostile_sender_is_refused_and_nothing_lands_outside() {
         s.extend_from_slice(&vec![b'x'; 70_000]);
         s
     };
-    for (what, stream) in [
-        ("traversal", traversal),
-        ("symlink", symlink),
-        ("lying size", lying),
-        ("5000 levels", deep),
-        ("endless header", endless),
+    // Each must fail for its own reason, not because the stream ended early
+    // (every stream here ends early too).
+    for (what, stream, why) in [
+        ("traversal", traversal, r#"unsafe name "../../escape": contains a path separator"#),
+        ("symlink", symlink, r#"unsupported entry type 0x04 for "link""#),
+        // Its 1,000 bytes were read as the file's; then the stream ended.
+        ("lying size", lying, "closed the connection after 1000 of 256 bytes"),
+        ("5000 levels", deep, "nests deeper than"),
+        ("endless header", endless, "directory header of 65535 bytes exceeds the limit"),
     ] {
         let list = b"7:ok:100:0:2:\x07".to_vec();
         raw.send("127.0.0.38", 0x0020_0120, what.as_bytes(), &[&list]);
@@ -319,8 +339,16 @@ fn a_hostile_sender_is_refused_and_nothing_lands_outside() {
             h.join().unwrap();
             out
         });
-        assert_eq!(server.status.code(), Some(1), "{what}: {}", String::from_utf8_lossy(&server.stdout));
+        let events: Vec<Value> =
+            String::from_utf8_lossy(&server.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        assert_eq!(server.status.code(), Some(1), "{what}: {events:?}");
+        let error = fetch_error(&events);
+        assert!(error.contains(why), "{what}: expected {why:?}, got {error:?}");
     }
+    // The file whose size lied stays partial: it never became a whole file.
+    let landed = tree(&dst);
+    assert!(!landed.iter().any(|(p, _)| p.ends_with("/short.bin")), "{landed:?}");
+    assert!(landed.iter().any(|(p, _)| p.ends_with("/short.bin.part")), "{landed:?}");
     // Nothing appeared outside the inbox.
     let after: Vec<(String, String)> = tree(area.path()).into_iter().filter(|(p, _)| !p.starts_with("inbox")).collect();
     let before: Vec<(String, String)> = before.into_iter().filter(|(p, _)| !p.starts_with("inbox")).collect();
@@ -442,9 +470,9 @@ fn gbk_names_for_a_peer_that_does_not_read_utf8() {
 #[test]
 fn offers_from_listed_peers_are_fetched_automatically_within_the_limit() {
     let inbox = tempfile::tempdir().unwrap();
-    let config = format!("auto_accept = [\"kim\"]\nauto_accept_max_mb = 1\ndownload_dir = {:?}\n", inbox.path());
+    let config = format!("auto_accept = [\"kim@kim-pc\"]\nauto_accept_max_mb = 1\ndownload_dir = {:?}\n", inbox.path());
     let b = Daemon::start_with_config("127.0.0.45", "lou", "Lou", &["127.0.0.44"], &config);
-    let a = Daemon::start("127.0.0.44", "kim", "Kim", &["127.0.0.45"]);
+    let a = Daemon::start_with_config("127.0.0.44", "kim", "Kim", &["127.0.0.45"], "host = \"kim-pc\"\n");
     wait_for(|| a.peers().len() == 1 && b.peers().len() == 1, "discovery");
     let src = tempfile::tempdir().unwrap();
     let small = src.path().join("small.bin");
@@ -452,17 +480,47 @@ fn offers_from_listed_peers_are_fetched_automatically_within_the_limit() {
     offer(&a, "Lou", &[&small]);
     wait_for(|| inbox.path().join("small.bin").exists(), "the automatic fetch");
     assert_eq!(sha256(&inbox.path().join("small.bin")), sha256(&small));
-    // Over the limit: offered, listed, not fetched.
+    // Over the limit: offered, listed, not fetched. The daemon decides on
+    // offers one after the other: a small offer sent after it and fetched
+    // shows the big one was decided on (a fetch of it would have begun
+    // first). Then, for a fetch that begins late, watch four times as long
+    // as all that took (2 MB to the small one's 0.5 MB), at least 2 s.
     let big = src.path().join("big.bin");
     random_file(&big, 2_000_000, 5);
+    let after = src.path().join("after.bin");
+    random_file(&after, 500_000, 6);
+    let t = Instant::now();
     offer(&a, "Lou", &[&big]);
-    wait_for(|| offers(&b).len() == 2, "the second offer");
-    std::thread::sleep(Duration::from_secs(1));
-    assert!(!inbox.path().join("big.bin").exists() && !inbox.path().join("big.bin.part").exists());
+    offer(&a, "Lou", &[&after]);
+    wait_for(|| offers(&b).len() == 3, "the later offers");
+    let inbox_names = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(inbox.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let no_big = |names: &[String]| !names.iter().any(|n| n.starts_with("big"));
+    wait_for(
+        || {
+            let names = inbox_names();
+            assert!(no_big(&names), "the offer over the limit was fetched: {names:?}");
+            inbox.path().join("after.bin").exists()
+        },
+        "the automatic fetch of the offer after the big one",
+    );
+    assert_eq!(sha256(&inbox.path().join("after.bin")), sha256(&after));
+    let grace = (t.elapsed() * 4).max(Duration::from_secs(2));
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        let names = inbox_names();
+        assert!(no_big(&names), "the offer over the limit was fetched: {names:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(inbox_names(), ["after.bin", "small.bin"]);
 }
 
-/// iptux ignores the offset of GETFILEDATA and sends from byte 0: the
-/// receiver notices (more bytes than remain) and restarts the file cleanly.
 /// The `.part` a fetch of `name` from the raw peer's offer `packet_no`
 /// (file ID `id`, mtime 0) writes: tied to its offer.
 fn raw_part(dir: &Path, name: &str, packet_no: u64, id: u64, size: u64) -> std::path::PathBuf {
@@ -671,4 +729,89 @@ fn a_checksum_that_does_not_match_leaves_no_file() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("does not match the sender's SHA-256"));
     assert_eq!(tree(dst.path()), vec![], "nothing complete, nothing partial");
+}
+
+/// auto_accept trusts user@host as heard, from where it was heard: a nick
+/// is not enough, a stranger claiming the name from another address is not
+/// trusted, and announced sizes that overflow when summed are refused.
+#[test]
+fn auto_accept_trusts_a_name_only_from_where_it_was_heard() {
+    let inbox = tempfile::tempdir().unwrap();
+    let config = format!(
+        "auto_accept = [\"raw@raw-pc\", \"Mallory\"]\nauto_accept_max_mb = 5\ndownload_dir = {:?}\n",
+        inbox.path()
+    );
+    let b = Daemon::start_with_config("127.0.0.64", "rae", "Rae", &["127.0.0.65", "127.0.0.66"], &config);
+    let mut friend = Raw::new("127.0.0.65");
+    friend.send("127.0.0.64", 1, b"Friend", &[b""]);
+    wait_for(|| b.peers().iter().any(|p| p["user"] == "raw"), "the friend's entry");
+    // A stranger takes the friend's name, and another calls itself Mallory.
+    let mut stranger = Raw::new("127.0.0.66");
+    stranger.no = 900;
+    stranger.send("127.0.0.64", 0x0020_0120, b"from a stranger", &[b"1:evil.bin:10:0:1:\x07"]);
+    stranger.udp.send_to(b"1:949:mal:mal-pc:1:Mallory\0\0", format!("127.0.0.64:{PORT}")).unwrap();
+    wait_for(|| b.peers().iter().any(|p| p["nick"] == "Mallory"), "Mallory's entry");
+    let mut p = b"1:950:mal:mal-pc:2097440:from mallory\0".to_vec();
+    p.extend_from_slice(b"2:nick.bin:10:0:1:\x07\0");
+    stranger.udp.send_to(&p, format!("127.0.0.64:{PORT}")).unwrap();
+    // Sizes that sum past 2^64 to a small number.
+    let huge = format!("3:a.bin:{:x}:0:1:\x074:b.bin:{:x}:0:1:\x07", u64::MAX - 5 * (1 << 30) + 1, 5u64 << 30);
+    friend.send("127.0.0.64", 0x0020_0120, b"overflow", &[huge.as_bytes()]);
+    // The friend's real offer, last: when it is fetched, the others were seen.
+    friend.send("127.0.0.64", 0x0020_0120, b"the real one", &[b"5:ok.bin:3:0:1:\x07"]);
+    friend.serve_one(|_| b"abc".to_vec());
+    wait_for(|| inbox.path().join("ok.bin").exists(), "the friend's file");
+    assert_eq!(offers(&b).len(), 4, "every offer is listed");
+    let landed: Vec<String> = tree(inbox.path()).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(landed, ["ok.bin"], "only the friend's file, from the friend's address");
+}
+
+/// The text of the one error event of a `fetch --json` (panics, with the
+/// events, if there is none or several).
+fn fetch_error(events: &[Value]) -> String {
+    let errors: Vec<&Value> = events.iter().filter(|e| e["event"] == "error").collect();
+    match errors.as_slice() {
+        [e] => e["error"].as_str().unwrap_or_default().to_string(),
+        _ => panic!("not one error event: {events:?}"),
+    }
+}
+
+/// Idle connections cannot block transfers: one address holds at most 8
+/// (the 9th is closed at once), a connection that says nothing is closed
+/// within seconds, and meanwhile the addressee fetches; a file fetched
+/// whole is marked in the sender's store (its offer ends).
+#[test]
+fn idle_connections_do_not_block_transfers() {
+    let a = Daemon::start("127.0.0.67", "sal", "Sal", &["127.0.0.68"]);
+    let b = Daemon::start("127.0.0.68", "tom", "Tom", &["127.0.0.67"]);
+    wait_for(|| a.peers().len() == 1 && b.peers().len() == 1, "discovery");
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("f.bin");
+    random_file(&file, 1_000_000, 6);
+    offer(&a, "Tom", &[&file]);
+    wait_for(|| !offers(&b).is_empty(), "the offer");
+    let connect = || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&"127.0.0.69:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+        s.connect(&format!("127.0.0.67:{PORT}").parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+        let s: TcpStream = s.into();
+        s.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+        s
+    };
+    let mut idle: Vec<TcpStream> = (0..8).map(|_| connect()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut ninth = connect();
+    assert_eq!(ninth.read(&mut [0u8; 8]).unwrap_or(1), 0, "the 9th from one address is closed at once");
+    let dst = tempfile::tempdir().unwrap();
+    let (code, events) = fetch(&b, dst.path());
+    assert_eq!(code, Some(0), "{events:?}");
+    assert_eq!(sha256(&dst.path().join("f.bin")), sha256(&file));
+    // The idle ones are let go (their first byte never came).
+    for s in &mut idle {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(s.read(&mut [0u8; 8]).unwrap_or(1), 0, "an idle connection is closed");
+    }
+    let db = rusqlite::Connection::open(a.home.path().join("pigeon.db")).unwrap();
+    let fetched: i64 = db.query_row("SELECT fetched FROM offers", [], |r| r.get(0)).unwrap();
+    assert!(fetched > 0, "the offer is marked fetched");
 }

@@ -8,9 +8,10 @@ use crate::error::{Error, Result};
 pub const MAX_NAME_BYTES: usize = 255;
 
 /// Checks that `name` is a single, ordinary path component: not empty, not
-/// `.` or `..`, no `/`, `\`, NUL or control characters, no drive prefix
-/// (`C:`), at most 255 bytes. `:` elsewhere is allowed (Linux names may hold
-/// it).
+/// `.` or `..`, no `/`, `\`, NUL or control characters, no bidirectional
+/// formatting characters (an override shows `report\u{202e}fdp.exe` as
+/// `reportexe.pdf`), no drive prefix (`C:`), at most 255 bytes. `:`
+/// elsewhere is allowed (Linux names may hold it).
 pub fn validate_component(name: &str) -> Result<()> {
     let bad = |why| Err(Error::UnsafeName { name: name.chars().take(80).collect(), why });
     if name.is_empty() {
@@ -25,6 +26,9 @@ pub fn validate_component(name: &str) -> Result<()> {
     if name.chars().any(char::is_control) {
         return bad("contains a control character");
     }
+    if name.chars().any(is_bidi_control) {
+        return bad("holds a right-to-left override");
+    }
     // `C:` alone names a drive on Windows; `C:\x` and `C:/x` are already
     // refused for their separator, and `b:c` is an ordinary Linux name.
     let b = name.as_bytes();
@@ -35,6 +39,14 @@ pub fn validate_component(name: &str) -> Result<()> {
         return bad("longer than 255 bytes");
     }
     Ok(())
+}
+
+/// Unicode's bidirectional formatting characters: embeddings and overrides
+/// (U+202A–U+202E), isolates (U+2066–U+2069) and the marks (U+200E, U+200F,
+/// U+061C). Any of them can make a name display in another order than the
+/// one the file system (and the program that opens it) reads.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
 }
 
 /// Reads a `::`-escaped name from the start of `s` up to the first single
@@ -78,6 +90,26 @@ mod tests {
             assert!(validate_component(n).is_err(), "{n:?}");
         }
         for n in ["a.txt", "报告.pdf", "ab:c.txt", "...", ".hidden", "x y", "b:c"] {
+            assert!(validate_component(n).is_ok(), "{n:?}");
+        }
+    }
+
+    #[test]
+    fn bidirectional_controls_are_refused() {
+        // "Trojan Source" for files: shown as "reportexe.pdf", opened as an .exe.
+        let e = validate_component("report\u{202e}fdp.exe").unwrap_err();
+        assert!(e.to_string().contains("holds a right-to-left override"), "{e}");
+        for c in ['\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}', '\u{2066}', '\u{2067}', '\u{2068}']
+            .into_iter()
+            .chain(['\u{2069}', '\u{200e}', '\u{200f}', '\u{061c}'])
+        {
+            let n = format!("a{c}b.txt");
+            assert!(validate_component(&n).is_err(), "{n:?}");
+            assert!(validate_component(&c.to_string()).is_err(), "{c:?} alone");
+        }
+        // Right-to-left text itself is an ordinary name, and so are the
+        // neighbours of the refused characters (joiners, a narrow space).
+        for n in ["تقرير.pdf", "דוח.txt", "a\u{200d}b", "a\u{2060}b", "a\u{202f}b", "a\u{2065}b"] {
             assert!(validate_component(n).is_ok(), "{n:?}");
         }
     }

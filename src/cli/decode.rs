@@ -400,9 +400,13 @@ pub fn run(args: &DecodeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The text output: what came from the packet goes through [`super::clean`]
+/// (an escape sequence or a right-to-left override in a nick must not reach
+/// the terminal); quoted fields are `{:?}`, which escapes them already.
 fn print_human(out: &mut impl Write, d: &Decoded, bytes: &[u8]) -> std::io::Result<()> {
+    use super::clean;
     let src = d.source.as_ref().expect("source set before printing");
-    write!(out, "── {}", src.input)?;
+    write!(out, "── {}", clean(&src.input))?;
     if let (Some(s), Some(t)) = (&src.src, &src.dst) {
         write!(out, "  {s} → {t}")?;
     }
@@ -411,7 +415,7 @@ fn print_human(out: &mut impl Write, d: &Decoded, bytes: &[u8]) -> std::io::Resu
     }
     writeln!(out, "  ({} bytes)", d.length)?;
     if d.version.is_empty() {
-        writeln!(out, "  error: {}", d.error.as_deref().unwrap_or("undecodable"))?;
+        writeln!(out, "  error: {}", clean(d.error.as_deref().unwrap_or("undecodable")))?;
         writeln!(out, "  raw: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).escape_debug())?;
         return Ok(());
     }
@@ -424,13 +428,18 @@ fn print_human(out: &mut impl Write, d: &Decoded, bytes: &[u8]) -> std::io::Resu
     writeln!(
         out,
         "  from {}@{}  packet {}  client {} ({})  charset {}",
-        d.user, d.host, d.packet_no, d.client, d.version, d.charset
+        clean(&d.user),
+        clean(&d.host),
+        clean(&d.packet_no),
+        d.client,
+        clean(&d.version),
+        d.charset
     )?;
     if let Some(n) = &d.nick {
         writeln!(out, "  nick {:?}  group {:?}", n, d.group.as_deref().unwrap_or(""))?;
     } else if !d.text.is_empty() {
         for (i, line) in d.text.lines().enumerate() {
-            writeln!(out, "  {} {}", if i == 0 { "text:" } else { "     " }, line)?;
+            writeln!(out, "  {} {}", if i == 0 { "text:" } else { "     " }, clean(line))?;
         }
     }
     if let Some(list) = &d.attachments {
@@ -443,32 +452,40 @@ fn print_human(out: &mut impl Write, d: &Decoded, bytes: &[u8]) -> std::io::Resu
         writeln!(out, "  asks for {} {} of packet {}{off}", r.kind, r.file_id, r.packet_no)?;
     }
     if let Some(r) = &d.refers_to {
-        writeln!(out, "  refers to packet {r}")?;
+        writeln!(out, "  refers to packet {}", clean(r))?;
     }
     if let Some(hosts) = &d.hosts {
         for h in hosts {
-            writeln!(out, "  host {}@{} at {}  nick {:?} group {:?}", h.user, h.host, h.addr, h.nick, h.group)?;
+            writeln!(
+                out,
+                "  host {}@{} at {}  nick {:?} group {:?}",
+                clean(&h.user),
+                clean(&h.host),
+                clean(&h.addr),
+                h.nick,
+                h.group
+            )?;
         }
     }
     if let Some(f) = &d.feiq {
         if let Some(m) = &f.mac {
-            writeln!(out, "  FeiQ MAC {m}")?;
+            writeln!(out, "  FeiQ MAC {}", clean(m))?;
         }
         if let Some(font) = &f.font {
-            writeln!(out, "  FeiQ font {font}")?;
+            writeln!(out, "  FeiQ font {}", clean(font))?;
         }
         if let Some(g) = &f.group {
-            writeln!(out, "  FeiQ group {g}")?;
+            writeln!(out, "  FeiQ group {}", clean(g))?;
         }
         if let Some(i) = &f.image {
-            writeln!(out, "  FeiQ image {} fragment {}", i.id, i.index)?;
+            writeln!(out, "  FeiQ image {} fragment {}", clean(&i.id), i.index)?;
         }
     }
     if let Some(x) = &d.iptux {
-        writeln!(out, "  iptux icon {:?}, reads {}", x.icon, x.charset)?;
+        writeln!(out, "  iptux icon {:?}, reads {}", x.icon, clean(&x.charset))?;
     }
     if let Some(e) = &d.error {
-        writeln!(out, "  error: {e}")?;
+        writeln!(out, "  error: {}", clean(e))?;
     }
     Ok(())
 }

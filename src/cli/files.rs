@@ -73,9 +73,9 @@ pub fn run_offers(g: &Global, args: &OffersArgs) -> Result<ExitCode> {
         for a in list {
             println!(
                 "    {:<4} {}  ({} bytes)",
-                a["kind"].as_str().unwrap_or(""),
+                super::clean(a["kind"].as_str().unwrap_or("")),
                 super::clean(a["name"].as_str().unwrap_or("")),
-                a["size"]
+                super::clean(&a["size"].to_string())
             );
         }
     }
@@ -229,7 +229,7 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
                         json!({"event": "done", "name": item.name, "path": path, "seconds": secs, "received": received})
                     );
                 } else {
-                    println!("{}", path.display());
+                    println!("{}", super::clean_path(&path));
                 }
             }
             Err(e) => {
@@ -240,7 +240,8 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
                 if json {
                     println!("{}", json!({"event": "error", "name": item.name, "error": e.to_string()}));
                 } else {
-                    eprintln!("pigeon: {}: {e}", super::clean(&item.name));
+                    // The error may quote the name, or a name inside a folder.
+                    eprintln!("pigeon: {}", super::clean(&format!("{}: {e}", item.name)));
                 }
             }
         }

@@ -106,7 +106,9 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("pigeon: {e:#}");
+            // An error may quote what a peer sent (a nick in "did you mean",
+            // a file name): cleaned like any text from the network.
+            eprintln!("pigeon: {}", clean(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }
@@ -134,6 +136,12 @@ pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
         return std::borrow::Cow::Borrowed(s);
     }
     s.chars().map(|c| if bad(c) { '\u{fffd}' } else { c }).collect()
+}
+
+/// A path made safe for a terminal: file names from the wire become parts
+/// of the paths `fetch` prints.
+pub fn clean_path(p: &std::path::Path) -> String {
+    clean(&p.to_string_lossy()).into_owned()
 }
 
 /// A `--wait` value: finite seconds, 0 to one hour.

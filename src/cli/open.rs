@@ -41,10 +41,10 @@ pub fn run(g: &Global, args: &OpenArgs) -> Result<ExitCode> {
             println!(
                 "{}  from {} ({}@{})  packet {}",
                 m.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M"),
-                m.peer.nick,
-                m.peer.user,
-                m.peer.host,
-                m.packet_no
+                super::clean(&m.peer.nick),
+                super::clean(&m.peer.user),
+                super::clean(&m.peer.host),
+                super::clean(&m.packet_no)
             );
         }
         return Ok(ExitCode::SUCCESS);

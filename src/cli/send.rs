@@ -72,7 +72,8 @@ pub fn run(g: &Global, args: &SendArgs) -> Result<ExitCode> {
         if args.json {
             println!("{r}");
         } else {
-            println!("{:<10} {} ({})", status, r["nick"].as_str().unwrap_or(""), r["peer"].as_str().unwrap_or(""));
+            let s = |k: &str| super::clean(r[k].as_str().unwrap_or("")).into_owned();
+            println!("{:<10} {} ({})", super::clean(status), s("nick"), s("peer"));
         }
     }
     Ok(if all { ExitCode::SUCCESS } else { ExitCode::from(1) })

@@ -76,7 +76,7 @@ pub fn run_info(g: &Global, args: &InfoArgs) -> Result<ExitCode> {
                 serde_json::Value::Null => "(no answer)".into(),
                 other => other.to_string(),
             };
-            println!("{k:<14} {val}");
+            println!("{k:<14} {}", super::clean(&val));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1104,14 +1104,11 @@ impl Engine {
         if self.answer_at.is_some_and(|t| t <= now.mono) {
             self.answer_at = None;
             self.answering.clear();
-            if self.answered.len() > ANSWERED_LIMIT {
-                self.answered.retain(|_, t| now.mono.saturating_sub(*t) < ANSWER_EVERY);
-            }
             for dst in std::mem::take(&mut self.answer_to) {
                 let peer = self.peers.by_addr(dst).cloned();
                 let p = self.answer_packet(now, peer.as_ref());
                 self.transmit(dst, p);
-                self.answered.insert(dst, now.mono);
+                self.note_answered(dst, now);
             }
         }
         if self.probe_at.is_some_and(|t| t <= now.mono) {
@@ -1505,13 +1502,31 @@ impl Engine {
         }
     }
 
+    /// False if `to` was answered (or asked who it is) less than
+    /// [`ANSWER_EVERY`] ago.
+    fn may_answer(&self, to: SocketAddr, now: Now) -> bool {
+        self.answered.get(&to).is_none_or(|&t| now.mono.saturating_sub(t) >= ANSWER_EVERY)
+    }
+
+    /// Remembers that `to` was answered now; the memory stays bounded (a
+    /// flood of spoofed sources forgets the oldest, or all of them).
+    fn note_answered(&mut self, to: SocketAddr, now: Now) {
+        if self.answered.len() >= ANSWERED_LIMIT {
+            self.answered.retain(|_, t| now.mono.saturating_sub(*t) < ANSWER_EVERY);
+            if self.answered.len() >= ANSWERED_LIMIT {
+                self.answered.clear();
+            }
+        }
+        self.answered.insert(to, now.mono);
+    }
+
     /// Queues an ANSENTRY after a random delay scaled by the LAN's size;
     /// one timer serves every answer due (protocol.md §3.2).
     fn schedule_answer(&mut self, now: Now, to: SocketAddr) {
         if self.quitting {
             return;
         }
-        if self.answered.get(&to).is_some_and(|&t| now.mono.saturating_sub(t) < ANSWER_EVERY) {
+        if !self.may_answer(to, now) {
             self.stats.ignored += 1;
             return;
         }
@@ -1637,9 +1652,13 @@ impl Engine {
             && !self.cfg.oneshot
             && !self.quitting
         {
-            // Ask an unknown sender who it is (§3.6).
-            let e = self.entry_packet(now, Mode::BR_ENTRY, 0);
-            self.transmit(from, e);
+            // Ask an unknown sender who it is (§3.6), at most once a
+            // second per address (like answers: no reflection amplifier).
+            if self.may_answer(from, now) {
+                self.note_answered(from, now);
+                let e = self.entry_packet(now, Mode::BR_ENTRY, 0);
+                self.transmit(from, e);
+            }
         }
         let verified = self.peers.get(&key).is_some_and(|p| p.heard() && p.at(from) && !p.moved);
         let incoming = Incoming {

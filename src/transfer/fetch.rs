@@ -346,6 +346,7 @@ fn fetch_dir(
     let mut buf = vec![0u8; BUFFER];
     let mut filled = 0;
     let mut done_bytes = resumed_bytes;
+    let mut streamed: u64 = 0;
     loop {
         if filled == buf.len() {
             // A header never exceeds the limit, so a full buffer is all data.
@@ -367,7 +368,10 @@ fn fetch_dir(
             let Some(ev) = ev else { break };
             if let pigeon_protocol::DirEvent::Data(d) = &ev {
                 done_bytes += d.len() as u64;
-                if done_bytes > limit {
+                // What this connection carries (a resume may send again
+                // files we hold: they still count once here).
+                streamed += d.len() as u64;
+                if streamed > limit {
                     return Err(TransferError::FolderTooLong { name: item.name.clone(), expected: item.size }.into());
                 }
             }

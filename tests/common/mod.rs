@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -89,9 +89,29 @@ impl Daemon {
         String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
+    /// `pigeon peers --json` answered by this daemon. An empty list means
+    /// nobody is online, never that something broke: a daemon that does not
+    /// answer on its control socket (the command would quietly run a
+    /// short-lived node of its own instead), a failing command or output
+    /// that is not a JSON array panics, with the command's output.
     pub fn peers(&self) -> Vec<Value> {
+        let sock = self.home.path().join("pigeon.sock");
+        if let Err(e) = UnixStream::connect(&sock) {
+            panic!("peers of {}: no daemon answers on {}: {e}", self.nick, sock.display());
+        }
         let out = self.cli(&["peers", "--json"]);
-        serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap_or_default()
+        let said = || {
+            format!(
+                "{}\nstdout: {}\nstderr: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        };
+        assert!(out.status.success(), "`pigeon peers --json` of {} failed: {}", self.nick, said());
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap_or_else(|e| {
+            panic!("`pigeon peers --json` of {} printed no JSON array ({e}): {}", self.nick, said())
+        })
     }
 
     pub fn control(&self, req: &Value) -> Value {
@@ -109,17 +129,30 @@ impl Daemon {
         self.json(&args)
     }
 
-    /// SIGTERM: the daemon leaves the LAN with BR_EXIT.
+    /// SIGTERM: the daemon leaves the LAN with BR_EXIT (killed if it is
+    /// still running 5 s later).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on our own child's PID.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while c.try_wait().unwrap().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
+        self.terminate_within(Duration::from_secs(5));
+    }
+
+    /// SIGTERM, then up to `limit` for the daemon to exit by itself: its
+    /// exit status and how long it took. `None` if it was still running at
+    /// the limit (it is killed then), or if it was not running.
+    pub fn terminate_within(&mut self, limit: Duration) -> Option<(ExitStatus, Duration)> {
+        let mut c = self.child.take()?;
+        let t = Instant::now();
+        // SAFETY: kill(2) on our own child's PID (not yet waited for).
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return Some((status, t.elapsed()));
             }
-            let _ = c.kill();
-            let _ = c.wait();
+            if t.elapsed() >= limit {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -134,6 +134,15 @@ impl Lan {
         ip(&["-n", ns, "route", "add", &format!("{via}/32"), "dev", "veth1", "src", &addr.to_string()]);
     }
 
+    /// Adds more addresses to host `i`'s veth0 (one machine, many addresses:
+    /// what a flood from many sources looks like, without forging packets).
+    pub fn add_addresses(&self, i: usize, addrs: &[Ipv4Addr]) {
+        let ns = &self.hosts[i - 1].ns;
+        for a in addrs {
+            ip(&["-n", ns, "addr", "add", &format!("{a}/24"), "brd", "198.18.0.255", "dev", "veth0"]);
+        }
+    }
+
     /// The namespace names this LAN made (bridge included).
     pub fn namespaces(&self) -> Vec<String> {
         std::iter::once(self.bridge.clone()).chain(self.hosts.iter().map(|h| h.ns.clone())).collect()
@@ -267,13 +276,26 @@ pub struct Proc {
     /// What it printed, once it has ended ([`Proc::wait_for`]).
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// Its output is read as it comes (a full pipe would stop it).
+    readers: Vec<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+/// Reads a pipe to its end on a thread of its own.
+fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = r.read_to_end(&mut v);
+        v
+    })
 }
 
 impl Proc {
-    /// Starts `c` with its output piped.
+    /// Starts `c` with its output piped and read as it comes.
     pub fn start(c: &mut Command) -> Proc {
-        let child = c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
-        Proc { child, stdout: Vec::new(), stderr: Vec::new() }
+        let mut child = c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let readers =
+            vec![drain(child.stdout.take().expect("piped stdout")), drain(child.stderr.take().expect("piped stderr"))];
+        Proc { child, stdout: Vec::new(), stderr: Vec::new(), readers }
     }
 
     /// The PID.
@@ -291,11 +313,20 @@ impl Proc {
     /// collects its output. Returns whether it ended by itself.
     pub fn wait_for(&mut self, limit: Duration) -> bool {
         let by_itself = wait_child(&mut self.child, limit);
-        if let Some(mut o) = self.child.stdout.take() {
-            let _ = o.read_to_end(&mut self.stdout);
-        }
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_end(&mut self.stderr);
+        let mut readers = std::mem::take(&mut self.readers).into_iter();
+        if let (Some(o), Some(e)) = (readers.next(), readers.next()) {
+            // A grandchild holding the pipes open must not hang the test:
+            // the outputs are taken once the readers end (bounded wait).
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !(o.is_finished() && e.is_finished()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if o.is_finished() {
+                self.stdout = o.join().unwrap_or_default();
+            }
+            if e.is_finished() {
+                self.stderr = e.join().unwrap_or_default();
+            }
         }
         by_itself
     }

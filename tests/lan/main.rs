@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
+mod hostile;
 mod identity;
 mod iptux;
 mod messaging;

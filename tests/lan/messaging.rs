@@ -45,6 +45,11 @@ impl Node {
         wait_for(Duration::from_secs(10), || UnixStream::connect(&sock).is_ok(), "the daemon's socket");
     }
 
+    /// The daemon's PID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
     /// Stops the daemon as a person would (SIGTERM: it leaves with BR_EXIT).
     pub fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {
