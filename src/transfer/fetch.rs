@@ -193,10 +193,9 @@ fn fetch_file(
     let target = destination(into, &item.name, &tag, false)?;
     let mut part = PartFile::open_tagged(&target, item.size, &tag)?;
     let checksum = src.pigeon;
-    if checksum {
-        part = part.hashing()?;
-    }
     let held = part.offset();
+    // Hashing costs more than receiving: a thread of its own does it.
+    let mut background = checksum.then(|| BackgroundHash::start(part.part_path().to_path_buf(), held));
     // From a sender that may ignore an offset, ask for everything and
     // compare what we hold as it comes again: bounded memory, and the
     // result is the sender's bytes whatever it does.
@@ -250,6 +249,9 @@ fn fetch_file(
                 // It ignored the offset and sends from byte 0: what came so
                 // far, written at `ask`, is the file's start.
                 part.move_to_front(ask, streamed)?;
+                if background.take().is_some() {
+                    part = part.hashing()?;
+                }
                 pos = streamed;
                 moved = true;
             }
@@ -261,6 +263,9 @@ fn fetch_file(
                 part.read_at(pos, &mut ours[..k])?;
                 match data[..k].iter().zip(&ours[..k]).position(|(a, b)| a != b) {
                     Some(i) => {
+                        if background.take().is_some() {
+                            part = part.hashing()?;
+                        }
                         part.truncate(pos + i as u64)?;
                         pos += i as u64;
                         data = &data[i..];
@@ -273,6 +278,9 @@ fn fetch_file(
             }
             if !data.is_empty() {
                 part.write(data)?;
+                if let Some(b) = &mut background {
+                    b.feed(data);
+                }
                 pos += data.len() as u64;
             }
             progress(Progress::Bytes { done: pos.max(part.offset()).min(item.size) });
@@ -286,12 +294,90 @@ fn fetch_file(
             n if n < 32 => return Err(FetchError::Short { got: item.size, expected: item.size }),
             _ => {
                 let theirs: [u8; 32] = trailer[..32].try_into().expect("32 bytes");
-                part = part.check_digest(&theirs)?;
+                let ours = match background.take() {
+                    Some(b) => Some(b.finish()?),
+                    None => part.digest(),
+                };
+                if ours.is_some_and(|o| o != theirs) {
+                    return Err(part.reject().into());
+                }
             }
         }
     }
     // The receiver closes (§6.5): dropping the stream does.
     Ok(part.finish(Some(item.mtime))?)
+}
+
+/// The SHA-256 of a file being received, computed on a thread of its own:
+/// the receiving thread hands each piece over (a copy into one of four
+/// recycled buffers) and goes on; on a real LAN a second core hashes while
+/// the first receives.
+struct BackgroundHash {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    free: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: Option<std::thread::JoinHandle<Result<[u8; 32], TransferError>>>,
+}
+
+impl BackgroundHash {
+    /// Starts with the bytes `0..held` already in `part` (read by the thread).
+    fn start(part: PathBuf, held: u64) -> BackgroundHash {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (free_tx, free) = std::sync::mpsc::channel();
+        for _ in 0..4 {
+            let _ = free_tx.send(Vec::new());
+        }
+        let thread = std::thread::spawn(move || {
+            use sha2::Digest;
+            use std::os::unix::fs::FileExt;
+            let mut h = sha2::Sha256::new();
+            if held > 0 {
+                let err = |e| TransferError::Io { what: "cannot read", path: part.clone(), source: e };
+                let f = std::fs::File::open(&part).map_err(err)?;
+                let mut buf = vec![0u8; held.min(BUFFER as u64) as usize];
+                let mut at = 0;
+                while at < held {
+                    let want = (held - at).min(buf.len() as u64) as usize;
+                    let n = f.read_at(&mut buf[..want], at).map_err(err)?;
+                    if n == 0 {
+                        // A hole at the end reads as nothing: zeros.
+                        buf[..want].fill(0);
+                        h.update(&buf[..want]);
+                        at += want as u64;
+                        continue;
+                    }
+                    h.update(&buf[..n]);
+                    at += n as u64;
+                }
+            }
+            for piece in rx {
+                h.update(&piece);
+                let _ = free_tx.send(piece);
+            }
+            Ok(h.finalize().into())
+        });
+        BackgroundHash { tx: Some(tx), free, thread: Some(thread) }
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        let mut piece = self.free.recv().unwrap_or_default();
+        piece.clear();
+        piece.extend_from_slice(data);
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(piece);
+        }
+    }
+
+    fn finish(mut self) -> Result<[u8; 32], TransferError> {
+        self.tx = None;
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(r)) => r,
+            _ => Err(TransferError::Io {
+                what: "cannot compute the SHA-256 of",
+                path: PathBuf::new(),
+                source: std::io::Error::other("the hashing thread failed"),
+            }),
+        }
+    }
 }
 
 /// The folder journal of an offer's folder: which file its fetch was on

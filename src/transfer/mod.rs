@@ -311,23 +311,16 @@ impl PartFile {
     /// Hashes bytes `0..written` from disk, with a bounded buffer.
     fn rehash(&mut self) -> Result<(), TransferError> {
         use sha2::Digest;
-        use std::io::Read;
         let mut h = sha2::Sha256::new();
-        let mut f = File::open(&self.part).map_err(io("cannot read", &self.part))?;
-        let mut left = self.written;
-        let mut buf = vec![0u8; 1 << 20];
-        while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            let n = f.read(&mut buf[..want]).map_err(io("cannot read", &self.part))?;
-            if n == 0 {
-                // A hole at the end: zeros not in the length yet.
-                buf[..want].fill(0);
-                h.update(&buf[..want]);
-                left -= want as u64;
-                continue;
-            }
+        // Sized to what is there: thousands of small files in a folder each
+        // start empty, and must not each zero a large buffer.
+        let mut buf = vec![0u8; self.written.min(1 << 20) as usize];
+        let mut at = 0;
+        while at < self.written {
+            let n = (self.written - at).min(buf.len() as u64) as usize;
+            self.read_at(at, &mut buf[..n])?;
             h.update(&buf[..n]);
-            left -= n as u64;
+            at += n as u64;
         }
         self.hasher = Some(Box::new(h));
         Ok(())
@@ -343,10 +336,16 @@ impl PartFile {
     /// (its bytes are wrong somewhere: a resume would keep them).
     pub fn check_digest(self, theirs: &[u8; 32]) -> Result<PartFile, TransferError> {
         if self.digest().is_some_and(|ours| &ours != theirs) {
-            let _ = std::fs::remove_file(&self.part);
-            return Err(TransferError::Checksum { name: self.name() });
+            return Err(self.reject());
         }
         Ok(self)
+    }
+
+    /// Its bytes do not match the sender's SHA-256: the `.part` is removed
+    /// (a resume would keep the wrong bytes), and this is the error to say.
+    pub fn reject(self) -> TransferError {
+        let _ = std::fs::remove_file(&self.part);
+        TransferError::Checksum { name: self.name() }
     }
 
     /// The announced size.
