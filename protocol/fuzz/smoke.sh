@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every fuzz target of pigeon-protocol for FUZZ_SECONDS seconds each
+# Runs every fuzz target (pigeon-protocol's decoders and the pigeon crate's
+# engine, file server and capture reader) for FUZZ_SECONDS seconds each
 # (default 10) and fails if any of them finds a crash, a timeout or an
 # out-of-memory input. Usage, from anywhere:
 #

@@ -1135,3 +1135,39 @@ fn an_entry_flood_is_answered_in_bounded_measure() {
     assert_eq!(answers(&mut e), ANSWER_BATCH);
     assert!(e.peers().all().len() <= peers::MAX_PEERS);
 }
+
+/// RELEASEFILES ends an offer only from the addressee's own address: a
+/// stranger writing the addressee's name cannot withdraw its files.
+#[test]
+fn only_the_addressee_can_release_its_files() {
+    let mut e = Engine::new(Config::new("a", "b", "c"), 0, []);
+    let now = Now { mono: Duration::ZERO, unix_ms: 0 };
+    let bob: SocketAddr = "10.0.0.9:2425".parse().unwrap();
+    let eve: SocketAddr = "10.0.0.66:2425".parse().unwrap();
+    e.handle(now, bob, b"1:1:bob:pc:1:Bob\0\0");
+    while e.poll_output().is_some() {}
+    let releases = |e: &mut Engine| {
+        std::iter::from_fn(|| e.poll_output())
+            .filter(|o| matches!(o, Output::Store { op: StoreOp::Release { .. }, .. }))
+            .count()
+    };
+    // RELEASEFILES is 0x61 = 97.
+    e.handle(now, eve, b"1:2:bob:pc:97:4242\0");
+    assert_eq!(releases(&mut e), 0, "from another address");
+    e.handle(now, bob, b"1:3:bob:pc:97:4242\0");
+    assert_eq!(releases(&mut e), 1, "from bob's");
+}
+
+/// File IDs guard access to offered files: they differ between offers and
+/// from the simulation's seeded generator (the system's CSPRNG).
+#[test]
+fn file_ids_are_unpredictable() {
+    let a = file_ids(64);
+    let b = file_ids(64);
+    assert_ne!(a, b);
+    assert!(a.iter().all(|&id| (1..1 << 31).contains(&id)));
+    let mut sorted = a.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 64, "distinct");
+}

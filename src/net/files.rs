@@ -205,8 +205,14 @@ pub fn read_request(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
                 if let Framing::Complete(len) = request_framing(&buf) {
-                    buf.truncate(len);
-                    return Ok(buf);
+                    // A Pigeon ends its request with NUL, after extension
+                    // fields (`PR`, `PH`) that the colon count would cut
+                    // off if TCP split the request there.
+                    let pigeon_unfinished = buf.starts_with(b"1_pigeon") && !buf[..len].contains(&0);
+                    if !pigeon_unfinished {
+                        buf.truncate(len);
+                        return Ok(buf);
+                    }
                 }
                 if buf.len() > 4096 {
                     return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "request longer than 4 KiB"));
@@ -614,6 +620,27 @@ impl DirSender<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the file_request fuzz target's author: the colon count
+    /// ended a request split by TCP right before a Pigeon's extension
+    /// fields, which were then lost.
+    #[test]
+    fn a_pigeon_request_split_before_its_extensions_is_read_whole() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(b"1_pigeon 0.1.0:5:me:pc:96:6553f290:75bcd16:0:").unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            c.write_all(b"PH\0").unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        let (mut s, _) = l.accept().unwrap();
+        let raw = read_request(&mut s).unwrap();
+        client.join().unwrap();
+        let (p, _, _) = parse_request(&raw).unwrap();
+        assert!(wants_checksum(p.body()), "{:?}", String::from_utf8_lossy(&raw));
+    }
 
     #[test]
     fn resume_hint_field() {
