@@ -447,24 +447,9 @@ mod tests {
     use super::*;
 
     fn peer(addr: &str, seen: u64) -> Peer {
-        Peer {
-            key: PeerKey::new("bob", "pc"),
-            nick: "Bob".into(),
-            group: String::new(),
-            addr: addr.parse().unwrap(),
-            client: ClientKind::Ipmsg,
-            version: "1".into(),
-            status: Opts(0),
-            away: false,
-            charset: Charset::Gbk,
-            announced: None,
-            entry_charset: None,
-            online: false,
-            seen: Duration::from_secs(seen),
-            marker: None,
-            also: Vec::new(),
-            moved: false,
-        }
+        let mut p = identity_tests::peer(PeerKey::new("bob", "pc"), addr, seen, None);
+        (p.nick, p.client, p.version) = ("Bob".into(), ClientKind::Ipmsg, "1".into());
+        p
     }
 
     #[test]
@@ -485,7 +470,7 @@ mod tests {
 mod identity_tests {
     use super::*;
 
-    fn peer(key: PeerKey, addr: &str, seen: u64, marker: Option<&str>) -> Peer {
+    pub(super) fn peer(key: PeerKey, addr: &str, seen: u64, marker: Option<&str>) -> Peer {
         Peer {
             key,
             nick: "pi".into(),

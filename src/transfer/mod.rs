@@ -263,19 +263,7 @@ impl PartFile {
     /// started again. Another fetch holding it: [`TransferError::Busy`].
     pub fn open_tagged(final_path: &Path, expected: u64, tag: &str) -> Result<PartFile, TransferError> {
         let part = part_path(final_path, tag);
-        if part.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(TransferError::Symlink(part));
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o644)
-            .open(&part)
-            .map_err(io("cannot open", &part))?;
-        lock(&file, &part, final_path)?;
+        let file = open_locked(&part, final_path)?;
         let mut written = file.metadata().map_err(io("cannot read", &part))?.len();
         if written > expected {
             file.set_len(0).map_err(io("cannot truncate", &part))?;
@@ -489,6 +477,13 @@ fn lock(file: &File, path: &Path, what: &Path) -> Result<(), TransferError> {
 
 /// The lock a folder fetch holds on its journal while it runs.
 pub fn lock_journal(path: &Path, what: &Path) -> Result<File, TransferError> {
+    open_locked(path, what)
+}
+
+/// Opens (or creates) `path` for this fetch alone: never through a
+/// symlink, and locked ([`TransferError::Busy`] if another fetch of `what`
+/// holds it).
+fn open_locked(path: &Path, what: &Path) -> Result<File, TransferError> {
     if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(TransferError::Symlink(path.to_path_buf()));
     }
