@@ -531,6 +531,11 @@ impl Engine {
         &self.cfg
     }
 
+    /// The addresses our datagrams come from changed (DHCP, a new network).
+    pub fn set_local(&mut self, local: Vec<std::net::IpAddr>) {
+        self.cfg.local = local;
+    }
+
     /// The peer table.
     pub fn peers(&self) -> &PeerTable {
         &self.peers

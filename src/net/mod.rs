@@ -230,7 +230,8 @@ pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task
     let send_errors = SendErrors::default();
     let handle = NodeHandle { commands: cmd_tx, events: ev_tx.clone(), send_errors: send_errors.clone() };
     let out = Sender { sock, errors: send_errors };
-    let task = tokio::spawn(run(engine, out, cmd_rx, ev_tx, store_tx, persisted_rx, opts.probe));
+    let place = Place { probe: opts.probe, bind: opts.bind };
+    let task = tokio::spawn(run(engine, out, cmd_rx, ev_tx, store_tx, persisted_rx, place));
     Ok((handle, task))
 }
 
@@ -452,6 +453,23 @@ impl Sender {
     }
 }
 
+/// Where the node is: the address it binds and the ranges it probes.
+struct Place {
+    probe: Vec<SocketAddr>,
+    bind: IpAddr,
+}
+
+/// A datagram from our port on an address not known as ours, with our
+/// user and host in its header.
+fn may_be_ours(engine: &Engine, from: SocketAddr, datagram: &[u8], bind: IpAddr) -> bool {
+    let cfg = engine.config();
+    if !bind.is_unspecified() || from.port() != cfg.port || cfg.local.contains(&from.ip()) {
+        return false;
+    }
+    pigeon_protocol::Packet::decode(datagram)
+        .is_ok_and(|p| p.user == cfg.user.as_bytes() && p.host == cfg.host.as_bytes())
+}
+
 async fn run(
     mut engine: Engine,
     out: Sender,
@@ -459,8 +477,9 @@ async fn run(
     events: broadcast::Sender<Event>,
     store: mpsc::Sender<StoreJob>,
     mut persisted: mpsc::UnboundedReceiver<Stored>,
-    probe: Vec<SocketAddr>,
+    place: Place,
 ) {
+    let Place { probe, bind } = place;
     let clock = Clock { start: Instant::now() };
     let mut buf = vec![0u8; 65536];
     let _ = engine.command(clock.now(), Request::Start);
@@ -468,6 +487,9 @@ async fn run(
         let _ = engine.command(clock.now(), Request::Probe(probe));
     }
     let mut stopping: Option<(oneshot::Sender<()>, Instant)> = None;
+    // Addresses that sent our name from our port and were found not ours
+    // (a twin of ours): not read again for each of their packets.
+    let mut not_ours: std::collections::HashSet<IpAddr> = std::collections::HashSet::new();
     loop {
         flush(&mut engine, &out, &events, &store).await;
         if let Some((_, deadline)) = &stopping {
@@ -484,7 +506,21 @@ async fn run(
         let sleep = tokio::time::sleep(wake);
         tokio::select! {
             r = out.sock.recv_from(&mut buf) => match r {
-                Ok((n, from)) => engine.handle(clock.now(), from, &buf[..n]),
+                Ok((n, from)) => {
+                    if may_be_ours(&engine, from, &buf[..n], bind) && !not_ours.contains(&from.ip()) {
+                        // Our name, from our port, on an address we did not
+                        // know as ours: after a DHCP change, our broadcast
+                        // coming back. Read our addresses again.
+                        engine.set_local(local_addresses(bind));
+                        if !engine.config().local.contains(&from.ip()) {
+                            if not_ours.len() >= 1024 {
+                                not_ours.clear();
+                            }
+                            not_ours.insert(from.ip());
+                        }
+                    }
+                    engine.handle(clock.now(), from, &buf[..n])
+                }
                 Err(e) => tracing::debug!("receive: {e}"),
             },
             Some(report) = persisted.recv() => match report {

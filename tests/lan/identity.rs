@@ -178,3 +178,35 @@ fn a_host_with_two_addresses_is_listed_once() {
         .collect();
     assert_eq!(got.len(), 2, "{got:?}");
 }
+
+/// A running node whose address changes (DHCP) still knows its own
+/// packets: its broadcasts from the new address are not a peer, nor a
+/// message to itself.
+#[test]
+fn a_node_whose_address_changes_still_knows_its_own_packets() {
+    if !enabled("a_node_whose_address_changes_still_knows_its_own_packets") {
+        return;
+    }
+    let mut lan = Lan::new(2);
+    let a = Node::start(lan.host(1), "ann");
+    let b = Node::start(lan.host(2), "ben");
+    wait_for(Duration::from_secs(10), || a.peer_count() == 1 && b.peer_count() == 1, "discovery");
+    lan.readdress(1, Ipv4Addr::new(198, 18, 0, 43));
+    let r = a.control(&json!({"op": "status", "away": "moved"}));
+    assert_eq!(r["ok"], true, "{r}");
+    let o = a.pigeon(&["broadcast", "from the new address"]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for(
+        Duration::from_secs(10),
+        || b.history(None).iter().any(|m| m["text"] == "from the new address"),
+        "the broadcast at ben",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let listed: Vec<String> = peers(&a).iter().map(|p| p["user"].as_str().unwrap_or_default().to_string()).collect();
+    assert_eq!(listed, ["ben"], "ann does not list herself: {:?}", peers(&a));
+    assert!(
+        !a.history(None).iter().any(|m| m["direction"] == "in"),
+        "ann's own broadcast is not a message to her: {:?}",
+        a.history(None)
+    );
+}
