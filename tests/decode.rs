@@ -280,3 +280,32 @@ fn hostile_text_is_made_safe_for_the_terminal() {
     assert_eq!(v[1]["nick"], "Mallory\x1b[31m\u{202e}x");
     assert_eq!(v[2]["version"], "1_evil\x1b[31m\u{202e}");
 }
+
+/// `pigeon decode … | head -c1`: a reader that goes away ends the command
+/// quietly (SIGPIPE's status or success), never with a panic.
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let hex = hex::encode(b"1:2:u:h:32:hi\0");
+    let mut args = vec!["decode".to_string(), "--json".to_string()];
+    for _ in 0..2000 {
+        args.push("--hex".into());
+        args.push(hex.clone());
+    }
+    for _ in 0..5 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pigeon"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut one = [0u8; 1];
+        std::io::Read::read_exact(&mut out, &mut one).unwrap();
+        drop(out);
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success() || o.status.signal() == Some(libc::SIGPIPE), "{:?}: {err}", o.status);
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    }
+}

@@ -87,6 +87,15 @@ pub fn main() -> ExitCode {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     }
+    if !matches!(command, Command::Chat(_) | Command::Daemon(_)) {
+        // A command whose output is piped into `head` ends quietly when the
+        // reader goes (the conventional SIGPIPE status), instead of
+        // panicking in println!. The daemon and the chat keep Rust's
+        // default (writes to a closed socket are errors they handle); the
+        // sockets commands use (TCP with MSG_NOSIGNAL) are not affected.
+        // SAFETY: restoring a signal's default disposition, before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match &command {
         Command::Chat(a) => crate::chat::run(g, a),
         Command::Daemon(a) => daemon::run(g, a),
