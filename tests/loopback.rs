@@ -416,3 +416,32 @@ fn what_a_peer_says_is_made_safe_for_the_terminal() {
         }
     });
 }
+
+/// Errors say what is wrong once, in the user's terms, and nothing to show
+/// is not an error (toward the command-line issue).
+#[test]
+fn command_line_errors_say_what_is_wrong_once() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_pigeon"));
+        // Loopback only, never the default broadcast (nothing here starts a node).
+        c.arg("--home").arg(home.path()).args(["--bind", "127.0.0.121", "--broadcast", "127.0.0.122"]);
+        let o = c.args(args).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (code, err) = run(&["history"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("no history yet"), "{err}");
+    let (code, err) = run(&["history", "--export", "jsonl", "--limit", "2"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("cannot be used with"), "{err}");
+    let (code, err) = run(&["history", "--export", "text", "--json"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("cannot be used with"), "{err}");
+    let (code, err) = run(&["--port", "0", "peers"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("0 is not in 1..=65535"), "{err}");
+    let (code, err) = run(&["send", "x", "--file", "/nonexistent/file.txt", "hi"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
@@ -24,12 +24,12 @@ pub struct HistoryArgs {
     #[arg(long)]
     pub since: Option<String>,
     /// At most this many (the newest)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "export")]
     pub limit: Option<usize>,
     /// JSON Lines
-    #[arg(long)]
+    #[arg(long, conflicts_with = "export")]
     pub json: bool,
-    /// Everything matching, in this format
+    /// Everything matching, in this format (jsonl is what --json prints)
     #[arg(long, value_enum)]
     pub export: Option<Export>,
 }
@@ -72,7 +72,9 @@ pub fn run(g: &Global, args: &HistoryArgs) -> Result<ExitCode> {
     let eff = Effective::load(g)?;
     let db = eff.home.database();
     if !db.exists() {
-        bail!("no history yet ({} does not exist)", db.display());
+        // Nothing to show is not an error.
+        eprintln!("no history yet ({} does not exist)", super::clean_path(&db));
+        return Ok(ExitCode::SUCCESS);
     }
     let store = Store::open(&db)?;
     let mut q = HistoryQuery {

@@ -23,7 +23,7 @@ pub struct Global {
     #[arg(long, global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
     /// UDP/TCP port (peers use 2425)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
     /// Local address to bind (default 0.0.0.0)
     #[arg(long, global = true, value_name = "ADDR")]
@@ -64,6 +64,9 @@ impl Effective {
         let home = Home::resolve(g.home.as_deref())?;
         let file = FileConfig::load(&home.config_file())?;
         let port = g.port.or(file.port).unwrap_or(2425);
+        if port == 0 {
+            anyhow::bail!("port 0 in {}: peers need a fixed port (2425)", home.config_file().display());
+        }
         let user = pigeon_protocol::packet::sanitize_name(
             &g.user.clone().or(file.user.clone()).unwrap_or_else(config::login_name),
         );

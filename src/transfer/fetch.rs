@@ -331,7 +331,7 @@ impl BackgroundHash {
             use std::os::unix::fs::FileExt;
             let mut h = sha2::Sha256::new();
             if held > 0 {
-                let err = |e| TransferError::Io { what: "cannot read", path: part.clone(), source: e };
+                let err = |e| TransferError::Io { what: "cannot read", path: part.clone(), error: e };
                 let f = std::fs::File::open(&part).map_err(err)?;
                 let mut buf = vec![0u8; held.min(BUFFER as u64) as usize];
                 let mut at = 0;
@@ -374,7 +374,7 @@ impl BackgroundHash {
             _ => Err(TransferError::Io {
                 what: "cannot compute the SHA-256 of",
                 path: PathBuf::new(),
-                source: std::io::Error::other("the hashing thread failed"),
+                error: std::io::Error::other("the hashing thread failed"),
             }),
         }
     }

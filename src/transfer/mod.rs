@@ -57,12 +57,14 @@ pub enum TransferError {
     Checksum { name: String },
     #[error("{name}: the folder sent more than the {expected} bytes it announced")]
     FolderTooLong { name: String, expected: u64 },
-    #[error("{what} {path}: {source}")]
-    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{what} {path}: {error}")]
+    /// (`error` is not a `source`: the message already says it, and a
+    /// chain printed with `{:#}` would say it twice.)
+    Io { what: &'static str, path: PathBuf, error: std::io::Error },
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TransferError + 'a {
-    move |source| TransferError::Io { what, path: path.to_path_buf(), source }
+    move |error| TransferError::Io { what, path: path.to_path_buf(), error }
 }
 
 /// What an offer announces about a local file or folder: its name, kind,
