@@ -35,19 +35,12 @@ pub fn sanitize(s: &str) -> String {
             c if c.is_control() => out.push('\u{fffd}'),
             // Bidirectional overrides could reorder what the terminal shows;
             // ratatui cannot lay them out either.
-            c if is_bidi_control(c) => out.push('\u{fffd}'),
+            c if pigeon_protocol::name::is_bidi_control(c) => out.push('\u{fffd}'),
             c if is_sequence_glue(c) => {}
             c => out.push(c),
         }
     }
     out
-}
-
-/// Bidirectional embeddings, overrides, isolates and marks: text from a
-/// peer that holds them can show in another order than it reads
-/// ("Trojan Source").
-pub fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
 }
 
 /// Joiners, skin tones, keycaps and presentation selectors: drawn

@@ -140,7 +140,7 @@ pub fn pad(s: &str, width: usize) -> String {
 /// bidirectional overrides (which could show text in another order than it
 /// reads) become U+FFFD; newlines and tabs stay.
 pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
-    let bad = |c: char| (c.is_control() && c != '\n' && c != '\t') || crate::chat::text::is_bidi_control(c);
+    let bad = |c: char| (c.is_control() && c != '\n' && c != '\t') || pigeon_protocol::name::is_bidi_control(c);
     if !s.chars().any(bad) {
         return std::borrow::Cow::Borrowed(s);
     }
