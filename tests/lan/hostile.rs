@@ -109,17 +109,7 @@ fn a_flooding_peer_does_not_stop_honest_ones() {
     let r = a.control(&json!({"op": "send", "to": ["ben"], "text": "", "wait": 20, "files": [file.to_str().unwrap()]}));
     assert_eq!(r["results"][0]["status"], "delivered", "{r}");
     let dst = tempfile::tempdir().unwrap();
-    let mut offer_id = String::new();
-    wait_for(
-        Duration::from_secs(20),
-        || {
-            let out = b.pigeon(&["offers", "--json"]);
-            let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            offer_id = v.last().map(|o| o["id"].to_string()).unwrap_or_default();
-            !offer_id.is_empty()
-        },
-        "the offer",
-    );
+    let offer_id = b.newest_offer(Duration::from_secs(20));
     let out = b.pigeon(&["--user", "ben", "fetch", &offer_id, "--to", dst.path().to_str().unwrap()]);
     assert!(out.status.success(), "fetch during the flood: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(sha256(&dst.path().join("during-the-flood.bin")), sha256(&file));

@@ -50,6 +50,22 @@ impl Node {
         self.proc.as_ref().map(Proc::pid)
     }
 
+    /// Waits up to `limit` for an offer to this node; the newest one's ID.
+    pub fn newest_offer(&self, limit: Duration) -> String {
+        let mut id = String::new();
+        wait_for(
+            limit,
+            || {
+                let out = self.pigeon(&["offers", "--json"]);
+                let v: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                id = v.last().map(|o| o["id"].to_string()).unwrap_or_default();
+                !id.is_empty()
+            },
+            "the offer",
+        );
+        id
+    }
+
     /// Stops the daemon as a person would (SIGTERM: it leaves with BR_EXIT).
     pub fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {
@@ -227,19 +243,7 @@ fn pigeons_exchange_files_and_folders_on_the_lan() {
                                     "files": [file.to_str().unwrap(), folder.to_str().unwrap()]}));
         assert_eq!(r["results"][0]["status"], "delivered", "{r}");
         let dst = tempfile::tempdir().unwrap();
-        let mut offer_id = String::new();
-        wait_for(
-            Duration::from_secs(10),
-            || {
-                let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_pigeon"));
-                c.arg("--home").arg(&to.home).args(["offers", "--json"]);
-                let out = crate::harness::run_bounded(c, Duration::from_secs(20));
-                let v: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-                offer_id = v.last().map(|o| o["id"].to_string()).unwrap_or_default();
-                !offer_id.is_empty()
-            },
-            "the offer",
-        );
+        let offer_id = to.newest_offer(Duration::from_secs(10));
         let out = to.host.run(
             &[
                 env!("CARGO_BIN_EXE_pigeon"),
