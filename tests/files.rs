@@ -809,7 +809,11 @@ fn idle_connections_do_not_block_transfers() {
     // The idle ones are let go (their first byte never came).
     for s in &mut idle {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        assert_eq!(s.read(&mut [0u8; 8]).unwrap_or(1), 0, "an idle connection is closed");
+        // Closed by the server: an end of stream, or a reset (seen once in
+        // CI); a timeout means it was kept.
+        let r = s.read(&mut [0u8; 8]);
+        let closed = matches!(&r, Ok(0)) || matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
+        assert!(closed, "an idle connection is closed: {r:?}");
     }
     let db = rusqlite::Connection::open(a.home.path().join("pigeon.db")).unwrap();
     let fetched: i64 = db.query_row("SELECT fetched FROM offers", [], |r| r.get(0)).unwrap();
