@@ -121,12 +121,68 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig> {
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                toml::from_str(&text).with_context(|| format!("{} is not a valid configuration", path.display()))
+                let c: FileConfig = toml::from_str(&text)
+                    .with_context(|| format!("{} is not a valid configuration", path.display()))?;
+                c.check(&text).map_err(|(line, key, e)| anyhow::anyhow!("{}:{line}: {key}: {e}", path.display()))?;
+                Ok(c)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
     }
+}
+
+impl FileConfig {
+    /// Checks the values serde takes as any string or number; an error
+    /// names the line (of `text`, the file read), the key and what is wrong.
+    fn check(&self, text: &str) -> Result<(), (usize, &'static str, anyhow::Error)> {
+        let at = |key: &'static str, value: Option<&str>, e: anyhow::Error| (line_of(text, key, value), key, e);
+        let port = self.port.unwrap_or(2425);
+        if port == 0 {
+            return Err(at("port", None, anyhow::anyhow!("peers need a fixed port (2425), not 0")));
+        }
+        for t in self.targets.iter().flatten() {
+            Target::parse(t, port).map_err(|e| at("targets", Some(t), e))?;
+        }
+        if let Some(c) = &self.charset {
+            charset(c).map_err(|e| at("charset", Some(c), e))?;
+        }
+        if let Some(c) = &self.colors {
+            if c != "auto" && c != "never" {
+                return Err(at("colors", Some(c), anyhow::anyhow!("{c:?}: use \"auto\" or \"never\"")));
+            }
+        }
+        for who in self.auto_accept.iter().flatten() {
+            let ok = who.split_once('@').is_some_and(|(u, h)| !u.is_empty() && !h.is_empty());
+            if !ok {
+                return Err(at(
+                    "auto_accept",
+                    Some(who),
+                    anyhow::anyhow!("{who:?}: give user@host (as `pigeon peers` shows)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The line (1-based) where `key` is set to `value` (or just set).
+fn line_of(text: &str, key: &str, value: Option<&str>) -> usize {
+    let quoted = value.map(|v| format!("\"{v}\""));
+    let mut in_key = false;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        let starts = t.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with('='));
+        if starts {
+            in_key = true;
+        } else if t.split_once('=').is_some_and(|(k, _)| !k.trim().is_empty() && !k.contains('"') && !k.contains('[')) {
+            in_key = false;
+        }
+        if in_key && quoted.as_ref().is_none_or(|q| line.contains(q.as_str())) {
+            return i + 1;
+        }
+    }
+    1
 }
 
 /// A presence target from the configuration.
@@ -218,5 +274,27 @@ mod tests {
         std::fs::write(&p, "nik = \"typo\"\n").unwrap();
         let err = FileConfig::load(&p).unwrap_err();
         assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
+    }
+
+    #[test]
+    fn config_errors_name_the_key_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        let err = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            format!("{:#}", FileConfig::load(&p).unwrap_err())
+        };
+        let e = err("nick = \"a\"\ntargts = [\"10.0.0.255\"]\n");
+        assert!(e.contains("line 2") && e.contains("targts"), "{e}");
+        let e = err("nick = \"a\"\ntargets = [\n  \"10.0.0.255\",\n  \"10.0.0.300\",\n]\n");
+        assert!(e.ends_with("config.toml:4: targets: 10.0.0.300: not an address or range"), "{e}");
+        let e = err("charset = \"latin9\"\n");
+        assert!(e.contains("config.toml:1: charset: unknown charset"), "{e}");
+        let e = err("# x\nport = 0\n");
+        assert!(e.contains("config.toml:2: port:"), "{e}");
+        let e = err("auto_accept = [\"bob\"]\n");
+        assert!(e.contains(":1: auto_accept: \"bob\": give user@host"), "{e}");
+        let e = err("nick = 5\n");
+        assert!(e.contains("line 1"), "{e}");
     }
 }

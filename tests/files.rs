@@ -732,15 +732,18 @@ fn a_checksum_that_does_not_match_leaves_no_file() {
 }
 
 /// auto_accept trusts user@host as heard, from where it was heard: a nick
-/// is not enough, a stranger claiming the name from another address is not
+/// is not enough (refused in the configuration; Mallory's offer is not
+/// fetched), a stranger claiming the name from another address is not
 /// trusted, and announced sizes that overflow when summed are refused.
 #[test]
 fn auto_accept_trusts_a_name_only_from_where_it_was_heard() {
     let inbox = tempfile::tempdir().unwrap();
-    let config = format!(
-        "auto_accept = [\"raw@raw-pc\", \"Mallory\"]\nauto_accept_max_mb = 5\ndownload_dir = {:?}\n",
-        inbox.path()
-    );
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join("config.toml"), "auto_accept = [\"raw@raw-pc\", \"Mallory\"]\n").unwrap();
+    let out = pigeon(home.path(), "127.0.0.64", "rae", "Rae", &[], &["config"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(2) && err.contains(":1: auto_accept: \"Mallory\": give user@host"), "{err}");
+    let config = format!("auto_accept = [\"raw@raw-pc\"]\nauto_accept_max_mb = 5\ndownload_dir = {:?}\n", inbox.path());
     let b = Daemon::start_with_config("127.0.0.64", "rae", "Rae", &["127.0.0.65", "127.0.0.66"], &config);
     let mut friend = Raw::new("127.0.0.65");
     friend.send("127.0.0.64", 1, b"Friend", &[b""]);

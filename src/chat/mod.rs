@@ -225,6 +225,10 @@ pub fn run(g: &Global, args: &ChatArgs) -> Result<ExitCode> {
             (Caller::Daemon(sock.clone()), Events::Daemon(lines), None)
         } else {
             let (node, task) = eff.start_node(false)?;
+            // Seen when the chat ends (the chat's screen covers it).
+            if let Some(line) = eff.first_run_line() {
+                eprintln!("{line}");
+            }
             let rx = node.events.subscribe();
             let server = tokio::spawn({
                 let (node, sock) = (node.clone(), sock.clone());

@@ -23,6 +23,9 @@ pub fn run(g: &Global, _args: &DaemonArgs) -> Result<ExitCode> {
             anyhow::bail!("a Pigeon daemon already runs with this home ({} answers)", sock.display());
         }
         let (node, task) = eff.start_node(false)?;
+        if let Some(line) = eff.first_run_line() {
+            eprintln!("{line}");
+        }
         tracing::info!(
             "pigeon daemon: {}@{} as {:?} on {}:{}, targets {:?}, control socket {}",
             eff.user,

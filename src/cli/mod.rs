@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 pub mod config;
 pub mod daemon;
 pub mod decode;
+pub mod doctor;
 pub mod files;
 pub mod history;
 pub mod listen;
@@ -59,6 +60,8 @@ pub enum Command {
     Config(config::ConfigArgs),
     /// Decode IPMsg / FeiQ / iptux packets from hex, raw datagram files or a capture.
     Decode(decode::DecodeArgs),
+    /// Check why peers or files do not get through: port, firewall, interfaces, network, home.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Parses the command line and runs it.
@@ -111,6 +114,7 @@ pub fn main() -> ExitCode {
         Command::Open(a) => open::run(g, a),
         Command::Config(a) => config::run(g, a),
         Command::Decode(a) => decode::run(a),
+        Command::Doctor(a) => doctor::run(g, a),
     };
     match result {
         Ok(code) => code,

@@ -56,6 +56,8 @@ pub struct Effective {
     pub away: Option<String>,
     pub outbox_expiry_days: u64,
     pub offer_expiry_days: u64,
+    /// Targets given with `--broadcast` (replacing the defaults).
+    pub explicit_targets: bool,
 }
 
 impl Effective {
@@ -63,10 +65,8 @@ impl Effective {
     pub fn load(g: &Global) -> Result<Effective> {
         let home = Home::resolve(g.home.as_deref())?;
         let file = FileConfig::load(&home.config_file())?;
+        // Neither the flag's parser nor FileConfig::load lets a port 0 through.
         let port = g.port.or(file.port).unwrap_or(2425);
-        if port == 0 {
-            anyhow::bail!("port 0 in {}: peers need a fixed port (2425)", home.config_file().display());
-        }
         let user = pigeon_protocol::packet::sanitize_name(
             &g.user.clone().or(file.user.clone()).unwrap_or_else(config::login_name),
         );
@@ -105,7 +105,18 @@ impl Effective {
             bind: g.bind.unwrap_or(IpAddr::from([0, 0, 0, 0])),
             targets,
             probe,
+            explicit_targets: explicit,
         })
+    }
+
+    /// The line a node says when it starts without a configuration file on
+    /// a machine with more than one network: where it announces itself and
+    /// how to change that.
+    pub fn first_run_line(&self) -> Option<String> {
+        if self.explicit_targets || self.home.config_file().exists() || !self.bind.is_unspecified() {
+            return None;
+        }
+        net::interfaces::first_run_line(&net::interfaces::list(), &self.targets, &self.home.config_file())
     }
 
     /// The engine configuration for a node of this identity.

@@ -338,7 +338,7 @@ pub async fn answer(req: &Value, node: &NodeHandle) -> Result<Value> {
             node.request(Request::MarkSeen(peer)).await?;
             Ok(json!({"ok": true}))
         }
-        "ping" => Ok(json!({"ok": true, "version": env!("CARGO_PKG_VERSION")})),
+        "ping" => Ok(json!({"ok": true, "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()})),
         "shutdown" => {
             node.shutdown().await;
             Ok(json!({"ok": true}))

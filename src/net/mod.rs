@@ -19,6 +19,7 @@ use crate::engine::{self, Engine, Event, Now, Output, Peer, Request, RequestErro
 use crate::store::{self, Store};
 
 pub mod files;
+pub mod interfaces;
 
 /// What the node needs to start.
 pub struct NodeOptions {

@@ -65,6 +65,11 @@ impl Daemon {
         wait_for(|| UnixStream::connect(self.home.path().join("pigeon.sock")).is_ok(), "the control socket");
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the daemon runs").id()
+    }
+
     pub fn cli(&self, args: &[&str]) -> Output {
         let mut c = pigeon(self.home.path(), self.ip, self.user, self.nick, &self.others, args);
         let child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();

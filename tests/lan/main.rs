@@ -7,6 +7,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod doctor;
 mod harness;
 mod hostile;
 mod identity;
