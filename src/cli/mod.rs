@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 pub mod config;
 pub mod daemon;
 pub mod decode;
+pub mod dist;
 pub mod doctor;
 pub mod files;
 pub mod history;
@@ -62,6 +63,10 @@ pub enum Command {
     Decode(decode::DecodeArgs),
     /// Check why peers or files do not get through: port, firewall, interfaces, network, home.
     Doctor(doctor::DoctorArgs),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(dist::CompletionsArgs),
+    /// Print the manual page (roff), or write every page into a directory.
+    Man(dist::ManArgs),
 }
 
 /// Parses the command line and runs it.
@@ -115,6 +120,8 @@ pub fn main() -> ExitCode {
         Command::Config(a) => config::run(g, a),
         Command::Decode(a) => decode::run(a),
         Command::Doctor(a) => doctor::run(g, a),
+        Command::Completions(a) => dist::run_completions(a),
+        Command::Man(a) => dist::run_man(a),
     };
     match result {
         Ok(code) => code,
