@@ -445,3 +445,83 @@ fn command_line_errors_say_what_is_wrong_once() {
     assert_eq!(code, Some(2));
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
+
+/// `pigeon status` alone says ours (offline without a daemon; online, then
+/// away with its text, with one); `pigeon config` shows the running away
+/// state and never a bare `null`; identity flags a running daemon does not
+/// take are said, not silently dropped.
+#[test]
+fn status_config_and_flags_a_daemon_does_not_take() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str], args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pigeon"));
+        c.arg("--home").arg(home.path()).args([
+            "--port",
+            common::PORT,
+            "--bind",
+            "127.0.0.115",
+            "--broadcast",
+            "127.0.0.116",
+        ]);
+        c.args(extra).args(args);
+        let o = c.output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["--nick", "Uma"], &["status"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("Uma: offline (no daemon runs"), "{out}");
+    let (_, out, _) = run(&[], &["config"]);
+    assert!(!out.contains("null"), "{out}");
+    assert!(out.starts_with("config_file"), "{out}");
+    assert!(out.contains("\naway                 no\n") && out.contains("\nauto_accept          nobody\n"), "{out}");
+    assert!(out.contains("\ndaemon               not running\n"), "{out}");
+
+    let mut d = Command::new(env!("CARGO_BIN_EXE_pigeon"));
+    d.arg("--home").arg(home.path());
+    d.args([
+        "--port",
+        common::PORT,
+        "--bind",
+        "127.0.0.115",
+        "--broadcast",
+        "127.0.0.116",
+        "--user",
+        "uma",
+        "--nick",
+        "Uma",
+        "daemon",
+    ]);
+    let child = d.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let sock = home.path().join("pigeon.sock");
+    wait_for(|| std::os::unix::net::UnixStream::connect(&sock).is_ok(), "the daemon");
+    let (_, out, _) = run(&[], &["status"]);
+    assert_eq!(out, "Uma: online\n");
+    let (code, _, err) = run(&[], &["status", "away", "at lunch"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (_, out, _) = run(&[], &["status", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v, json!({"state": "away", "away": "at lunch", "nick": "Uma"}));
+    let (_, out, _) = run(&[], &["config", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["away"].clone(), v["daemon"].clone()), (json!("at lunch"), json!(true)), "{v:#}");
+    // The daemon keeps its identity: a different nick is said, the same is not.
+    let (code, out, err) = run(&["--user", "uma", "--nick", "Zed"], &["peers", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), "[]");
+    assert!(
+        err.contains("--nick Zed ignored: the running daemon is uma@") && err.contains("(\"Uma\", port 42425)"),
+        "{err}"
+    );
+    let (_, _, err) = run(&["--user", "uma", "--nick", "Uma"], &["peers"]);
+    assert!(!err.contains("ignored"), "{err}");
+    // SAFETY: kill(2) on our own child's PID.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let log = child.wait_with_output().unwrap();
+    // A log that is not a terminal has no colour codes.
+    let log = String::from_utf8_lossy(&log.stderr);
+    assert!(log.contains("pigeon daemon: uma@") && !log.contains('\x1b'), "{log:?}");
+}

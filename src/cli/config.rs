@@ -18,6 +18,12 @@ pub struct ConfigArgs {
 
 pub fn run(g: &Global, args: &ConfigArgs) -> Result<ExitCode> {
     let e = Effective::load(g)?;
+    // A running daemon's away state is the one in force.
+    let running = super::node::runtime()?.block_on(super::node::daemon_me(&e));
+    let away = match &running {
+        Some(me) => me["away"].as_str().map(String::from),
+        None => e.away.clone(),
+    };
     let v = json!({
         "config_file": e.home.config_file(),
         "database": e.home.database(),
@@ -27,7 +33,10 @@ pub fn run(g: &Global, args: &ConfigArgs) -> Result<ExitCode> {
         "port": e.port, "bind": e.bind.to_string(),
         "broadcast_targets": e.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
         "probed_addresses": e.probe.len(),
-        "away": e.away,
+        "away": away,
+        "daemon": running.is_some(),
+        "auto_accept": e.file.auto_accept.clone().unwrap_or_default(),
+        "auto_accept_max_mb": e.file.auto_accept_max_mb.unwrap_or(100),
         "outbox_expiry_days": e.outbox_expiry_days,
         "offer_expiry_days": e.offer_expiry_days,
         "download_dir": e.file.download_dir.clone().unwrap_or_else(super::files::download_dir),
@@ -39,10 +48,49 @@ pub fn run(g: &Global, args: &ConfigArgs) -> Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        for (k, val) in v.as_object().expect("an object") {
-            let shown = match val {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
+        // Where things are, who we are, the network, then the rest.
+        let order = [
+            "config_file",
+            "database",
+            "socket",
+            "daemon",
+            "user",
+            "host",
+            "nick",
+            "group",
+            "charset",
+            "port",
+            "bind",
+            "broadcast_targets",
+            "probed_addresses",
+            "away",
+            "download_dir",
+            "auto_accept",
+            "auto_accept_max_mb",
+            "outbox_expiry_days",
+            "offer_expiry_days",
+            "bell",
+            "notify",
+            "mouse",
+            "colors",
+        ];
+        debug_assert_eq!(order.len(), v.as_object().map_or(0, |o| o.len()));
+        for k in order {
+            let val = &v[k];
+            let shown = match (k, val) {
+                ("group", serde_json::Value::String(s)) if s.is_empty() => "-".into(),
+                (_, serde_json::Value::String(s)) => s.clone(),
+                ("away", serde_json::Value::Null) => "no".into(),
+                ("auto_accept", serde_json::Value::Array(a)) if a.is_empty() => "nobody".into(),
+                ("auto_accept", serde_json::Value::Array(a)) => {
+                    a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")
+                }
+                ("broadcast_targets", serde_json::Value::Array(a)) => {
+                    a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")
+                }
+                ("daemon", serde_json::Value::Bool(b)) => (if *b { "running" } else { "not running" }).into(),
+                (_, serde_json::Value::Null) => "-".into(),
+                (_, other) => other.to_string(),
             };
             println!("{k:<20} {shown}");
         }

@@ -93,7 +93,14 @@ pub fn main() -> ExitCode {
             None => tracing_subscriber::fmt().with_env_filter("off").init(),
         }
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        // Colours only for a terminal: a daemon's log in a file or the
+        // journal stays plain text.
+        use std::io::IsTerminal;
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init();
     }
     if !matches!(command, Command::Chat(_) | Command::Daemon(_)) {
         // A command whose output is piped into `head` ends quietly when the

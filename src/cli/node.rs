@@ -58,6 +58,22 @@ pub struct Effective {
     pub offer_expiry_days: u64,
     /// Targets given with `--broadcast` (replacing the defaults).
     pub explicit_targets: bool,
+    /// Identity flags given on the command line (a running daemon keeps its own).
+    pub flags: IdentityFlags,
+}
+
+/// `--nick`, `--user`, `--port` as given.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityFlags {
+    pub nick: Option<String>,
+    pub user: Option<String>,
+    pub port: Option<u16>,
+}
+
+impl IdentityFlags {
+    pub fn any(&self) -> bool {
+        self.nick.is_some() || self.user.is_some() || self.port.is_some()
+    }
 }
 
 impl Effective {
@@ -106,6 +122,11 @@ impl Effective {
             targets,
             probe,
             explicit_targets: explicit,
+            flags: IdentityFlags {
+                nick: g.nick.clone(),
+                user: g.user.as_deref().map(pigeon_protocol::packet::sanitize_name),
+                port: g.port,
+            },
         })
     }
 
@@ -155,12 +176,63 @@ impl Effective {
     }
 }
 
+/// The running daemon's identity and state (`me` of the control API), if
+/// a daemon answers on this home's socket.
+pub async fn daemon_me(eff: &Effective) -> Option<Value> {
+    let sock = eff.home.socket();
+    if !sock.exists() {
+        return None;
+    }
+    let v = tokio::time::timeout(Duration::from_secs(5), crate::control::call(&sock, &serde_json::json!({"op": "me"})))
+        .await
+        .ok()?
+        .ok()?;
+    (v["ok"] == true).then(|| v["me"].clone())
+}
+
+/// Says on stderr which identity flags a running daemon does not take
+/// (`--nick`, `--user`, `--port` given to a command that goes through it).
+fn say_ignored_flags(eff: &Effective, me: &Value) {
+    let mut ignored = Vec::new();
+    if let Some(n) = &eff.flags.nick {
+        if me["nick"].as_str() != Some(n) {
+            ignored.push(format!("--nick {n}"));
+        }
+    }
+    if let Some(u) = &eff.flags.user {
+        if me["user"].as_str() != Some(u) {
+            ignored.push(format!("--user {u}"));
+        }
+    }
+    if let Some(p) = eff.flags.port {
+        if me["port"].as_u64() != Some(u64::from(p)) {
+            ignored.push(format!("--port {p}"));
+        }
+    }
+    if !ignored.is_empty() {
+        eprintln!(
+            "pigeon: {} ignored: the running daemon is {}@{} (\"{}\", port {}); restart it with the flag, or set it in {}",
+            ignored.join(", "),
+            crate::cli::clean(me["user"].as_str().unwrap_or("?")),
+            crate::cli::clean(me["host"].as_str().unwrap_or("?")),
+            crate::cli::clean(me["nick"].as_str().unwrap_or("?")),
+            me["port"],
+            eff.home.config_file().display()
+        );
+    }
+}
+
 /// Runs a control request: through the daemon if one answers on this home's
 /// socket, else on a short-lived node after a discovery window.
 pub async fn request(eff: &Effective, req: &Value, discovery: Duration) -> Result<Value> {
     let sock = eff.home.socket();
     if sock.exists() {
         if let Ok(v) = crate::control::call(&sock, req).await {
+            if eff.flags.any() {
+                if let Some(me) = daemon_me(eff).await {
+                    say_ignored_flags(eff, &me);
+                }
+            }
             return Ok(v);
         }
     }

@@ -10,10 +10,15 @@ use serde_json::json;
 use super::node::{check, request, runtime, Effective, Global};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  pigeon status away \"in a meeting until 3\"\n  pigeon status online")]
+#[command(
+    after_help = "Without a state: shows ours (online, away with its text, or offline when no daemon runs).\n\nExamples:\n  pigeon status\n  pigeon status away \"in a meeting until 3\"\n  pigeon status online"
+)]
 pub struct StatusArgs {
     #[command(subcommand)]
-    pub state: State,
+    pub state: Option<State>,
+    /// With no state: print ours as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -26,7 +31,8 @@ pub enum State {
 
 pub fn run(g: &Global, args: &StatusArgs) -> Result<ExitCode> {
     let eff = Effective::load(g)?;
-    let away = match &args.state {
+    let Some(state) = &args.state else { return show(&eff, args.json) };
+    let away = match state {
         State::Online => None,
         State::Away { text } => Some(text.clone().unwrap_or_else(|| "I am away".into())),
     };
@@ -43,6 +49,28 @@ pub fn run(g: &Global, args: &StatusArgs) -> Result<ExitCode> {
         })
     })?;
     check(v)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pigeon status` alone: the running daemon's state, or offline.
+fn show(eff: &Effective, json_out: bool) -> Result<ExitCode> {
+    let me = runtime()?.block_on(super::node::daemon_me(eff));
+    let (state, text, nick) = match &me {
+        Some(m) => (if m["away"].is_string() { "away" } else { "online" }, m["away"].as_str(), m["nick"].as_str()),
+        None => ("offline", None, None),
+    };
+    if json_out {
+        println!("{}", json!({"state": state, "away": text, "nick": nick.unwrap_or(&eff.nick)}));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let who = super::clean(nick.unwrap_or(&eff.nick)).into_owned();
+    match (state, text) {
+        ("away", Some(t)) => println!("{who}: away ({})", super::clean(t)),
+        ("online", _) => println!("{who}: online"),
+        _ => println!(
+            "{who}: offline (no daemon runs with this home; `pigeon daemon` or `pigeon chat` brings you online)"
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -339,6 +339,7 @@ pub async fn answer(req: &Value, node: &NodeHandle) -> Result<Value> {
             Ok(json!({"ok": true}))
         }
         "ping" => Ok(json!({"ok": true, "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()})),
+        "me" => Ok(json!({"ok": true, "me": node.me().await?, "pid": std::process::id()})),
         "shutdown" => {
             node.shutdown().await;
             Ok(json!({"ok": true}))

@@ -36,8 +36,22 @@ pub struct NodeOptions {
 pub enum NodeCommand {
     Request(Request, oneshot::Sender<Result<Vec<u64>, RequestError>>),
     Peers(oneshot::Sender<Vec<Peer>>),
+    /// Who this node is now (its away state changes while it runs).
+    Me(oneshot::Sender<Me>),
     /// Leave (BR_EXIT twice), then stop.
     Shutdown(oneshot::Sender<()>),
+}
+
+/// This node's identity and state as it runs.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Me {
+    pub user: String,
+    pub host: String,
+    pub nick: String,
+    pub group: String,
+    pub port: u16,
+    /// The automatic-reply text while away.
+    pub away: Option<String>,
 }
 
 /// The last send error per destination (cleared when a send there works).
@@ -64,6 +78,13 @@ impl NodeHandle {
     pub async fn peers(&self) -> Result<Vec<Peer>> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(NodeCommand::Peers(tx)).await.context("the node has stopped")?;
+        rx.await.context("the node has stopped")
+    }
+
+    /// Who this node is now.
+    pub async fn me(&self) -> Result<Me> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(NodeCommand::Me(tx)).await.context("the node has stopped")?;
         rx.await.context("the node has stopped")
     }
 
@@ -538,6 +559,17 @@ async fn run(
                 }
                 Some(NodeCommand::Peers(reply)) => {
                     let _ = reply.send(engine.peers().all().into_iter().cloned().collect());
+                }
+                Some(NodeCommand::Me(reply)) => {
+                    let c = engine.config();
+                    let _ = reply.send(Me {
+                        user: c.user.clone(),
+                        host: c.host.clone(),
+                        nick: c.nick.clone(),
+                        group: c.group.clone(),
+                        port: c.port,
+                        away: c.away.clone(),
+                    });
                 }
                 Some(NodeCommand::Shutdown(reply)) => {
                     let _ = engine.command(clock.now(), Request::Quit);
