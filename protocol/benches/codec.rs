@@ -3,14 +3,17 @@
 //! Run: `cargo bench -p pigeon-protocol --bench codec -- --warm-up-time 1 --measurement-time 3`
 //!
 //! Per-packet benchmarks report elements (packets) per second; the directory
-//! stream reports bytes per second. The "full decode" of a GBK SENDMSG
+//! stream reports bytes per second. The `pubkey` group times IPMsg
+//! encryption: decrypt + verify of vector A (tests/crypto/vectors.txt),
+//! encrypt + sign of a 100-byte message, and RSA-2048 key generation. The "full decode" of a GBK SENDMSG
 //! (`Packet::decode` + `MessageBody::decode`) has a goal of 1,000,000 per
 //! second on one core.
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use pigeon_protocol::entry::Utf8Trailer;
+use pigeon_protocol::pubkey::{self, Capa, KeyPair, PeerKey, Signature};
 use pigeon_protocol::{
     Attachment, Charset, Command, DirEvent, DirHeader, DirStreamDecoder, Entry, FileAttr, Header, MessageBody, Packet,
 };
@@ -195,5 +198,70 @@ fn bench_dir_stream(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_message, bench_entry, bench_attachments, bench_dir_stream);
+/// The throw-away test keys and vector A of tests/crypto (copied here so the
+/// bench does not depend on the test files): Pigeon's private key, the
+/// IPMsg 4.x peer's public key, and a body from that peer to Pigeon.
+const PIGEON_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC9Yc4OKLbXbQCJ
+4ckv8hehkRMHLgUHQhIAEBbbmA80lQOUiFP1N/4mLGE4RrlbnjBYCX6azhXZ3UPl
+bdbxaVOkPoOWiMDk/5DKW5I/39Ezp/9DCEC6DJYbV2nmqU2wX55YKyGkwARCAj3+
+P4MyGY5EU7HCpCuBYTZKo69PkUfJpG8wEDa+3/qP6T1sVYhFysBof8jLGXgrEFab
+IDMDc5ydYjCkQHPxXwAoRp20RZxAx8icvPEH6G1nHaxwkuMapmgUqMF3jMwFT73z
+/lLdW1Xq186gJdgekuSprWrh28spWlvNwmyuk5Usq+UyHpUAW+H8KIJUqza70poE
+cZdNHbzTAgMBAAECggEAVsoFtnNuJ5eqkYXJv5FAxyhHAhlS8JqUyTaWYxhyj3Ri
+6aT4ZP6+GBxqiXHP7G64VQA05xje5rMCNJh70rKkRDbp8wjE7a05W6NPiLo3k2bA
+EqYrk5fFCs6ql6yrD9MiK+HIT0o4KVABvQy6QTF5A1MfucWmsmosiVQuOVapAXzw
+qsu5AK3a2tTx0YAgptdtQ+Y55Vl75cYO3oeMGyxYbz6suJAUwpeuK+0BsJyw4R+s
+/pm79HaDdiB//LoIPkp9vBZ5OdeZr+Iw1aCfKlIHMcDOt0NntC5fGuDxPT4rraKC
+MXtzCYfRNXFRyqAPiKSl+1y0UYQm1Dkb/TkazbZWQQKBgQD44xGMxyPebBs+Uxcv
+aec5Uj8N9AKwJUzcZaNLW4oJNtl6ed9Q4nFjDKZ75ewWi1rAZMbLNhYzDeqIc96b
+LOSNLVjpC44X59y3VwUib40twKY7CyYv0arypN9KvzK1xrfCEK5dp0QuzaETXeYI
+tSjcufpiW0WK/fAgqlj6YUgOEQKBgQDCy2FnZPeGHgtcg6dOau6xWmDdp4yaGnFA
+pu84D+W59xGrleyfxV14zOhqhCgJxqxPk5FXj+Umr/iZWP+Wf0jAImERrmMmio2q
+Kr5nNgiDm9BvzI4QDdjmDtQgDG+O1Q4rtxBNyd0+mynrp/v6OeCtMRwkhiLTRXZ1
+0f9za8hIowKBgQDR1+F8KIr9hXiS28u4ljn2AnpXcVyy10AusyMy7kM78Zr7wLWg
+pMulD41u+TRM7cHeZRmXTEr7UMhltAwEGZ25ynokQzHSxhM6IYyatCL8aGm/bm8L
+8mOHoasCgqJm0N0uKpJZNCYwr/8XLRw+Sz/gmo2ZUAsaXXCQmg/bSxpNgQKBgD9K
+sdVUexB6xppCtKPIHtJFWV/rxsVzfgTRuLxwfeYUnwsvZXjsOdi8S3AAjLnQccBR
+ZFIdEQmm95Fr12/g35R+FygVj2XAcxMtXDxQ1CdfAzSwNCCHP0hQ3R+kqsKv+zC9
+BHEh+98Rr2dAZ6EAGT5szIYZh0s6MKlLmEK6bJMdAoGAbA2wVtH08psnyGx0dMJ7
+dC+cDP0mVeTu+xAJ3n/t9LLpGDrirmminkZFp8PnjAOthM1c12/SeMrrU337dtM4
+rfvbAKC4dt9IfybBM9GNqERMF2siq5tlXwtzmDaCpVqdSKx5thAghXYxx5hx9YMe
+aV2lhThJMg0QsrDGX71v5mc=
+-----END PRIVATE KEY-----\n";
+const PEER_PUB_PEM: &str = "-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAi16GP936LqrGnL7Noqep
+CPSezcQe21RBcUlrF/4bUxkM1YBlJlZMRe38s+Bhtig0ZctLqV6rPS8bWMJ4J2f0
+P5CTu0Tz0tdg/aHGdwGSBuaN6AFBAm69oQy+hImNI8I/pQrV/4wDqcVADSB2Fpox
+hdkok0/F/p8kJGg0uo6ENgIoZf8SjyWLkbSUj0sop2dFoNNroXiHTZKTGjsPhbXb
+VwgbGIA6ws9jdkMk55ww1FY4RmwEPwqQ1cUB5WS5+PKVa7kPzFswp7c6SRjPXk5s
+rUOyXi5fdOcKD8baMTuB8OX5cAL3bpzVa3rdfzQYUO5dexWNLO2Fra0FRVPGILpX
+nwIDAQAB
+-----END PUBLIC KEY-----\n";
+const A_BODY: &str = "41900004:e+1ZZjKtTLrOhZDtG1CRczLMYzNAw3y5gjTu/7Y/U2dCzf74N8cVGelZcrscPAuwlmLUBeW6CgdaTHd+fBqO2RYpLIXHa61DSL3AEmJy5gFLoizH4v5gzbd4GCUiWkG27vBsJPqt+S5k1ak78Y724LFmCWI+oBme9VZFkbrK2vXo0PanJpMotfUynkyv4rQcRi+xyV5vtrA6np23jzKS1+fksgx5YoekQPMlY+fOFxq4otHbGIH4qZ8nFLhdXWLMVr/th2XZqmiF/dgKP/OvicKV5+tm9sGjsLC6GZKYEZTnhD6ePC2QMjIxPX80Hxk7gd4kdYy1ecLiKm9ZrdR0+A==:Pqb9tTBs2WF60GPv55Wro0KKd7iZeUjX3KgiP/RLM6g=:DFNUxopI5wtCZbMsddS/8uUvM1WvhkHmHZDg94g1owwmaf/GOgtWhyWms+TUjJlopv/qVxpGlins0LDKox7avxieqRCQaENixJM28RGNbwCsMReKQ++8M6tLyG3sDHT9qUerOYafrpDo2H11KenpvGU5gH15Hqmytz8M7iqLem59gRZqQUBBRwGTNHTQOHAw6xteLo7yKyXd0ZZ1MoJKe2/4JkaXvHmU6kbFVu8xq+SjNQQD+0UqjFPF4sDRkOp8G3oKEQGbhgi8wngcdBn2IAvY4LzHQMGU2eKenarzvrMvjBoUn/i7XtIro6N2M3KhpsKBEcAw9UnVsqOSxNDovw==";
+
+fn bench_pubkey(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pubkey");
+    g.throughput(Throughput::Elements(1));
+    let pigeon = KeyPair::from_pkcs8_pem(PIGEON_PEM).unwrap();
+    let peer = PeerKey::from_public_key_pem(PEER_PUB_PEM, Capa::IPMSG_4).unwrap();
+    let d = pubkey::decrypt(A_BODY.as_bytes(), b"1700000123", &[&pigeon], Some(&peer)).unwrap();
+    assert_eq!((d.plain.as_slice(), d.signature), ("Hello, 世界\nline2\0".as_bytes(), Signature::Verified));
+    g.bench_function("decrypt_verify_vector_a", |b| {
+        b.iter(|| pubkey::decrypt(black_box(A_BODY.as_bytes()), b"1700000123", &[&pigeon], Some(&peer)).unwrap())
+    });
+    let plain = [b'x'; 100];
+    let choice = peer.negotiate(Capa::PIGEON).unwrap();
+    g.bench_function("encrypt_sign_100B", |b| {
+        b.iter(|| pubkey::encrypt(&choice, &peer, Some(&pigeon), b"1700000124", black_box(&plain)).unwrap())
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("pubkey_keygen");
+    g.sample_size(10).sampling_mode(SamplingMode::Flat).warm_up_time(std::time::Duration::from_millis(1));
+    g.bench_function("generate_rsa2048", |b| b.iter(|| KeyPair::generate(2048).unwrap()));
+    g.finish();
+}
+
+criterion_group!(benches, bench_message, bench_entry, bench_attachments, bench_dir_stream, bench_pubkey);
 criterion_main!(benches);

@@ -4,8 +4,11 @@
 //! file bodies (§7.7), FeiQ's group-chat cipher and its `QUNMSGMARK#`
 //! plaintext (§8.6), and the user-name key fingerprint (§7.6).
 //!
-//! RSA (session-key wrapping and signatures) is not here. Decryption never
-//! panics: wrong lengths and bad padding are [`Error`]s.
+//! RSA (session-key wrapping, signatures, keys, the capability word and the
+//! encrypted body as a whole) is in [`crate::pubkey`], which builds on
+//! these. Decryption never panics: wrong lengths and bad padding are
+//! [`Error`]s (these detailed errors are for the FeiQ group cipher and
+//! tests; [`crate::pubkey::message`] collapses every failure into one).
 
 use aes::cipher::block_padding::Pkcs7;
 use aes::cipher::{BlockDecryptMut, BlockEncrypt, BlockEncryptMut, KeyInit, KeyIvInit};

@@ -45,6 +45,14 @@ pub enum Error {
     /// Bytes arrived after the directory stream ended.
     #[error("data after the end of the directory stream")]
     TrailingData,
+    /// An encrypted body (protocol.md §7.3, §7.7) could not be decrypted.
+    /// Deliberately one value with no detail: bad field encoding, wrong
+    /// lengths, an unknown algorithm, no key of the right size, bad RSA
+    /// padding and bad CBC padding all end up here, so that nothing we
+    /// answer can tell them apart (no padding oracle; see
+    /// [`crate::pubkey::message`]).
+    #[error("cannot decrypt the encrypted body")]
+    Decrypt,
 }
 
 /// Result with this crate's [`Error`].

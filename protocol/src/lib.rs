@@ -17,7 +17,11 @@
 //! - [`hostlist`]: ANSLIST host lists;
 //! - [`reply`]: the short control bodies and key-exchange fields;
 //! - [`crypto`]: AES / Blowfish CBC, AES-CTR, FeiQ group cipher, key fingerprint;
+//! - [`pubkey`]: IPMsg encryption: capability word, RSA keys and key exchange,
+//!   encrypted message bodies and file requests, signatures;
 //! - [`feiq`]: FeiQ's font tag, image fragments and acks.
+
+#![forbid(unsafe_code)]
 
 pub mod attachment;
 pub mod charset;
@@ -32,6 +36,7 @@ pub mod hostlist;
 pub mod message;
 pub mod name;
 pub mod packet;
+pub mod pubkey;
 pub mod reply;
 pub mod request;
 
@@ -45,5 +50,6 @@ pub use error::{Error, Result};
 pub use hostlist::{HostEntry, HostList};
 pub use message::MessageBody;
 pub use packet::{write_packet, Header, Packet};
+pub use pubkey::{Capa, KeyPair, PeerKey};
 pub use reply::PacketRef;
 pub use request::{FileRequest, RequestKind};

@@ -2,7 +2,8 @@
 //! and RELEASEFILES carry a decimal packet number (§4); SENDINFO and
 //! SENDABSENCEINFO carry text (§4.3); GETPUBKEY / ANSPUBKEY and the
 //! encrypted-message body carry key material (§7.1, §7.3), read here as
-//! fields only.
+//! fields only: checked keys, decryption and signatures are in
+//! [`crate::pubkey`].
 
 use crate::error::{dec_u64, hex_u64, Error, Result};
 
