@@ -12,4 +12,5 @@ pub mod doctor;
 pub mod engine;
 pub mod net;
 pub mod store;
+pub mod term;
 pub mod transfer;

@@ -71,6 +71,10 @@ fn files_and_folders_both_ways() {
     assert_eq!(list.len(), 3);
     assert_eq!(list[0]["name"], "报告 v1:final.bin", "Pigeon peers keep ':' in names");
     assert_eq!(list[2]["kind"], "dir");
+    // Sizes as people read them (a Pigeon says what its folders hold).
+    let human = String::from_utf8_lossy(&b.cli(&["offers"]).stdout).into_owned();
+    assert!(human.contains("\n    file 报告 v1:final.bin  (2.9 MiB)\n"), "{human}");
+    assert!(human.contains("\n    file empty.txt  (0 B)\n") && human.contains("\n    dir  项目 tree  (2.3 MiB)\n"), "{human}");
     let dst = tempfile::tempdir().unwrap();
     let (code, events) = fetch(&b, dst.path());
     assert_eq!(code, Some(0), "{events:?}");

@@ -409,21 +409,6 @@ fn state_span(theme: &Theme, m: &Msg) -> Option<Span<'static>> {
     })
 }
 
-fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 /// The lines of one conversation item, `w` columns wide (a one-column
 /// gutter marks the selection).
 fn item_lines(app: &App, theme: &Theme, item: &Item, w: usize, selected: bool, focused: bool) -> Vec<Line<'static>> {
@@ -509,8 +494,11 @@ fn item_lines(app: &App, theme: &Theme, item: &Item, w: usize, selected: bool, f
     if let Some(o) = &m.offer {
         for file in &o.files {
             let kind = if file.dir { "folder" } else { "file  " };
-            let size =
-                if file.size > 0 || m.dir == Dir::In { format!("  {}", human_size(file.size)) } else { String::new() };
+            let size = if file.size > 0 || m.dir == Dir::In {
+                format!("  {}", crate::term::human_size(file.size))
+            } else {
+                String::new()
+            };
             let name_w = body_w.saturating_sub(width(kind) + 2 + width(&size)).max(1);
             out.push(Line::from(vec![
                 gutter.clone(),
@@ -564,9 +552,16 @@ fn offer_state_lines(theme: &Theme, state: &OfferState, active: bool, w: usize) 
         OfferState::Declined => vec![Line::styled("┊ declined", theme.dim())],
         OfferState::Fetching { name, done, total, bytes_per_sec } => {
             let pct = if *total > 0 { (*done as f64 / *total as f64 * 100.0).min(100.0) } else { 0.0 };
-            let rate =
-                if *bytes_per_sec > 0.0 { format!("  {}/s", human_size(*bytes_per_sec as u64)) } else { String::new() };
-            let figures = format!(" {pct:>3.0}%  {} of {}{rate}", human_size(*done), human_size(*total));
+            let rate = if *bytes_per_sec > 0.0 {
+                format!("  {}/s", crate::term::human_size(*bytes_per_sec as u64))
+            } else {
+                String::new()
+            };
+            let figures = format!(
+                " {pct:>3.0}%  {} of {}{rate}",
+                crate::term::human_size(*done),
+                crate::term::human_size(*total)
+            );
             let bar_w = w.saturating_sub(width(&figures)).clamp(4, 30);
             let filled = (((pct / 100.0) * bar_w as f64).round() as usize).min(bar_w);
             let bar = format!("{}{}", "█".repeat(filled), "░".repeat(bar_w - filled));

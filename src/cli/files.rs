@@ -72,14 +72,24 @@ pub fn run_offers(g: &Global, args: &OffersArgs) -> Result<ExitCode> {
         );
         for a in list {
             println!(
-                "    {:<4} {}  ({} bytes)",
+                "    {:<4} {}{}",
                 super::clean(a["kind"].as_str().unwrap_or("")),
                 super::clean(a["name"].as_str().unwrap_or("")),
-                super::clean(&a["size"].to_string())
+                size_note(a)
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `  (2.9 MiB)` for an attachment of the control API; nothing for a
+/// folder, whose size the offer does not say.
+pub fn size_note(a: &serde_json::Value) -> String {
+    match a["size"].as_u64() {
+        Some(0) | None if a["kind"] == "dir" => String::new(),
+        Some(n) => format!("  ({})", crate::term::human_size(n)),
+        None => String::new(),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -81,7 +81,7 @@ fn human(v: &Value) -> String {
                 s(&v["text"])
             );
             for a in v["attachments"].as_array().into_iter().flatten() {
-                out.push_str(&format!("\n    {} {} ({} bytes)", s(&a["kind"]), s(&a["name"]), a["size"]));
+                out.push_str(&format!("\n    {} {}{}", s(&a["kind"]), s(&a["name"]), super::files::size_note(a)));
             }
             out
         }

@@ -590,7 +590,7 @@ fn check_home(s: &Setup) -> Vec<Finding> {
                 Area::Home,
                 Status::Warn,
                 "download_space",
-                format!("only {} free for downloads in {}", size(free), s.download_dir.display()),
+                format!("only {} free for downloads in {}", crate::term::human_size(free), s.download_dir.display()),
             )
             .advise("fetches will fail part-way: free some space or set download_dir in config.toml"),
         ),
@@ -598,7 +598,7 @@ fn check_home(s: &Setup) -> Vec<Finding> {
             Area::Home,
             Status::Ok,
             "download_space",
-            format!("{} free for downloads in {}", size(free), s.download_dir.display()),
+            format!("{} free for downloads in {}", crate::term::human_size(free), s.download_dir.display()),
         )),
         None => v.push(finding(
             Area::Home,
@@ -645,20 +645,4 @@ fn writable(p: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else { return false };
     // SAFETY: c is a valid NUL-terminated path.
     unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
-}
-
-/// `2.9 MiB`, `41.0 GiB`.
-pub fn size(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
 }
