@@ -65,7 +65,9 @@ fn files_and_folders_both_ways() {
         random_file(&sub.join(format!("文件 {i}.dat")), (i * 37) % 5000, i as u64);
     }
     std::fs::create_dir_all(folder.join("empty folder/nested empty")).unwrap();
-    offer(&a, "Ben", &[&file, &empty, &folder]);
+    // The same file twice, the second time by another path: offered once.
+    let again = src.path().join(".").join("报告 v1:final.bin");
+    offer(&a, "Ben", &[&file, &empty, &folder, &again]);
     wait_for(|| !offers(&b).is_empty(), "the offer at Ben");
     let list = offers(&b)[0]["attachments"].as_array().unwrap().clone();
     assert_eq!(list.len(), 3);
@@ -74,8 +76,16 @@ fn files_and_folders_both_ways() {
     // Sizes as people read them (a Pigeon says what its folders hold).
     let human = String::from_utf8_lossy(&b.cli(&["offers"]).stdout).into_owned();
     assert!(human.contains("\n    file 报告 v1:final.bin  (2.9 MiB)\n"), "{human}");
-    assert!(human.contains("\n    file empty.txt  (0 B)\n") && human.contains("\n    dir  项目 tree  (2.3 MiB)\n"), "{human}");
+    assert!(
+        human.contains("\n    file empty.txt  (0 B)\n") && human.contains("\n    dir  项目 tree  (2.3 MiB)\n"),
+        "{human}"
+    );
     let dst = tempfile::tempdir().unwrap();
+    // --to names a folder; a file there is said in those words.
+    let id = offers(&b)[0]["id"].to_string();
+    let out = b.cli(&["fetch", &id, "--to", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(2) && err.contains("is a file: --to takes the folder to fetch into"), "{err}");
     let (code, events) = fetch(&b, dst.path());
     assert_eq!(code, Some(0), "{events:?}");
     assert_eq!(sha256(&dst.path().join("报告 v1:final.bin")), sha256(&file));

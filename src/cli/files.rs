@@ -157,6 +157,9 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
         .find(|(m, _)| m.id == args.offer)
         .with_context(|| format!("no offer #{} (`pigeon offers` lists them)", args.offer))?;
     let into = args.to.clone().or_else(|| eff.file.download_dir.clone()).unwrap_or_else(download_dir);
+    if into.exists() && !into.is_dir() {
+        anyhow::bail!("{} is a file: --to takes the folder to fetch into", super::clean_path(&into));
+    }
     std::fs::create_dir_all(&into).with_context(|| format!("cannot create {}", into.display()))?;
     let addr = m.peer.addr.parse().with_context(|| format!("the sender's address {:?} is not usable", m.peer.addr))?;
     let client = store

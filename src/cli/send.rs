@@ -51,7 +51,11 @@ pub fn run(g: &Global, args: &SendArgs) -> Result<ExitCode> {
     for f in &args.files {
         // Checked here so that a typo is reported before anything is sent.
         let d = crate::transfer::describe(f)?;
-        files.push(d.path.to_string_lossy().into_owned());
+        let p = d.path.to_string_lossy().into_owned();
+        // The same file named twice (`x`, `./x`) is offered once.
+        if !files.contains(&p) {
+            files.push(p);
+        }
     }
     let req = json!({"op": "send", "to": to, "text": text, "sealed": args.sealed, "wait": args.wait, "files": files});
     let v = if files.is_empty() {
