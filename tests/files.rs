@@ -836,3 +836,31 @@ fn idle_connections_do_not_block_transfers() {
     let fetched: i64 = db.query_row("SELECT fetched FROM offers", [], |r| r.get(0)).unwrap();
     assert!(fetched > 0, "the offer is marked fetched");
 }
+
+/// `pigeon send Bo Cy --file f` with Cy known but offline: Cy is not taken
+/// for the text; a real text, or "", says what was meant.
+#[test]
+fn a_recipient_is_never_taken_for_the_text() {
+    let a = Daemon::start("127.0.0.117", "ada", "Ada", &["127.0.0.118", "127.0.0.119"]);
+    let b = Daemon::start("127.0.0.118", "bo", "Bo", &["127.0.0.117"]);
+    let mut cy = Raw::new("127.0.0.119");
+    cy.send("127.0.0.117", 1, b"Cy", &[b""]);
+    wait_for(|| a.peers().len() == 2 && b.peers().len() == 1, "discovery");
+    cy.send("127.0.0.117", 2, b"", &[]);
+    wait_for(|| a.peers().len() == 1, "Cy to leave");
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("report.pdf");
+    std::fs::write(&f, b"%PDF").unwrap();
+    let f = f.to_str().unwrap();
+    for args in [&["send", "Bo", "Cy", "--file", f][..], &["send", "Bo", "--file", f, "cy"]] {
+        let out = a.cli(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("is a peer (raw@raw-pc): to offer files to several peers, end with a text"), "{err}");
+    }
+    assert!(offers(&b).is_empty(), "nothing was sent");
+    // One recipient and no text, or an explicit text: sent.
+    let out = a.cli(&["send", "Bo", "--file", f]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for(|| offers(&b).len() == 1, "the offer");
+}

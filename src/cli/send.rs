@@ -57,7 +57,11 @@ pub fn run(g: &Global, args: &SendArgs) -> Result<ExitCode> {
             files.push(p);
         }
     }
-    let req = json!({"op": "send", "to": to, "text": text, "sealed": args.sealed, "wait": args.wait, "files": files});
+    let req = json!({
+        "op": "send", "to": to, "text": text, "sealed": args.sealed, "wait": args.wait, "files": files,
+        // The text is the last word: the node refuses it if it names a peer.
+        "text_from_args": !files.is_empty() && args.args.len() > 1,
+    });
     let v = if files.is_empty() {
         runtime()?.block_on(request(&eff, &req, Duration::from_secs(2)))?
     } else {

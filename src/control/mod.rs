@@ -241,6 +241,16 @@ pub async fn answer(req: &Value, node: &NodeHandle) -> Result<Value> {
                 .iter()
                 .map(|f| crate::transfer::describe(std::path::Path::new(f)))
                 .collect::<Result<Vec<_>, _>>()?;
+            // `pigeon send P1 P2 --file f`: the last word is the text only
+            // if it names no peer (online or not); else it was meant as one.
+            if req["text_from_args"] == true && !files.is_empty() {
+                if let Some(p) = names_a_peer(&peers, &text) {
+                    bail!(
+                        "{text:?} is a peer ({}): to offer files to several peers, end with a text (\"\" for none)",
+                        p.key
+                    );
+                }
+            }
             let mut events = node.events.subscribe();
             let request = if files.is_empty() {
                 Request::Send { to: to.clone(), text, sealed }
@@ -417,6 +427,21 @@ pub fn resolve(peers: &[Peer], spec: &str) -> Result<Vec<PeerKey>> {
         bail!("unknown peer {spec:?}; did you mean: {}", close.join(", "));
     }
     Ok(found)
+}
+
+/// The known peer (online or not) a word names: its nick (any case), user,
+/// user@host or address.
+fn names_a_peer<'a>(peers: &'a [Peer], word: &str) -> Option<&'a Peer> {
+    let lower = word.to_lowercase();
+    if lower.is_empty() {
+        return None;
+    }
+    peers.iter().find(|p| {
+        p.nick.to_lowercase() == lower
+            || p.key.user.to_lowercase() == lower
+            || p.key.to_string() == word
+            || p.addr.ip().to_string() == word
+    })
 }
 
 /// "2 peers are pi@raspberrypi: 198.18.0.12, 198.18.0.13; give an address".
