@@ -859,6 +859,9 @@ fn a_recipient_is_never_taken_for_the_text() {
         assert!(err.contains("is a peer (raw@raw-pc): to offer files to several peers, end with a text"), "{err}");
     }
     assert!(offers(&b).is_empty(), "nothing was sent");
+    // Groups are matched like nicks; an unknown one is said with the groups there are.
+    let err = String::from_utf8_lossy(&a.cli(&["send", "group:QA", "hi"]).stderr).into_owned();
+    assert!(err.contains("no one online is in group \"QA\" (no one online gives a group)"), "{err}");
     // One recipient and no text, or an explicit text: sent.
     let out = a.cli(&["send", "Bo", "--file", f]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -383,7 +383,13 @@ pub fn resolve(peers: &[Peer], spec: &str) -> Result<Vec<PeerKey>> {
     let found = if spec == "all" {
         keys(&|_| true)
     } else if let Some(g) = spec.strip_prefix("group:") {
-        keys(&|p| p.group == g)
+        // Like nicks: any case; an unknown group lists the groups online.
+        let lower = g.to_lowercase();
+        let found = keys(&|p| p.group.to_lowercase() == lower);
+        if found.is_empty() {
+            bail!("{}", unknown_group(&online, g));
+        }
+        found
     } else if let Ok(ip) = spec.parse::<std::net::IpAddr>() {
         keys(&|p| p.addr.ip() == ip || p.also.iter().any(|a| a.ip() == ip))
     } else if let Ok(sa) = spec.parse::<std::net::SocketAddr>() {
@@ -427,6 +433,25 @@ pub fn resolve(peers: &[Peer], spec: &str) -> Result<Vec<PeerKey>> {
         bail!("unknown peer {spec:?}; did you mean: {}", close.join(", "));
     }
     Ok(found)
+}
+
+/// `no one online is in group "qa"; groups online: QA (2), 测试部 (1)`, the
+/// closest first.
+fn unknown_group(online: &[&Peer], g: &str) -> String {
+    let mut groups: Vec<(String, usize)> = Vec::new();
+    for p in online.iter().filter(|p| !p.group.is_empty()) {
+        match groups.iter_mut().find(|(n, _)| *n == p.group) {
+            Some((_, c)) => *c += 1,
+            None => groups.push((p.group.clone(), 1)),
+        }
+    }
+    if groups.is_empty() {
+        return format!("no one online is in group {g:?} (no one online gives a group)");
+    }
+    let lower = g.to_lowercase();
+    groups.sort_by_key(|(n, _)| (edit_distance(&n.to_lowercase(), &lower), n.clone()));
+    let list: Vec<String> = groups.iter().take(8).map(|(n, c)| format!("{n} ({c})")).collect();
+    format!("no one online is in group {g:?}; groups online: {}", list.join(", "))
 }
 
 /// The known peer (online or not) a word names: its nick (any case), user,
@@ -547,6 +572,9 @@ mod tests {
         let peers = vec![peer("alice", "Alice", "QA", "10.0.0.1"), peer("bob", "鲍勃", "Dev", "10.0.0.2")];
         assert_eq!(resolve(&peers, "all").unwrap().len(), 2);
         assert_eq!(resolve(&peers, "group:Dev").unwrap(), [PeerKey::new("bob", "pc")]);
+        assert_eq!(resolve(&peers, "group:qa").unwrap(), [PeerKey::new("alice", "pc")]);
+        let err = resolve(&peers, "group:Deb").unwrap_err().to_string();
+        assert_eq!(err, "no one online is in group \"Deb\"; groups online: Dev (1), QA (1)");
         assert_eq!(resolve(&peers, "10.0.0.1").unwrap(), [PeerKey::new("alice", "pc")]);
         assert_eq!(resolve(&peers, "alice@pc").unwrap(), [PeerKey::new("alice", "pc")]);
         assert_eq!(resolve(&peers, "ALICE").unwrap(), [PeerKey::new("alice", "pc")]);
