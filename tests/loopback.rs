@@ -79,6 +79,13 @@ fn discovery_messages_broadcast_sealed_away_and_exit() {
     );
     assert_eq!(ans["ok"], true, "{ans}");
     wait_for(|| a.history(&["--search", "open me"]).first().is_some_and(|m| m["state"] == "read"), "the read receipt");
+    wait_for(
+        || b.history(&["--search", "open me"]).first().is_some_and(|m| m["state"] == "read"),
+        "opened in the store",
+    );
+    let again = b.cli(&["open", sealed[0]["packet_no"].as_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), "open me");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("opened before; no second read receipt"));
 
     // Away: Carol's automatic reply arrives, marked, and is not answered.
     assert!(c.cli(&["status", "away", "at lunch"]).status.success());

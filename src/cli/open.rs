@@ -59,6 +59,12 @@ pub fn run(g: &Global, args: &OpenArgs) -> Result<ExitCode> {
         [] => bail!("no sealed message with packet number {no} in history"),
         _ => bail!("several peers sent a sealed message numbered {no}; say which with --from user@host"),
     };
+    if m.state != MessageState::Unread {
+        // Opened before: its sender has the read receipt already.
+        println!("{}", super::clean(&m.text));
+        eprintln!("pigeon: opened before; no second read receipt");
+        return Ok(ExitCode::SUCCESS);
+    }
     let read_check = pigeon_protocol::Command(m.command).has(pigeon_protocol::Opts::READCHECKOPT);
     let req = json!({"op": "open", "user": m.peer.user, "host": m.peer.host, "packet_no": m.packet_no, "read_check": read_check});
     check(runtime()?.block_on(request(&eff, &req, Duration::from_secs(2)))?)?;

@@ -30,6 +30,9 @@ use pigeon_protocol::{
 
 pub use peers::{Change, Identity, Peer, PeerKey, PeerTable};
 
+/// Sealed messages remembered as opened in one run ([`Engine`]'s `opened`).
+const OPENED_LIMIT: usize = 4096;
+
 /// The version text SENDINFO answers with.
 pub const PRODUCT: &str = concat!("Pigeon ", env!("CARGO_PKG_VERSION"));
 
@@ -462,6 +465,9 @@ pub struct Engine {
     next_id: u64,
     pending: Vec<Pending>,
     reads: Vec<PendingRead>,
+    /// Sealed messages opened in this run (peer, packet number): opening
+    /// one again sends no second read receipt. Bounded: the oldest go.
+    opened: VecDeque<(PeerKey, String)>,
     seen: HashSet<SeenKey>,
     seen_order: VecDeque<SeenKey>,
     images: HashSet<(PeerKey, String)>,
@@ -505,6 +511,7 @@ impl Engine {
             next_id: 1,
             pending: Vec::new(),
             reads: Vec::new(),
+            opened: VecDeque::new(),
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             images: HashSet::new(),
@@ -866,6 +873,14 @@ impl Engine {
                 if packet_no.is_empty() || packet_no.len() > 20 || !packet_no.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(RequestError::Encode(format!("{packet_no:?} is not a packet number")));
                 }
+                let key = (peer.clone(), packet_no.clone());
+                if self.opened.contains(&key) {
+                    return Ok(vec![]); // its receipt went out already
+                }
+                if self.opened.len() >= OPENED_LIMIT {
+                    self.opened.pop_front();
+                }
+                self.opened.push_back(key);
                 let opts = if read_check { Opts::READCHECKOPT } else { 0 };
                 let pkt = self.simple_packet(now, Mode::READMSG, opts, packet_no.as_bytes());
                 let no = self.last_packet_no;

@@ -277,6 +277,11 @@ fn sealed_message_read_receipt_and_away_reply() {
     net.run_until(8000);
     assert!(net.nodes[0].events.iter().any(|e| matches!(e, Event::Read { .. })));
     assert!(net.nodes[1].engine.reads.is_empty(), "ANSREADMSG stops the READMSG retries");
+    // Opened again: no second read receipt.
+    net.command(1, Request::Open { peer: net.key(0), packet_no: m.packet_no.clone(), read_check: true }).unwrap();
+    net.run_until(8500);
+    let reads = net.nodes[0].events.iter().filter(|e| matches!(e, Event::Read { .. })).count();
+    assert_eq!(reads, 1, "one read receipt for a message opened twice");
 
     net.command(1, Request::SetAway(Some("at lunch".into()))).unwrap();
     net.run_until(9000);
