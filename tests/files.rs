@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{accept_within, pigeon, random_file, sha256, tree, wait_for, Daemon, PORT};
 use pigeon_protocol::{Charset, DirHeader, FileRequest, Mode, Packet};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn offers(d: &Daemon) -> Vec<Value> {
     let out = d.cli(&["offers", "--json"]);
@@ -866,4 +866,56 @@ fn a_recipient_is_never_taken_for_the_text() {
     let out = a.cli(&["send", "Bo", "--file", f]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_for(|| offers(&b).len() == 1, "the offer");
+}
+
+/// Ctrl-C during a fetch: an `interrupted` event (--json) and how to
+/// resume, exit 130; fetching again resumes from the partial file.
+#[test]
+fn an_interrupted_fetch_says_how_to_resume() {
+    let a = Daemon::start("127.0.0.121", "gus", "Gus", &["127.0.0.122"]);
+    let b = Daemon::start("127.0.0.122", "hal", "Hal", &["127.0.0.121"]);
+    wait_for(|| a.peers().len() == 1 && b.peers().len() == 1, "discovery");
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("big.bin");
+    random_file(&file, 300_000_000, 21);
+    offer(&a, "Hal", &[&file]);
+    wait_for(|| offers(&b).len() == 1, "the offer");
+    let id = offers(&b)[0]["id"].to_string();
+    let dst = src.path().join("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    let mut c = pigeon(
+        b.home.path(),
+        b.ip,
+        b.user,
+        b.nick,
+        &b.others,
+        &["fetch", &id, "--json", "--to", dst.to_str().unwrap()],
+    );
+    let child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while du(&dst) < 30_000_000 {
+        assert!(Instant::now() < deadline, "the fetch made no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Stopped while the signal comes, so that the fetch cannot end first.
+    // SAFETY: kill(2) on the PID of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) };
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stdout}{stderr}");
+    assert!(stderr.contains(&format!("interrupted; `pigeon fetch {id}` resumes where it stopped")), "{stderr}");
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (&last["event"], &last["name"], &last["size"]),
+        (&json!("interrupted"), &json!("big.bin"), &json!(300_000_000))
+    );
+    assert!(last["bytes"].as_u64().unwrap() > 0 && last["bytes"].as_u64().unwrap() < 300_000_000, "{last}");
+    let (code, events) = fetch(&b, &dst);
+    assert_eq!(code, Some(0), "{events:?}");
+    let start = events.iter().find(|e| e["event"] == "start").unwrap();
+    assert!(start["resumed_at"].as_u64().unwrap() > 0, "{start}");
+    assert_eq!(sha256(&dst.join("big.bin")), sha256(&file));
 }

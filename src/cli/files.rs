@@ -141,6 +141,40 @@ pub fn source_for(
     }
 }
 
+/// What is being fetched: name, bytes so far, size.
+type Interrupted = std::sync::Arc<std::sync::Mutex<Option<(String, u64, u64)>>>;
+
+/// On SIGINT or SIGTERM: an `interrupted` event (`--json`) and how to
+/// resume, then exit 130. The signals are blocked in every thread and
+/// taken by one of its own (before any other thread starts).
+fn on_interrupt(json_out: bool, offer: i64, current: Interrupted) {
+    // SAFETY: a sigset_t is plain data, filled by sigemptyset/sigaddset;
+    // pthread_sigmask changes this thread's mask (inherited by the threads
+    // spawned later), before any other thread exists.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    std::thread::spawn(move || {
+        let mut sig = 0;
+        // SAFETY: waits for one of the blocked signals of `set`.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            return;
+        }
+        let now = current.lock().ok().and_then(|c| c.clone());
+        if json_out {
+            let (name, bytes, size) = now.unwrap_or_default();
+            println!("{}", json!({"event": "interrupted", "name": name, "bytes": bytes, "size": size}));
+        }
+        eprintln!("\npigeon: interrupted; `pigeon fetch {offer}` resumes where it stopped");
+        std::process::exit(130);
+    });
+}
+
 /// The default download folder: the user's Downloads/pigeon.
 pub fn download_dir() -> PathBuf {
     directories::UserDirs::new()
@@ -175,6 +209,10 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
     if wanted.is_empty() {
         bail!("offer #{} has nothing called {}", args.offer, args.only.join(", "));
     }
+    // Ctrl-C (or SIGTERM) says how to resume, and `--json` gets an event:
+    // the partial files are kept for that.
+    let current: Interrupted = Default::default();
+    on_interrupt(args.json, args.offer, current.clone());
     let mut failed = 0;
     for a in wanted {
         let item = Item {
@@ -204,15 +242,26 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
             Progress::Start { name, total, offset } => {
                 first = offset;
                 latest = offset;
+                if let Ok(mut c) = current.lock() {
+                    *c = Some((name.to_string(), offset, total));
+                }
                 if json {
                     println!("{}", json!({"event": "start", "name": name, "size": total, "resumed_at": offset}));
                 }
                 if let Some(b) = &bar {
                     b.set_position(offset);
+                    // Speed and ETA from what comes now, not as if the
+                    // resumed part had come at once.
+                    b.reset_eta();
                 }
             }
             Progress::Bytes { done } => {
                 latest = done;
+                if let Ok(mut c) = current.lock() {
+                    if let Some(c) = c.as_mut() {
+                        c.1 = done;
+                    }
+                }
                 if let Some(b) = &bar {
                     b.set_position(done);
                 }
