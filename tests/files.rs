@@ -913,8 +913,16 @@ fn an_interrupted_fetch_says_how_to_resume() {
         (&json!("interrupted"), &json!("big.bin"), &json!(300_000_000))
     );
     assert!(last["bytes"].as_u64().unwrap() > 0 && last["bytes"].as_u64().unwrap() < 300_000_000, "{last}");
-    let (code, events) = fetch(&b, &dst);
-    assert_eq!(code, Some(0), "{events:?}");
+    // Fetched again by packet number (what `listen --json` gives a script).
+    let o = &offers(&b)[0];
+    let no = o["packet_no"].as_str().unwrap().to_string();
+    let from = format!("{}@{}", o["from"]["user"].as_str().unwrap(), o["from"]["host"].as_str().unwrap());
+    let err = String::from_utf8_lossy(&b.cli(&["fetch", &no, "--from", "nobody@nowhere"]).stderr).into_owned();
+    assert!(err.contains(&format!("no offer #{no}")), "{err}");
+    let out = b.cli(&["fetch", &no, "--from", &from, "--to", dst.to_str().unwrap(), "--json"]);
+    let events: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert_eq!(out.status.code(), Some(0), "{events:?}");
     let start = events.iter().find(|e| e["event"] == "start").unwrap();
     assert!(start["resumed_at"].as_u64().unwrap() > 0, "{start}");
     assert_eq!(sha256(&dst.join("big.bin")), sha256(&file));

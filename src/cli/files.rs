@@ -94,11 +94,15 @@ pub fn size_note(a: &serde_json::Value) -> String {
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  pigeon fetch 12                       # every file and folder of offer #12\n  pigeon fetch 12 --to ~/inbox --only report.pdf\n  pigeon fetch 12 --json                # JSON progress events\n\nAn interrupted fetch leaves NAME.part files; fetching again resumes."
+    after_help = "Examples:\n  pigeon fetch 12                       # every file and folder of offer #12\n  pigeon fetch 12 --to ~/inbox --only report.pdf\n  pigeon fetch 12 --json                # JSON progress events\n  pigeon fetch 1795313923 --from bob@pc-bob   # by packet number, as `listen --json` shows offers\n\nAn interrupted fetch leaves NAME.part files; fetching again resumes."
 )]
 pub struct FetchArgs {
-    /// The offer's id, as `pigeon offers` shows it
-    pub offer: i64,
+    /// The offer's id, as `pigeon offers` shows it, or its packet number (as
+    /// the `offer` event of `pigeon listen --json` gives it)
+    pub offer: String,
+    /// With a packet number: the sender (user@host), when two peers used the same one
+    #[arg(long, value_name = "USER@HOST")]
+    pub from: Option<String>,
     /// Where to put it (default: the download folder)
     #[arg(long, value_name = "DIR")]
     pub to: Option<PathBuf>,
@@ -138,6 +142,33 @@ pub fn source_for(
         version: eff.engine(false).version,
         user: eff.user.clone(),
         host: eff.host.clone(),
+    }
+}
+
+/// The offer `spec` names: its id (`pigeon offers`), else its packet
+/// number (from `user@host` when given).
+fn find_offer(
+    all: Vec<(MessageRecord, Vec<Value>)>,
+    spec: &str,
+    from: Option<&str>,
+) -> Result<(MessageRecord, Vec<Value>)> {
+    let from_ok = |m: &MessageRecord| from.is_none_or(|f| f == format!("{}@{}", m.peer.user, m.peer.host));
+    if from.is_none() {
+        if let Ok(id) = spec.parse::<i64>() {
+            if let Some(i) = all.iter().position(|(m, _)| m.id == id) {
+                return Ok(all.into_iter().nth(i).expect("found"));
+            }
+        }
+    }
+    let mut by_no: Vec<(MessageRecord, Vec<Value>)> =
+        all.into_iter().filter(|(m, _)| m.packet_no == spec && from_ok(m)).collect();
+    match by_no.len() {
+        1 => Ok(by_no.remove(0)),
+        0 => bail!("no offer #{spec} (`pigeon offers` lists them)"),
+        n => {
+            let who: Vec<String> = by_no.iter().map(|(m, _)| format!("{}@{}", m.peer.user, m.peer.host)).collect();
+            bail!("{n} offers have packet number {spec} ({}); say which with --from USER@HOST", who.join(", "))
+        }
     }
 }
 
@@ -186,10 +217,8 @@ pub fn download_dir() -> PathBuf {
 pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
     let eff = Effective::load(g)?;
     let store = Store::open(&eff.home.database()).context("no history yet")?;
-    let (m, list) = offers(&store)?
-        .into_iter()
-        .find(|(m, _)| m.id == args.offer)
-        .with_context(|| format!("no offer #{} (`pigeon offers` lists them)", args.offer))?;
+    let (m, list) = find_offer(offers(&store)?, &args.offer, args.from.as_deref())?;
+    let offer_id = m.id;
     let into = args.to.clone().or_else(|| eff.file.download_dir.clone()).unwrap_or_else(download_dir);
     if into.exists() && !into.is_dir() {
         anyhow::bail!("{} is a file: --to takes the folder to fetch into", super::clean_path(&into));
@@ -207,12 +236,12 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
     let wanted: Vec<&Value> =
         list.iter().filter(|a| args.only.is_empty() || args.only.iter().any(|n| a["name"] == n.as_str())).collect();
     if wanted.is_empty() {
-        bail!("offer #{} has nothing called {}", args.offer, args.only.join(", "));
+        bail!("offer #{offer_id} has nothing called {}", args.only.join(", "));
     }
     // Ctrl-C (or SIGTERM) says how to resume, and `--json` gets an event:
     // the partial files are kept for that.
     let current: Interrupted = Default::default();
-    on_interrupt(args.json, args.offer, current.clone());
+    on_interrupt(args.json, offer_id, current.clone());
     let mut failed = 0;
     for a in wanted {
         let item = Item {
