@@ -532,3 +532,64 @@ fn status_config_and_flags_a_daemon_does_not_take() {
     let log = String::from_utf8_lossy(&log.stderr);
     assert!(log.contains("pigeon daemon: uma@") && !log.contains('\x1b'), "{log:?}");
 }
+
+/// A text longer than the peer's client reads (FeiQ: 4 KiB a packet) goes
+/// in numbered parts that each fit and together are the text; with
+/// `--no-split` it is refused.
+#[test]
+fn long_texts_go_in_numbered_parts() {
+    let a = Daemon::start("127.0.0.125", "vic", "Vic", &["127.0.0.126"]);
+    let fq = std::net::UdpSocket::bind(format!("127.0.0.126:{}", common::PORT)).unwrap();
+    fq.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let to = format!("127.0.0.125:{}", common::PORT);
+    fq.send_to(b"1_lbt6_0#128#F8B46AA55B28#0#0#0#4001#9:100:fq:fq-pc:1:FeiQ\0\0", &to).unwrap();
+    wait_for(|| a.peers().iter().any(|p| p["client"] == "feiq"), "the FeiQ peer");
+    let text: String = (0..700).map(|i| format!("第{i}行 ")).collect(); // ~8.5 KB in UTF-8, ~6 KB in GBK
+    let out = a.cli(&["send", "FeiQ", &text, "--no-split"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("message too long for fq@fq-pc (FeiQ)"), "{err}");
+    // The FeiQ side acknowledges every SENDMSG (RECVMSG), as FeiQ does.
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let Ok((n, from)) = fq.recv_from(&mut buf) else { continue };
+            let d = buf[..n].to_vec();
+            let f: Vec<&[u8]> = d.splitn(6, |&b| b == b':').collect();
+            let cmd: u32 = std::str::from_utf8(f[4]).unwrap().parse().unwrap();
+            if cmd & 0xff == 0x20 {
+                let ack = format!(
+                    "1_lbt6_0#128#F8B46AA55B28#0#0#0#4001#9:{}:fq:fq-pc:33:{}",
+                    200 + got.len(),
+                    std::str::from_utf8(f[1]).unwrap()
+                );
+                fq.send_to(ack.as_bytes(), from).unwrap();
+                if !got.iter().any(|(no, _): &(Vec<u8>, Vec<u8>)| no == f[1]) {
+                    got.push((f[1].to_vec(), d.clone()));
+                }
+                if got.len() == 2 {
+                    break;
+                }
+            }
+        }
+        got
+    });
+    let out = a.cli(&["send", "FeiQ", &text, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((r["status"].as_str(), r["parts"].as_array().map(Vec::len)), (Some("delivered"), Some(2)), "{r}");
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), 2);
+    let mut joined = String::new();
+    for (i, (_, d)) in got.iter().enumerate() {
+        assert!(d.len() <= 4096, "part {} is {} bytes", i + 1, d.len());
+        let body = d.splitn(6, |&b| b == b':').nth(5).unwrap();
+        let body = &body[..body.iter().position(|&b| b == 0).unwrap_or(body.len())];
+        let t = pigeon_protocol::Charset::Gbk.decode(body);
+        let prefix = format!("({}/2) ", i + 1);
+        joined.push_str(t.strip_prefix(&prefix).unwrap_or_else(|| panic!("{t:.40}")));
+    }
+    assert_eq!(joined, text);
+}

@@ -32,6 +32,10 @@ pub struct SendArgs {
     /// One JSON object per recipient: peer, nick, status (delivered|queued|failed)
     #[arg(long)]
     pub json: bool,
+    /// Refuse a text longer than a recipient's client reads in one packet
+    /// (iptux 8 KiB, FeiQ 4 KiB) instead of sending it in numbered parts
+    #[arg(long)]
+    pub no_split: bool,
 }
 
 pub fn run(g: &Global, args: &SendArgs) -> Result<ExitCode> {
@@ -61,6 +65,7 @@ pub fn run(g: &Global, args: &SendArgs) -> Result<ExitCode> {
         "op": "send", "to": to, "text": text, "sealed": args.sealed, "wait": args.wait, "files": files,
         // The text is the last word: the node refuses it if it names a peer.
         "text_from_args": !files.is_empty() && args.args.len() > 1,
+        "split": !args.no_split,
     });
     let v = if files.is_empty() {
         runtime()?.block_on(request(&eff, &req, Duration::from_secs(2)))?
@@ -81,7 +86,8 @@ pub fn run(g: &Global, args: &SendArgs) -> Result<ExitCode> {
             println!("{r}");
         } else {
             let s = |k: &str| super::clean(r[k].as_str().unwrap_or("")).into_owned();
-            println!("{:<10} {} ({})", super::clean(status), s("nick"), s("peer"));
+            let parts = r["parts"].as_array().map_or(String::new(), |p| format!(" in {} parts", p.len()));
+            println!("{:<10} {} ({}){parts}", super::clean(status), s("nick"), s("peer"));
         }
     }
     Ok(if all { ExitCode::SUCCESS } else { ExitCode::from(1) })

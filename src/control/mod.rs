@@ -252,12 +252,13 @@ pub async fn answer(req: &Value, node: &NodeHandle) -> Result<Value> {
                 }
             }
             let mut events = node.events.subscribe();
-            let request = if files.is_empty() {
-                Request::Send { to: to.clone(), text, sealed }
+            let split = req["split"].as_bool().unwrap_or(true) && files.is_empty();
+            let (ids, parts) = if files.is_empty() {
+                send_in_parts(node, &to, &text, sealed, split).await?
             } else {
-                Request::Offer { to: to.clone(), text, sealed, files }
+                (node.request(Request::Offer { to: to.clone(), text, sealed, files }).await?, 1)
             };
-            let ids = node.request(request).await?;
+            let per_part = to.len();
             // `detach`: answer at once; receipts follow as events (the chat).
             let detach = req["detach"].as_bool().unwrap_or(false);
             let mut status: Vec<Delivery> = vec![Delivery::Sending; ids.len()];
@@ -275,13 +276,24 @@ pub async fn answer(req: &Value, node: &NodeHandle) -> Result<Value> {
             }
             let results: Vec<Value> = to
                 .iter()
-                .zip(&status)
-                .zip(&ids)
-                .map(|((k, s), id)| {
+                .enumerate()
+                .map(|(i, k)| {
                     let nick = peers.iter().find(|p| &p.key == k).map(|p| p.nick.clone()).unwrap_or_default();
+                    // A recipient's parts: the worst of their states counts.
+                    let mine: Vec<usize> = (0..parts).map(|part| part * per_part + i).filter(|&j| j < ids.len()).collect();
+                    let worst = mine.iter().map(|&j| status[j]).max_by_key(|s| match s {
+                        Delivery::Failed => 3,
+                        Delivery::Sending | Delivery::Queued => 2,
+                        _ => 1,
+                    });
+                    let s = worst.unwrap_or(Delivery::Failed);
                     // Still unacknowledged when the wait ends: it stays in the outbox.
-                    let s = if *s == Delivery::Sending && !detach { Delivery::Queued } else { *s };
-                    json!({"peer": k.to_string(), "nick": nick, "status": s.name(), "id": id})
+                    let s = if s == Delivery::Sending && !detach { Delivery::Queued } else { s };
+                    let mut v = json!({"peer": k.to_string(), "nick": nick, "status": s.name(), "id": mine.first().map(|&j| ids[j])});
+                    if parts > 1 {
+                        v["parts"] = json!(mine.iter().map(|&j| ids[j]).collect::<Vec<_>>());
+                    }
+                    v
                 })
                 .collect();
             Ok(json!({"ok": true, "results": results}))
@@ -454,6 +466,83 @@ fn unknown_group(online: &[&Peer], g: &str) -> String {
     format!("no one online is in group {g:?}; groups online: {}", list.join(", "))
 }
 
+/// Sends `text`, in numbered parts (`(1/3) …`) when it is longer than a
+/// recipient's client reads in one packet and `split` allows. The ids, part
+/// by part (each part: one per recipient, in `to`'s order), and the number
+/// of parts.
+async fn send_in_parts(
+    node: &NodeHandle,
+    to: &[PeerKey],
+    text: &str,
+    sealed: bool,
+    split: bool,
+) -> Result<(Vec<u64>, usize)> {
+    let whole = Request::Send { to: to.to_vec(), text: text.to_string(), sealed };
+    let (mut bytes, mut limit) = match node.request(whole).await {
+        Ok(ids) => return Ok((ids, 1)),
+        Err(e) => match e.downcast_ref::<crate::engine::RequestError>() {
+            Some(crate::engine::RequestError::TooLong { bytes, limit, .. }) if split => (*bytes, *limit),
+            _ => return Err(e),
+        },
+    };
+    // The packet's overhead is what the text does not explain; the parts'
+    // budget shrinks until the first part fits (the wire charset may take
+    // more or fewer bytes than UTF-8).
+    let mut budget = text.len().saturating_sub(bytes.saturating_sub(limit)).saturating_sub(32);
+    for _ in 0..8 {
+        let parts = split_text(text, budget);
+        let n = parts.len();
+        let mut ids = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let text = format!("({}/{n}) {part}", i + 1);
+            match node.request(Request::Send { to: to.to_vec(), text, sealed }).await {
+                Ok(mut more) => ids.append(&mut more),
+                Err(e) => match e.downcast_ref::<crate::engine::RequestError>() {
+                    Some(crate::engine::RequestError::TooLong { bytes: b, limit: l, .. }) if i == 0 => {
+                        (bytes, limit) = (*b, *l);
+                        break;
+                    }
+                    _ if i > 0 => bail!("part {} of {n} could not be sent ({e:#}); parts 1–{i} were", i + 1),
+                    _ => return Err(e),
+                },
+            }
+        }
+        if !ids.is_empty() {
+            return Ok((ids, n));
+        }
+        budget = budget.saturating_sub(bytes.saturating_sub(limit)).saturating_sub(budget / 10 + 16);
+        if budget < 64 {
+            break;
+        }
+    }
+    bail!("the text could not be split into parts that fit (at most {limit} bytes a packet)")
+}
+
+/// Cuts `text` into pieces of at most `budget` UTF-8 bytes, at a line end
+/// or a space in the second half of a piece where there is one, else at a
+/// character boundary.
+fn split_text(text: &str, budget: usize) -> Vec<&str> {
+    let budget = budget.max(16);
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while rest.len() > budget {
+        let mut cut = budget;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let window = &rest[..cut];
+        if let Some(at) = window.rfind('\n').or_else(|| window.rfind(' ')).filter(|&at| at >= cut / 2) {
+            cut = at + 1;
+        }
+        parts.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    if !rest.is_empty() || parts.is_empty() {
+        parts.push(rest);
+    }
+    parts
+}
+
 /// The known peer (online or not) a word names: its nick (any case), user,
 /// user@host or address.
 fn names_a_peer<'a>(peers: &'a [Peer], word: &str) -> Option<&'a Peer> {
@@ -565,6 +654,17 @@ mod tests {
             resolve(&peers, "pi@raspberrypi#198.18.0.13").unwrap(),
             [PeerKey::new("pi", "raspberrypi#198.18.0.13")]
         );
+    }
+
+    #[test]
+    fn texts_are_cut_at_lines_spaces_or_characters() {
+        let t = "aaaa bbbb\ncccc dddd";
+        assert_eq!(split_text(t, 16), ["aaaa bbbb\n", "cccc dddd"]);
+        let long = "你好".repeat(20); // 120 bytes, no spaces
+        let parts = split_text(&long, 16);
+        assert!(parts.iter().all(|p| p.len() <= 16 && !p.is_empty()));
+        assert_eq!(parts.concat(), long);
+        assert_eq!(split_text("short", 100), ["short"]);
     }
 
     #[test]
