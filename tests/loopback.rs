@@ -535,7 +535,7 @@ fn status_config_and_flags_a_daemon_does_not_take() {
 
 /// A text longer than the peer's client reads (FeiQ: 4 KiB a packet) goes
 /// in numbered parts that each fit and together are the text; with
-/// `--no-split` it is refused.
+/// `--no-split` it is refused. And FeiQ gets a shake.
 #[test]
 fn long_texts_go_in_numbered_parts() {
     let a = Daemon::start("127.0.0.125", "vic", "Vic", &["127.0.0.126"]);
@@ -574,14 +574,28 @@ fn long_texts_go_in_numbered_parts() {
                 }
             }
         }
-        got
+        (got, fq)
     });
     let out = a.cli(&["send", "FeiQ", &text, "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((r["status"].as_str(), r["parts"].as_array().map(Vec::len)), (Some("delivered"), Some(2)), "{r}");
-    let got = reader.join().unwrap();
+    let (got, fq) = reader.join().unwrap();
     assert_eq!(got.len(), 2);
+    // And a shake, FeiQ's command 209.
+    let out = a.cli(&["shake", "FeiQ"]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let shake = loop {
+        assert!(Instant::now() < deadline, "no shake came");
+        let Ok((n, _)) = fq.recv_from(&mut buf) else { continue };
+        let cmd = buf[..n].split(|&b| b == b':').nth(4).map(|c| String::from_utf8_lossy(c).into_owned());
+        if cmd.as_deref() == Some("209") {
+            break buf[..n].to_vec();
+        }
+    };
+    assert!(shake.ends_with(b":209:") || shake.ends_with(b":209:\0"), "{:?}", String::from_utf8_lossy(&shake));
     let mut joined = String::new();
     for (i, (_, d)) in got.iter().enumerate() {
         assert!(d.len() <= 4096, "part {} is {} bytes", i + 1, d.len());

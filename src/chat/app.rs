@@ -350,6 +350,8 @@ pub enum Action {
     },
     SetAway(Option<String>),
     GetInfo(String),
+    /// FeiQ's window shake to a peer (`user@host`).
+    Shake(String),
     LoadHistory {
         conv: ConvKey,
         limit: usize,
@@ -1412,6 +1414,20 @@ impl App {
                         editor: Editor::with_text(&text),
                         candidates: Vec::new(),
                     });
+                }
+                return;
+            }
+            (KeyCode::Char('g'), true) => {
+                // Ctrl-G, the bell: FeiQ's window shake, to the open peer.
+                match &self.current {
+                    ConvKey::Peer(k) => {
+                        self.actions.push(Action::Shake(k.clone()));
+                        self.set_status(
+                            "shake sent (FeiQ shakes its window; other clients may ignore it)",
+                            Level::Info,
+                        );
+                    }
+                    _ => self.set_status("a shake goes to one peer: open its conversation first", Level::Error),
                 }
                 return;
             }

@@ -724,6 +724,19 @@ fn history_merges_without_duplicates() {
 }
 
 #[test]
+fn ctrl_g_shakes_the_open_peer_only() {
+    let mut a = office();
+    a.take_actions();
+    a.on_key(ctrl('g'));
+    assert!(a.take_actions().is_empty(), "Everyone is not a peer to shake");
+    assert!(draw(&mut a, 100, 20).contains("a shake goes to one peer"));
+    a.open(ConvKey::Peer("bob@pc-bob".into()));
+    a.take_actions();
+    a.on_key(ctrl('g'));
+    assert_eq!(a.take_actions(), vec![Action::Shake("bob@pc-bob".into())]);
+}
+
+#[test]
 fn away_prompt_and_file_prompt_with_completion() {
     let mut a = office();
     a.take_actions();

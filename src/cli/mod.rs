@@ -49,6 +49,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Ask a peer for its program version and away text.
     Info(status::InfoArgs),
+    /// Shake a peer's window (FeiQ's 抖一抖).
+    Shake(status::ShakeArgs),
     /// List the files and folders offered to you.
     Offers(files::OffersArgs),
     /// Fetch an offered file or folder (resumes an interrupted fetch).
@@ -120,6 +122,7 @@ pub fn main() -> ExitCode {
         Command::Listen(a) => listen::run(g, a),
         Command::Status(a) => status::run(g, a),
         Command::Info(a) => status::run_info(g, a),
+        Command::Shake(a) => status::run_shake(g, a),
         Command::Offers(a) => files::run_offers(g, a),
         Command::Fetch(a) => files::run_fetch(g, a),
         Command::History(a) => history::run(g, a),

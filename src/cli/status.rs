@@ -1,4 +1,5 @@
-//! `pigeon status` (online / away with a text) and `pigeon info PEER`.
+//! `pigeon status` (online / away with a text), `pigeon info PEER` and
+//! `pigeon shake PEER`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -106,6 +107,35 @@ pub fn run_info(g: &Global, args: &InfoArgs) -> Result<ExitCode> {
             };
             println!("{k:<14} {}", super::clean(&val));
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  pigeon shake 测试机")]
+pub struct ShakeArgs {
+    /// Nick, user@host or IP
+    pub peer: String,
+    /// Seconds to discover peers first when no daemon runs
+    #[arg(long, default_value_t = 2.0, value_parser = super::parse_wait)]
+    pub wait: f64,
+}
+
+/// FeiQ's window shake to one peer.
+pub fn run_shake(g: &Global, args: &ShakeArgs) -> Result<ExitCode> {
+    let eff = Effective::load(g)?;
+    let v = runtime()?.block_on(request(
+        &eff,
+        &json!({"op": "shake", "peer": args.peer}),
+        Duration::from_secs_f64(args.wait),
+    ))?;
+    let v = check(v)?;
+    let client = v["client"].as_str().unwrap_or("");
+    if client != "feiq" && client != "pigeon" {
+        eprintln!(
+            "pigeon: sent; {} runs {client}, which ignores shakes",
+            super::clean(v["peer"].as_str().unwrap_or(""))
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -298,6 +298,15 @@ pub async fn answer(req: &Value, node: &NodeHandle) -> Result<Value> {
                 .collect();
             Ok(json!({"ok": true, "results": results}))
         }
+        "shake" => {
+            let peers = node.peers().await?;
+            let spec = req["peer"].as_str().context("shake needs a peer")?;
+            let keys = resolve(&peers, spec)?;
+            let [key] = keys.as_slice() else { bail!("{spec} names {} peers; name one", keys.len()) };
+            let client = peers.iter().find(|p| &p.key == key).map_or("", |p| p.client.name());
+            node.request(Request::Shake(key.clone())).await?;
+            Ok(json!({"ok": true, "peer": key.to_string(), "client": client}))
+        }
         "broadcast" => {
             let text = req["text"].as_str().context("broadcast needs a text")?.to_string();
             node.request(Request::Broadcast { text }).await?;

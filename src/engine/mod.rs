@@ -364,6 +364,9 @@ pub enum Request {
     Open { peer: PeerKey, packet_no: String, read_check: bool },
     /// Ask a peer for its version and away text.
     GetInfo(PeerKey),
+    /// FeiQ's window shake ("抖一抖"): FeiQ shakes the conversation's
+    /// window, Pigeon shows a notice; other clients ignore it.
+    Shake(PeerKey),
     /// The user declined the files of a peer's message: RELEASEFILES, so
     /// the sender stops serving them (§6.2).
     Decline { peer: PeerKey, packet_no: String },
@@ -896,6 +899,12 @@ impl Engine {
                     });
                 }
                 self.out.push_back(Output::Store { op: StoreOp::InRead { peer, packet_no }, then: Vec::new() });
+                Ok(vec![])
+            }
+            Request::Shake(peer) => {
+                let p = self.peers.get(&peer).cloned().ok_or_else(|| RequestError::UnknownPeer(peer.clone()))?;
+                let pkt = self.simple_packet(now, Mode::FEIQ_SHAKE, 0, b"");
+                self.transmit(p.addr, pkt);
                 Ok(vec![])
             }
             Request::MarkSeen(peer) => {

@@ -277,6 +277,10 @@ fn sealed_message_read_receipt_and_away_reply() {
     net.run_until(8000);
     assert!(net.nodes[0].events.iter().any(|e| matches!(e, Event::Read { .. })));
     assert!(net.nodes[1].engine.reads.is_empty(), "ANSREADMSG stops the READMSG retries");
+    // A shake (FeiQ's) arrives as one.
+    net.command(0, Request::Shake(net.key(1))).unwrap();
+    net.run_until(8200);
+    assert_eq!(net.nodes[1].events.iter().filter(|e| matches!(e, Event::Shake { .. })).count(), 1);
     // Opened again: no second read receipt.
     net.command(1, Request::Open { peer: net.key(0), packet_no: m.packet_no.clone(), read_check: true }).unwrap();
     net.run_until(8500);
