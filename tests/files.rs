@@ -866,6 +866,31 @@ fn a_recipient_is_never_taken_for_the_text() {
     let out = a.cli(&["send", "Bo", "--file", f]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_for(|| offers(&b).len() == 1, "the offer");
+
+    // Our own offers, their state; the peer declines, we cancel.
+    let mine =
+        |d: &Daemon| -> Vec<Value> { serde_json::from_slice(&d.cli(&["offers", "--mine", "--json"]).stdout).unwrap() };
+    let m = mine(&a);
+    assert_eq!((m.len(), &m[0]["name"], &m[0]["state"]), (1, &json!("report.pdf"), &json!("served")), "{m:?}");
+    assert!(m[0]["to"].as_str().unwrap().starts_with("bo@"));
+    let id = offers(&b)[0]["id"].to_string();
+    let out = b.cli(&["decline", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("was told you will not fetch it"));
+    wait_for(|| mine(&a)[0]["state"] == "released", "the decline to reach the sender");
+    let out = a.cli(&["send", "Bo", "--file", f, "second"]);
+    assert!(out.status.success());
+    wait_for(|| offers(&b).len() == 2, "the second offer");
+    let no = mine(&a).iter().find(|o| o["state"] == "served").unwrap()["packet_no"].as_str().unwrap().to_string();
+    let out = a.cli(&["cancel", &no]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cancelled: 1 file no longer served");
+    let human = String::from_utf8_lossy(&a.cli(&["offers", "--mine"]).stdout).into_owned();
+    assert_eq!(human.matches("released  report.pdf  (4 B)").count(), 2, "{human}");
+    let dst = tempfile::tempdir().unwrap();
+    let (code, events) = fetch(&b, dst.path());
+    assert_eq!(code, Some(1), "a cancelled offer is not served: {events:?}");
+    let out = a.cli(&["cancel", &no]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is served (`pigeon offers --mine` lists them)"));
 }
 
 /// Ctrl-C during a fetch: an `interrupted` event (--json) and how to

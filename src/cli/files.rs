@@ -20,6 +20,10 @@ pub struct OffersArgs {
     /// A JSON array: id (what fetch takes), from, packet_no, text, time, attachments
     #[arg(long)]
     pub json: bool,
+    /// The offers we made instead: to whom, each file, and whether it is
+    /// served, fetched, released (cancelled by us or declined) or expired
+    #[arg(long)]
+    pub mine: bool,
 }
 
 fn offers(store: &Store) -> Result<Vec<(MessageRecord, Vec<Value>)>> {
@@ -49,7 +53,16 @@ pub fn run_offers(g: &Global, args: &OffersArgs) -> Result<ExitCode> {
     let eff = Effective::load(g)?;
     let db = eff.home.database();
     if !db.exists() {
-        bail!("nothing was offered yet ({} does not exist)", db.display());
+        // Nothing to show is not an error.
+        if args.json {
+            println!("[]");
+        } else {
+            println!("no offers");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.mine {
+        return run_mine(&Store::open(&db)?, args.json);
     }
     let all = offers(&Store::open(&db)?)?;
     if args.json {
@@ -143,6 +156,127 @@ pub fn source_for(
         user: eff.user.clone(),
         host: eff.host.clone(),
     }
+}
+
+/// `pigeon offers --mine`: what we offered, grouped by message and peer.
+fn run_mine(store: &Store, json_out: bool) -> Result<ExitCode> {
+    let now = chrono::Utc::now();
+    let all = store.offers_made_fetched()?;
+    let state = |o: &crate::store::OfferRecord, fetched: &Option<chrono::DateTime<chrono::Utc>>| {
+        if o.released {
+            "released" // cancelled by us, or declined by the peer
+        } else if fetched.is_some() {
+            "fetched"
+        } else if o.expires <= now {
+            "expired"
+        } else {
+            "served"
+        }
+    };
+    if json_out {
+        let v: Vec<Value> = all
+            .iter()
+            .map(|(o, f)| {
+                json!({
+                    "packet_no": o.packet_no.to_string(), "to": format!("{}@{}", o.peer.user, o.peer.host),
+                    "name": o.name, "kind": if o.dir { "dir" } else { "file" }, "size": o.size,
+                    "path": o.path, "state": state(o, f),
+                    "created": o.created.with_timezone(&chrono::Local).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+                    "expires": o.expires.with_timezone(&chrono::Local).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if all.is_empty() {
+        println!("you offered nothing yet");
+    }
+    let mut last: Option<(u64, String)> = None;
+    for (o, f) in &all {
+        let to = format!("{}@{}", o.peer.user, o.peer.host);
+        if last.as_ref() != Some(&(o.packet_no, to.clone())) {
+            println!(
+                "{}  {}  to {}",
+                o.packet_no,
+                o.created.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M"),
+                super::clean(&to)
+            );
+            last = Some((o.packet_no, to));
+        }
+        let size = size_note(&json!({"size": o.size, "kind": if o.dir { "dir" } else { "file" }}));
+        println!("    {:<9} {}{size}", state(o, f), super::clean(&o.name));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  pigeon offers --mine                  # packet numbers and states\n  pigeon cancel 1795313923              # no longer served, to anyone\n  pigeon cancel 1795313923 --to bob@pc-bob"
+)]
+pub struct CancelArgs {
+    /// The packet number of our offer, as `pigeon offers --mine` shows it
+    pub packet_no: u64,
+    /// Only to this addressee (user@host)
+    #[arg(long, value_name = "USER@HOST")]
+    pub to: Option<String>,
+}
+
+/// `pigeon cancel`: our offer is no longer served (the file server reads
+/// the store for each request, so it stops at once).
+pub fn run_cancel(g: &Global, args: &CancelArgs) -> Result<ExitCode> {
+    let eff = Effective::load(g)?;
+    let db = eff.home.database();
+    if !db.exists() {
+        bail!("you offered nothing yet");
+    }
+    let store = Store::open(&db)?;
+    let peer = match &args.to {
+        Some(t) => Some(t.split_once('@').with_context(|| format!("{t:?}: give user@host"))?),
+        None => None,
+    };
+    let n = store.cancel_offer(args.packet_no, peer)?;
+    if n == 0 {
+        bail!(
+            "no offer {} of yours is served{} (`pigeon offers --mine` lists them)",
+            args.packet_no,
+            args.to.as_ref().map(|t| format!(" to {t}")).unwrap_or_default()
+        );
+    }
+    println!("cancelled: {n} file{} no longer served", if n == 1 { "" } else { "s" });
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  pigeon decline 12\n  pigeon decline 1795313923 --from bob@pc-bob")]
+pub struct DeclineArgs {
+    /// The offer's id (`pigeon offers`) or packet number
+    pub offer: String,
+    /// With a packet number: the sender (user@host)
+    #[arg(long, value_name = "USER@HOST")]
+    pub from: Option<String>,
+}
+
+/// `pigeon decline`: tells the sender we will not fetch (RELEASEFILES), so
+/// it stops serving the files.
+pub fn run_decline(g: &Global, args: &DeclineArgs) -> Result<ExitCode> {
+    let eff = Effective::load(g)?;
+    let db = eff.home.database();
+    if !db.exists() {
+        bail!("no offer #{} (nothing was offered to you yet)", args.offer);
+    }
+    let (m, _) = find_offer(offers(&Store::open(&db)?)?, &args.offer, args.from.as_deref())?;
+    let req = json!({"op": "decline", "user": m.peer.user, "host": m.peer.host, "packet_no": m.packet_no});
+    let v = super::node::runtime()?.block_on(super::node::request(&eff, &req, std::time::Duration::from_secs(2)))?;
+    super::node::check(v)?;
+    println!(
+        "declined #{}: {} ({}@{}) was told you will not fetch it",
+        m.id,
+        super::clean(&m.peer.nick),
+        super::clean(&m.peer.user),
+        super::clean(&m.peer.host)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The offer `spec` names: its id (`pigeon offers`), else its packet

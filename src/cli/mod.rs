@@ -55,6 +55,10 @@ pub enum Command {
     Offers(files::OffersArgs),
     /// Fetch an offered file or folder (resumes an interrupted fetch).
     Fetch(files::FetchArgs),
+    /// Tell a sender you will not fetch its offer (it stops serving it).
+    Decline(files::DeclineArgs),
+    /// Stop serving one of your offers (`pigeon offers --mine` lists them).
+    Cancel(files::CancelArgs),
     /// Show or search the message history.
     History(history::HistoryArgs),
     /// Open a sealed message (the sender sees that you read it).
@@ -125,6 +129,8 @@ pub fn main() -> ExitCode {
         Command::Shake(a) => status::run_shake(g, a),
         Command::Offers(a) => files::run_offers(g, a),
         Command::Fetch(a) => files::run_fetch(g, a),
+        Command::Decline(a) => files::run_decline(g, a),
+        Command::Cancel(a) => files::run_cancel(g, a),
         Command::History(a) => history::run(g, a),
         Command::Open(a) => open::run(g, a),
         Command::Config(a) => config::run(g, a),

@@ -51,6 +51,9 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OfferRecord> {
     })
 }
 
+/// When an offer's addressee fetched it (None: not yet).
+pub type Fetched = Option<DateTime<Utc>>;
+
 /// How long a fetched offer is still served: a receiver whose check of
 /// the data failed fetches it again at once.
 pub const FETCHED_GRACE: chrono::Duration = chrono::Duration::minutes(10);
@@ -83,6 +86,39 @@ impl Store {
             .ctx(&self.path, OP)?;
         let rows = stmt.query_map([], from_row).ctx(&self.path, OP)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().ctx(&self.path, OP)
+    }
+}
+
+impl Store {
+    /// Every offer we made with when its addressee fetched it (None: not
+    /// yet), newest first.
+    pub fn offers_made_fetched(&self) -> Result<Vec<(OfferRecord, Fetched)>, StoreError> {
+        const OP: &str = "read offers";
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {COLUMNS}, fetched FROM offers ORDER BY created DESC, file_id"))
+            .ctx(&self.path, OP)?;
+        let rows = stmt
+            .query_map([], |r| {
+                let fetched: i64 = r.get(13)?;
+                Ok((from_row(r)?, (fetched > 0).then(|| DateTime::from_timestamp_millis(fetched).unwrap_or_default())))
+            })
+            .ctx(&self.path, OP)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().ctx(&self.path, OP)
+    }
+
+    /// We take back the files of one offer (to one peer, or to all its
+    /// addressees): they are no longer served. The number of files.
+    pub fn cancel_offer(&self, packet_no: u64, peer: Option<(&str, &str)>) -> Result<usize, StoreError> {
+        let no = packet_no.to_string();
+        let n = match peer {
+            Some((user, host)) => self.conn.execute(
+                "UPDATE offers SET released = 1 WHERE packet_no = ? AND peer_user = ? AND peer_host = ? AND released = 0",
+                params![no, user, host],
+            ),
+            None => self.conn.execute("UPDATE offers SET released = 1 WHERE packet_no = ? AND released = 0", params![no]),
+        };
+        n.ctx(&self.path, "cancel an offer")
     }
 }
 
