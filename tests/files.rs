@@ -952,3 +952,79 @@ fn an_interrupted_fetch_says_how_to_resume() {
     assert!(start["resumed_at"].as_u64().unwrap() > 0, "{start}");
     assert_eq!(sha256(&dst.join("big.bin")), sha256(&file));
 }
+
+/// What the node cannot read is not offered: a file it may not read, and a
+/// folder with one such file, are refused when offered, naming the file and
+/// the node's user (as root, the node runs as nobody for this test).
+#[test]
+fn unreadable_files_are_not_offered() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = unsafe { libc::geteuid() } == 0;
+    let home = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(src.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = src.path().join("secret.bin");
+    std::fs::write(&secret, b"payroll").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(if root { 0o600 } else { 0o000 })).unwrap();
+    let folder = src.path().join("mixed");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(folder.join("open.txt"), b"hello").unwrap();
+    std::fs::set_permissions(folder.join("open.txt"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(folder.join("closed.txt"), b"no").unwrap();
+    std::fs::set_permissions(
+        folder.join("closed.txt"),
+        std::fs::Permissions::from_mode(if root { 0o600 } else { 0o000 }),
+    )
+    .unwrap();
+    let mut c = if root {
+        // The node as nobody, its home its own.
+        let _ = std::os::unix::fs::chown(home.path(), Some(65534), Some(65534));
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_pigeon")]);
+        c
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pigeon"))
+    };
+    c.arg("--home").arg(home.path());
+    c.args([
+        "--port",
+        PORT,
+        "--bind",
+        "127.0.0.127",
+        "--broadcast",
+        "127.0.0.128",
+        "--user",
+        "ida",
+        "--nick",
+        "Ida",
+        "daemon",
+    ]);
+    let mut node = c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let b = Daemon::start("127.0.0.128", "jo", "Jo", &["127.0.0.127"]);
+    let sock = home.path().join("pigeon.sock");
+    wait_for(|| std::os::unix::net::UnixStream::connect(&sock).is_ok(), "the node");
+    let ida =
+        |args: &[&str]| pigeon(home.path(), "127.0.0.127", "ida", "Ida", &["127.0.0.128"], args).output().unwrap();
+    wait_for(|| String::from_utf8_lossy(&ida(&["peers", "--json"]).stdout).contains("\"Jo\""), "Ida to see Jo");
+    let user = if root { "nobody".to_string() } else { std::env::var("USER").unwrap_or_default() };
+    for (path, bad) in [(&secret, secret.clone()), (&folder, folder.join("closed.txt"))] {
+        let out = ida(&["send", "Jo", "--file", path.to_str().unwrap(), "here"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(&format!("cannot offer {}: the node", bad.display())) && err.contains("cannot read it"),
+            "{err}"
+        );
+        if root {
+            assert!(err.contains(&format!("(user {user})")), "{err}");
+        }
+    }
+    assert!(offers(&b).is_empty(), "nothing was offered");
+    // What it can read is offered.
+    let out = ida(&["send", "Jo", "--file", folder.join("open.txt").to_str().unwrap(), "this one"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // SAFETY: kill(2) on our own child's PID.
+    unsafe { libc::kill(node.id() as i32, libc::SIGTERM) };
+    let _ = node.wait();
+}

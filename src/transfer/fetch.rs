@@ -77,13 +77,25 @@ pub enum Progress<'a> {
 }
 
 /// Why a fetch failed.
+/// A connection that ended early: nothing at all is a refusal (no retry
+/// mends it), a part is worth resuming.
+fn short(got: u64, expected: u64) -> String {
+    if got == 0 {
+        "the sender refused the request: it sent nothing (the offer was cancelled, declined or expired, \
+         or the sender cannot read the file); ask the sender"
+            .into()
+    } else {
+        format!("the sender closed the connection after {got} of {expected} bytes; fetch again to resume")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("cannot connect to {addr}: {source} (is TCP 2425 open at the sender?)")]
     Connect { addr: SocketAddr, source: std::io::Error },
     #[error("the transfer from {addr} broke: {source}")]
     Net { addr: SocketAddr, source: std::io::Error },
-    #[error("the sender closed the connection after {got} of {expected} bytes (it may have refused the request; fetch again to resume)")]
+    #[error("{}", short(*got, *expected))]
     Short { got: u64, expected: u64 },
     #[error("the sender's folder stream is invalid: {0}")]
     Stream(#[from] pigeon_protocol::Error),

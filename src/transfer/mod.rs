@@ -57,6 +57,8 @@ pub enum TransferError {
     Checksum { name: String },
     #[error("{name}: the folder sent more than the {expected} bytes it announced")]
     FolderTooLong { name: String, expected: u64 },
+    #[error("cannot offer {}: the node (user {user}) cannot read it; make it readable for that user", path.display())]
+    Unreadable { path: PathBuf, user: String },
     #[error("{what} {path}: {error}")]
     /// (`error` is not a `source`: the message already says it, and a
     /// chain printed with `{:#}` would say it twice.)
@@ -82,7 +84,49 @@ pub fn describe(path: &Path) -> Result<crate::engine::OfferFile, TransferError> 
     let mtime =
         meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
     let size = if meta.is_dir() { tree_bytes(&path) } else { meta.len() };
+    // Served by this process later: what it cannot read now would fail
+    // the receiver's fetch, which no retry can mend.
+    if let Some(bad) = first_unreadable(&path) {
+        return Err(TransferError::Unreadable { path: bad, user: process_user() });
+    }
     Ok(crate::engine::OfferFile { path, name, dir: meta.is_dir(), size, mtime })
+}
+
+/// The first file or folder under `p` this process may not read (folders:
+/// list and enter); symlinks are not followed, as the file server does.
+fn first_unreadable(p: &Path) -> Option<PathBuf> {
+    let readable = |p: &Path, mode: libc::c_int| {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else { return false };
+        // SAFETY: c is a valid NUL-terminated path; faccessat only reads it.
+        unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), mode, libc::AT_EACCESS) == 0 }
+    };
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => {
+            if !readable(p, libc::R_OK | libc::X_OK) {
+                return Some(p.to_path_buf());
+            }
+            let rd = std::fs::read_dir(p).ok()?;
+            rd.flatten().find_map(|e| first_unreadable(&e.path()))
+        }
+        Ok(m) if m.is_file() => (!readable(p, libc::R_OK)).then(|| p.to_path_buf()),
+        _ => None,
+    }
+}
+
+/// This process's user name (from /etc/passwd), else its uid.
+fn process_user() -> String {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 /// Bytes of regular files under `p` (symlinks not followed).
