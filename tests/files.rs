@@ -73,6 +73,11 @@ fn files_and_folders_both_ways() {
     assert_eq!(list.len(), 3);
     assert_eq!(list[0]["name"], "报告 v1:final.bin", "Pigeon peers keep ':' in names");
     assert_eq!(list[2]["kind"], "dir");
+    // The offer's files are in the history, and found by their names.
+    let found = String::from_utf8_lossy(&b.cli(&["history", "--search", "final.bin"]).stdout).into_owned();
+    assert!(found.contains(": files for you\n    file 报告 v1:final.bin  (2.9 MiB)\n"), "{found}");
+    assert_eq!(b.history(&["--search", "empty.txt"]).len(), 1);
+    assert!(b.history(&["--search", "nothing-like-it.txt"]).is_empty());
     // Sizes as people read them (a Pigeon says what its folders hold).
     let human = String::from_utf8_lossy(&b.cli(&["offers"]).stdout).into_owned();
     assert!(human.contains("\n    file 报告 v1:final.bin  (2.9 MiB)\n"), "{human}");

@@ -118,6 +118,16 @@ pub fn run(g: &Global, args: &HistoryArgs) -> Result<ExitCode> {
                 m.state.as_str(),
                 super::clean(&m.text)
             );
+            let files: Vec<serde_json::Value> =
+                m.attachments_json.as_deref().and_then(|a| serde_json::from_str(a).ok()).unwrap_or_default();
+            for a in &files {
+                println!(
+                    "    {} {}{}",
+                    super::clean(a["kind"].as_str().unwrap_or("")),
+                    super::clean(a["name"].as_str().unwrap_or("")),
+                    super::files::size_note(a)
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

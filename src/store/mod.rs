@@ -430,7 +430,7 @@ impl Store {
         if !has_fts_syntax(search) {
             return self.history_with(q, &Search::plain(search));
         }
-        let raw = Search { fts: Some(search.to_owned()), like: Vec::new() };
+        let raw = Search { fts: Some(search.to_owned()), like: Vec::new(), files: Vec::new() };
         match self.history_with(q, &raw) {
             // SQLITE_ERROR is what FTS5 reports for a malformed query
             // ("fts5: syntax error near ...", "no such column: ...").
@@ -457,8 +457,10 @@ impl Store {
             sql.push_str(" AND m.time >= ?");
             args.push(Value::Integer(since.timestamp_millis()));
         }
+        // The text and nick match, or (plain words) the attached files' names do.
+        let mut text = String::from("1");
         if let Some(fts) = &search.fts {
-            sql.push_str(" AND m.id IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)");
+            text.push_str(" AND m.id IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)");
             args.push(Value::Text(fts.clone()));
         }
         for pattern in &search.like {
@@ -466,7 +468,17 @@ impl Store {
             // `?N` is the parameter just pushed, used twice; the plain `?`
             // around it count on from the highest number so far.
             let n = args.len();
-            sql.push_str(&format!(r" AND (m.text LIKE ?{n} ESCAPE '\' OR m.peer_nick LIKE ?{n} ESCAPE '\')"));
+            text.push_str(&format!(r" AND (m.text LIKE ?{n} ESCAPE '\' OR m.peer_nick LIKE ?{n} ESCAPE '\')"));
+        }
+        if search.files.is_empty() {
+            sql.push_str(&format!(" AND ({text})"));
+        } else {
+            let mut files = String::from("m.attachments IS NOT NULL");
+            for pattern in &search.files {
+                args.push(Value::Text(pattern.clone()));
+                files.push_str(&format!(r" AND m.attachments LIKE ?{} ESCAPE '\'", args.len()));
+            }
+            sql.push_str(&format!(" AND (({text}) OR ({files}))"));
         }
         // Newest first to apply the limit, reversed below.
         sql.push_str(" ORDER BY m.time DESC, m.id DESC LIMIT ?");
@@ -862,6 +874,9 @@ impl Tx<'_> {
 struct Search {
     fts: Option<String>,
     like: Vec<String>,
+    /// Plain words, each of which may instead occur in the names of the
+    /// message's attachments (`LIKE` over their JSON).
+    files: Vec<String>,
 }
 
 impl Search {
@@ -876,15 +891,16 @@ impl Search {
                 like.push(like_pattern(word));
             }
         }
-        Search { fts: (!phrases.is_empty()).then(|| phrases.join(" ")), like }
+        let files = s.split_whitespace().map(like_pattern).collect();
+        Search { fts: (!phrases.is_empty()).then(|| phrases.join(" ")), like, files }
     }
 
     /// The whole string, as one substring that must occur.
     fn literal(s: &str) -> Search {
         if s.chars().count() >= 3 {
-            Search { fts: Some(fts_phrase(s)), like: Vec::new() }
+            Search { fts: Some(fts_phrase(s)), like: Vec::new(), files: vec![like_pattern(s)] }
         } else {
-            Search { fts: None, like: vec![like_pattern(s)] }
+            Search { fts: None, like: vec![like_pattern(s)], files: vec![like_pattern(s)] }
         }
     }
 }

@@ -696,7 +696,11 @@ fn names_round_trip() {
 fn search_planning() {
     assert_eq!(
         Search::plain("hello 你好 x"),
-        Search { fts: Some("\"hello\"".into()), like: vec!["%你好%".into(), "%x%".into()] }
+        Search {
+            fts: Some("\"hello\"".into()),
+            like: vec!["%你好%".into(), "%x%".into()],
+            files: vec!["%hello%".into(), "%你好%".into(), "%x%".into()]
+        }
     );
     assert_eq!(Search::literal("a\"b").fts.as_deref(), Some("\"a\"\"b\""));
     assert_eq!(Search::literal("ab").like, ["%ab%"]);
