@@ -607,3 +607,20 @@ fn long_texts_go_in_numbered_parts() {
     }
     assert_eq!(joined, text);
 }
+
+/// IP Messenger's F5: a peer killed without BR_EXIT is dropped by
+/// `peers --refresh`; one that is there stays.
+#[test]
+fn refresh_drops_a_peer_killed_without_goodbye() {
+    let a = Daemon::start("127.0.0.131", "kim", "Kim", &["127.0.0.132", "127.0.0.133"]);
+    let mut b = Daemon::start("127.0.0.132", "lee", "Lee", &["127.0.0.131"]);
+    let c = Daemon::start("127.0.0.133", "max", "Max", &["127.0.0.131"]);
+    wait_for(|| a.peers().len() == 2, "Kim to see Lee and Max");
+    b.kill9();
+    assert_eq!(a.peers().len(), 2, "nothing said goodbye");
+    let out = a.cli(&["peers", "--refresh", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(nicks(&v), ["Max"], "{v:?}");
+    drop(c);
+}

@@ -352,6 +352,8 @@ pub enum Action {
     GetInfo(String),
     /// FeiQ's window shake to a peer (`user@host`).
     Shake(String),
+    /// IP Messenger's F5: announce again, drop who does not answer.
+    Refresh,
     LoadHistory {
         conv: ConvKey,
         limit: usize,
@@ -1380,6 +1382,11 @@ impl App {
             }
             (KeyCode::F(1), _) => {
                 self.help = true;
+                return;
+            }
+            (KeyCode::F(5), _) => {
+                self.actions.push(Action::Refresh);
+                self.set_status("refreshing: peers that do not answer within 10 s go offline", Level::Info);
                 return;
             }
             (KeyCode::Tab | KeyCode::BackTab, _) => {

@@ -520,6 +520,8 @@ fn run_action(a: Action, eff: &Effective, settings: &Settings, caller: &Caller, 
         Action::SetAway(text) => spawn_request(caller, tx, "away", json!({"op": "status", "away": text})),
         Action::GetInfo(peer) => spawn_request(caller, tx, "info", json!({"op": "info", "peer": peer})),
         Action::Shake(peer) => spawn_request(caller, tx, "shake not sent", json!({"op": "shake", "peer": peer})),
+        // The peers that go are told as events, like any other.
+        Action::Refresh => spawn_request(caller, tx, "refresh", json!({"op": "peers", "refresh": true})),
         Action::Fetch { key, packet_no, addr, command, client, files } => {
             let Ok(sa) = addr.parse() else {
                 let _ = tx.send(Internal::Fetch(

@@ -724,6 +724,15 @@ fn history_merges_without_duplicates() {
 }
 
 #[test]
+fn f5_refreshes_the_peer_list() {
+    let mut a = office();
+    a.take_actions();
+    a.on_key(key(KeyCode::F(5)));
+    assert_eq!(a.take_actions(), vec![Action::Refresh]);
+    assert!(draw(&mut a, 100, 20).contains("refreshing"));
+}
+
+#[test]
 fn ctrl_g_shakes_the_open_peer_only() {
     let mut a = office();
     a.take_actions();

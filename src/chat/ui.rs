@@ -753,6 +753,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("Ctrl+A", "go away with a text, or come back"),
     ("Ctrl+S", "seal the next messages (opened = read)"),
     ("Ctrl+G", "shake the open peer's window (FeiQ)"),
+    ("F5", "refresh: drop peers that do not answer"),
     ("F1", "this help"),
     ("Ctrl+Q, Ctrl+C", "quit (Ctrl+C first clears the text)"),
     ("Peer list", ""),

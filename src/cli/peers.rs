@@ -10,7 +10,9 @@ use serde_json::json;
 use super::node::{check, request, runtime, Effective, Global};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  pigeon peers\n  pigeon peers --json | jq '.[].nick'")]
+#[command(
+    after_help = "Examples:\n  pigeon peers\n  pigeon peers --refresh            # F5: drop who does not answer\n  pigeon peers --json | jq '.[].nick'"
+)]
 pub struct PeersArgs {
     /// Print a JSON array of peers (user, host, nick, group, addr, client, away; also: other addresses)
     #[arg(long)]
@@ -18,11 +20,25 @@ pub struct PeersArgs {
     /// Seconds to listen for answers when no daemon runs
     #[arg(long, default_value_t = 2.0, value_parser = super::parse_wait)]
     pub wait: f64,
+    /// IP Messenger's F5: announce ourselves again and drop the peers that
+    /// do not answer (takes about 10 s; needs the daemon)
+    #[arg(long)]
+    pub refresh: bool,
 }
 
 pub fn run(g: &Global, args: &PeersArgs) -> Result<ExitCode> {
     let eff = Effective::load(g)?;
-    let v = runtime()?.block_on(request(&eff, &json!({"op": "peers"}), Duration::from_secs_f64(args.wait)))?;
+    let req = json!({"op": "peers", "refresh": args.refresh});
+    let v = if args.refresh {
+        // A short-lived node knows nobody to drop: the daemon's list is refreshed.
+        runtime()?.block_on(crate::control::call(&eff.home.socket(), &req)).map_err(|_| {
+            anyhow::anyhow!(
+                "--refresh refreshes a running daemon's list; without one, `pigeon peers` asks afresh anyway"
+            )
+        })?
+    } else {
+        runtime()?.block_on(request(&eff, &req, Duration::from_secs_f64(args.wait)))?
+    };
     let v = check(v)?;
     let peers = v["peers"].as_array().cloned().unwrap_or_default();
     if args.json {

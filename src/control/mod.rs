@@ -228,6 +228,12 @@ fn str_list(v: &Value) -> Vec<String> {
 pub async fn answer(req: &Value, node: &NodeHandle) -> Result<Value> {
     match req["op"].as_str().unwrap_or_default() {
         "peers" => {
+            // `refresh`: IP Messenger's F5 first, then the list once the
+            // peers that do not answer are taken for gone (~10 s).
+            if req["refresh"] == true {
+                node.request(Request::Refresh).await?;
+                tokio::time::sleep(crate::engine::REFRESH_TAKES).await;
+            }
             let peers = node.peers().await?;
             Ok(json!({"ok": true, "peers": peers.iter().filter(|p| p.online).map(peer_json).collect::<Vec<_>>()}))
         }

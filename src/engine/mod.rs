@@ -16,7 +16,7 @@
 
 pub mod peers;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -32,6 +32,19 @@ pub use peers::{Change, Identity, Peer, PeerKey, PeerTable};
 
 /// Sealed messages remembered as opened in one run ([`Engine`]'s `opened`).
 const OPENED_LIMIT: usize = 4096;
+
+/// A peer that sent nothing for this long is asked whether it is still
+/// there (IPMsg clients send nothing while idle; one killed without
+/// BR_EXIT would stay listed for ever).
+pub const SILENCE: Duration = Duration::from_secs(10 * 60);
+/// How often the node looks for such peers.
+const AGING_EVERY: Duration = Duration::from_secs(60);
+/// A peer asked is asked again after this long…
+const PROBE_WAIT: Duration = Duration::from_secs(3);
+/// …and is taken for gone after this many unanswered asks.
+const PROBE_TRIES: u8 = 3;
+/// How long a refresh takes to drop who does not answer.
+pub const REFRESH_TAKES: Duration = Duration::from_millis(PROBE_WAIT.as_millis() as u64 * PROBE_TRIES as u64 + 500);
 
 /// The version text SENDINFO answers with.
 pub const PRODUCT: &str = concat!("Pigeon ", env!("CARGO_PKG_VERSION"));
@@ -367,6 +380,9 @@ pub enum Request {
     /// FeiQ's window shake ("抖一抖"): FeiQ shakes the conversation's
     /// window, Pigeon shows a notice; other clients ignore it.
     Shake(PeerKey),
+    /// IP Messenger's F5: announce ourselves again, and take every peer
+    /// that does not answer within a few tries for gone.
+    Refresh,
     /// The user declined the files of a peer's message: RELEASEFILES, so
     /// the sender stops serving them (§6.2).
     Decline { peer: PeerKey, packet_no: String },
@@ -484,6 +500,13 @@ pub struct Engine {
     exit_at: Option<Duration>,
     probe: VecDeque<SocketAddr>,
     probe_at: Option<Duration>,
+    /// When each known peer last sent anything (engine clock).
+    heard: HashMap<PeerKey, Duration>,
+    /// Peers asked whether they are still there (unicast BR_ENTRY): when
+    /// to ask again or give up, and how often they were asked.
+    probing: HashMap<PeerKey, (Duration, u8)>,
+    /// The next look for peers silent longer than [`SILENCE`].
+    aging_at: Option<Duration>,
     next_expiry_check: Duration,
     quitting: bool,
     stats: Stats,
@@ -526,6 +549,9 @@ impl Engine {
             exit_at: None,
             probe: VecDeque::new(),
             probe_at: None,
+            heard: HashMap::new(),
+            probing: HashMap::new(),
+            aging_at: None,
             next_expiry_check: Duration::ZERO,
             quitting: false,
             stats: Stats::default(),
@@ -635,7 +661,8 @@ impl Engine {
         let reads = self.reads.iter().map(|r| r.next);
         let fixed = self.entry_at.iter().copied().chain(self.answer_at).chain(self.exit_at).chain(self.probe_at);
         let expiry = (!self.pending.is_empty()).then_some(self.next_expiry_check);
-        retries.chain(reads).chain(fixed).chain(expiry).min()
+        let probes = self.probing.values().map(|(t, _)| *t);
+        retries.chain(reads).chain(fixed).chain(expiry).chain(probes).chain(self.aging_at).min()
     }
 
     fn packet_no(&mut self, now: Now) -> u64 {
@@ -901,6 +928,17 @@ impl Engine {
                 self.out.push_back(Output::Store { op: StoreOp::InRead { peer, packet_no }, then: Vec::new() });
                 Ok(vec![])
             }
+            Request::Refresh => {
+                let entry = self.entry_packet(now, Mode::BR_ENTRY, 0);
+                self.announce(entry);
+                let online: Vec<PeerKey> =
+                    self.peers.all().iter().filter(|p| p.online).map(|p| p.key.clone()).collect();
+                for k in online {
+                    // The broadcast was the first ask; unicast ones follow.
+                    self.probing.entry(k).or_insert((now.mono + PROBE_WAIT, 1));
+                }
+                Ok(vec![])
+            }
             Request::Shake(peer) => {
                 let p = self.peers.get(&peer).cloned().ok_or_else(|| RequestError::UnknownPeer(peer.clone()))?;
                 let pkt = self.simple_packet(now, Mode::FEIQ_SHAKE, 0, b"");
@@ -1124,6 +1162,7 @@ impl Engine {
 
     /// Handles the passing of time: retries, delayed answers, expiry.
     pub fn handle_timeout(&mut self, now: Now) {
+        self.age_peers(now);
         while let Some(pos) = self.entry_at.iter().position(|&t| t <= now.mono) {
             self.entry_at.remove(pos);
             let entry = self.entry_packet(now, Mode::BR_ENTRY, 0);
@@ -1316,9 +1355,14 @@ impl Engine {
                 ClientKind::Feiq => FeiqVersion::parse(p.version).ok().map(|v| format!("mac:{}", v.mac)),
                 _ => entry.trailer.as_ref().and_then(|t| t.instance.as_ref()).map(|i| format!("pigeon:{i}")),
             };
+            self.note_heard(&name, from, now);
             self.presence(now, from, &p, name, marker, entry, entry_cs, client);
+            if self.aging_at.is_none() && !self.cfg.oneshot {
+                self.aging_at = Some(now.mono + AGING_EVERY);
+            }
             return;
         }
+        self.note_heard(&name, from, now);
         let key = match self.peers.by_source(&name, from) {
             Some(peer) => peer.key.clone(),
             // A known peer keyed by IP may send header names in another
@@ -1528,6 +1572,67 @@ impl Engine {
         }
         if mode == Mode::BR_ENTRY || mode == Mode::ANSENTRY || change == Change::Online {
             self.flush_outbox(now, &key);
+        }
+    }
+
+    /// A known peer sent something: it is there.
+    fn note_heard(&mut self, name: &PeerKey, from: SocketAddr, now: Now) {
+        let Some(key) = self.peers.by_source(name, from).map(|p| p.key.clone()) else { return };
+        self.probing.remove(&key);
+        self.heard.insert(key, now.mono);
+    }
+
+    /// Asks peers silent for [`SILENCE`] whether they are there (a unicast
+    /// BR_ENTRY, which every client answers), and takes those that do not
+    /// answer [`PROBE_TRIES`] asks for gone. A one-shot node does not age.
+    fn age_peers(&mut self, now: Now) {
+        if self.cfg.oneshot || self.quitting {
+            self.aging_at = None;
+            self.probing.clear();
+            return;
+        }
+        if self.aging_at.is_some_and(|t| t <= now.mono) {
+            // No timer while nobody is online (presence starts it again).
+            let anyone = self.peers.all().iter().any(|p| p.online);
+            self.aging_at = anyone.then_some(now.mono + AGING_EVERY);
+            let silent: Vec<PeerKey> = self
+                .peers
+                .all()
+                .iter()
+                .filter(|p| p.online && !self.probing.contains_key(&p.key))
+                .filter(|p| now.mono.saturating_sub(self.heard.get(&p.key).copied().unwrap_or(p.seen)) >= SILENCE)
+                .map(|p| p.key.clone())
+                .collect();
+            for k in silent {
+                self.probing.insert(k, (now.mono, 0));
+            }
+            // Forget what we heard from peers that left.
+            let peers = &self.peers;
+            self.heard.retain(|k, _| peers.get(k).is_some_and(|p| p.online));
+        }
+        let due: Vec<PeerKey> =
+            self.probing.iter().filter(|(_, (t, _))| *t <= now.mono).map(|(k, _)| k.clone()).collect();
+        for k in due {
+            let Some(&(_, tries)) = self.probing.get(&k) else { continue };
+            let Some(p) = self.peers.get(&k).filter(|p| p.online).cloned() else {
+                self.probing.remove(&k);
+                continue;
+            };
+            if tries >= PROBE_TRIES {
+                self.probing.remove(&k);
+                if let Some(gone) = self.peers.exit(&k) {
+                    self.event(Event::PeerOffline(PeerInfo::from(&gone)));
+                }
+                continue;
+            }
+            let entry = self.entry_packet(now, Mode::BR_ENTRY, 0);
+            self.transmit(p.addr, entry);
+            if p.client == ClientKind::Iptux {
+                // Our iptux-layout entry after it, as after every BR_ENTRY.
+                let again = self.iptux_entry(now, Mode::ANSENTRY);
+                self.transmit(p.addr, again);
+            }
+            self.probing.insert(k, (now.mono + PROBE_WAIT, tries + 1));
         }
     }
 

@@ -16,6 +16,8 @@ struct Node {
     engine: Engine,
     addr: SocketAddr,
     events: Vec<Event>,
+    /// Killed without a word: receives nothing, sends nothing.
+    down: bool,
 }
 
 /// A lossy LAN.
@@ -44,7 +46,7 @@ impl Net {
                 cfg.targets = vec![BROADCAST];
                 cfg.seed = seed.wrapping_add(i as u64 * 7919);
                 cfg.local = vec![addr.ip()];
-                Node { engine: Engine::new(cfg, 0, []), addr, events: Vec::new() }
+                Node { engine: Engine::new(cfg, 0, []), addr, events: Vec::new(), down: false }
             })
             .collect();
         Net {
@@ -116,8 +118,13 @@ impl Net {
     fn run_until(&mut self, until_ms: u64) {
         loop {
             let next_packet = self.flight.peek().map(|Reverse((t, _))| *t);
-            let next_timer =
-                self.nodes.iter().filter_map(|n| n.engine.poll_timeout()).map(|d| d.as_millis() as u64).min();
+            let next_timer = self
+                .nodes
+                .iter()
+                .filter(|n| !n.down)
+                .filter_map(|n| n.engine.poll_timeout())
+                .map(|d| d.as_millis() as u64)
+                .min();
             let next = [next_packet, next_timer].into_iter().flatten().min();
             match next {
                 Some(t) if t <= until_ms => self.now_ms = self.now_ms.max(t),
@@ -132,13 +139,16 @@ impl Net {
                 }
                 self.flight.pop();
                 let (src, to, payload) = self.payloads.remove(&seq).unwrap();
-                if let Some(i) = self.nodes.iter().position(|n| n.addr == to) {
+                if let Some(i) = self.nodes.iter().position(|n| n.addr == to && !n.down) {
                     let now = self.now();
                     self.nodes[i].engine.handle(now, src, &payload);
                     self.drain(i);
                 }
             }
             for i in 0..self.nodes.len() {
+                if self.nodes[i].down {
+                    continue;
+                }
                 if self.nodes[i].engine.poll_timeout().is_some_and(|d| d.as_millis() as u64 <= self.now_ms) {
                     let now = self.now();
                     self.nodes[i].engine.handle_timeout(now);
@@ -1179,4 +1189,41 @@ fn file_ids_are_unpredictable() {
     sorted.sort();
     sorted.dedup();
     assert_eq!(sorted.len(), 64, "distinct");
+}
+
+/// A peer killed without BR_EXIT is asked after SILENCE and taken for gone
+/// when it does not answer; one that is there answers and stays. F5
+/// (Refresh) finds the gone one within seconds.
+#[test]
+fn silent_peers_are_asked_and_the_gone_dropped() {
+    let mut net = Net::new(3, 0.0, 0.0, 0, 11);
+    net.start_all();
+    net.run_until(7000);
+    let online =
+        |net: &Net, i: usize| -> usize { net.nodes[i].engine.peers().all().iter().filter(|p| p.online).count() };
+    assert_eq!(online(&net, 0), 2);
+    net.nodes[2].down = true;
+    // Quiet for less than SILENCE: still listed.
+    net.run_until(7000 + SILENCE.as_millis() as u64 - 60_000);
+    assert_eq!(online(&net, 0), 2);
+    // After SILENCE, one minute of aging at most and three asks 3 s apart.
+    net.run_until(7000 + SILENCE.as_millis() as u64 + 75_000);
+    assert_eq!(online(&net, 0), 1, "the silent node is dropped, the live one kept");
+    assert!(net.nodes[0].engine.peers().get(&net.key(1)).unwrap().online);
+    let gone = net.nodes[0].events.iter().filter(|e| matches!(e, Event::PeerOffline(p) if p.key == net.key(2))).count();
+    assert_eq!(gone, 1);
+}
+
+#[test]
+fn refresh_drops_who_does_not_answer_within_seconds() {
+    let mut net = Net::new(3, 0.0, 0.0, 0, 12);
+    net.start_all();
+    net.run_until(7000);
+    net.nodes[2].down = true;
+    net.command(1, Request::Refresh).unwrap();
+    net.run_until(7000 + 10_500);
+    assert!(!net.nodes[1].engine.peers().get(&net.key(2)).unwrap().online, "gone after F5");
+    assert!(net.nodes[1].engine.peers().get(&net.key(0)).unwrap().online, "node 0 answered");
+    // Node 0 did not press F5 and SILENCE has not passed: it still lists node 2.
+    assert!(net.nodes[0].engine.peers().get(&net.key(2)).unwrap().online);
 }
