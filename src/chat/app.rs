@@ -832,7 +832,9 @@ impl App {
 
     fn push(&mut self, conv: &ConvKey, item: Item) {
         let c = self.conv_mut(conv);
-        if c.unread_mark.is_some() && matches!(&item, Item::Msg(m) if m.dir == Dir::In) {
+        // The mark counts what the unread count counts: the peer's own
+        // messages, not its broadcasts.
+        if c.unread_mark.is_some() && matches!(&item, Item::Msg(m) if m.dir == Dir::In && !m.broadcast) {
             c.after_mark += 1;
         }
         c.items.push(item);
@@ -1589,8 +1591,9 @@ impl App {
             KeyCode::Char('d') => self.decline(),
             KeyCode::Char('?') => self.help = true,
             KeyCode::Esc => {
+                // Out to the peer list, where typing filters.
                 c.selected = None;
-                self.focus = Focus::Compose;
+                self.focus = Focus::Peers;
             }
             _ => {}
         }

@@ -693,8 +693,13 @@ fn sealed_messages_open_on_enter_and_offers_can_be_declined() {
     let mut offer = message("bob", "Bob", "", 21, 4);
     offer["attachments"] = json!([{"id": 0, "name": "x.bin", "size": 10, "mtime": 0, "kind": "file"}]);
     a.on_event(&offer);
+    // Esc leaves the conversation for the peer list (and says so).
+    assert!(draw(&mut a, 120, 20).contains("Esc  peers"));
     a.on_key(key(KeyCode::Esc));
+    assert_eq!(a.focus, Focus::Peers);
     a.on_key(key(KeyCode::Tab));
+    a.on_key(key(KeyCode::Tab));
+    assert_eq!(a.focus, Focus::Conversation);
     a.on_key(key(KeyCode::Char('d')));
     assert!(a.take_actions().contains(&Action::Decline {
         user: "bob".into(),
@@ -921,4 +926,35 @@ fn drafts_file_two_chats_and_errors() {
     let names: Vec<String> =
         std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names, ["drafts.json"], "no temporary file left");
+}
+
+/// The "N new" line sits above the first unread message of the peer, not
+/// above a broadcast of its that was read (broadcasts are counted apart).
+#[test]
+fn the_new_line_counts_the_peers_messages_not_its_broadcasts() {
+    use crate::store::UnreadCount;
+    let mut a = app();
+    online(&mut a, peer("bob", "Bob", "QA组", "feiq", false, 2));
+    a.open(ConvKey::Everyone);
+    a.set_unread(&[UnreadCount { user: "bob".into(), host: "pc-bob".into(), broadcast: false, count: 2 }]);
+    let bob = ConvKey::Peer("bob@pc-bob".into());
+    a.open(bob.clone());
+    let rec = |text: &str, i: u64, state: MessageState, broadcast: bool| MessageRecord {
+        direction: Direction::In,
+        broadcast,
+        ..out_record("bob", text, 100 + i, i as i64, state)
+    };
+    let records = vec![
+        rec("read before", 0, MessageState::Read, false),
+        rec("first unread", 1, MessageState::Unread, false),
+        rec("an announcement", 2, MessageState::Read, true),
+        rec("second unread", 3, MessageState::Unread, false),
+    ];
+    a.on_history(&bob, &records, HISTORY_PAGE);
+    let s = draw(&mut a, 80, 20);
+    let rows: Vec<&str> = s.lines().collect();
+    let mark = rows.iter().position(|l| l.contains(" 2 new ")).unwrap_or_else(|| panic!("the mark:\n{s}"));
+    let first = rows.iter().position(|l| l.contains("first unread")).unwrap();
+    let before = rows.iter().position(|l| l.contains("read before")).unwrap();
+    assert!(before < mark && mark < first, "the mark sits between the read and the first unread:\n{s}");
 }

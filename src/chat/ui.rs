@@ -301,7 +301,8 @@ fn draw_conversation(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
         i -= 1;
         let item = &c.items[i];
         let mut block_lines = item_lines(app, theme, item, w, focused && c.selected == Some(i), focused);
-        if matches!(item, Item::Msg(m) if m.dir == Dir::In) {
+        // Counted as the unread count counts: the peer's messages, not its broadcasts.
+        if matches!(item, Item::Msg(m) if m.dir == Dir::In && !m.broadcast) {
             incoming += 1;
             if Some(incoming) == mark_at {
                 let label = format!(" {} new ", mark.unwrap_or_default());
@@ -725,6 +726,7 @@ fn draw_footer(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
                 ("d", "decline"),
                 ("PgUp", "scroll"),
                 ("Tab", "focus"),
+                ("Esc", "peers"),
                 ("F1", "help"),
                 ("^Q", "quit"),
             ],
