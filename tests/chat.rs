@@ -273,7 +273,11 @@ fn chat_as_a_client_of_the_daemon() {
     wait_until("Bob's read receipt", || {
         bob.history(&[]).into_iter().find(|m| m["direction"] == "out" && m["state"] == "read")
     });
-    t.keys(&["Escape"]); // back to the compose box
+    // Out to the peer list (its footer), then the compose box. (Two keys
+    // at once would read as Alt+Tab.)
+    t.keys(&["Escape"]);
+    t.wait_screen("the peer list's keys", |s| s.contains("Space  mark"));
+    t.keys(&["Tab"]);
     t.type_text("opened it");
     t.keys(&["Enter"]);
     wait_until("the reply", || bob.history(&[]).into_iter().find(|m| m["text"] == "opened it"));
