@@ -28,6 +28,9 @@ fn doctor_reports_its_daemon_and_the_peers_that_answer() {
     let a = Daemon::start("127.0.0.111", "alice", "Alice", &["127.0.0.112"]);
     let b = Daemon::start("127.0.0.112", "bob", "Bob", &["127.0.0.111"]);
     wait_for(|| a.peers().len() == 1 && b.peers().len() == 1, "the daemons to see each other");
+    // A home as Pigeon makes it, whatever this machine's umask gave the test folder.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(a.home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let out = a.cli(&["doctor", "--json", "--wait", "1"]);
     let (v, f) = findings(&out);
     // Bound to a loopback address: peers on a LAN could not reach it.

@@ -982,11 +982,18 @@ fn unreadable_files_are_not_offered() {
         std::fs::Permissions::from_mode(if root { 0o600 } else { 0o000 }),
     )
     .unwrap();
+    // (Kept until the end: nobody runs the binary from there.)
+    let bin_dir = tempfile::tempdir().unwrap();
     let mut c = if root {
-        // The node as nobody, its home its own.
+        // The node as nobody, its home its own, its binary a copy nobody
+        // can reach (the checkout may sit in a folder private to root).
         let _ = std::os::unix::fs::chown(home.path(), Some(65534), Some(65534));
+        std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = bin_dir.path().join("pigeon");
+        std::fs::copy(env!("CARGO_BIN_EXE_pigeon"), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut c = std::process::Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_pigeon")]);
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&bin);
         c
     } else {
         std::process::Command::new(env!("CARGO_BIN_EXE_pigeon"))

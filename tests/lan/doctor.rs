@@ -50,6 +50,9 @@ fn doctor_is_all_clear_on_a_healthy_lan() {
     let a = Node::start(lan.host(1), "alice");
     let b = Node::start(lan.host(2), "bob");
     wait_for(Duration::from_secs(15), || peers_of(&a) == 1 && peers_of(&b) == 1, "the nodes to see each other");
+    // A home as Pigeon makes it, whatever this machine's umask gave the test folder.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&a.home, std::fs::Permissions::from_mode(0o700)).unwrap();
     let (code, f, out) = doctor(lan.host(1), &a.home);
     assert_eq!(code, Some(0), "{out}");
     let pid = a.pid().unwrap().to_string();
