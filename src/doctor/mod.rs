@@ -6,7 +6,6 @@
 //! GETINFO per broadcast target and per known peer ([`probe`]).
 
 pub mod firewall;
-pub mod ports;
 pub mod probe;
 
 use std::collections::BTreeSet;
@@ -19,7 +18,7 @@ use serde::Serialize;
 
 use crate::config::Home;
 use crate::net::interfaces::{self, Iface, Kind};
-use ports::Proto;
+use crate::net::ports::{self, Proto};
 
 /// How a finding weighs. Only `Warn` and `Fail` make the doctor's exit code non-zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

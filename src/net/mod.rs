@@ -20,6 +20,7 @@ use crate::store::{self, Store};
 
 pub mod files;
 pub mod interfaces;
+pub mod ports;
 
 /// What the node needs to start.
 pub struct NodeOptions {
@@ -164,32 +165,10 @@ pub fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket> {
 
 /// Which process holds a UDP port, from /proc (best effort, Linux only).
 fn port_owner(port: u16) -> Option<String> {
-    let want = format!(":{port:04X} ");
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/udp", "/proc/net/udp6"] {
-        for line in std::fs::read_to_string(table).ok()?.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() > 9 && format!("{} ", f[1]).contains(&want) {
-                inodes.push(format!("socket:[{}]", f[9]));
-            }
-        }
-    }
-    for proc_dir in std::fs::read_dir("/proc").ok()?.flatten() {
-        let pid = proc_dir.file_name().to_string_lossy().into_owned();
-        if !pid.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else { continue };
-        for fd in fds.flatten() {
-            if let Ok(target) = std::fs::read_link(fd.path()) {
-                if inodes.iter().any(|i| target.to_string_lossy() == *i) {
-                    let name = std::fs::read_to_string(proc_dir.path().join("comm")).unwrap_or_default();
-                    return Some(format!("{} (pid {pid})", name.trim()));
-                }
-            }
-        }
-    }
-    None
+    let udp: Vec<u64> = ports::bound(port).iter().filter(|b| b.proto == ports::Proto::Udp).map(|b| b.inode).collect();
+    let owners = ports::owners(&udp);
+    let o = udp.iter().find_map(|i| owners.get(i))?;
+    Some(format!("{} (pid {})", o.name, o.pid))
 }
 
 struct Clock {

@@ -1,5 +1,6 @@
 //! Who holds a port: the kernel's socket tables (`/proc/net/{udp,tcp}{,6}`)
-//! and the processes whose file descriptors are those sockets. Read only.
+//! and the processes whose file descriptors are those sockets. Read only:
+//! the node's port-in-use error and `pigeon doctor` both ask it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
