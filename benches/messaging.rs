@@ -27,7 +27,13 @@ fn node(ip: [u8; 4], other: [u8; 4], user: &str, dir: &std::path::Path) -> NodeH
     cfg.targets = vec![SocketAddr::from((other, PORT))];
     let store = Store::open(&dir.join(format!("{user}.db"))).unwrap();
     let (h, _task) = net::start(
-        NodeOptions { engine: cfg, bind: IpAddr::from(ip), probe: vec![], retention: Default::default() },
+        NodeOptions {
+            engine: cfg,
+            bind: IpAddr::from(ip),
+            probe: vec![],
+            retention: Default::default(),
+            pictures: None,
+        },
         store,
     )
     .unwrap();

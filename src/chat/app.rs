@@ -989,14 +989,10 @@ impl App {
                     }
                 }
             }
-            "shake" | "image" => {
+            "shake" => {
                 let Some(key) = self.upsert_peer(&v["from"], true) else { return };
                 let nick = text::one_line(self.peer(&key).map_or("?", |p| p.name()));
-                let what = if v["event"] == "shake" {
-                    format!("{nick} shook your window")
-                } else {
-                    format!("{nick} sent an image ({} bytes; images are not shown here)", v["bytes"])
-                };
+                let what = format!("{nick} shook your window");
                 self.push(&ConvKey::Peer(key.clone()), Item::Notice { time: Utc::now(), text: what.clone() });
                 self.incoming(&key, &what, false);
             }

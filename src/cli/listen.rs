@@ -90,7 +90,6 @@ fn human(v: &Value) -> String {
         "receipt" => format!("  {} → {}", s(&v["peer"]), s(&v["status"])),
         "read" => format!("  {} read your message", s(&v["peer"])),
         "shake" => format!("! {} shakes your window", peer(&v["from"])),
-        "image" => format!("! {} sent an image (not shown)", peer(&v["from"])),
         _ => v.to_string(),
     }
 }

@@ -170,7 +170,13 @@ impl Effective {
             ..Default::default()
         };
         net::start(
-            NodeOptions { engine: self.engine(oneshot), bind: self.bind, probe: self.probe.clone(), retention },
+            NodeOptions {
+                engine: self.engine(oneshot),
+                bind: self.bind,
+                probe: self.probe.clone(),
+                retention,
+                pictures: Some(self.home.data_dir.join("pictures")),
+            },
             store,
         )
     }

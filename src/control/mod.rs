@@ -121,9 +121,6 @@ pub fn event_json(e: &Event) -> Value {
             json!({"event": "read", "peer": peer.to_string(), "packet_no": packet_no.to_string()})
         }
         Event::Shake { from } => json!({"event": "shake", "from": info_json(from)}),
-        Event::Image { from, id, bytes } => {
-            json!({"event": "image", "from": info_json(from), "id": id, "bytes": bytes})
-        }
         Event::Info { peer, version, absence } => {
             json!({"event": "info", "peer": peer.to_string(), "version": version, "absence": absence})
         }

@@ -15,6 +15,7 @@
 //! FeiQ shakes and image fragments (§8), packet numbers (§1.5).
 
 pub mod peers;
+pub mod pictures;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -280,12 +281,6 @@ pub enum Event {
     Shake {
         from: PeerInfo,
     },
-    /// The first fragment of a FeiQ inline image arrived (images are not shown yet).
-    Image {
-        from: PeerInfo,
-        id: String,
-        bytes: u64,
-    },
     /// Answer to GETINFO or GETABSENCEINFO.
     Info {
         peer: PeerKey,
@@ -293,6 +288,9 @@ pub enum Event {
         absence: Option<String>,
     },
 }
+
+/// How a received picture's message text starts (the saved file's path follows).
+pub const PICTURE_PREFIX: &str = "[picture] ";
 
 /// What must be stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -341,6 +339,30 @@ pub enum Output {
         op: StoreOp,
         then: Vec<Transmit>,
     },
+    /// A FeiQ picture is whole: save it in the home, then tell
+    /// [`Engine::picture`] where it is.
+    SavePicture(SavePicture),
+}
+
+/// A picture to save (see [`Output::SavePicture`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SavePicture {
+    pub from: std::net::IpAddr,
+    pub peer: PeerKey,
+    /// The last fragment's packet number and command word.
+    pub packet_no: String,
+    pub command: u32,
+    pub data: Vec<u8>,
+}
+
+/// A picture saved in the home, to be recorded as a message from its sender.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PictureFrom {
+    /// Put together by the engine ([`Output::SavePicture`]).
+    Feiq(SavePicture),
+    /// Received on TCP (iptux's SENDSUBLAYER|MSGPICOPT): the header
+    /// `version:packet:user:host:command:` and the connection's address.
+    Iptux { from: std::net::IpAddr, header: Vec<u8> },
 }
 
 /// A file or folder to offer, as the caller found it on disk.
@@ -489,7 +511,8 @@ pub struct Engine {
     opened: VecDeque<(PeerKey, String)>,
     seen: HashSet<SeenKey>,
     seen_order: VecDeque<SeenKey>,
-    images: HashSet<(PeerKey, String)>,
+    /// FeiQ pictures being put together from their fragments.
+    pictures: pictures::Pictures,
     entry_at: Vec<Duration>,
     answer_at: Option<Duration>,
     answer_to: Vec<SocketAddr>,
@@ -540,7 +563,7 @@ impl Engine {
             opened: VecDeque::new(),
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
-            images: HashSet::new(),
+            pictures: pictures::Pictures::default(),
             entry_at: Vec::new(),
             answer_at: None,
             answer_to: Vec::new(),
@@ -1315,6 +1338,52 @@ impl Engine {
     }
 
     /// Handles one datagram from `from`.
+    /// A picture was saved at `path`: records it as a message from its
+    /// sender. Returns false when nobody we know sent it (iptux, too, takes
+    /// pictures only from peers it lists); the caller then deletes the file.
+    pub fn picture(&mut self, now: Now, source: PictureFrom, path: &std::path::Path) -> bool {
+        let (key, from, packet_no, command) = match source {
+            PictureFrom::Feiq(s) => {
+                let Some(peer) = self.peers.get(&s.peer).filter(|p| p.heard() || p.addr.ip() == s.from) else {
+                    return false;
+                };
+                let from = SocketAddr::new(s.from, peer.addr.port());
+                (s.peer, from, s.packet_no, s.command)
+            }
+            PictureFrom::Iptux { from, header } => {
+                let Ok(p) = Packet::decode(&header) else {
+                    self.stats.malformed += 1;
+                    return false;
+                };
+                let Some(peer) = self.peers.by_ip(from).filter(|k| k.heard()) else {
+                    self.stats.ignored += 1;
+                    return false;
+                };
+                let addr = SocketAddr::new(from, peer.addr.port());
+                let cs = peer.write_charset(self.cfg.legacy);
+                let name = PeerKey::from_wire(&cs.decode(p.user), &cs.decode(p.host));
+                let key = self.peers.by_source(&name, addr).map_or_else(|| peer.key.clone(), |q| q.key.clone());
+                (key, addr, String::from_utf8_lossy(p.packet_no).into_owned(), p.command.0)
+            }
+        };
+        let verified = self.peers.get(&key).is_some_and(|p| p.heard() && p.at(from) && !p.moved);
+        let incoming = Incoming {
+            verified,
+            from: self.info_for(&key, from),
+            text: format!("{PICTURE_PREFIX}{}", path.display()),
+            packet_no,
+            command,
+            sealed: false,
+            broadcast: false,
+            auto: false,
+            attachments: Vec::new(),
+            unix_ms: now.unix_ms,
+        };
+        self.event(Event::Message(incoming.clone()));
+        self.out.push_back(Output::Store { op: StoreOp::Incoming(incoming), then: Vec::new() });
+        true
+    }
+
     pub fn handle(&mut self, now: Now, from: SocketAddr, datagram: &[u8]) {
         self.stats.received += 1;
         if self.is_own(from) {
@@ -1449,14 +1518,17 @@ impl Engine {
                 let ack = FragmentAck { id: f.id.clone(), index: f.index };
                 let a = self.simple_packet(now, Mode::FEIQ_IMAGE_ACK, 0, ack.encode().as_bytes());
                 self.transmit(from, a);
-                if self.images.len() >= 4096 {
-                    self.images.clear();
-                }
-                if self.images.insert((key.clone(), f.id.clone())) {
-                    let info = self.info_for(&key, from);
-                    self.event(Event::Image { from: info, id: f.id, bytes: f.total });
+                if let pictures::Fragment::Complete(data) = self.pictures.fragment(&key, &f, now.mono) {
+                    self.out.push_back(Output::SavePicture(SavePicture {
+                        from: from.ip(),
+                        peer: key,
+                        packet_no: String::from_utf8_lossy(p.packet_no).into_owned(),
+                        command: p.command.0,
+                        data,
+                    }));
                 }
             }
+            Mode::IPTUX_SENDMSG => self.iptux_group_text(now, from, &p, key, cs),
             _ => self.stats.ignored += 1,
         }
     }
@@ -1749,6 +1821,35 @@ impl Engine {
         }
     }
 
+    /// iptux's group-window text (0xFB, protocol.md §9): shown like a
+    /// broadcast, never acknowledged (iptux asks for nothing).
+    fn iptux_group_text(&mut self, now: Now, from: SocketAddr, p: &Packet<'_>, key: PeerKey, cs: Charset) {
+        let text = cs.decode(p.body()).trim_end_matches('\0').to_string();
+        if text.is_empty() {
+            self.stats.ignored += 1;
+            return;
+        }
+        if !self.remember((key.clone(), String::from_utf8_lossy(p.packet_no).into_owned(), text_hash(&text))) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        let verified = self.peers.get(&key).is_some_and(|q| q.heard() && q.at(from) && !q.moved);
+        let incoming = Incoming {
+            verified,
+            from: self.info_for(&key, from),
+            text,
+            packet_no: String::from_utf8_lossy(p.packet_no).into_owned(),
+            command: p.command.0,
+            sealed: false,
+            broadcast: true,
+            auto: false,
+            attachments: Vec::new(),
+            unix_ms: now.unix_ms,
+        };
+        self.event(Event::Message(incoming.clone()));
+        self.out.push_back(Output::Store { op: StoreOp::Incoming(incoming), then: Vec::new() });
+    }
+
     fn message(&mut self, now: Now, from: SocketAddr, p: &Packet<'_>, key: PeerKey, client: ClientKind, cs: Charset) {
         let opts = p.opts();
         let automatic = opts.has(Opts::BROADCASTOPT) || opts.has(Opts::AUTORETOPT);
@@ -1764,7 +1865,7 @@ impl Engine {
                 peer.charset = cs;
             }
         }
-        let body = match MessageBody::decode(p, self.cfg.legacy, Some(cs)) {
+        let mut body = match MessageBody::decode(p, self.cfg.legacy, Some(cs)) {
             Ok((b, _)) => b,
             Err(_) => {
                 // Keep the text even if the attachment list is broken.
@@ -1772,6 +1873,15 @@ impl Engine {
                 MessageBody { text: feiq::split_font(&cs.decode(p.body())).0.to_string(), ..Default::default() }
             }
         };
+        // FeiQ's inline pictures are referenced in the text (`/~#>id<B~`);
+        // each follows as its own message once its fragments are in.
+        if client == ClientKind::Feiq && body.text.contains("/~#>") {
+            let refs: Vec<String> = feiq::image_refs(&body.text).into_iter().map(str::to_string).collect();
+            for id in refs {
+                body.text =
+                    body.text.replace(&format!("/~#>{id}<B~"), "[picture]").replace(&format!("/~#>{id}<G~"), "[face]");
+            }
+        }
         let dedup_key = (key.clone(), String::from_utf8_lossy(p.packet_no).into_owned(), text_hash(&body.text));
         if !self.remember(dedup_key) {
             self.stats.duplicates += 1;

@@ -96,6 +96,16 @@ impl Net {
                         self.put(i, t.dst, t.payload);
                     }
                 }
+                // As the driver does: saved (here: named), then recorded.
+                Output::SavePicture(s) => {
+                    let path = std::path::PathBuf::from(format!(
+                        "/home/pictures/{}.{}",
+                        s.packet_no,
+                        super::pictures::extension(&s.data)
+                    ));
+                    let now = self.now();
+                    self.nodes[i].engine.picture(now, super::PictureFrom::Feiq(s), &path);
+                }
             }
         }
     }
@@ -1226,4 +1236,98 @@ fn refresh_drops_who_does_not_answer_within_seconds() {
     assert!(net.nodes[1].engine.peers().get(&net.key(0)).unwrap().online, "node 0 answered");
     // Node 0 did not press F5 and SILENCE has not passed: it still lists node 2.
     assert!(net.nodes[0].engine.peers().get(&net.key(2)).unwrap().online);
+}
+
+/// FeiQ's pasted picture: the text's reference reads `[picture]`, every
+/// fragment is acknowledged (repeats too), and the whole picture becomes one
+/// message naming where it was saved. A stranger's picture is not kept.
+#[test]
+fn feiq_pictures_are_put_together_and_recorded_once() {
+    let mut e = Engine::new(Config::new("alice", "pc", "Alice"), 0, []);
+    let now = |ms| Now { mono: Duration::from_millis(ms), unix_ms: 1_700_000_000_000 + ms as i64 };
+    let feiq: SocketAddr = "10.0.0.7:2425".parse().unwrap();
+    let v = "1_lbt6_0#128#F8B46AA55B28#0#0#0#4001#9";
+    e.handle(now(0), feiq, format!("{v}:1:qa:qa-pc:1:QA\0\0").as_bytes());
+    while e.poll_output().is_some() {}
+    e.handle(
+        now(10),
+        feiq,
+        format!("{v}:2:qa:qa-pc:288:look /~#>64ea4edd<B~{{/font;-16 0 0 0 400 0 0 0 134 0 0 2 32 x 8404992;}}\0")
+            .as_bytes(),
+    );
+    let pic: Vec<u8> = b"\xff\xd8\xff\xe0".iter().copied().chain((0..1200u32).map(|i| i as u8)).collect();
+    let mut fragments = Vec::new();
+    for (i, c) in pic.chunks(512).enumerate() {
+        let mut d = format!("{v}:{}:qa:qa-pc:2097344:", 3 + i).into_bytes();
+        let f = ImageFragment {
+            id: "64ea4edd".into(),
+            total: pic.len() as u64,
+            offset: i as u64 * 512,
+            count: 3,
+            index: i as u32 + 1,
+            rest: vec!["0".into(), "2".into(), "0".into(), "00000000".into()],
+            data: c,
+        };
+        f.encode(&mut d);
+        fragments.push(d);
+    }
+    // Out of order, one twice.
+    for d in [&fragments[2], &fragments[0], &fragments[0], &fragments[1], &fragments[1]] {
+        e.handle(now(20), feiq, d);
+    }
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    let acks = out
+        .iter()
+        .filter(|o| matches!(o, Output::Transmit(t) if t.dst == feiq && Packet::decode(&t.payload).is_ok_and(|p| p.mode() == Mode::FEIQ_IMAGE_ACK)))
+        .count();
+    assert_eq!(acks, 5, "every fragment acknowledged, repeats too");
+    let texts: Vec<&str> = out
+        .iter()
+        .filter_map(|o| if let Output::Event(Event::Message(m)) = o { Some(m.text.as_str()) } else { None })
+        .collect();
+    assert_eq!(texts, ["look [picture]"]);
+    let saves: Vec<&SavePicture> =
+        out.iter().filter_map(|o| if let Output::SavePicture(s) = o { Some(s) } else { None }).collect();
+    assert_eq!(saves.len(), 1);
+    assert_eq!(saves[0].data, pic);
+    let s = saves[0].clone();
+    assert!(e.picture(now(30), PictureFrom::Feiq(s.clone()), std::path::Path::new("/h/pictures/a.jpg")));
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    let m = out.iter().find_map(|o| if let Output::Event(Event::Message(m)) = o { Some(m) } else { None }).unwrap();
+    assert_eq!(m.text, format!("{PICTURE_PREFIX}/h/pictures/a.jpg"));
+    assert_eq!(m.from.nick, "QA");
+    assert!(out.iter().any(|o| matches!(o, Output::Store { op: StoreOp::Incoming(_), .. })));
+    // A picture attributed to someone never heard is not kept.
+    let stranger = SavePicture { peer: PeerKey::new("who", "where"), from: "10.0.0.99".parse().unwrap(), ..s };
+    assert!(!e.picture(now(40), PictureFrom::Feiq(stranger), std::path::Path::new("/h/pictures/b.jpg")));
+}
+
+/// iptux's pictures come on TCP: recorded when its header names a peer
+/// heard at that address; its group-window texts (0xFB) show like
+/// broadcasts, once, unacknowledged.
+#[test]
+fn iptux_pictures_and_group_texts() {
+    let mut e = Engine::new(Config::new("alice", "pc", "Alice"), 0, []);
+    let now = |ms| Now { mono: Duration::from_millis(ms), unix_ms: 1_700_000_000_000 + ms as i64 };
+    let tux: SocketAddr = "10.0.0.9:2425".parse().unwrap();
+    e.handle(now(0), tux, b"1_iptux 0.8.3:1:tux:tux-pc:259:tux\0\0icon-tux.png\0utf-8\0");
+    while e.poll_output().is_some() {}
+    let header = b"1_iptux 0.8.3:9:tux:tux-pc:765:\0".to_vec();
+    let from_tux = PictureFrom::Iptux { from: tux.ip(), header: header.clone() };
+    assert!(e.picture(now(5), from_tux, std::path::Path::new("/h/pictures/p.png")));
+    let stranger = PictureFrom::Iptux { from: "10.0.0.66".parse().unwrap(), header };
+    assert!(!e.picture(now(6), stranger, std::path::Path::new("/h/pictures/q.png")));
+    for _ in 0..2 {
+        e.handle(now(10), tux, "1_iptux 0.8.3:10:tux:tux-pc:1019:组里的话\0".as_bytes());
+    }
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    let msgs: Vec<&Incoming> =
+        out.iter().filter_map(|o| if let Output::Event(Event::Message(m)) = o { Some(m) } else { None }).collect();
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert_eq!(msgs[0].text, format!("{PICTURE_PREFIX}/h/pictures/p.png"));
+    assert_eq!(msgs[0].from.key, PeerKey::new("tux", "tux-pc"));
+    assert!(!msgs[0].broadcast);
+    assert_eq!(msgs[1].text, "组里的话");
+    assert!(msgs[1].broadcast);
+    assert!(!out.iter().any(|o| matches!(o, Output::Transmit(t) if t.dst == tux)), "nothing answers a group text");
 }

@@ -9,6 +9,8 @@
 //! [`MAX_PER_ADDRESS`] connections, and idle connections never hold one of
 //! the [`MAX_CONNECTIONS`] transfer slots. A file fetched whole by its
 //! addressee is marked so in the store: the offer ends (after a grace).
+//! iptux's pasted pictures come on this port too (SENDSUBLAYER|MSGPICOPT):
+//! they are handed to [`super::pictures`].
 //!
 //! Pigeon extensions, in fields after the standard ones (other clients
 //! never send them, and never get what they ask for):
@@ -32,7 +34,10 @@ use std::time::{Duration, Instant};
 use pigeon_protocol::attachment::{ext, ExtAttr};
 use pigeon_protocol::charset::{self, Charset};
 use pigeon_protocol::request::{request_framing, Framing};
-use pigeon_protocol::{ClientKind, DirHeader, FileRequest, Opts, Packet, RequestKind};
+use pigeon_protocol::{ClientKind, DirHeader, FileRequest, Mode, Opts, Packet, RequestKind};
+
+use crate::engine::PictureFrom;
+use crate::net::pictures::PictureSink;
 
 use crate::store::{OfferRecord, Store};
 
@@ -66,6 +71,8 @@ pub struct FileServer {
     /// Connections open, per address: idle ones do not hold a transfer slot.
     per_address: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     open: AtomicUsize,
+    /// Where iptux's pictures go (none: refused).
+    pictures: Option<PictureSink>,
 }
 
 /// A transfer running; its slot is given back when dropped.
@@ -126,7 +133,18 @@ impl FileServer {
 
 /// Starts serving on `listener` in a thread of its own.
 pub fn spawn(listener: TcpListener, db: PathBuf, legacy: Charset) -> std::thread::JoinHandle<()> {
+    spawn_with_pictures(listener, db, legacy, None)
+}
+
+/// [`spawn`], keeping the pictures iptux peers send.
+pub fn spawn_with_pictures(
+    listener: TcpListener,
+    db: PathBuf,
+    legacy: Charset,
+    pictures: Option<PictureSink>,
+) -> std::thread::JoinHandle<()> {
     let server = Arc::new(FileServer {
+        pictures,
         store: Mutex::new(None),
         db,
         legacy,
@@ -180,6 +198,12 @@ pub fn bind_tcp(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 /// Reads one request: complete at its NUL or its last field, or whatever
 /// arrived when the client goes quiet (some clients send neither).
 pub fn read_request(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    read_request_and_rest(stream).map(|(r, _)| r)
+}
+
+/// [`read_request`], and what came after the request in the same reads
+/// (the start of an iptux picture).
+fn read_request_and_rest(stream: &mut TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
     let deadline = Instant::now() + REQUEST_TIMEOUT;
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 1024];
@@ -210,11 +234,12 @@ pub fn read_request(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
                     // off if TCP split the request there.
                     let pigeon_unfinished = buf.starts_with(b"1_pigeon") && !buf[..len].contains(&0);
                     if !pigeon_unfinished {
-                        buf.truncate(len);
-                        return Ok(buf);
+                        let rest = buf.split_off(len);
+                        return Ok((buf, rest));
                     }
                 }
                 if buf.len() > 4096 {
+                    // (An iptux picture's header ends at its NUL, well before.)
                     return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "request longer than 4 KiB"));
                 }
             }
@@ -229,7 +254,7 @@ pub fn read_request(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     if buf.is_empty() {
         return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"));
     }
-    Ok(buf)
+    Ok((buf, Vec::new()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -245,7 +270,16 @@ pub enum ServeError {
 impl FileServer {
     fn serve(&self, mut stream: TcpStream) -> Result<(), ServeError> {
         let peer = stream.peer_addr()?;
-        let raw = read_request(&mut stream)?;
+        let (raw, rest) = read_request_and_rest(&mut stream)?;
+        if let Some(header) = picture_header(&raw) {
+            let Some(sink) = &self.pictures else {
+                return Err(ServeError::Refused("pictures are not kept by this node".into()));
+            };
+            let path = sink.receive(&mut stream, &rest)?;
+            tracing::info!("{peer} sent a picture ({})", path.display());
+            sink.deliver(PictureFrom::Iptux { from: peer.ip(), header }, path);
+            return Ok(());
+        }
         let (p, kind, req) = parse_request(&raw)?;
         let offer = self.find(&p, &req, peer)?;
         let _transfer = self.transfer()?;
@@ -340,6 +374,14 @@ impl FileServer {
 }
 
 /// A request's packet, kind and fields; anything else is a bad request.
+/// The header of an iptux picture connection (SENDSUBLAYER|MSGPICOPT),
+/// if `raw` is one. Its personal photo (PHOTOPICOPT) is not taken.
+fn picture_header(raw: &[u8]) -> Option<Vec<u8>> {
+    let p = Packet::decode(raw).ok()?;
+    let c = p.command;
+    (c.mode() == Mode::IPTUX_SENDSUBLAYER && c.0 & 0xff00 == Opts::IPTUX_MSGPICOPT).then(|| raw.to_vec())
+}
+
 pub fn parse_request(raw: &[u8]) -> Result<(Packet<'_>, RequestKind, FileRequest), ServeError> {
     let p = Packet::decode(raw).map_err(|e| ServeError::BadRequest(e.to_string()))?;
     let kind = FileRequest::kind_of(&p).ok_or_else(|| ServeError::BadRequest(format!("mode {}", p.mode())))?;

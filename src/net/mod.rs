@@ -20,6 +20,7 @@ use crate::store::{self, Store};
 
 pub mod files;
 pub mod interfaces;
+pub mod pictures;
 pub mod ports;
 
 /// What the node needs to start.
@@ -31,6 +32,8 @@ pub struct NodeOptions {
     pub probe: Vec<SocketAddr>,
     /// How much of what strangers send is kept.
     pub retention: store::Retention,
+    /// Where pictures peers send are saved (none: they are not kept).
+    pub pictures: Option<std::path::PathBuf>,
 }
 
 /// Asks the node for something.
@@ -189,7 +192,9 @@ pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task
     let std_sock = bind_udp(addr)?;
     // Files are served on TCP at the same address and port (§1.1).
     let listener = files::bind_tcp(addr)?;
-    files::spawn(listener, store.path().to_path_buf(), opts.engine.legacy);
+    let (pictures_tx, pictures_rx) = mpsc::unbounded_channel();
+    let pictures = opts.pictures.clone().map(|dir| pictures::PictureSink { dir, tx: pictures_tx });
+    files::spawn_with_pictures(listener, store.path().to_path_buf(), opts.engine.legacy, pictures.clone());
     let sock = UdpSocket::from_std(std_sock).context("register the UDP socket")?;
     let counter = store.packet_counter().context("read the packet counter")?;
     let since = chrono::Utc::now() - chrono::Duration::days(30);
@@ -231,7 +236,7 @@ pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task
     let send_errors = SendErrors::default();
     let handle = NodeHandle { commands: cmd_tx, events: ev_tx.clone(), send_errors: send_errors.clone() };
     let out = Sender { sock, errors: send_errors };
-    let place = Place { probe: opts.probe, bind: opts.bind };
+    let place = Place { probe: opts.probe, bind: opts.bind, pictures, arrived: pictures_rx };
     let task = tokio::spawn(run(engine, out, cmd_rx, ev_tx, store_tx, persisted_rx, place));
     Ok((handle, task))
 }
@@ -458,6 +463,9 @@ impl Sender {
 struct Place {
     probe: Vec<SocketAddr>,
     bind: IpAddr,
+    /// Where pictures are saved, and the saved ones coming back.
+    pictures: Option<pictures::PictureSink>,
+    arrived: mpsc::UnboundedReceiver<pictures::Arrived>,
 }
 
 /// A datagram from our port on an address not known as ours, with our
@@ -480,7 +488,7 @@ async fn run(
     mut persisted: mpsc::UnboundedReceiver<Stored>,
     place: Place,
 ) {
-    let Place { probe, bind } = place;
+    let Place { probe, bind, pictures, mut arrived } = place;
     let clock = Clock { start: Instant::now() };
     let mut buf = vec![0u8; 65536];
     let _ = engine.command(clock.now(), Request::Start);
@@ -492,7 +500,7 @@ async fn run(
     // (a twin of ours): not read again for each of their packets.
     let mut not_ours: std::collections::HashSet<IpAddr> = std::collections::HashSet::new();
     loop {
-        flush(&mut engine, &out, &events, &store).await;
+        flush(&mut engine, &out, &events, &store, pictures.as_ref()).await;
         if let Some((_, deadline)) = &stopping {
             if engine.poll_timeout().is_none() || Instant::now() >= *deadline {
                 break;
@@ -524,6 +532,12 @@ async fn run(
                 }
                 Err(e) => tracing::debug!("receive: {e}"),
             },
+            Some((from, path)) = arrived.recv() => {
+                if !engine.picture(clock.now(), from, &path) {
+                    tracing::info!("a picture from nobody we know: deleted");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
             Some(report) = persisted.recv() => match report {
                 Stored::Send(acks) => {
                     for t in acks {
@@ -562,7 +576,7 @@ async fn run(
             _ = sleep => engine.handle_timeout(clock.now()),
         }
     }
-    flush(&mut engine, &out, &events, &store).await;
+    flush(&mut engine, &out, &events, &store, None).await;
     // Let the store thread commit what it has, and send what waited for it.
     drop(store);
     let deadline = tokio::time::sleep(Duration::from_secs(2));
@@ -582,9 +596,30 @@ async fn run(
     }
 }
 
-async fn flush(engine: &mut Engine, out: &Sender, events: &broadcast::Sender<Event>, store: &mpsc::Sender<StoreJob>) {
+async fn flush(
+    engine: &mut Engine,
+    out: &Sender,
+    events: &broadcast::Sender<Event>,
+    store: &mpsc::Sender<StoreJob>,
+    pictures: Option<&pictures::PictureSink>,
+) {
     while let Some(o) = engine.poll_output() {
         match o {
+            Output::SavePicture(s) => {
+                let Some(sink) = pictures.cloned() else { continue };
+                // Disk off the engine's task; the engine hears of it again
+                // through the sink.
+                tokio::task::spawn_blocking(move || {
+                    let mut s = s;
+                    match sink.save(&s.data) {
+                        Ok(path) => {
+                            s.data = Vec::new();
+                            sink.deliver(engine::PictureFrom::Feiq(s), path)
+                        }
+                        Err(e) => tracing::warn!("cannot save a picture from {}: {e}", s.peer),
+                    }
+                });
+            }
             Output::Transmit(t) => out.send(&t).await,
             Output::Event(e) => {
                 let _ = events.send(e);

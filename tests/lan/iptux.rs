@@ -506,6 +506,69 @@ fn pigeon_and_iptux_talk() {
     );
 }
 
+/// What iptux users paste and write in group windows reaches Pigeon: a
+/// picture (TCP SENDSUBLAYER|MSGPICOPT) is saved in the home, byte for
+/// byte, and recorded as a message naming the file; a group-window text
+/// (0xFB) and a group broadcast show as broadcasts.
+#[test]
+fn iptux_pictures_and_group_texts_reach_pigeon() {
+    if !enabled("iptux_pictures_and_group_texts_reach_pigeon") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let pigeon = crate::messaging::Node::start(lan.host(2), "pigeon");
+    let mut d = Iptuxd::start(lan.host(1), NICK, GROUP, "iptux-core", None);
+    crate::messaging::wait_for(
+        Duration::from_secs(15),
+        || {
+            pigeon.control(&json!({"op": "peers"}))["peers"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|p| p["nick"] == NICK))
+        },
+        "Pigeon to list iptux",
+    );
+    d.expect("pal-online", Duration::from_secs(10), |v| v["ip"] == lan.host(2).addr.to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("截图.png");
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.extend((0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+    std::fs::write(&png, &bytes).unwrap();
+    d.command(&format!("pic {} {}", lan.host(2).addr, png.display()));
+    let r = d.expect("result", Duration::from_secs(10), |v| v["cmd"] == "pic");
+    assert_eq!(r["ok"], true, "{r}");
+    let mut saved = None;
+    crate::messaging::wait_for(
+        Duration::from_secs(15),
+        || {
+            saved = pigeon
+                .history(None)
+                .into_iter()
+                .find_map(|m| m["text"].as_str().and_then(|t| t.strip_prefix("[picture] ")).map(PathBuf::from));
+            saved.is_some()
+        },
+        "the picture in Pigeon's history",
+    );
+    let saved = saved.unwrap();
+    assert!(saved.starts_with(pigeon.home.join("pictures")), "{}", saved.display());
+    assert_eq!(saved.extension().unwrap(), "png");
+    // (iptux may remove its copy once sent: compare with what was written.)
+    assert!(std::fs::read(&saved).unwrap() == bytes, "the picture arrived whole");
+    // A group window's text (IPTUX_GROUPOPT), and a plain group broadcast.
+    d.command(&format!("unit {} 768 群里的通知 group notice", lan.host(2).addr));
+    d.expect("result", Duration::from_secs(10), |v| v["cmd"] == "unit");
+    crate::messaging::wait_for(
+        Duration::from_secs(15),
+        || {
+            pigeon
+                .history(None)
+                .iter()
+                .any(|m| m["text"] == "群里的通知 group notice" && m["direction"] == "in" && m["broadcast"] == true)
+        },
+        "iptux's group text in Pigeon's history, as a broadcast",
+    );
+    d.quit();
+}
+
 /// The charset matrix: iptux preferring UTF-8 and iptux preferring GB18030
 /// (what Chinese offices set), Pigeon with a Chinese nick; short Chinese
 /// (two characters are the dangerous ones: often valid UTF-8 as GBK), mixed

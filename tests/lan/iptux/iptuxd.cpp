@@ -414,6 +414,34 @@ static void handleLine(const string& line) {
     }).detach();
     return;
   }
+  if (cmd == "pic") {  // a picture pasted into the chat: TCP SENDSUBLAYER|MSGPICOPT
+    string ip;
+    is >> ip;
+    string path = rest();
+    auto pal = palOrNull(ip);
+    if (!pal) return result(cmd, false, "unknown pal " + ip);
+    bool ok = false;
+    try {
+      ok = core->SendMessage(pal, ChipData(MESSAGE_CONTENT_TYPE_PICTURE, path));
+    } catch (Exception& ex) {
+      err = ex.what();
+    }
+    return result(cmd, ok, err);
+  }
+  if (cmd == "unit") {  // a group window's text: 0xFB with OPT (e.g. 768 = IPTUX_GROUPOPT)
+    string ip;
+    unsigned opt = 0;
+    is >> ip >> opt;
+    string text = rest();
+    auto pal = palOrNull(ip);
+    if (!pal) return result(cmd, false, "unknown pal " + ip);
+    try {
+      core->SendUnitMessage(pal->GetKey(), opt, text);
+    } catch (Exception& ex) {
+      return result(cmd, false, ex.what());
+    }
+    return result(cmd, true, err);
+  }
   if (cmd == "send") {
     string ip;
     is >> ip;
