@@ -5,15 +5,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// Runs pigeon with a home of its own (which these commands must not touch).
+/// Runs pigeon with a home of its own (which these commands must not
+/// touch; they take no `--home`, so it is given as `PIGEON_HOME`).
 fn pigeon(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pigeon"))
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("PIGEON_HOME")
-        .output()
-        .expect("run pigeon")
+    Command::new(env!("CARGO_BIN_EXE_pigeon")).args(args).env("PIGEON_HOME", home).output().expect("run pigeon")
 }
 
 fn stdout(out: &Output) -> String {
@@ -84,5 +79,45 @@ fn man_dir_writes_one_page_per_subcommand() {
     assert!(send.contains("\\-\\-sealed"), "the send page documents its flags");
     assert!(send.contains(".SH EXAMPLES") && send.contains("lunch at 12?"), "{send}");
     assert!(!dir.join("pigeon-help.1").exists(), "no page for clap's help subcommand");
+    assert_untouched(home.path());
+}
+
+/// Each subcommand's help (and man page) lists the flags it takes, and a
+/// flag it does not take is refused, before or after it (never ignored).
+#[test]
+fn help_lists_only_the_flags_a_subcommand_takes() {
+    let home = tempfile::tempdir().unwrap();
+    let decode = stdout(&pigeon(home.path(), &["decode", "--help"]));
+    for flag in ["--nick", "--broadcast", "--bind", "--user", "--home"] {
+        assert!(!decode.contains(flag), "decode --help shows {flag}:\n{decode}");
+    }
+    // Its own --port: the capture's.
+    assert!(decode.contains("--port <PORT>        The UDP port whose traffic `--pcap` decodes"), "{decode}");
+    let send = stdout(&pigeon(home.path(), &["send", "--help"]));
+    for flag in ["--home", "--port", "--bind", "--broadcast", "--nick", "--user"] {
+        assert!(send.contains(flag), "send --help lacks {flag}:\n{send}");
+    }
+    let history = stdout(&pigeon(home.path(), &["history", "--help"]));
+    assert!(history.contains("--home") && !history.contains("--nick") && !history.contains("--bind"), "{history}");
+
+    let out = tempfile::tempdir().unwrap();
+    stdout(&pigeon(home.path(), &["man", "--dir", out.path().to_str().unwrap()]));
+    let page = |name: &str| std::fs::read_to_string(out.path().join(name)).unwrap();
+    let decode = page("pigeon-decode.1");
+    assert!(!decode.contains("\\-\\-nick") && !decode.contains("\\-\\-broadcast"), "{decode}");
+    assert!(page("pigeon-send.1").contains("\\-\\-nick"));
+
+    for args in [&["decode", "--nick", "x", "f.bin"][..], &["--nick", "x", "decode", "f.bin"]] {
+        let o = pigeon(home.path(), args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {o:?}");
+        assert!(o.stdout.is_empty());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.starts_with("error: unexpected argument '--nick' found"), "{args:?}: {err}");
+        assert!(err.contains("Usage: pigeon decode"), "{args:?}: {err}");
+    }
+    let o = pigeon(home.path(), &["--port", "2426", "decode", "f.bin"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("`pigeon decode` takes no --port"), "{err}");
     assert_untouched(home.path());
 }

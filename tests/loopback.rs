@@ -431,8 +431,12 @@ fn command_line_errors_say_what_is_wrong_once() {
     let home = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_pigeon"));
-        // Loopback only, never the default broadcast (nothing here starts a node).
-        c.arg("--home").arg(home.path()).args(["--bind", "127.0.0.121", "--broadcast", "127.0.0.122"]);
+        // Loopback only, never the default broadcast (nothing here starts a
+        // node); history takes neither flag.
+        c.arg("--home").arg(home.path());
+        if args[0] != "history" {
+            c.args(["--bind", "127.0.0.121", "--broadcast", "127.0.0.122"]);
+        }
         let o = c.args(args).output().unwrap();
         (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
     };
@@ -462,14 +466,11 @@ fn status_config_and_flags_a_daemon_does_not_take() {
     let home = tempfile::tempdir().unwrap();
     let run = |extra: &[&str], args: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_pigeon"));
-        c.arg("--home").arg(home.path()).args([
-            "--port",
-            common::PORT,
-            "--bind",
-            "127.0.0.115",
-            "--broadcast",
-            "127.0.0.116",
-        ]);
+        c.arg("--home").arg(home.path());
+        // Status takes no network flags (it asks the daemon on the home's socket).
+        if args[0] != "status" {
+            c.args(["--port", common::PORT, "--bind", "127.0.0.115", "--broadcast", "127.0.0.116"]);
+        }
         c.args(extra).args(args);
         let o = c.output().unwrap();
         (

@@ -1,6 +1,6 @@
 //! What a distribution needs from the command line itself: `pigeon
 //! completions SHELL` (clap_complete) and `pigeon man` (clap_mangen), both
-//! generated from the one clap definition (`Cli::command()`), so they never
+//! generated from the one clap definition (`cli::command()`), so they never
 //! drift from the real flags. Neither touches the home or the network.
 
 use std::io::Write;
@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, CommandFactory};
+use clap::Args;
 use clap_mangen::roff::{bold, roman, Roff};
 
-use super::Cli;
+use super::command;
 
 #[derive(Debug, Args)]
 #[command(
@@ -36,7 +36,7 @@ pub struct ManArgs {
 
 /// `pigeon completions SHELL`: the script on stdout.
 pub fn run_completions(a: &CompletionsArgs) -> Result<ExitCode> {
-    let mut cmd = Cli::command();
+    let mut cmd = command();
     let mut out = std::io::stdout().lock();
     clap_complete::generate(a.shell, &mut cmd, "pigeon", &mut out);
     out.flush().context("writing the completions")?;
@@ -61,10 +61,10 @@ pub fn run_man(a: &ManArgs) -> Result<ExitCode> {
 }
 
 /// The whole command tree, built (so subcommands carry their display
-/// names, `pigeon-send`, and the global flags), without clap's `help`
+/// names, `pigeon-send`, and the flags each takes), without clap's `help`
 /// subcommand (a page of its own would say nothing).
 fn root_command() -> clap::Command {
-    let mut cmd = Cli::command().disable_help_subcommand(true);
+    let mut cmd = command().disable_help_subcommand(true);
     cmd.build();
     cmd
 }

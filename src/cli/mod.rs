@@ -2,9 +2,12 @@
 //! per subcommand. `main` parses, runs the chosen subcommand and turns its
 //! result into an exit code and a readable error.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub mod config;
 pub mod daemon;
@@ -75,9 +78,87 @@ pub enum Command {
     Man(dist::ManArgs),
 }
 
+/// The ids (and long names) of the flags in [`node::Global`].
+const SHARED: [&str; 6] = ["home", "port", "bind", "broadcast", "nick", "user"];
+
+/// Which of `--home` and the node's flags a subcommand takes: those it
+/// uses. Its help, man page and completions list only these; any other is
+/// refused, before or after the subcommand.
+pub fn flags_of(subcommand: &str) -> &'static [&'static str] {
+    match subcommand {
+        // The store only.
+        "history" | "offers" | "cancel" => &["home"],
+        // Our nick when no daemon runs (the nick defaults to the user name).
+        "status" => &["home", "nick", "user"],
+        // A TCP connection to the sender, from --bind, asking as --user.
+        "fetch" => &["home", "bind", "user"],
+        // The port, address and targets a node would use (it asks as pigeon-doctor).
+        "doctor" => &["home", "port", "bind", "broadcast"],
+        // Neither a home nor a node (decode's own --port is the capture's).
+        "decode" | "completions" | "man" => &[],
+        // A node: chat, daemon and listen run one (or use the daemon's);
+        // peers, send, broadcast, info, shake, decline and open start a
+        // short-lived one when no daemon runs; config shows what they set.
+        _ => &SHARED,
+    }
+}
+
+/// The whole command line: [`Cli`], with the flags of [`node::Global`]
+/// copied into each subcommand that takes them ([`flags_of`]). Parsing,
+/// completions and man pages all use this.
+pub fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    let shared: Vec<clap::Arg> =
+        cmd.get_arguments().filter(|a| SHARED.contains(&a.get_id().as_str())).cloned().collect();
+    let names: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
+    for name in names {
+        let takes = flags_of(&name);
+        // Global within the subcommand: `pigeon status away --home DIR` too.
+        // Clap hands their values up to the top, where the subcommand's win.
+        // Listed after the subcommand's own flags (before --help, at 999).
+        let args: Vec<clap::Arg> = shared
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| takes.contains(&a.get_id().as_str()))
+            .map(|(i, a)| a.clone().global(true).display_order(900 + i))
+            .collect();
+        cmd = cmd.mut_subcommand(name, |s| s.args(args));
+    }
+    cmd
+}
+
+/// Parses a command line. `--home` and the node's flags may come before
+/// the subcommand or after it; one the subcommand does not take is a
+/// usage error, wherever it is.
+pub fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut cmd = command();
+    let m = cmd.try_get_matches_from_mut(args)?;
+    if let Some((name, _)) = m.subcommand() {
+        // Values given after the subcommand are at the top too; one it
+        // does not take can only have been given before it.
+        let refused = SHARED
+            .iter()
+            .find(|id| !flags_of(name).contains(id) && m.value_source(id) == Some(ValueSource::CommandLine));
+        if let Some(id) = refused {
+            let sub = cmd.find_subcommand_mut(name).expect("the parsed subcommand");
+            let mut err = clap::Error::new(ErrorKind::UnknownArgument).with_cmd(sub);
+            err.insert(ContextKind::InvalidArg, ContextValue::String(format!("--{id}")));
+            let tip = format!("`pigeon {name}` takes no --{id}, before or after it");
+            err.insert(ContextKind::Suggested, ContextValue::StyledStrs(vec![tip.into()]));
+            err.insert(ContextKind::Usage, ContextValue::StyledStr(sub.render_usage()));
+            return Err(err);
+        }
+    }
+    Cli::from_arg_matches(&m).map_err(|e| e.format(&mut cmd))
+}
+
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let command = cli.command.unwrap_or_else(|| Command::Chat(Default::default()));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         let default = if matches!(command, Command::Daemon(_)) { "info" } else { "warn" };
@@ -191,7 +272,79 @@ pub fn parse_wait(s: &str) -> Result<f64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::clean;
+    use super::{clean, command, parse_from, Command};
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn shared_flags_go_before_or_after_a_subcommand_that_takes_them() {
+        let cli =
+            parse_from(["pigeon", "--home", "/h", "--bind", "127.0.0.1", "--nick", "A", "send", "bob", "hi"]).unwrap();
+        assert_eq!(cli.global.home.as_deref(), Some(std::path::Path::new("/h")));
+        assert_eq!(cli.global.bind, Some([127, 0, 0, 1].into()));
+        assert_eq!(cli.global.nick.as_deref(), Some("A"));
+        assert!(matches!(cli.command, Some(Command::Send(_))));
+        // After it, and the subcommand's value wins.
+        let cli = parse_from(["pigeon", "--nick", "A", "send", "--nick", "B", "--broadcast", "127.0.0.2", "bob", "hi"])
+            .unwrap();
+        assert_eq!(cli.global.nick.as_deref(), Some("B"));
+        assert_eq!(cli.global.broadcast, ["127.0.0.2"]);
+        // Into a nested subcommand.
+        let cli = parse_from(["pigeon", "status", "away", "--home", "/h", "--nick", "N"]).unwrap();
+        assert_eq!(cli.global.home.as_deref(), Some(std::path::Path::new("/h")));
+        assert_eq!(cli.global.nick.as_deref(), Some("N"));
+        // Without a subcommand: the chat's.
+        let cli = parse_from(["pigeon", "--port", "2426", "--user", "u"]).unwrap();
+        assert_eq!((cli.global.port, cli.global.user.as_deref()), (Some(2426), Some("u")));
+        assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn a_flag_a_subcommand_does_not_take_is_refused_wherever_it_is() {
+        for args in [
+            &["pigeon", "decode", "--nick", "x", "f.bin"][..],
+            &["pigeon", "--nick", "x", "decode", "f.bin"],
+            &["pigeon", "--home", "/h", "completions", "bash"],
+            &["pigeon", "history", "--bind", "127.0.0.1"],
+            &["pigeon", "--broadcast", "127.0.0.2", "history"],
+            &["pigeon", "--port", "2426", "status", "away"],
+            &["pigeon", "fetch", "--port", "2426", "3"],
+            &["pigeon", "--nick", "x", "doctor"],
+        ] {
+            let e = parse_from(args).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument, "{args:?}");
+            let flag = args.iter().find(|a| a.starts_with("--")).unwrap();
+            assert!(e.to_string().contains(&format!("unexpected argument '{flag}' found")), "{args:?}: {e}");
+        }
+        // decode's --port is the capture's, and only after decode.
+        let cli = parse_from(["pigeon", "decode", "--port", "2426", "--pcap", "x.pcap"]).unwrap();
+        let Some(Command::Decode(d)) = cli.command else { panic!("decode") };
+        assert_eq!((d.port, cli.global.port), (2426, None));
+        let e = parse_from(["pigeon", "--port", "2426", "decode", "--pcap", "x.pcap"]).unwrap_err();
+        assert!(e.to_string().contains("`pigeon decode` takes no --port"), "{e}");
+        assert!(e.to_string().contains("Usage: pigeon decode"), "{e}");
+    }
+
+    #[test]
+    fn each_help_lists_the_flags_its_subcommand_takes() {
+        let mut root = command();
+        root.build();
+        let help = |name: &str| root.clone().find_subcommand_mut(name).unwrap().render_long_help().to_string();
+        let decode = help("decode");
+        for flag in ["--home", "--nick", "--user", "--bind", "--broadcast"] {
+            assert!(!decode.contains(flag), "decode --help shows {flag}:\n{decode}");
+        }
+        assert_eq!(decode.matches("--port").count(), 1, "its own only:\n{decode}");
+        let send = help("send");
+        for flag in ["--home", "--port", "--nick", "--user", "--bind", "--broadcast"] {
+            assert!(send.contains(flag), "send --help lacks {flag}:\n{send}");
+        }
+        let history = help("history");
+        assert!(history.contains("--home") && !history.contains("--nick"), "{history}");
+    }
 
     #[test]
     fn clean_keeps_text_and_replaces_what_could_fool_a_terminal() {

@@ -1,4 +1,4 @@
-//! What every networked command shares: the global flags, the effective
+//! What every networked command shares: the home and node flags, the effective
 //! configuration (file, then flags), and how a one-shot command reaches a
 //! node — the daemon's control socket if one answers, else a short-lived
 //! node of its own (NOADDLISTOPT, a discovery window, BR_EXIT at the end).
@@ -16,26 +16,28 @@ use crate::engine;
 use crate::net::{self, NodeHandle, NodeOptions};
 use crate::store::Store;
 
-/// Flags every command accepts.
+/// `--home` and the node's flags. Defined here once, at the top (the chat's,
+/// and written before a subcommand); [`super::command`] copies into each
+/// subcommand those that apply to it ([`super::flags_of`]).
 #[derive(Debug, Clone, Args)]
 pub struct Global {
     /// Directory holding this identity's config, history and socket [env: PIGEON_HOME]
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, value_name = "DIR")]
     pub home: Option<PathBuf>,
     /// UDP/TCP port (peers use 2425)
-    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
     /// Local address to bind (default 0.0.0.0)
-    #[arg(long, global = true, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     pub bind: Option<IpAddr>,
     /// Presence target; repeatable; replaces 255.255.255.255 and the interfaces' broadcasts
-    #[arg(long = "broadcast", global = true, value_name = "ADDR")]
+    #[arg(long = "broadcast", value_name = "ADDR")]
     pub broadcast: Vec<String>,
     /// Nick shown to others (overrides config.toml)
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub nick: Option<String>,
     /// User name on the wire (overrides config.toml; default: the login name)
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub user: Option<String>,
 }
 

@@ -24,11 +24,24 @@ pub struct Daemon {
     pub others: Vec<&'static str>,
 }
 
+/// `pigeon` on this home and identity: of `--home`, `--port`, `--bind`,
+/// `--user`, `--nick` and `--broadcast`, those the subcommand (`args[0]`)
+/// takes; it refuses the others.
 pub fn pigeon(home: &Path, ip: &str, user: &str, nick: &str, others: &[&str], args: &[&str]) -> Command {
+    let takes = pigeon::cli::flags_of(args.first().copied().unwrap_or("chat"));
     let mut c = Command::new(env!("CARGO_BIN_EXE_pigeon"));
-    c.arg("--home").arg(home).args(["--port", PORT, "--bind", ip, "--user", user, "--nick", nick]);
-    for o in others {
-        c.args(["--broadcast", o]);
+    if takes.contains(&"home") {
+        c.arg("--home").arg(home);
+    }
+    for (flag, value) in [("port", PORT), ("bind", ip), ("user", user), ("nick", nick)] {
+        if takes.contains(&flag) {
+            c.arg(format!("--{flag}")).arg(value);
+        }
+    }
+    if takes.contains(&"broadcast") {
+        for o in others {
+            c.args(["--broadcast", o]);
+        }
     }
     c.args(args);
     c
