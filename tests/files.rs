@@ -882,6 +882,7 @@ fn a_recipient_is_never_taken_for_the_text() {
     let out = b.cli(&["decline", &id]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("was told you will not fetch it"));
+    assert_eq!(offers(&b)[0]["attachments"][0]["state"], "declined", "the receiver's list says so too");
     wait_for(|| mine(&a)[0]["state"] == "released", "the decline to reach the sender");
     let out = a.cli(&["send", "Bo", "--file", f, "second"]);
     assert!(out.status.success());
@@ -1039,4 +1040,44 @@ fn unreadable_files_are_not_offered() {
     // SAFETY: kill(2) on our own child's PID.
     unsafe { libc::kill(node.id() as i32, libc::SIGTERM) };
     let _ = node.wait();
+}
+
+/// Files to a peer that is offline wait in the outbox like a text, across
+/// a restart of the sender too, and are offered when the peer is back:
+/// the receiver fetches them whole.
+#[test]
+fn files_to_an_offline_peer_are_offered_when_it_returns() {
+    let mut a = Daemon::start("127.0.0.140", "ivan", "Ivan", &["127.0.0.141"]);
+    let mut b = Daemon::start("127.0.0.141", "jane", "Jane", &["127.0.0.140"]);
+    wait_for(|| a.peers().len() == 1, "Ivan to see Jane");
+    let jane = a.peers()[0].clone();
+    let key = format!("{}@{}", jane["user"].as_str().unwrap(), jane["host"].as_str().unwrap());
+    b.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("minutes.txt");
+    random_file(&file, 300_000, 7);
+    let out =
+        a.cli(&["send", &key, "for when you are back", "--file", file.to_str().unwrap(), "--json", "--wait", "2"]);
+    let r: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!((out.status.code(), r["status"].as_str()), (Some(1), Some("queued")), "{r}");
+    // Ivan restarts: the offer comes back from the store with the outbox.
+    a.stop();
+    a.spawn();
+    b.spawn();
+    wait_for(|| a.history(&["--search", "when you are back"])[0]["state"] == "delivered", "delivery from the outbox");
+    wait_for(|| !offers(&b).is_empty(), "the offer at Jane");
+    assert_eq!(offers(&b)[0]["attachments"][0]["name"], "minutes.txt");
+    let to = dir.path().join("got");
+    std::fs::create_dir(&to).unwrap();
+    let (code, events) = fetch(&b, &to);
+    assert_eq!(code, Some(0), "{events:?}");
+    assert_eq!(sha256(&to.join("minutes.txt")), sha256(&file));
+    // `pigeon offers` now says it was fetched, and where to.
+    let listed = offers(&b);
+    assert_eq!(listed[0]["attachments"][0]["state"], "fetched", "{listed:?}");
+    let saved = listed[0]["attachments"][0]["saved"].as_str().unwrap().to_string();
+    assert!(saved.ends_with("got/minutes.txt"), "{saved}");
+    let human = String::from_utf8_lossy(&b.cli(&["offers"]).stdout).into_owned();
+    assert!(human.contains("fetched → ") && human.contains("minutes.txt"), "{human}");
 }

@@ -50,6 +50,12 @@ fn discovery_messages_broadcast_sealed_away_and_exit() {
     wait_for(|| c.history(&["--search", "office closes"]).len() == 1, "the broadcast at Carol");
     let m = &c.history(&["--search", "office closes"])[0];
     assert_eq!(m["broadcast"], true);
+    // Alice keeps one record of it, to everyone, without a delivery state.
+    let mine = a.history(&["--search", "office closes"]);
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!((&mine[0]["peer"]["nick"], &mine[0]["state"]), (&json!("everyone"), &json!(null)));
+    let text = String::from_utf8(a.cli(&["history", "everyone"]).stdout).unwrap();
+    assert!(text.contains("→ everyone [broadcast]: office closes at 5") && !text.contains("delivered"), "{text}");
 
     // What the user has seen (the chat tells the node) becomes read: one
     // peer's messages, or the broadcasts; a request naming neither is refused.

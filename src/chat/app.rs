@@ -286,8 +286,10 @@ pub enum Focus {
 pub struct Prompt {
     pub kind: PromptKind,
     pub editor: Editor,
-    /// Completions of the path typed (file prompt).
+    /// Completions of the path typed (file and folder prompts).
     pub candidates: Vec<String>,
+    /// The offer a save-to prompt is for: (sender, packet number).
+    pub offer: Option<(String, String)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,6 +298,8 @@ pub enum PromptKind {
     File,
     /// The away text.
     Away,
+    /// The folder to fetch the selected offer into.
+    SaveTo,
 }
 
 /// Severity of the status line.
@@ -347,6 +351,8 @@ pub enum Action {
         command: u32,
         client: String,
         files: Vec<FileInfo>,
+        /// Where to (None: the download folder).
+        into: Option<std::path::PathBuf>,
     },
     SetAway(Option<String>),
     GetInfo(String),
@@ -1263,6 +1269,33 @@ impl App {
     /// Accepts (fetches) the offer of the selected message.
     fn accept(&mut self) {
         let Some(m) = self.selected_msg().cloned() else { return };
+        self.accept_into(m, None);
+    }
+
+    /// Asks where to save the selected message's offer, then fetches it there.
+    fn save_to(&mut self) {
+        let Some(m) = self.selected_msg().cloned() else { return };
+        if m.offer.is_none() || m.dir == Dir::Out {
+            return self.accept(); // says why not
+        }
+        let dir = self.download_dir.as_ref().map(|d| self.shorten(d)).unwrap_or_default();
+        self.prompt = Some(Prompt {
+            kind: PromptKind::SaveTo,
+            editor: Editor::with_text(&dir),
+            candidates: Vec::new(),
+            offer: Some((m.from.clone(), m.packet_no.clone())),
+        });
+    }
+
+    /// `~/x` for a path in the home directory.
+    fn shorten(&self, p: &std::path::Path) -> String {
+        match self.home_dir.as_deref().and_then(|h| p.strip_prefix(h).ok()) {
+            Some(rest) => format!("~/{}", rest.display()),
+            None => p.display().to_string(),
+        }
+    }
+
+    fn accept_into(&mut self, m: Msg, into: Option<std::path::PathBuf>) {
         let Some(o) = &m.offer else {
             return self.set_status("this message offers no files", Level::Info);
         };
@@ -1291,6 +1324,7 @@ impl App {
             command: m.command,
             client,
             files: o.files.clone(),
+            into,
         });
         let total = o.files.iter().fold(0u64, |t, f| t.saturating_add(f.size));
         let name = o.files.first().map(|f| f.name.clone()).unwrap_or_default();
@@ -1403,8 +1437,12 @@ impl App {
                     self.set_status("files go to a peer, a group or marked peers: open one first", Level::Error);
                     return;
                 }
-                self.prompt =
-                    Some(Prompt { kind: PromptKind::File, editor: Editor::default(), candidates: Vec::new() });
+                self.prompt = Some(Prompt {
+                    kind: PromptKind::File,
+                    editor: Editor::default(),
+                    candidates: Vec::new(),
+                    offer: None,
+                });
                 return;
             }
             (KeyCode::Char('a'), true) => {
@@ -1418,6 +1456,7 @@ impl App {
                         kind: PromptKind::Away,
                         editor: Editor::with_text(&text),
                         candidates: Vec::new(),
+                        offer: None,
                     });
                 }
                 return;
@@ -1584,6 +1623,7 @@ impl App {
             }
             KeyCode::Enter | KeyCode::Char('o') => self.open_sealed(),
             KeyCode::Char('a') => self.accept(),
+            KeyCode::Char('s') => self.save_to(),
             KeyCode::Char('d') => self.decline(),
             KeyCode::Char('?') => self.help = true,
             KeyCode::Esc => {
@@ -1653,6 +1693,26 @@ impl App {
                         self.actions.push(Action::SetAway(Some(text)));
                         self.set_status("away (Ctrl+A to come back)", Level::Info);
                     }
+                    PromptKind::SaveTo => {
+                        let Some((from, no)) = &p.offer else { return };
+                        let into = if value.is_empty() { None } else { Some(self.expand(&value)) };
+                        if let Some(d) = into.as_ref().filter(|d| d.exists() && !d.is_dir()) {
+                            self.set_status(format!("{} is a file: give a folder", d.display()), Level::Error);
+                            self.prompt = Some(p);
+                            return;
+                        }
+                        let msg = self.current_conv().and_then(|c| {
+                            c.items.iter().find_map(|i| match i {
+                                Item::Msg(m) if &m.from == from && &m.packet_no == no && m.dir == Dir::In => {
+                                    Some(m.clone())
+                                }
+                                _ => None,
+                            })
+                        });
+                        if let Some(m) = msg {
+                            self.accept_into(m, into);
+                        }
+                    }
                     PromptKind::File => {
                         if value.is_empty() {
                             return;
@@ -1668,7 +1728,7 @@ impl App {
                     }
                 }
             }
-            KeyCode::Tab if p.kind == PromptKind::File => {
+            KeyCode::Tab if matches!(p.kind, PromptKind::File | PromptKind::SaveTo) => {
                 let typed = p.editor.text().to_string();
                 let (completed, candidates) = complete_path(&typed, self.home_dir.as_deref());
                 let p = self.prompt.as_mut().expect("checked");

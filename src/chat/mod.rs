@@ -522,7 +522,7 @@ fn run_action(a: Action, eff: &Effective, settings: &Settings, caller: &Caller, 
         Action::Shake(peer) => spawn_request(caller, tx, "shake not sent", json!({"op": "shake", "peer": peer})),
         // The peers that go are told as events, like any other.
         Action::Refresh => spawn_request(caller, tx, "refresh", json!({"op": "peers", "refresh": true})),
-        Action::Fetch { key, packet_no, addr, command, client, files } => {
+        Action::Fetch { key, packet_no, addr, command, client, files, into } => {
             let Ok(sa) = addr.parse() else {
                 let _ = tx.send(Internal::Fetch(
                     key,
@@ -537,10 +537,11 @@ fn run_action(a: Action, eff: &Effective, settings: &Settings, caller: &Caller, 
                 return;
             };
             let src = crate::cli::files::source_for(eff, &key, sa, no, command, &client);
-            let into = settings.download_dir.clone();
+            let into = into.unwrap_or_else(|| settings.download_dir.clone());
+            let db = eff.home.database();
             std::thread::spawn(move || {
                 let (k, n, t) = (key.clone(), packet_no.clone(), tx.clone());
-                let run = std::panic::AssertUnwindSafe(|| fetch_all(src, files, into, key, packet_no, tx));
+                let run = std::panic::AssertUnwindSafe(|| fetch_all(src, files, into, key, packet_no, db, tx));
                 if std::panic::catch_unwind(run).is_err() {
                     let error = "internal error while fetching (see chat.log)".to_string();
                     let _ = t.send(Internal::Fetch(k, n, FetchUpdate::Failed { error }));
@@ -567,6 +568,7 @@ fn fetch_all(
     into: PathBuf,
     key: String,
     packet_no: String,
+    db: PathBuf,
     tx: mpsc::UnboundedSender<Internal>,
 ) {
     use crate::transfer::fetch::{fetch, Item, Progress};
@@ -605,7 +607,11 @@ fn fetch_all(
             }
         };
         match fetch(&src, &item, &into, &mut report) {
-            Ok(p) => paths.push(p.display().to_string()),
+            Ok(p) => {
+                let (user, host) = key.split_once('@').unwrap_or((&key, ""));
+                crate::store::record_fetched(&db, user, host, &packet_no, f.id, &p);
+                paths.push(p.display().to_string());
+            }
             Err(e) => return send(FetchUpdate::Failed { error: format!("{}: {e}", f.name) }),
         }
         before = before.saturating_add(f.size);

@@ -206,9 +206,9 @@ fn snapshot_offer_with_progress() {
     assert_eq!(a.focus, Focus::Conversation);
     a.on_key(key(KeyCode::Char('a')));
     let fetch = a.take_actions().into_iter().find(|x| matches!(x, Action::Fetch { .. }));
-    let Some(Action::Fetch { key, packet_no, addr, files, .. }) = fetch else { panic!("no fetch") };
+    let Some(Action::Fetch { key: from, packet_no, addr, files, .. }) = fetch else { panic!("no fetch") };
     assert_eq!(
-        (key.as_str(), packet_no.as_str(), addr.as_str(), files.len()),
+        (from.as_str(), packet_no.as_str(), addr.as_str(), files.len()),
         ("dave@pc-dave", "9", "10.0.0.4:2425", 2)
     );
     a.on_fetch(
@@ -222,6 +222,26 @@ fn snapshot_offer_with_progress() {
         },
     );
     insta::assert_snapshot!("offer_progress", draw(&mut a, 100, 20));
+    // `s` asks where first: the download folder, editable, with ~ expanded.
+    let mut b = office();
+    b.home_dir = Some("/home/alice".into());
+    b.download_dir = Some("/home/alice/Downloads/pigeon".into());
+    b.on_event(&offer);
+    b.open(ConvKey::Peer("dave@pc-dave".into()));
+    b.on_history(&ConvKey::Peer("dave@pc-dave".into()), &[], HISTORY_PAGE);
+    b.on_key(key(KeyCode::Tab));
+    b.on_key(key(KeyCode::Tab));
+    b.on_key(key(KeyCode::Char('s')));
+    assert_eq!(b.prompt.as_ref().map(|p| p.editor.text().to_string()).as_deref(), Some("~/Downloads/pigeon"));
+    assert!(draw(&mut b, 100, 20).contains("Save the files in this folder"));
+    b.on_key(ctrl('u'));
+    for c in "~/项目/logs".chars() {
+        b.on_key(key(KeyCode::Char(c)));
+    }
+    b.on_key(key(KeyCode::Enter));
+    let fetch = b.take_actions().into_iter().find(|x| matches!(x, Action::Fetch { .. }));
+    let Some(Action::Fetch { into, .. }) = fetch else { panic!("no fetch") };
+    assert_eq!(into, Some("/home/alice/项目/logs".into()));
     a.on_fetch(
         "dave@pc-dave",
         "9",

@@ -543,6 +543,8 @@ fn offer_state_lines(theme: &Theme, state: &OfferState, active: bool, w: usize) 
                 vec![Line::from(vec![
                     Span::styled(" a ", theme.key()),
                     Span::raw(" accept  "),
+                    Span::styled(" s ", theme.key()),
+                    Span::raw(" save to…  "),
                     Span::styled(" d ", theme.key()),
                     Span::raw(" decline"),
                 ])]
@@ -608,6 +610,7 @@ fn draw_compose(f: &mut Frame, app: &App, theme: &Theme, text: Composed, area: R
         let title = match p.kind {
             PromptKind::File => format!(" File or folder to send to {} ", app.target_label()),
             PromptKind::Away => " Away text · Enter sets it · Esc cancels ".to_string(),
+            PromptKind::SaveTo => " Save the files in this folder (created if missing) ".to_string(),
         };
         let block = Block::default().borders(Borders::ALL).border_style(theme.accent()).title(title);
         let inner = block.inner(area);
@@ -694,6 +697,7 @@ fn draw_footer(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         match p.kind {
             PromptKind::File => &[("Enter", "send"), ("Tab", "complete"), ("Esc", "cancel"), ("^Q", "quit")],
             PromptKind::Away => &[("Enter", "go away"), ("Esc", "cancel"), ("^Q", "quit")],
+            PromptKind::SaveTo => &[("Enter", "fetch"), ("Tab", "complete"), ("Esc", "cancel"), ("^Q", "quit")],
         }
     } else {
         match app.focus {
@@ -771,7 +775,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("Conversation", ""),
     ("↑ ↓", "select a message"),
     ("Enter", "open a sealed message"),
-    ("a, d", "accept (download) or decline an offer"),
+    ("a, s, d", "accept, save into a folder, or decline"),
 ];
 
 fn draw_help(f: &mut Frame, theme: &Theme, area: Rect) {

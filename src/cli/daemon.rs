@@ -68,6 +68,7 @@ pub fn spawn_auto_accept(eff: &Effective, node: &crate::net::NodeHandle) {
     }
     let limit = eff.file.auto_accept_max_mb.unwrap_or(100).saturating_mul(1 << 20);
     let into = eff.file.download_dir.clone().unwrap_or_else(super::files::download_dir);
+    let db = eff.home.database();
     let mut events = node.events.subscribe();
     let eff = eff.clone();
     tokio::spawn(async move {
@@ -104,6 +105,7 @@ pub fn spawn_auto_accept(eff: &Effective, node: &crate::net::NodeHandle) {
                 m.from.client.name(),
             );
             let into = into.clone();
+            let db = db.clone();
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = std::fs::create_dir_all(&into) {
                     tracing::error!("auto-accept: cannot create {}: {e}", into.display());
@@ -118,7 +120,11 @@ pub fn spawn_auto_accept(eff: &Effective, node: &crate::net::NodeHandle) {
                         dir: a.attr.is_dir(),
                     };
                     match crate::transfer::fetch::fetch(&src, &item, &into, &mut |_| {}) {
-                        Ok(p) => tracing::info!("auto-accepted {} from {who}: {}", a.name, p.display()),
+                        Ok(p) => {
+                            tracing::info!("auto-accepted {} from {who}: {}", a.name, p.display());
+                            let k = &m.from.key;
+                            crate::store::record_fetched(&db, &k.user, &k.host, &m.packet_no, a.id, &p);
+                        }
                         Err(e) => tracing::warn!("auto-accept of {} from {who} failed: {e}", a.name),
                     }
                 }

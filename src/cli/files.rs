@@ -17,7 +17,8 @@ use crate::transfer::fetch::{self, Item, Progress, Source};
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  pigeon offers\n  pigeon offers --json | jq '.[0].id'")]
 pub struct OffersArgs {
-    /// A JSON array: id (what fetch takes), from, packet_no, text, time, attachments
+    /// A JSON array: id (what fetch takes), from, packet_no, text, time,
+    /// attachments (each with its state: new, fetched and where it was saved, declined, expired)
     #[arg(long)]
     pub json: bool,
     /// The offers we made instead: to whom, each file, and whether it is
@@ -36,6 +37,27 @@ fn offers(store: &Store) -> Result<Vec<(MessageRecord, Vec<Value>)>> {
             (!list.is_empty()).then_some((m, list))
         })
         .collect())
+}
+
+/// Adds to each file of an offer what became of it: `state` new, fetched
+/// (with `saved`, where to), declined, or expired (older than
+/// `offer_expiry_days`, how long senders keep offers by default).
+fn annotate(store: &Store, m: &MessageRecord, list: &mut [Value], expiry: chrono::Duration) -> Result<()> {
+    let taken = store.taken(m.id)?;
+    let old = chrono::Utc::now() - m.time > expiry;
+    for a in list.iter_mut() {
+        let id = a["id"].as_u64().unwrap_or(0);
+        match taken.iter().find(|(f, _)| *f == id).map(|(_, t)| t) {
+            Some(crate::store::Taken::Fetched { path, .. }) => {
+                a["state"] = json!("fetched");
+                a["saved"] = json!(path.to_string_lossy());
+            }
+            Some(crate::store::Taken::Declined { .. }) => a["state"] = json!("declined"),
+            None if old => a["state"] = json!("expired"),
+            None => a["state"] = json!("new"),
+        }
+    }
+    Ok(())
 }
 
 fn offer_json(m: &MessageRecord, list: &[Value]) -> Value {
@@ -64,7 +86,12 @@ pub fn run_offers(g: &Global, args: &OffersArgs) -> Result<ExitCode> {
     if args.mine {
         return run_mine(&Store::open(&db)?, args.json);
     }
-    let all = offers(&Store::open(&db)?)?;
+    let store = Store::open(&db)?;
+    let mut all = offers(&store)?;
+    let expiry = chrono::Duration::days(i64::try_from(eff.offer_expiry_days).unwrap_or(i64::MAX / 86_400_000));
+    for (m, list) in &mut all {
+        annotate(&store, m, list, expiry)?;
+    }
     if args.json {
         let v: Vec<Value> = all.iter().map(|(m, l)| offer_json(m, l)).collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -84,8 +111,14 @@ pub fn run_offers(g: &Global, args: &OffersArgs) -> Result<ExitCode> {
             if m.text.is_empty() { String::new() } else { format!(": {}", super::clean(&m.text)) }
         );
         for a in list {
+            let state = match a["state"].as_str() {
+                Some("fetched") => format!("  fetched → {}", super::clean(a["saved"].as_str().unwrap_or(""))),
+                Some("declined") => "  declined".to_string(),
+                Some("expired") => "  expired (the sender has most likely stopped serving it)".to_string(),
+                _ => String::new(),
+            };
             println!(
-                "    {:<4} {}{}",
+                "    {:<4} {}{}{state}",
                 super::clean(a["kind"].as_str().unwrap_or("")),
                 super::clean(a["name"].as_str().unwrap_or("")),
                 size_note(a)
@@ -265,10 +298,12 @@ pub fn run_decline(g: &Global, args: &DeclineArgs) -> Result<ExitCode> {
     if !db.exists() {
         bail!("no offer #{} (nothing was offered to you yet)", args.offer);
     }
-    let (m, _) = find_offer(offers(&Store::open(&db)?)?, &args.offer, args.from.as_deref())?;
+    let (m, list) = find_offer(offers(&Store::open(&db)?)?, &args.offer, args.from.as_deref())?;
     let req = json!({"op": "decline", "user": m.peer.user, "host": m.peer.host, "packet_no": m.packet_no});
     let v = super::node::runtime()?.block_on(super::node::request(&eff, &req, std::time::Duration::from_secs(2)))?;
     super::node::check(v)?;
+    let ids: Vec<u64> = list.iter().filter_map(|a| a["id"].as_u64()).collect();
+    Store::open(&db)?.mark_taken_declined(m.id, &ids)?;
     println!(
         "declined #{}: {} ({}@{}) was told you will not fetch it",
         m.id,
@@ -446,6 +481,9 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
             Ok(path) => {
                 if let Some(b) = &bar {
                     b.finish_and_clear();
+                }
+                if let Err(e) = store.mark_taken_fetched(offer_id, item.id, &path) {
+                    tracing::warn!("cannot record the fetch: {e}");
                 }
                 let secs = started.elapsed().as_secs_f64();
                 if json {

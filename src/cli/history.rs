@@ -15,7 +15,7 @@ use crate::store::{Direction, HistoryQuery, MessageRecord, Store};
     after_help = "Examples:\n  pigeon history Alice --limit 20\n  pigeon history --search \"测试 report\" --since 2026-11-01\n  pigeon history --export jsonl > all.jsonl"
 )]
 pub struct HistoryArgs {
-    /// Only messages with this peer (user@host, or a nick seen in history)
+    /// Only messages with this peer (user@host, or a nick seen in history); `everyone`: the broadcasts
     pub peer: Option<String>,
     /// Full-text search
     #[arg(long)]
@@ -52,6 +52,11 @@ fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     Ok(Local.from_local_datetime(&naive).earliest().context("that local time does not exist")?.into())
 }
 
+/// A broadcast we sent: one record, to everyone.
+fn everyone(m: &MessageRecord) -> bool {
+    m.direction == Direction::Out && m.broadcast && m.peer.user == "*" && m.peer.host == "*"
+}
+
 pub fn record_json(m: &MessageRecord) -> serde_json::Value {
     json!({
         "id": m.id,
@@ -63,7 +68,8 @@ pub fn record_json(m: &MessageRecord) -> serde_json::Value {
         "sealed": m.sealed,
         "broadcast": m.broadcast,
         "auto": m.is_auto_reply(),
-        "state": m.state.as_str(),
+        // A broadcast we sent asks for no receipt: it has no delivery state.
+        "state": if everyone(m) { None } else { Some(m.state.as_str()) },
         "attachments": m.attachments_json.as_deref().and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok()),
     })
 }
@@ -85,16 +91,25 @@ pub fn run(g: &Global, args: &HistoryArgs) -> Result<ExitCode> {
         broadcast_only: false,
     };
     if let Some(p) = &args.peer {
-        q.peer = Some(match p.split_once('@') {
-            Some((u, h)) => (u.to_string(), h.to_string()),
+        q.peer = match p.split_once('@') {
+            Some((u, h)) => Some((u.to_string(), h.to_string())),
             None => {
-                // A nick: the peer whose nick it is in the store.
+                // A nick: the peer whose nick it is in the store; `everyone`:
+                // the broadcasts, ours and others'.
                 let peers = store.peers()?;
                 let found = peers.iter().find(|r| r.nick.eq_ignore_ascii_case(p) || r.user.eq_ignore_ascii_case(p));
-                let r = found.with_context(|| format!("no peer called {p:?} in history (use user@host)"))?;
-                (r.user.clone(), r.host.clone())
+                match found {
+                    Some(r) => Some((r.user.clone(), r.host.clone())),
+                    None if p.eq_ignore_ascii_case("everyone") => {
+                        q.broadcast_only = true;
+                        None
+                    }
+                    None => {
+                        anyhow::bail!("no peer called {p:?} in history (use user@host, or everyone for broadcasts)")
+                    }
+                }
             }
-        });
+        };
     }
     let rows = store.history(&q)?;
     let json = args.json || matches!(args.export, Some(Export::Jsonl));
@@ -109,15 +124,19 @@ pub fn run(g: &Global, args: &HistoryArgs) -> Result<ExitCode> {
                 if m.broadcast { " [broadcast]" } else { "" },
                 if m.is_auto_reply() { " [auto-reply]" } else { "" }
             );
-            println!(
-                "{} {arrow} {} ({}@{}){marks} [{}]: {}",
-                m.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
-                super::clean(&m.peer.nick),
-                super::clean(&m.peer.user),
-                super::clean(&m.peer.host),
-                m.state.as_str(),
-                super::clean(&m.text)
-            );
+            let time = m.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S");
+            if everyone(m) {
+                println!("{time} {arrow} everyone{marks}: {}", super::clean(&m.text));
+            } else {
+                println!(
+                    "{time} {arrow} {} ({}@{}){marks} [{}]: {}",
+                    super::clean(&m.peer.nick),
+                    super::clean(&m.peer.user),
+                    super::clean(&m.peer.host),
+                    m.state.as_str(),
+                    super::clean(&m.text)
+                );
+            }
             let files: Vec<serde_json::Value> =
                 m.attachments_json.as_deref().and_then(|a| serde_json::from_str(a).ok()).unwrap_or_default();
             for a in &files {

@@ -428,8 +428,6 @@ pub enum RequestError {
     TooLong { peer: PeerKey, client: &'static str, bytes: usize, limit: usize },
     #[error("cannot write the packet: {0}")]
     Encode(String),
-    #[error("{0} has not been seen since Pigeon started: offer files once it is back (a message can wait for it)")]
-    NotSeen(PeerKey),
 }
 
 /// Counters for what was dropped.
@@ -448,10 +446,29 @@ struct Pending {
     id: u64,
     peer: PeerKey,
     packet_no: u64,
-    datagram: Vec<u8>,
+    body: Body,
     sends: u32,
     next: Option<Duration>,
     queued_at_ms: Option<i64>,
+}
+
+/// A queued message's datagram, or what it will be written from.
+#[derive(Clone, Debug)]
+enum Body {
+    Written(Vec<u8>),
+    /// For a peer whose charset and client are not known yet (known from
+    /// the store only, or restored from the outbox): written when it comes
+    /// back. `opts` keeps SECRETEXOPT and MULTICASTOPT.
+    Unwritten { opts: u32, text: String, files: Vec<(u64, OfferFile)> },
+}
+
+impl Body {
+    fn written(&self) -> Option<&Vec<u8>> {
+        match self {
+            Body::Written(d) => Some(d),
+            Body::Unwritten { .. } => None,
+        }
+    }
 }
 
 /// A READMSG of ours waiting for its ANSREADMSG.
@@ -614,7 +631,15 @@ impl Engine {
     /// again, with its original packet number, when the peer appears.
     /// `command` is the command word as stored: what the message was (sealed,
     /// to several) is kept; the charset flags are the peer's when it is back.
-    pub fn restore_queued(&mut self, peer: PeerKey, packet_no: u64, text: &str, command: u32, queued_at_ms: i64) {
+    pub fn restore_queued(
+        &mut self,
+        peer: PeerKey,
+        packet_no: u64,
+        text: &str,
+        command: u32,
+        files: Vec<(u64, OfferFile)>,
+        queued_at_ms: i64,
+    ) {
         let id = self.next_id;
         self.next_id += 1;
         // The datagram is built when the peer's charset is known.
@@ -622,8 +647,8 @@ impl Engine {
             id,
             peer,
             packet_no,
-            datagram: encode_restored(text, command),
-            sends: u32::MAX,
+            body: Body::Unwritten { opts: command & KEPT_OPTS, text: text.to_string(), files },
+            sends: 0,
             next: None,
             queued_at_ms: Some(queued_at_ms),
         });
@@ -889,24 +914,33 @@ impl Engine {
                 for t in targets.into_iter().filter(|t| !iptux.contains(t)) {
                     self.transmit(t, p.clone());
                 }
-                let mut rows = Vec::new();
-                for (p, utf8, pkt) in copies {
+                let mut to = Vec::new();
+                for (p, _, pkt) in copies {
                     if !reached(p.addr.ip()) && sent_to.insert(p.addr) {
                         self.transmit(p.addr, pkt);
                     }
-                    rows.push(self.outgoing_row(0, PeerInfo::from(&p), &text, no, flags | utf8, now));
+                    to.push((0, p.key));
                 }
+                // Told with the peers online that got a copy; recorded once,
+                // to everyone, asking for no receipt.
                 self.event(Event::Sent(Sent {
                     packet_no: no,
                     text: text.clone(),
                     command: Command::new(Mode::SENDMSG, flags).0,
-                    to: rows.iter().map(|r| (0, r.to.key.clone())).collect(),
+                    to,
                     offers: Vec::new(),
                     unix_ms: now.unix_ms,
                 }));
-                if !rows.is_empty() {
-                    self.out.push_back(Output::Store { op: StoreOp::Outgoing(rows), then: Vec::new() });
-                }
+                let everyone = PeerInfo {
+                    key: PeerKey::everyone(),
+                    nick: "everyone".into(),
+                    group: String::new(),
+                    addr: self.cfg.targets.first().copied().unwrap_or(SocketAddr::from(([0, 0, 0, 0], self.cfg.port))),
+                    client: ClientKind::Unknown,
+                    away: false,
+                };
+                let row = self.outgoing_row(0, everyone, &text, no, flags, now);
+                self.out.push_back(Output::Store { op: StoreOp::Outgoing(vec![row]), then: Vec::new() });
                 Ok(vec![])
             }
             Request::SetAway(text) => {
@@ -1078,11 +1112,6 @@ impl Engine {
             .iter()
             .map(|k| self.peers.get(k).cloned().ok_or_else(|| RequestError::UnknownPeer(k.clone())))
             .collect::<Result<_, _>>()?;
-        // A file list is written now, in what the peer reads: unknown for a
-        // peer known only from the store.
-        if let Some(p) = recipients.iter().find(|p| !files.is_empty() && !p.online && !p.heard()) {
-            return Err(RequestError::NotSeen(p.key.clone()));
-        }
         let mut base = Opts::SENDCHECKOPT | self.cfg.oneshot_flag();
         if sealed {
             base |= Opts::SECRETEXOPT;
@@ -1126,9 +1155,17 @@ impl Engine {
                 id,
                 peer: p.key.clone(),
                 packet_no: no,
-                datagram: if later { encode_restored(text, base) } else { pkt.clone() },
+                body: if later {
+                    Body::Unwritten {
+                        opts: base & KEPT_OPTS,
+                        text: text.to_string(),
+                        files: ids_of.iter().copied().zip(files.iter().cloned()).collect(),
+                    }
+                } else {
+                    Body::Written(pkt.clone())
+                },
                 sends: if later {
-                    u32::MAX
+                    0
                 } else if online {
                     1
                 } else {
@@ -1241,7 +1278,8 @@ impl Engine {
         for i in resend {
             let (key, mut dg, sends) = {
                 let p = &self.pending[i];
-                (p.peer.clone(), p.datagram.clone(), p.sends)
+                let Some(dg) = p.body.written() else { continue };
+                (p.peer.clone(), dg.clone(), p.sends)
             };
             // IPMsg pads the 3rd and 4th retransmissions with 64 NULs.
             if sends >= 4 {
@@ -1761,18 +1799,20 @@ impl Engine {
         let mut sends = Vec::new();
         let mut too_long = Vec::new();
         for p in self.pending.iter_mut().filter(|p| &p.peer == key && p.next.is_none()) {
-            if p.sends == u32::MAX {
-                // Restored from the store: build it now that the charset is known.
-                p.datagram = rebuild(&self.cfg, p.packet_no, &p.datagram, &peer, legacy);
+            if let Body::Unwritten { opts, text, files } = &p.body {
+                // Written now that the peer's charset and client are known.
+                let dg = rebuild(&self.cfg, p.packet_no, *opts, text, files, &peer, legacy);
                 // In UTF-8 it may have grown past what the peer reads.
-                if fits(&peer, &p.datagram).is_err() {
+                if fits(&peer, &dg).is_err() {
                     too_long.push(p.id);
                     continue;
                 }
+                p.body = Body::Written(dg);
             }
+            let Body::Written(dg) = &p.body else { continue };
             p.sends = 1;
             p.next = Some(now.mono + self.cfg.retry_interval);
-            sends.push((p.id, p.packet_no, p.datagram.clone()));
+            sends.push((p.id, p.packet_no, dg.clone()));
         }
         for id in too_long {
             if let Some(i) = self.pending.iter().position(|p| p.id == id) {
@@ -1789,7 +1829,7 @@ impl Engine {
     fn acked(&mut self, from: SocketAddr, packet_no: u64, state: Delivery) {
         let peers = &self.peers;
         // A message never sent (waiting to be written) cannot be acknowledged.
-        let peer_of = |p: &Pending| peers.get(&p.peer).filter(|_| p.sends != u32::MAX);
+        let peer_of = |p: &Pending| peers.get(&p.peer).filter(|_| p.body.written().is_some());
         // The exact address first (two instances may share an IP), then the IP
         // (iptux and FeiQ answer from 2425 whatever port we used); any
         // address of the peer's own (a second NIC).
@@ -1991,16 +2031,20 @@ fn strip_away_marker(nick: &str) -> &str {
 const KEPT_OPTS: u32 = Opts::SECRETEXOPT | Opts::MULTICASTOPT;
 
 /// A message to write later: its kept option bits (4 bytes, LE), then its text.
-fn encode_restored(text: &str, opts: u32) -> Vec<u8> {
-    let mut v = (opts & KEPT_OPTS).to_le_bytes().to_vec();
-    v.extend_from_slice(text.as_bytes());
-    v
-}
-
-fn rebuild(cfg: &Config, packet_no: u64, stash: &[u8], peer: &Peer, legacy: Charset) -> Vec<u8> {
-    let kept = stash.first_chunk::<4>().map_or(0, |b| u32::from_le_bytes(*b)) & KEPT_OPTS;
-    let text = String::from_utf8_lossy(stash.get(4..).unwrap_or_default());
-    let mut opts = Opts::SENDCHECKOPT | kept | cfg.oneshot_flag();
+/// A queued message written for `peer` (see [`Body::Unwritten`]).
+fn rebuild(
+    cfg: &Config,
+    packet_no: u64,
+    kept: u32,
+    text: &str,
+    files: &[(u64, OfferFile)],
+    peer: &Peer,
+    legacy: Charset,
+) -> Vec<u8> {
+    let mut opts = Opts::SENDCHECKOPT | (kept & KEPT_OPTS) | cfg.oneshot_flag();
+    if !files.is_empty() {
+        opts |= Opts::FILEATTACHOPT;
+    }
     if peer.reads_utf8_flag() {
         opts |= Opts::UTF8OPT | Opts::CAPUTF8OPT;
     }
@@ -2011,7 +2055,9 @@ fn rebuild(cfg: &Config, packet_no: u64, stash: &[u8], peer: &Peer, legacy: Char
         host: cfg.host.as_bytes(),
         command: Command::new(Mode::SENDMSG, opts),
     };
-    let body = MessageBody { text: text.into_owned(), font: None, attachments: Vec::new() };
+    let (ids, what): (Vec<u64>, Vec<OfferFile>) = files.iter().cloned().unzip();
+    let attachments = attachment_list(&what, &ids, peer.client);
+    let body = MessageBody { text: text.to_string(), font: None, attachments };
     let mut out = Vec::new();
     let _ = body.encode(&header, peer.write_charset(legacy), &mut out);
     out

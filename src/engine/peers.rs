@@ -48,7 +48,20 @@ impl PeerKey {
 
     /// The key for names read from the wire (no tag).
     pub fn from_wire(user: &str, host: &str) -> PeerKey {
-        PeerKey { user: user.to_string(), host: host.replace('#', "＃") }
+        let host = host.replace('#', "＃");
+        // `*@*` is everyone (our broadcasts' record): a peer of that name is `*@＊`.
+        let host = if user == "*" && host == "*" { "＊".to_string() } else { host };
+        PeerKey { user: user.to_string(), host }
+    }
+
+    /// Who a broadcast goes to, as its record in the history names it.
+    pub fn everyone() -> PeerKey {
+        PeerKey { user: "*".into(), host: "*".into() }
+    }
+
+    /// True for [`PeerKey::everyone`].
+    pub fn is_everyone(&self) -> bool {
+        self.user == "*" && self.host == "*"
     }
 
     /// The host name without the tag.

@@ -709,7 +709,8 @@ fn a_message_written_late_keeps_what_it_was() {
     e.command(now, Request::Send { to, text: "for you two".into(), sealed: true }).unwrap();
     // As the outbox of a one-shot run restores it: sealed, to several, NOADDLISTOPT.
     let stored = Mode::SENDMSG.0 as u32 | Opts::SECRETEXOPT | Opts::MULTICASTOPT | Opts::NOADDLISTOPT;
-    e.restore_queued(PeerKey::new("dave", "pc"), 77, "from the last run", stored, 0);
+    let file = OfferFile { path: "/tmp/r.pdf".into(), name: "r.pdf".into(), dir: false, size: 3, mtime: 0 };
+    e.restore_queued(PeerKey::new("dave", "pc"), 77, "from the last run", stored, vec![(5, file)], 0);
     while e.poll_output().is_some() {}
     let mut written = Vec::new();
     for (addr, entry) in
@@ -733,10 +734,15 @@ fn a_message_written_late_keeps_what_it_was() {
         Packet::decode(&written[2].payload).unwrap().payload.split(|&b| b == 0).next().unwrap(),
         b"from the last run"
     );
+    // Its file goes with it, offered under the ID it was stored with.
+    let p = Packet::decode(&written[2].payload).unwrap();
+    let (body, _) = MessageBody::decode(&p, Charset::Gbk, None).unwrap();
+    assert!(p.opts().has(Opts::FILEATTACHOPT));
+    assert_eq!((body.attachments[0].id, body.attachments[0].name.as_str()), (5, "r.pdf"));
 }
 
-/// To a peer known only from the store: files cannot be offered (the list
-/// is written now, in what the peer reads, which is not known), and a
+/// To a peer known only from the store: files are queued like a text and
+/// their list written when it is back (in what it reads then), and a
 /// queued text that no longer fits once written in UTF-8 fails clearly.
 #[test]
 fn a_peer_from_the_store_limits() {
@@ -746,10 +752,9 @@ fn a_peer_from_the_store_limits() {
     let key = PeerKey::new("carol", "pc");
     e.restore_peer(key.clone(), "Carol", "", carol, ClientKind::Ipmsg, None);
     let file = OfferFile { path: "/tmp/x".into(), name: "x".into(), dir: false, size: 1, mtime: 0 };
-    let err = e
+    let queued = e
         .command(now, Request::Offer { to: vec![key.clone()], text: String::new(), sealed: false, files: vec![file] })
-        .unwrap_err();
-    assert_eq!(err, RequestError::NotSeen(key.clone()));
+        .unwrap();
     // 12,000 CJK characters: 24,000 bytes in GBK fit IPMsg's 32 KiB; 36,000 in UTF-8 do not.
     let ids =
         e.command(now, Request::Send { to: vec![key.clone()], text: "好".repeat(12_000), sealed: false }).unwrap();
@@ -763,6 +768,18 @@ fn a_peer_from_the_store_limits() {
         "{out:?}"
     );
     assert!(!out.iter().any(|o| matches!(o, Output::Transmit(t) if t.payload.len() > 32_767)));
+    // The file's offer went, in UTF-8 now that Carol reads it.
+    let offer = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Transmit(t) => Packet::decode(&t.payload).ok().filter(|p| p.opts().has(Opts::FILEATTACHOPT)),
+            _ => None,
+        })
+        .expect("the queued offer goes out");
+    assert!(offer.opts().has(Opts::UTF8OPT));
+    assert!(out.iter().any(
+        |o| matches!(o, Output::Event(Event::Receipt { id, status: Delivery::Sending, .. }) if *id == queued[0])
+    ));
 }
 
 /// While away, each message gets our automatic reply once: sent without a

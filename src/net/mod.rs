@@ -209,13 +209,26 @@ pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task
     }
     cfg.local = local_addresses(opts.bind);
     let mut engine = Engine::new(cfg, counter, seen);
+    let now = chrono::Utc::now();
     for m in store.outbox().context("read the outbox")? {
         if let Ok(no) = m.packet_no.parse() {
+            // Files queued with it are offered with it when the peer is back.
+            let files = store
+                .live_offers(no, now)
+                .context("read the outbox's offers")?
+                .into_iter()
+                .filter(|o| o.peer.user == m.peer.user && o.peer.host == m.peer.host)
+                .map(|o| {
+                    let file = engine::OfferFile { path: o.path, name: o.name, dir: o.dir, size: o.size, mtime: o.mtime };
+                    (o.file_id, file)
+                })
+                .collect();
             engine.restore_queued(
                 engine::PeerKey::new(m.peer.user, m.peer.host),
                 no,
                 &m.text,
                 m.command,
+                files,
                 m.time.timestamp_millis(),
             );
         }

@@ -19,8 +19,10 @@
 
 mod offers;
 mod schema;
+mod taken;
 
 pub use offers::OfferRecord;
+pub use taken::{record_fetched, Taken};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -135,6 +135,32 @@ ALTER TABLE peers ADD COLUMN marker TEXT;
     r#"
 ALTER TABLE offers ADD COLUMN fetched INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 6: a broadcast we sent is one row, to everyone (`*`@`*`, nick
+    // 'everyone'), stored 'delivered' (no receipt is asked; the history
+    // shows no state for it). Earlier versions kept one row per peer
+    // online: merged here, keeping the text and the earliest time.
+    r#"
+INSERT INTO messages (direction, peer_user, peer_host, peer_nick, peer_addr, packet_no,
+                      time, text, command, sealed, broadcast, state, attachments)
+    SELECT 'out', '*', '*', 'everyone', '', packet_no, min(time), text, min(command), 0, 1, 'delivered', NULL
+    FROM messages
+    WHERE direction = 'out' AND broadcast = 1 AND NOT (peer_user = '*' AND peer_host = '*')
+    GROUP BY packet_no, text;
+DELETE FROM messages
+    WHERE direction = 'out' AND broadcast = 1 AND NOT (peer_user = '*' AND peer_host = '*');
+"#,
+    // 7: what became of each file offered to us (store::taken): fetched
+    // (where to) or declined. No row: not yet.
+    r#"
+CREATE TABLE taken (
+    message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    file_id    INTEGER NOT NULL,
+    state      TEXT    NOT NULL CHECK (state IN ('fetched', 'declined')),
+    path       BLOB,
+    time       INTEGER NOT NULL,
+    PRIMARY KEY (message_id, file_id)
+) WITHOUT ROWID;
+"#,
 ];
 
 #[cfg(test)]

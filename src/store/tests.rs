@@ -558,14 +558,18 @@ fn newer_schema_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pigeon.db");
     drop(Store::open(&path).unwrap());
-    Connection::open(&path).unwrap().pragma_update(None, "user_version", 7).unwrap();
+    let newer = SCHEMA_VERSION + 1;
+    Connection::open(&path).unwrap().pragma_update(None, "user_version", newer).unwrap();
     let err = Store::open(&path).err().expect("a newer schema must not open");
-    assert!(matches!(err, StoreError::TooNew { found: 7, supported, .. } if supported == SCHEMA_VERSION), "{err:?}");
+    assert!(
+        matches!(err, StoreError::TooNew { found, supported, .. } if found == newer && supported == SCHEMA_VERSION),
+        "{err:?}"
+    );
     let text = err.to_string();
     assert!(text.contains(&path.display().to_string()), "{text}");
-    assert!(text.contains(&format!("was written by a newer Pigeon (schema 7 > {SCHEMA_VERSION})")), "{text}");
+    assert!(text.contains(&format!("was written by a newer Pigeon (schema {newer} > {SCHEMA_VERSION})")), "{text}");
     // Refusing did not touch it.
-    assert_eq!(user_version(&path), 7);
+    assert_eq!(user_version(&path), i64::from(newer));
 }
 
 #[test]
@@ -730,7 +734,11 @@ fn a_schema_3_database_migrates_without_loss() {
                  VALUES ('in', 'pi', 'raspberrypi', 'pi', '198.18.0.12:2425', '7', 1700000000000, '你好',
                          288, 0, 0, 'unread'),
                         ('out', 'pi', 'raspberrypi', 'pi', '198.18.0.12:2425', '8', 1700000001000, 'queued one',
-                         288, 0, 0, 'queued');
+                         288, 0, 0, 'queued'),
+                        ('out', 'pi', 'raspberrypi', 'pi', '198.18.0.12:2425', '9', 1700000002000, 'office notice',
+                         1056, 0, 1, 'delivered'),
+                        ('out', 'qa', 'qa-pc', 'QA', '198.18.0.13:2425', '9', 1700000002001, 'office notice',
+                         8389664, 0, 1, 'delivered');
              INSERT INTO offers VALUES ('8', 1, 'pi', 'raspberrypi', '198.18.0.12:2425', X'2f746d702f61',
                                         'a', 'file', 1, 0, 1700000001000, 1900000000000, 0);",
         )
@@ -740,7 +748,14 @@ fn a_schema_3_database_migrates_without_loss() {
     assert_eq!(user_version(&path), i64::from(SCHEMA_VERSION));
     let peers = store.peers().unwrap();
     assert_eq!((peers.len(), peers[0].user.as_str(), peers[0].marker.as_ref()), (1, "pi", None));
-    assert_eq!(texts(&store.history(&HistoryQuery::default()).unwrap()), ["你好", "queued one"]);
+    let all = store.history(&HistoryQuery::default()).unwrap();
+    assert_eq!(texts(&all), ["你好", "queued one", "office notice"]);
+    // The broadcast's rows per peer became one, to everyone (migration 6).
+    let b = &all[2];
+    assert_eq!((b.peer.user.as_str(), b.peer.host.as_str(), b.peer.nick.as_str()), ("*", "*", "everyone"));
+    assert_eq!((b.broadcast, b.command, b.time.timestamp_millis()), (true, 1056, 1_700_000_002_000));
+    let q = HistoryQuery { search: Some("notice".into()), ..Default::default() };
+    assert_eq!(store.history(&q).unwrap().len(), 1, "the search index follows");
     assert_eq!(texts(&store.outbox().unwrap()), ["queued one"]);
     assert_eq!(store.live_offers(8, at(1_800_000_000_000)).unwrap().len(), 1);
 }

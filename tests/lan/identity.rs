@@ -82,6 +82,7 @@ fn three_machines_called_pi_at_raspberrypi() {
     let keys: Vec<String> = pis[0]
         .history(None)
         .iter()
+        .filter(|m| m["broadcast"] == false)
         .map(|m| format!("{}@{}", m["peer"]["user"].as_str().unwrap(), m["peer"]["host"].as_str().unwrap()))
         .collect();
     let mut unique = keys.clone();
