@@ -13,6 +13,7 @@ mod hostile;
 mod identity;
 mod iptux;
 mod messaging;
+mod readme;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
