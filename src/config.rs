@@ -114,6 +114,11 @@ pub struct FileConfig {
     pub mouse: Option<bool>,
     /// `pigeon chat`: `auto` (default; off when NO_COLOR is set) or `never`.
     pub colors: Option<String>,
+    /// Refuse plain messages from peers that can encrypt (default false).
+    pub require_encryption: Option<bool>,
+    /// Send in plain text to a peer that announces encryption but gives no
+    /// key (default false: the message fails, saying why).
+    pub plaintext_fallback: Option<bool>,
 }
 
 impl FileConfig {

@@ -1,5 +1,6 @@
 //! How numbers read for people, shared by every face (the chat, the
-//! commands, the doctor): sizes in binary units as `2.9 MiB`.
+//! commands, the doctor): sizes in binary units as `2.9 MiB`, and how a
+//! message came (encrypted, signed).
 
 /// `512 B`, `2.9 MiB`, `41.0 GiB`.
 pub fn human_size(n: u64) -> String {
@@ -14,6 +15,18 @@ pub fn human_size(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// ` [encrypted, signed]` and the like after a message in human output
+/// (nothing for plain text or an unknown state).
+pub fn security_mark(s: Option<pigeon_protocol::pubkey::Security>) -> &'static str {
+    use pigeon_protocol::pubkey::Security;
+    match s {
+        Some(Security::Verified) => " [encrypted, signed]",
+        Some(Security::Encrypted) => " [encrypted, unsigned]",
+        Some(Security::KeyChanged) => " [encrypted, KEY CHANGED]",
+        Some(Security::Plain) | None => "",
     }
 }
 

@@ -173,6 +173,8 @@ pub struct Msg {
     pub tag: u64,
     /// Why it could not be sent.
     pub error: Option<String>,
+    /// In: encrypted, signed, or plain.
+    pub security: Option<pigeon_protocol::pubkey::Security>,
 }
 
 impl Msg {
@@ -759,6 +761,7 @@ impl App {
             offer,
             tag,
             error: None,
+            security: None,
         }
     }
 
@@ -1002,6 +1005,21 @@ impl App {
                 self.push(&ConvKey::Peer(key.clone()), Item::Notice { time: Utc::now(), text: what.clone() });
                 self.incoming(&key, &what, false);
             }
+            "key_changed" => {
+                let Some(key) = v["peer"].as_str().map(String::from) else { return };
+                let nick = text::one_line(self.peer(&key).map_or(key.as_str(), |p| p.name())).to_string();
+                let what = format!(
+                    "{nick} gave a NEW public key ({}): compare fingerprints with them, then `pigeon keys --trust {key}`",
+                    v["fingerprint"].as_str().unwrap_or("?")
+                );
+                self.push(&ConvKey::Peer(key.clone()), Item::Notice { time: Utc::now(), text: what.clone() });
+                self.set_status(what, Level::Error);
+            }
+            "send_failed" => {
+                if let Some(reason) = v["reason"].as_str() {
+                    self.set_status(reason.to_string(), Level::Error);
+                }
+            }
             "info" => {
                 let Some(peer) = v["peer"].as_str() else { return };
                 let absence = v["absence"].as_str().map(String::from);
@@ -1101,6 +1119,7 @@ impl App {
             offer: (!files.is_empty()).then_some(Offer { files, state: OfferState::Pending }),
             tag: 0,
             error: None,
+            security: v["security"].as_str().and_then(pigeon_protocol::pubkey::Security::from_name),
         };
         let conv = ConvKey::Peer(key.clone());
         if self.has_in(&conv, &key, &msg.packet_no) {
@@ -1893,6 +1912,7 @@ fn msg_from_record(r: &MessageRecord, me: &Me, downloads: Option<&std::path::Pat
         }),
         tag: 0,
         error: None,
+        security: r.security,
     }
 }
 

@@ -74,6 +74,7 @@ fn out_record(user: &str, text: &str, no: u64, minutes: i64, state: MessageState
         broadcast: false,
         state,
         attachments_json: None,
+        security: None,
     }
 }
 
@@ -977,4 +978,24 @@ fn the_new_line_counts_the_peers_messages_not_its_broadcasts() {
     let first = rows.iter().position(|l| l.contains("first unread")).unwrap();
     let before = rows.iter().position(|l| l.contains("read before")).unwrap();
     assert!(before < mark && mark < first, "the mark sits between the read and the first unread:\n{s}");
+}
+
+/// How a message came shows beside it (🔒 signed, unsigned, KEY CHANGED);
+/// a key change is a notice in the peer's conversation.
+#[test]
+fn encryption_marks_and_key_change_notice() {
+    let mut a = office();
+    let mut m = message("dave", "Dave", "signed words", 31, 5);
+    m["security"] = json!("verified");
+    a.on_event(&m);
+    let mut m = message("dave", "Dave", "new key words", 32, 6);
+    m["security"] = json!("key-changed");
+    a.on_event(&m);
+    a.on_event(&json!({"event": "key_changed", "peer": "dave@pc-dave", "fingerprint": "b61b29bc7516778f"}));
+    a.open(ConvKey::Peer("dave@pc-dave".into()));
+    a.on_history(&ConvKey::Peer("dave@pc-dave".into()), &[], HISTORY_PAGE);
+    let s = draw(&mut a, 120, 24);
+    assert!(s.contains("🔒") && s.contains("signed words"), "{s}");
+    assert!(s.contains("KEY CHANGED"), "{s}");
+    assert!(s.contains("gave a NEW public key (b61b29bc7516778f)"), "{s}");
 }

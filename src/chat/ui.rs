@@ -8,6 +8,7 @@
 //! every terminal theme maps to something readable on its own background;
 //! with `NO_COLOR` only the modifiers remain.
 
+use pigeon_protocol::pubkey::Security;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -432,6 +433,12 @@ fn item_lines(app: &App, theme: &Theme, item: &Item, w: usize, selected: bool, f
     let mut tags: Vec<Span> = Vec::new();
     if m.broadcast {
         tags.push(Span::styled("[broadcast] ", theme.fg(Color::Magenta)));
+    }
+    match m.security {
+        Some(Security::Verified) => tags.push(Span::styled("🔒 ", theme.fg(Color::Green))),
+        Some(Security::Encrypted) => tags.push(Span::styled("🔒(unsigned) ", theme.dim())),
+        Some(Security::KeyChanged) => tags.push(Span::styled("🔒 KEY CHANGED ", theme.fg(Color::Red))),
+        Some(Security::Plain) | None => {}
     }
     if m.auto {
         tags.push(Span::styled("[auto-reply] ", theme.dim()));

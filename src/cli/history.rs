@@ -70,6 +70,8 @@ pub fn record_json(m: &MessageRecord) -> serde_json::Value {
         "auto": m.is_auto_reply(),
         // A broadcast we sent asks for no receipt: it has no delivery state.
         "state": if everyone(m) { None } else { Some(m.state.as_str()) },
+        // How an incoming message came: plain, encrypted, verified, key-changed.
+        "security": m.security.map(|x| x.name()),
         "attachments": m.attachments_json.as_deref().and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok()),
     })
 }
@@ -119,7 +121,8 @@ pub fn run(g: &Global, args: &HistoryArgs) -> Result<ExitCode> {
         } else {
             let arrow = if m.direction == Direction::In { "←" } else { "→" };
             let marks = format!(
-                "{}{}{}",
+                "{}{}{}{}",
+                crate::term::security_mark(m.security),
                 if m.sealed { " [sealed]" } else { "" },
                 if m.broadcast { " [broadcast]" } else { "" },
                 if m.is_auto_reply() { " [auto-reply]" } else { "" }

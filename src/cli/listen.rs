@@ -72,9 +72,11 @@ fn human(v: &Value) -> String {
                 let to: Vec<String> = v["to"].as_array().into_iter().flatten().map(|t| s(&t["peer"])).collect();
                 format!("→ {}", to.join(", "))
             };
+            let security = v["security"].as_str().and_then(pigeon_protocol::pubkey::Security::from_name);
             let mut out = format!(
-                "{} {who}{}{}{}: {}",
+                "{} {who}{}{}{}{}: {}",
                 s(&v["time"]).get(11..19).unwrap_or(""),
+                crate::term::security_mark(security),
                 if v["broadcast"] == true && v["event"] == "message" { " [broadcast]" } else { "" },
                 if v["sealed"] == true { " [sealed]" } else { "" },
                 if v["auto"] == true { " [auto-reply]" } else { "" },
@@ -90,6 +92,12 @@ fn human(v: &Value) -> String {
         "receipt" => format!("  {} → {}", s(&v["peer"]), s(&v["status"])),
         "read" => format!("  {} read your message", s(&v["peer"])),
         "shake" => format!("! {} shakes your window", peer(&v["from"])),
+        "key_changed" => format!(
+            "! {} gave a NEW public key ({}): compare fingerprints with them (`pigeon keys`)",
+            s(&v["peer"]),
+            s(&v["fingerprint"])
+        ),
+        "send_failed" => format!("  {} → failed: {}", s(&v["peer"]), s(&v["reason"])),
         _ => v.to_string(),
     }
 }

@@ -154,6 +154,8 @@ impl Effective {
         c.outbox_expiry = Duration::from_secs(self.outbox_expiry_days * 24 * 3600);
         c.offer_expiry = Duration::from_secs(self.offer_expiry_days * 24 * 3600);
         c.seed = fastrand::u64(..);
+        c.require_encryption = self.file.require_encryption.unwrap_or(false);
+        c.plaintext_fallback = self.file.plaintext_fallback.unwrap_or(false);
         c
     }
 

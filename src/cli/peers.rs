@@ -63,8 +63,9 @@ pub fn run(g: &Global, args: &PeersArgs) -> Result<ExitCode> {
             .map(|a| super::clean(a).into_owned())
             .collect();
         let also = if also.is_empty() { String::new() } else { format!("  (also at {})", also.join(", ")) };
+        let key = if p["key"] == "changed" { "  (KEY CHANGED: `pigeon keys`)" } else { "" };
         println!(
-            "{}  {}  {:<21}  {:<7}  {}@{}{away}{also}",
+            "{}  {}  {:<21}  {:<7}  {}@{}{away}{also}{key}",
             super::pad(&s("nick"), wn),
             super::pad(&s("group"), wg),
             s("addr"),

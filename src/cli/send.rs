@@ -88,6 +88,9 @@ pub fn run(g: &Global, args: &SendArgs) -> Result<ExitCode> {
             let s = |k: &str| super::clean(r[k].as_str().unwrap_or("")).into_owned();
             let parts = r["parts"].as_array().map_or(String::new(), |p| format!(" in {} parts", p.len()));
             println!("{:<10} {} ({}){parts}", super::clean(status), s("nick"), s("peer"));
+            if r["reason"].is_string() {
+                eprintln!("pigeon: {}", s("reason"));
+            }
         }
     }
     Ok(if all { ExitCode::SUCCESS } else { ExitCode::from(1) })

@@ -26,6 +26,13 @@ pub fn peer_json(p: &Peer) -> Value {
     if !p.also.is_empty() {
         v["also"] = p.also.iter().map(|a| a.to_string()).collect();
     }
+    // It announces encryption; what we hold of its key.
+    v["encrypts"] = json!(p.status.has(pigeon_protocol::Opts::ENCRYPTOPT));
+    v["key"] = match p.key_mark {
+        crate::engine::peers::KeyMark::None => Value::Null,
+        crate::engine::peers::KeyMark::Known => json!("known"),
+        crate::engine::peers::KeyMark::Changed => json!("changed"),
+    };
     v
 }
 
@@ -91,6 +98,7 @@ pub fn event_json(e: &Event) -> Value {
                 "from": {"user": m.from.key.user, "host": m.from.key.host, "nick": m.from.nick, "addr": m.from.addr.to_string()},
                 "text": m.text, "packet_no": m.packet_no, "sealed": m.sealed, "broadcast": m.broadcast,
                 "auto": m.auto, "time": rfc3339(m.unix_ms), "command": m.command,
+                "security": m.security.name(),
             });
             if !m.attachments.is_empty() {
                 v["attachments"] = attachments_json(&m.attachments);
@@ -121,6 +129,12 @@ pub fn event_json(e: &Event) -> Value {
             json!({"event": "read", "peer": peer.to_string(), "packet_no": packet_no.to_string()})
         }
         Event::Shake { from } => json!({"event": "shake", "from": info_json(from)}),
+        Event::KeyChanged { peer, fingerprint } => {
+            json!({"event": "key_changed", "peer": peer.to_string(), "fingerprint": fingerprint})
+        }
+        Event::SendFailed { id, peer, packet_no, reason } => {
+            json!({"event": "send_failed", "id": id, "peer": peer.to_string(), "packet_no": packet_no.to_string(), "reason": reason})
+        }
         Event::Info { peer, version, absence } => {
             json!({"event": "info", "peer": peer.to_string(), "version": version, "absence": absence})
         }
@@ -265,12 +279,18 @@ pub async fn answer(req: &Value, node: &NodeHandle) -> Result<Value> {
             // `detach`: answer at once; receipts follow as events (the chat).
             let detach = req["detach"].as_bool().unwrap_or(false);
             let mut status: Vec<Delivery> = vec![Delivery::Sending; ids.len()];
+            let mut reasons: Vec<Option<String>> = vec![None; ids.len()];
             let deadline = tokio::time::Instant::now() + wait;
             while !detach && status.contains(&Delivery::Sending) {
                 match tokio::time::timeout_at(deadline, events.recv()).await {
                     Ok(Ok(Event::Receipt { id, status: st, .. })) => {
                         if let Some(i) = ids.iter().position(|x| *x == id) {
                             status[i] = st;
+                        }
+                    }
+                    Ok(Ok(Event::SendFailed { id, reason, .. })) => {
+                        if let Some(i) = ids.iter().position(|x| *x == id) {
+                            reasons[i] = Some(reason);
                         }
                     }
                     Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
@@ -295,6 +315,9 @@ pub async fn answer(req: &Value, node: &NodeHandle) -> Result<Value> {
                     let mut v = json!({"peer": k.to_string(), "nick": nick, "status": s.name(), "id": mine.first().map(|&j| ids[j])});
                     if parts > 1 {
                         v["parts"] = json!(mine.iter().map(|&j| ids[j]).collect::<Vec<_>>());
+                    }
+                    if let Some(r) = mine.iter().find_map(|&j| reasons[j].clone()) {
+                        v["reason"] = json!(r);
                     }
                     v
                 })
@@ -643,6 +666,7 @@ mod tests {
             marker: None,
             also: Vec::new(),
             moved: false,
+            key_mark: Default::default(),
         }
     }
 

@@ -16,6 +16,7 @@
 
 pub mod peers;
 pub mod pictures;
+pub mod secure;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use pigeon_protocol::charset::{self, Charset};
 use pigeon_protocol::feiq::{self, FragmentAck, ImageFragment};
+use pigeon_protocol::pubkey::{Capa, Security};
 use pigeon_protocol::reply::{PacketRef, NOT_ABSENCE_MODE};
 use pigeon_protocol::{
     Attachment, ClientKind, Command, Entry, FeiqVersion, Header, IptuxExtra, MessageBody, Mode, Opts, Packet,
@@ -30,6 +32,7 @@ use pigeon_protocol::{
 };
 
 pub use peers::{Change, Identity, Peer, PeerKey, PeerTable};
+pub use secure::{KnownKey, OurKeys, PublicKey};
 
 /// Sealed messages remembered as opened in one run ([`Engine`]'s `opened`).
 const OPENED_LIMIT: usize = 4096;
@@ -94,6 +97,14 @@ pub struct Config {
     /// The addresses our packets come from (with `port`): what comes from
     /// one of them is our own broadcast, whatever name it carries.
     pub local: Vec<std::net::IpAddr>,
+    /// Our key pairs: with them we announce ENCRYPTOPT, and messages to
+    /// peers that announce it are encrypted (protocol.md §7).
+    pub keys: Option<std::sync::Arc<secure::OurKeys>>,
+    /// Refuse plain messages from peers that can encrypt.
+    pub require_encryption: bool,
+    /// Send plain to a peer that announces ENCRYPTOPT but gives no key
+    /// (else the message fails, saying why).
+    pub plaintext_fallback: bool,
 }
 
 impl Config {
@@ -126,6 +137,9 @@ impl Config {
             seed: 0x5eed,
             instance: String::new(),
             local: Vec::new(),
+            keys: None,
+            require_encryption: false,
+            plaintext_fallback: false,
         }
     }
 }
@@ -206,6 +220,8 @@ pub struct Incoming {
     /// address, which has not changed since it was first heard in this
     /// run: what auto-accept trusts (nothing on an IPMsg LAN is signed).
     pub verified: bool,
+    /// Encrypted, signed, or plain.
+    pub security: Security,
 }
 
 /// A message we sent, one row per recipient.
@@ -281,6 +297,19 @@ pub enum Event {
     Shake {
         from: PeerInfo,
     },
+    /// A peer gave a public key other than the one pinned for it.
+    KeyChanged {
+        peer: PeerKey,
+        /// The new key's fingerprint.
+        fingerprint: String,
+    },
+    /// Why a send failed (before its `Failed` receipt).
+    SendFailed {
+        id: u64,
+        peer: PeerKey,
+        packet_no: u64,
+        reason: String,
+    },
     /// Answer to GETINFO or GETABSENCEINFO.
     Info {
         peer: PeerKey,
@@ -288,6 +317,9 @@ pub enum Event {
         absence: Option<String>,
     },
 }
+
+/// IP Messenger's answer to a message it could not decrypt.
+pub const DECRYPT_ERR: &str = "DecryptErr: my public key changed, press refresh and resend";
 
 /// How a received picture's message text starts (the saved file's path follows).
 pub const PICTURE_PREFIX: &str = "[picture] ";
@@ -322,6 +354,13 @@ pub enum StoreOp {
     CounterExact(u64),
     /// Incoming messages the user has seen (see [`Request::MarkSeen`]).
     Seen(Option<PeerKey>),
+    /// A peer's public key (pinned if it is its first).
+    PeerKey {
+        peer: PeerKey,
+        capa: u32,
+        exponent: Vec<u8>,
+        modulus: Vec<u8>,
+    },
     /// The peer gave up the files of one of our messages.
     Release {
         peer: PeerKey,
@@ -438,6 +477,10 @@ pub struct Stats {
     pub duplicates: u64,
     pub ignored: u64,
     pub sent: u64,
+    /// Encrypted messages we could not read (answered with DecryptErr).
+    pub undecryptable: u64,
+    /// Plain messages refused (`require_encryption`).
+    pub refused_plain: u64,
 }
 
 /// One recipient of an outgoing message still waiting for its ack.
@@ -459,7 +502,11 @@ enum Body {
     /// For a peer whose charset and client are not known yet (known from
     /// the store only, or restored from the outbox): written when it comes
     /// back. `opts` keeps SECRETEXOPT and MULTICASTOPT.
-    Unwritten { opts: u32, text: String, files: Vec<(u64, OfferFile)> },
+    Unwritten {
+        opts: u32,
+        text: String,
+        files: Vec<(u64, OfferFile)>,
+    },
 }
 
 impl Body {
@@ -530,6 +577,14 @@ pub struct Engine {
     seen_order: VecDeque<SeenKey>,
     /// FeiQ pictures being put together from their fragments.
     pictures: pictures::Pictures,
+    /// The peers' public keys.
+    keyring: secure::Keyring,
+    /// When we last asked each peer for its key (at most once a second).
+    key_asked: HashMap<PeerKey, Duration>,
+    /// Peers whose key was stored in this run (a repeat is not stored again).
+    key_stored: HashSet<PeerKey>,
+    /// When each address was last given our key.
+    key_answered: HashMap<SocketAddr, Duration>,
     entry_at: Vec<Duration>,
     answer_at: Option<Duration>,
     answer_to: Vec<SocketAddr>,
@@ -581,6 +636,10 @@ impl Engine {
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             pictures: pictures::Pictures::default(),
+            keyring: secure::Keyring::default(),
+            key_asked: HashMap::new(),
+            key_stored: HashSet::new(),
+            key_answered: HashMap::new(),
             entry_at: Vec::new(),
             answer_at: None,
             answer_to: Vec::new(),
@@ -654,6 +713,16 @@ impl Engine {
         });
     }
 
+    /// A peer's public key from the store, with the modulus pinned for it.
+    pub fn restore_pubkey(&mut self, peer: PeerKey, key: PublicKey, pinned: Vec<u8>) {
+        self.keyring.restore(peer, key, pinned);
+    }
+
+    /// The key we hold for a peer.
+    pub fn pubkey(&self, peer: &PeerKey) -> Option<&KnownKey> {
+        self.keyring.get(peer)
+    }
+
     /// A peer known from the store (an earlier run), offline until it
     /// announces itself: a message to it waits in the outbox. Its charset
     /// is not known yet, so such a message is written when it comes back.
@@ -683,6 +752,7 @@ impl Engine {
             marker,
             also: Vec::new(),
             moved: false,
+            key_mark: peers::KeyMark::None,
         });
     }
 
@@ -735,6 +805,9 @@ impl Engine {
     /// Our status flags.
     fn status(&self) -> u32 {
         let mut s = Opts::FILEATTACHOPT | Opts::CAPUTF8OPT;
+        if self.cfg.keys.is_some() {
+            s |= Opts::ENCRYPTOPT | Opts::ENCEXTMSGOPT;
+        }
         if self.cfg.away.is_some() {
             s |= Opts::ABSENCEOPT;
         }
@@ -1083,6 +1156,104 @@ impl Engine {
         Ok(out)
     }
 
+    /// A peer whose messages must be encrypted: it announces ENCRYPTOPT
+    /// and we have keys (unless told to fall back to plain text).
+    fn must_encrypt(&self, p: &Peer) -> bool {
+        self.cfg.keys.is_some() && p.status.has(Opts::ENCRYPTOPT)
+    }
+
+    /// Message `no` to `p` (option bits `flags`: SENDCHECKOPT,
+    /// SECRETEXOPT, AUTORETOPT…; the files under their IDs), in what `p`
+    /// reads: encrypted (ENCRYPTOPT) to a peer that must get ciphertext;
+    /// `None` while we lack its key. Returns the command's option bits too.
+    fn write_message(
+        &self,
+        p: &Peer,
+        no: u64,
+        flags: u32,
+        text: &str,
+        files: &[(u64, OfferFile)],
+    ) -> Result<Option<(u32, Vec<u8>)>, RequestError> {
+        let mut opts = flags | self.cfg.oneshot_flag();
+        if !files.is_empty() {
+            opts |= Opts::FILEATTACHOPT;
+        }
+        if p.reads_utf8_flag() {
+            opts |= Opts::UTF8OPT | Opts::CAPUTF8OPT;
+        }
+        let cs = p.write_charset(self.cfg.legacy);
+        let (ids, what): (Vec<u64>, Vec<OfferFile>) = files.iter().cloned().unzip();
+        let attachments = attachment_list(&what, &ids, p.client);
+        let encode_err = |e: pigeon_protocol::Error| RequestError::Encode(e.to_string());
+        if let (true, Some(ours)) = (self.must_encrypt(p), self.cfg.keys.as_deref()) {
+            let Some(known) = self.keyring.get(&p.key) else { return Ok(None) };
+            let clean = text.replace("\r\n", "\n").replace('\0', "");
+            let body_text = cs.encode(&clean);
+            let list = if attachments.is_empty() {
+                None
+            } else {
+                let mut l = Vec::new();
+                Attachment::encode_list(&attachments, cs, &mut l).map_err(encode_err)?;
+                Some(l)
+            };
+            let raw_no = no.to_string();
+            if let Some(sealed) =
+                secure::seal(ours, &known.key, p.status, raw_no.as_bytes(), &body_text, list.as_deref())
+            {
+                let (body, extra) = sealed.map_err(encode_err)?;
+                let header = self.header(no, Command::new(Mode::SENDMSG, opts | extra));
+                let mut out = Vec::with_capacity(64 + body.len());
+                header.write(&mut out).map_err(encode_err)?;
+                out.extend_from_slice(&body);
+                return Ok(Some((opts | extra, out)));
+            }
+            // No algorithm in common: plain, as IP Messenger does.
+        }
+        Ok(Some((opts, self.message_packet(no, opts, text, cs, &attachments)?)))
+    }
+
+    /// [`Engine::write_message`] in plain text whatever the peer announces
+    /// (`plaintext_fallback`, once it gave no key).
+    fn write_plain(
+        &self,
+        p: &Peer,
+        no: u64,
+        flags: u32,
+        text: &str,
+        files: &[(u64, OfferFile)],
+    ) -> Result<Vec<u8>, RequestError> {
+        let mut opts = flags | self.cfg.oneshot_flag();
+        if !files.is_empty() {
+            opts |= Opts::FILEATTACHOPT;
+        }
+        if p.reads_utf8_flag() {
+            opts |= Opts::UTF8OPT | Opts::CAPUTF8OPT;
+        }
+        let (ids, what): (Vec<u64>, Vec<OfferFile>) = files.iter().cloned().unzip();
+        let attachments = attachment_list(&what, &ids, p.client);
+        self.message_packet(no, opts, text, p.write_charset(self.cfg.legacy), &attachments)
+    }
+
+    /// Asks `peer` for its public key (GETPUBKEY with our capability word),
+    /// at most once a second; `auto` when only to check signatures.
+    fn ask_key(&mut self, now: Now, peer: &PeerKey, auto: bool) {
+        if self.cfg.keys.is_none() {
+            return;
+        }
+        if self.key_asked.get(peer).is_some_and(|t| now.mono < *t + Duration::from_secs(1)) {
+            return;
+        }
+        let Some(addr) = self.peers.get(peer).map(|p| p.addr) else { return };
+        if self.key_asked.len() >= secure::MAX_KEYS {
+            self.key_asked.clear();
+        }
+        self.key_asked.insert(peer.clone(), now.mono);
+        let body = pigeon_protocol::pubkey::encode_getpubkey(OurKeys::CAPA);
+        let opts = if auto { Opts::AUTORETOPT } else { 0 };
+        let pkt = self.simple_packet(now, Mode::GETPUBKEY, opts, body.as_bytes());
+        self.transmit(addr, pkt);
+    }
+
     /// The row the store keeps of a SENDMSG we sent to `to` (sealed and
     /// broadcast are read from `opts`).
     fn outgoing_row(&self, id: u64, to: PeerInfo, text: &str, no: u64, opts: u32, now: Now) -> Outgoing {
@@ -1130,47 +1301,48 @@ impl Engine {
         // packet is written and its length checked before anything is sent
         // (a refusal costs a number, which is harmless: they only grow).
         let no = self.packet_no(now);
+        let offered: Vec<(u64, OfferFile)> = ids_of.iter().copied().zip(files.iter().cloned()).collect();
         let mut packets = Vec::with_capacity(recipients.len());
         for p in &recipients {
-            let cs = p.write_charset(self.cfg.legacy);
-            let opts = if p.reads_utf8_flag() { base | Opts::UTF8OPT | Opts::CAPUTF8OPT } else { base };
-            let pkt = self.message_packet(no, opts, text, cs, &attachment_list(files, &ids_of, p.client))?;
-            fits(p, &pkt)?;
-            packets.push((opts, pkt));
+            // To a peer not heard from since start, a text is written when it
+            // comes back (its charset and UTF-8 support are known then); to
+            // one that encrypts, once we have its key.
+            let later = !p.online && !p.heard();
+            let written = if later { None } else { self.write_message(p, no, base, text, &offered)? };
+            match &written {
+                Some((_, pkt)) => fits(p, pkt)?,
+                // Checked again once written.
+                None => fits(p, &self.write_plain(p, no, base, text, &offered)?)?,
+            }
+            packets.push(written);
         }
         let mut ids = Vec::new();
         let mut rows = Vec::new();
         let mut sends = Vec::new();
-        for (p, (opts, pkt)) in recipients.iter().zip(packets) {
+        for (p, written) in recipients.iter().zip(packets) {
             let id = self.next_id;
             self.next_id += 1;
+            let opts = written.as_ref().map_or(base, |(o, _)| *o);
             let mut row = self.outgoing_row(id, PeerInfo::from(p), text, no, opts, now);
-            row.offers = ids_of.iter().copied().zip(files.iter().cloned()).collect();
+            row.offers = offered.clone();
             rows.push(row);
             let online = p.online;
-            // To a peer not heard from since start, a text is written when it
-            // comes back (its charset and UTF-8 support are known then).
-            let later = !online && !p.heard();
+            let body = match written {
+                Some((_, pkt)) => Body::Written(pkt),
+                None => Body::Unwritten { opts: base & KEPT_OPTS, text: text.to_string(), files: offered.clone() },
+            };
+            let pkt = body.written().cloned();
             self.pending.push(Pending {
                 id,
                 peer: p.key.clone(),
                 packet_no: no,
-                body: if later {
-                    Body::Unwritten {
-                        opts: base & KEPT_OPTS,
-                        text: text.to_string(),
-                        files: ids_of.iter().copied().zip(files.iter().cloned()).collect(),
-                    }
-                } else {
-                    Body::Written(pkt.clone())
+                sends: match (&body, online) {
+                    // Online and waiting for its key: key requests are counted.
+                    (_, true) => 1,
+                    (Body::Unwritten { .. }, false) => 0,
+                    (Body::Written(_), false) => self.cfg.retries + 1,
                 },
-                sends: if later {
-                    0
-                } else if online {
-                    1
-                } else {
-                    self.cfg.retries + 1
-                },
+                body,
                 next: online.then_some(now.mono + self.cfg.retry_interval),
                 queued_at_ms: (!online).then_some(now.unix_ms),
             });
@@ -1190,10 +1362,16 @@ impl Engine {
         // datagrams wait for the store.
         let mut transmits = Vec::new();
         let mut offline = Vec::new();
+        let mut need_keys = Vec::new();
         for (online, key, addr, id, pkt) in sends {
             if online {
-                self.stats.sent += 1;
-                transmits.push(Transmit { dst: addr, payload: pkt });
+                match pkt {
+                    Some(pkt) => {
+                        self.stats.sent += 1;
+                        transmits.push(Transmit { dst: addr, payload: pkt });
+                    }
+                    None => need_keys.push(key.clone()),
+                }
                 // Tells listeners (the chat) the packet number of each send.
                 self.event(Event::Receipt { id, peer: key.clone(), packet_no: no, status: Delivery::Sending });
             } else {
@@ -1208,6 +1386,9 @@ impl Engine {
         }
         for (key, id) in offline {
             self.queued(id, key, no);
+        }
+        for key in need_keys {
+            self.ask_key(now, &key, false);
         }
         Ok(ids)
     }
@@ -1259,6 +1440,7 @@ impl Engine {
         }
         let mut resend = Vec::new();
         let mut give_up = Vec::new();
+        let mut ask = Vec::new();
         for (i, p) in self.pending.iter_mut().enumerate() {
             let Some(t) = p.next else { continue };
             if t > now.mono {
@@ -1269,6 +1451,11 @@ impl Engine {
                 // The outbox expiry counts from the first time it was queued.
                 p.queued_at_ms.get_or_insert(now.unix_ms);
                 give_up.push(i);
+            } else if p.body.written().is_none() {
+                // Waiting for the peer's key: ask again.
+                p.sends += 1;
+                p.next = Some(now.mono + self.cfg.retry_interval);
+                ask.push(p.peer.clone());
             } else {
                 p.sends += 1;
                 p.next = Some(now.mono + self.cfg.retry_interval);
@@ -1289,9 +1476,25 @@ impl Engine {
                 self.transmit(addr, dg);
             }
         }
-        for i in give_up {
-            let (id, key, no) = (self.pending[i].id, self.pending[i].peer.clone(), self.pending[i].packet_no);
-            self.queued(id, key, no);
+        for key in ask {
+            // Bypass the once-a-second limit: this is the retry timer.
+            self.key_asked.remove(&key);
+            self.ask_key(now, &key, false);
+        }
+        let mut no_key = Vec::new();
+        for &i in &give_up {
+            let p = &self.pending[i];
+            let online = self.peers.get(&p.peer).is_some_and(|q| q.online);
+            if p.body.written().is_none() && online {
+                no_key.push(p.id);
+            } else {
+                self.queued(p.id, p.peer.clone(), p.packet_no);
+            }
+        }
+        // An online peer that announces encryption and never gave its key:
+        // plain text only if the user allows it; else the send fails, saying why.
+        for id in no_key {
+            self.without_key(now, id);
         }
         let mut read_retry = Vec::new();
         self.reads.retain_mut(|r| {
@@ -1416,6 +1619,7 @@ impl Engine {
             auto: false,
             attachments: Vec::new(),
             unix_ms: now.unix_ms,
+            security: Security::Plain,
         };
         self.event(Event::Message(incoming.clone()));
         self.out.push_back(Output::Store { op: StoreOp::Incoming(incoming), then: Vec::new() });
@@ -1567,6 +1771,8 @@ impl Engine {
                 }
             }
             Mode::IPTUX_SENDMSG => self.iptux_group_text(now, from, &p, key, cs),
+            Mode::GETPUBKEY => self.getpubkey(now, from, &p, key),
+            Mode::ANSPUBKEY => self.anspubkey(now, &p, key),
             _ => self.stats.ignored += 1,
         }
     }
@@ -1658,6 +1864,7 @@ impl Engine {
             marker,
             also: Vec::new(),
             moved: false,
+            key_mark: peers::KeyMark::None,
         };
         let change = self.peers.upsert(peer);
         if second_address {
@@ -1795,13 +2002,31 @@ impl Engine {
     /// Sends again every queued message to a peer that reappeared.
     fn flush_outbox(&mut self, now: Now, key: &PeerKey) {
         let Some(peer) = self.peers.get(key).cloned() else { return };
-        let legacy = self.cfg.legacy;
+        // Write what waits (immutable borrow), then update the queue.
+        let mut written: HashMap<u64, Vec<u8>> = HashMap::new();
+        for p in self.pending.iter().filter(|p| &p.peer == key && p.next.is_none()) {
+            if let Body::Unwritten { opts, text, files } = &p.body {
+                if let Ok(Some((_, dg))) =
+                    self.write_message(&peer, p.packet_no, Opts::SENDCHECKOPT | *opts, text, files)
+                {
+                    written.insert(p.id, dg);
+                }
+            }
+        }
+        let mut ask = false;
         let mut sends = Vec::new();
         let mut too_long = Vec::new();
         for p in self.pending.iter_mut().filter(|p| &p.peer == key && p.next.is_none()) {
             if let Body::Unwritten { opts, text, files } = &p.body {
-                // Written now that the peer's charset and client are known.
-                let dg = rebuild(&self.cfg, p.packet_no, *opts, text, files, &peer, legacy);
+                // Written now that the peer's charset and client are known
+                // (and its key, for a peer that encrypts).
+                let Some(dg) = written.remove(&p.id) else {
+                    p.sends = 1;
+                    p.next = Some(now.mono + self.cfg.retry_interval);
+                    ask = true;
+                    continue;
+                };
+                let _ = (opts, text, files);
                 // In UTF-8 it may have grown past what the peer reads.
                 if fits(&peer, &dg).is_err() {
                     too_long.push(p.id);
@@ -1824,6 +2049,69 @@ impl Engine {
             self.transmit(peer.addr, dg);
             self.event(Event::Receipt { id, peer: key.clone(), packet_no: no, status: Delivery::Sending });
         }
+        if ask {
+            self.ask_key(now, key, false);
+        }
+    }
+
+    /// A peer's key arrived: what waited for it is written and sent.
+    fn key_arrived(&mut self, now: Now, key: &PeerKey) {
+        let Some(peer) = self.peers.get(key).cloned() else { return };
+        let mut written = Vec::new();
+        for p in self.pending.iter().filter(|p| &p.peer == key && p.next.is_some()) {
+            if let Body::Unwritten { opts, text, files } = &p.body {
+                match self.write_message(&peer, p.packet_no, Opts::SENDCHECKOPT | *opts, text, files) {
+                    Ok(Some((_, dg))) => written.push((p.id, Some(dg))),
+                    Ok(None) => {}
+                    Err(_) => written.push((p.id, None)),
+                }
+            }
+        }
+        for (id, dg) in written {
+            let Some(i) = self.pending.iter().position(|p| p.id == id) else { continue };
+            match dg.filter(|d| fits(&peer, d).is_ok()) {
+                Some(dg) => {
+                    let p = &mut self.pending[i];
+                    p.body = Body::Written(dg.clone());
+                    p.sends = 1;
+                    p.next = Some(now.mono + self.cfg.retry_interval);
+                    self.stats.sent += 1;
+                    self.transmit(peer.addr, dg);
+                }
+                None => {
+                    let p = self.pending.swap_remove(i);
+                    let reason = format!("too long for {} once encrypted", peer.client.display_name());
+                    self.event(Event::SendFailed { id, peer: p.peer.clone(), packet_no: p.packet_no, reason });
+                    self.finish(p.id, p.peer, p.packet_no, Delivery::Failed);
+                }
+            }
+        }
+    }
+
+    /// Pending `id` waited for its peer's key in vain: sent in plain text
+    /// if the user allows it, else failed with the reason.
+    fn without_key(&mut self, now: Now, id: u64) {
+        let Some(i) = self.pending.iter().position(|p| p.id == id) else { return };
+        let p = self.pending[i].clone();
+        let Some(peer) = self.peers.get(&p.peer).cloned() else { return };
+        if let (true, Body::Unwritten { opts, text, files }) = (self.cfg.plaintext_fallback, &p.body) {
+            if let Ok(dg) = self.write_plain(&peer, p.packet_no, Opts::SENDCHECKOPT | *opts, text, files) {
+                let q = &mut self.pending[i];
+                q.body = Body::Written(dg.clone());
+                q.sends = 1;
+                q.next = Some(now.mono + self.cfg.retry_interval);
+                self.transmit(peer.addr, dg);
+                return;
+            }
+        }
+        self.pending.swap_remove(i);
+        let reason = format!(
+            "{} announces encryption but gave no public key: not sent in plain text \
+             (plaintext_fallback = true in config.toml allows it)",
+            peer.key
+        );
+        self.event(Event::SendFailed { id, peer: p.peer.clone(), packet_no: p.packet_no, reason });
+        self.finish(id, p.peer, p.packet_no, Delivery::Failed);
     }
 
     fn acked(&mut self, from: SocketAddr, packet_no: u64, state: Delivery) {
@@ -1861,6 +2149,81 @@ impl Engine {
         }
     }
 
+    /// GETPUBKEY (§7.1): answered with the key of the size the asker can
+    /// use, once a second per address at most (the answer is ten times
+    /// the request: no amplifier). A peer that asks in order to send, and
+    /// signs, is asked back for its key (before our answer goes, so that
+    /// it arrives before the message it will send).
+    fn getpubkey(&mut self, now: Now, from: SocketAddr, p: &Packet<'_>, key: PeerKey) {
+        let Some(ours) = self.cfg.keys.clone() else { return self.stats.ignored += 1 };
+        let Ok(theirs) = pigeon_protocol::pubkey::decode_getpubkey(p.body()) else { return self.malformed() };
+        let Some(pair) = ours.for_peer(theirs) else { return self.stats.ignored += 1 };
+        // Its own limit (entries have theirs): 4 answers a second per address.
+        if self.key_answered.get(&from).is_some_and(|t| now.mono < *t + Duration::from_millis(250)) {
+            return self.stats.ignored += 1;
+        }
+        if self.key_answered.len() >= ANSWERED_LIMIT {
+            self.key_answered.clear();
+        }
+        self.key_answered.insert(from, now.mono);
+        let signs = theirs.intersects(Capa::SIGN_SHA256 | Capa::SIGN_SHA1);
+        if !p.opts().has(Opts::AUTORETOPT) && signs && self.keyring.get(&key).is_none() {
+            self.ask_key(now, &key, true);
+        }
+        let body = pair.anspubkey_body(OurKeys::CAPA);
+        let a = self.simple_packet(now, Mode::ANSPUBKEY, 0, body.as_bytes());
+        self.transmit(from, a);
+    }
+
+    /// ANSPUBKEY (§7.1): the key is checked (a fingerprinted user name must
+    /// match it), kept, pinned if it is the first, flagged if it is not the
+    /// pinned one; what waited for it goes out.
+    fn anspubkey(&mut self, now: Now, p: &Packet<'_>, key: PeerKey) {
+        if self.cfg.keys.is_none() || self.peers.get(&key).is_none() {
+            return self.stats.ignored += 1;
+        }
+        let Ok(k) = PublicKey::decode_anspubkey(p.body()) else { return self.malformed() };
+        if !k.matches_user(&String::from_utf8_lossy(p.user)) {
+            return self.stats.ignored += 1;
+        }
+        let took = self.keyring.take(&key, k.clone());
+        if took != secure::Took::Same || !self.key_stored.contains(&key) {
+            if self.key_stored.len() >= secure::MAX_KEYS {
+                self.key_stored.clear();
+            }
+            self.key_stored.insert(key.clone());
+            self.out.push_back(Output::Store {
+                op: StoreOp::PeerKey {
+                    peer: key.clone(),
+                    capa: k.capa().bits(),
+                    exponent: k.exponent_be(),
+                    modulus: k.modulus_be(),
+                },
+                then: Vec::new(),
+            });
+        }
+        if took == secure::Took::Changed {
+            self.event(Event::KeyChanged { peer: key.clone(), fingerprint: k.fingerprint() });
+        }
+        self.key_arrived(now, &key);
+    }
+
+    /// A DecryptErr from `key`: its unacknowledged encrypted messages fail.
+    fn decrypt_err_from(&mut self, key: &PeerKey) {
+        let encrypted = |p: &Pending| {
+            p.body.written().is_some_and(|d| Packet::decode(d).is_ok_and(|q| q.opts().has(Opts::ENCRYPTOPT)))
+        };
+        let failed: Vec<Pending> = self.pending.iter().filter(|p| &p.peer == key && encrypted(p)).cloned().collect();
+        self.pending.retain(|p| !(&p.peer == key && encrypted(p)));
+        self.keyring.forget(key);
+        self.key_stored.remove(key);
+        for p in failed {
+            let reason = format!("{key} could not decrypt it (DecryptErr: its key changed?); send it again");
+            self.event(Event::SendFailed { id: p.id, peer: p.peer.clone(), packet_no: p.packet_no, reason });
+            self.finish(p.id, p.peer, p.packet_no, Delivery::Failed);
+        }
+    }
+
     /// iptux's group-window text (0xFB, protocol.md §9): shown like a
     /// broadcast, never acknowledged (iptux asks for nothing).
     fn iptux_group_text(&mut self, now: Now, from: SocketAddr, p: &Packet<'_>, key: PeerKey, cs: Charset) {
@@ -1885,6 +2248,7 @@ impl Engine {
             auto: false,
             attachments: Vec::new(),
             unix_ms: now.unix_ms,
+            security: Security::Plain,
         };
         self.event(Event::Message(incoming.clone()));
         self.out.push_back(Output::Store { op: StoreOp::Incoming(incoming), then: Vec::new() });
@@ -1905,14 +2269,64 @@ impl Engine {
                 peer.charset = cs;
             }
         }
-        let mut body = match MessageBody::decode(p, self.cfg.legacy, Some(cs)) {
-            Ok((b, _)) => b,
+        let mut security = Security::Plain;
+        let mut opened = None;
+        if let (true, Some(ours)) = (opts.has(Opts::ENCRYPTOPT), self.cfg.keys.clone()) {
+            let cs = if opts.has(Opts::UTF8OPT) { Charset::Utf8 } else { self.cfg.legacy };
+            match secure::open(&ours, self.keyring.get(&key), opts, p.packet_no, p.payload, cs) {
+                Ok(o) => {
+                    security = o.security;
+                    if o.need_key {
+                        self.ask_key(now, &key, true);
+                    }
+                    let text = cs.decode(&o.text).replace("\r\n", "\n");
+                    let text = feiq::split_font(&text).0.to_string();
+                    opened = Some(MessageBody { text, font: None, attachments: o.attachments });
+                }
+                Err(secure::Unreadable) => {
+                    // Every failure alike (no padding oracle): no ack for
+                    // this copy, and IP Messenger's DecryptErr, once a
+                    // second per address at most.
+                    self.stats.undecryptable += 1;
+                    if !automatic && self.may_answer(from, now) {
+                        self.note_answered(from, now);
+                        let no = self.packet_no(now);
+                        let flags = Opts::AUTORETOPT | Opts::NOLOGOPT;
+                        if let Ok(reply) = self.message_packet(no, flags, DECRYPT_ERR, self.cfg.legacy, &[]) {
+                            self.transmit(from, reply);
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+        if security == Security::Plain && self.cfg.require_encryption && !automatic {
+            let can_encrypt = self.peers.get(&key).is_some_and(|q| q.status.has(Opts::ENCRYPTOPT))
+                || self.keyring.get(&key).is_some();
+            if can_encrypt {
+                // Not acknowledged: its sender sees it was not delivered.
+                self.stats.refused_plain += 1;
+                return;
+            }
+        }
+        let decoded = match opened {
+            Some(b) => Ok(b),
+            None => MessageBody::decode(p, self.cfg.legacy, Some(cs)).map(|(b, _)| b),
+        };
+        let mut body = match decoded {
+            Ok(b) => b,
             Err(_) => {
                 // Keep the text even if the attachment list is broken.
                 self.stats.malformed += 1;
                 MessageBody { text: feiq::split_font(&cs.decode(p.body())).0.to_string(), ..Default::default() }
             }
         };
+        // A peer that could not read our encrypted message says so: that
+        // send failed, even if its retry is acknowledged, and the key we
+        // hold for it is stale.
+        if opts.has(Opts::AUTORETOPT) && body.text.starts_with("DecryptErr") {
+            self.decrypt_err_from(&key);
+        }
         // FeiQ's inline pictures are referenced in the text (`/~#>id<B~`);
         // each follows as its own message once its fragments are in.
         if client == ClientKind::Feiq && body.text.contains("/~#>") {
@@ -1956,6 +2370,7 @@ impl Engine {
             auto: opts.has(Opts::AUTORETOPT),
             attachments: body.attachments,
             unix_ms: now.unix_ms,
+            security,
         };
         self.event(Event::Message(incoming.clone()));
         self.out.push_back(Output::Store { op: StoreOp::Incoming(incoming), then: ack.into_iter().collect() });
@@ -1965,9 +2380,24 @@ impl Engine {
                 Some(pp) => (pp.write_charset(self.cfg.legacy), pp.reads_utf8_flag()),
                 None => (cs, false),
             };
-            let flags = Opts::AUTORETOPT | if utf8 { Opts::UTF8OPT | Opts::CAPUTF8OPT } else { 0 };
+            let mut flags = Opts::AUTORETOPT | if utf8 { Opts::UTF8OPT | Opts::CAPUTF8OPT } else { 0 };
             let no = self.packet_no(now);
-            if let Ok(reply) = self.message_packet(no, flags, &text, pcs, &[]) {
+            // Encrypted to a peer that must get ciphertext (none without its key).
+            let reply = match peer.as_ref().filter(|pp| self.must_encrypt(pp)) {
+                Some(pp) => match self.write_message(pp, no, Opts::AUTORETOPT, &text, &[]) {
+                    Ok(Some((o, dg))) => {
+                        flags = o;
+                        Ok(dg)
+                    }
+                    Ok(None) => {
+                        self.ask_key(now, &key, false);
+                        Err(RequestError::Encode("no key yet".into()))
+                    }
+                    Err(e) => Err(e),
+                },
+                None => self.message_packet(no, flags, &text, pcs, &[]),
+            };
+            if let Ok(reply) = reply {
                 self.transmit(from, reply);
                 // Kept in the history (it asks for no receipt, like a broadcast).
                 let row = self.outgoing_row(0, self.info_for(&key, from), &text, no, flags, now);
@@ -2031,38 +2461,6 @@ fn strip_away_marker(nick: &str) -> &str {
 const KEPT_OPTS: u32 = Opts::SECRETEXOPT | Opts::MULTICASTOPT;
 
 /// A message to write later: its kept option bits (4 bytes, LE), then its text.
-/// A queued message written for `peer` (see [`Body::Unwritten`]).
-fn rebuild(
-    cfg: &Config,
-    packet_no: u64,
-    kept: u32,
-    text: &str,
-    files: &[(u64, OfferFile)],
-    peer: &Peer,
-    legacy: Charset,
-) -> Vec<u8> {
-    let mut opts = Opts::SENDCHECKOPT | (kept & KEPT_OPTS) | cfg.oneshot_flag();
-    if !files.is_empty() {
-        opts |= Opts::FILEATTACHOPT;
-    }
-    if peer.reads_utf8_flag() {
-        opts |= Opts::UTF8OPT | Opts::CAPUTF8OPT;
-    }
-    let header = Header {
-        version: cfg.version.as_bytes(),
-        packet_no,
-        user: cfg.user.as_bytes(),
-        host: cfg.host.as_bytes(),
-        command: Command::new(Mode::SENDMSG, opts),
-    };
-    let (ids, what): (Vec<u64>, Vec<OfferFile>) = files.iter().cloned().unzip();
-    let attachments = attachment_list(&what, &ids, peer.client);
-    let body = MessageBody { text: text.to_string(), font: None, attachments };
-    let mut out = Vec::new();
-    let _ = body.encode(&header, peer.write_charset(legacy), &mut out);
-    out
-}
-
 #[cfg(test)]
 mod sim;
 

@@ -125,6 +125,20 @@ pub struct Peer {
     /// It moved to another address in this run (DHCP, or someone taking
     /// its name): auto-accept no longer trusts it.
     pub moved: bool,
+    /// What we hold of its public key (filled in when the table is handed
+    /// out; the engine's keyring is the truth).
+    pub key_mark: KeyMark,
+}
+
+/// What we hold of a peer's public key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyMark {
+    #[default]
+    None,
+    /// The key pinned for it.
+    Known,
+    /// Another key than the one first pinned.
+    Changed,
 }
 
 impl Peer {
@@ -501,6 +515,7 @@ mod identity_tests {
             marker: marker.map(String::from),
             also: Vec::new(),
             moved: false,
+            key_mark: KeyMark::None,
         }
     }
 

@@ -171,6 +171,30 @@ impl Net {
     fn key(&self, i: usize) -> PeerKey {
         PeerKey::new(format!("user{i}"), format!("host{i}"))
     }
+
+    /// Gives node `i` key pairs (encryption on): the test keys of
+    /// protocol/tests/crypto for nodes 0 and 1.
+    fn with_keys(&mut self, i: usize) {
+        let cfg = {
+            let mut c = self.nodes[i].engine.config().clone();
+            c.keys = Some(std::sync::Arc::new(test_keys(i)));
+            c
+        };
+        self.nodes[i].engine = Engine::new(cfg, 0, []);
+    }
+}
+
+/// Fixed key pairs for simulations (the throw-away test keys).
+pub(super) fn test_keys(i: usize) -> OurKeys {
+    use pigeon_protocol::pubkey::KeyPair;
+    let pem2048 = match i {
+        0 => include_str!("../../protocol/tests/crypto/pigeon-test-rsa2048.pem"),
+        _ => include_str!("../../protocol/tests/crypto/peer-test-rsa2048.pem"),
+    };
+    OurKeys {
+        rsa2048: KeyPair::from_pkcs8_pem(pem2048).unwrap(),
+        rsa1024: KeyPair::from_pkcs8_pem(include_str!("../../protocol/tests/crypto/peer-test-rsa1024.pem")).unwrap(),
+    }
 }
 
 #[test]
@@ -777,9 +801,9 @@ fn a_peer_from_the_store_limits() {
         })
         .expect("the queued offer goes out");
     assert!(offer.opts().has(Opts::UTF8OPT));
-    assert!(out.iter().any(
-        |o| matches!(o, Output::Event(Event::Receipt { id, status: Delivery::Sending, .. }) if *id == queued[0])
-    ));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Event(Event::Receipt { id, status: Delivery::Sending, .. }) if *id == queued[0])));
 }
 
 /// While away, each message gets our automatic reply once: sent without a
@@ -1347,4 +1371,158 @@ fn iptux_pictures_and_group_texts() {
     assert_eq!(msgs[1].text, "组里的话");
     assert!(msgs[1].broadcast);
     assert!(!out.iter().any(|o| matches!(o, Output::Transmit(t) if t.dst == tux)), "nothing answers a group text");
+}
+
+/// Two Pigeons: entries announce ENCRYPTOPT, the first message waits for
+/// the key (GETPUBKEY / ANSPUBKEY, under loss), then goes encrypted and
+/// signed, and arrives verified; what goes on the wire holds no plain text.
+#[test]
+fn pigeon_to_pigeon_is_encrypted_and_signed_under_loss() {
+    for seed in 0..4 {
+        let mut net = Net::new(2, 0.2, 0.05, 3, 100 + seed);
+        net.with_keys(0);
+        net.with_keys(1);
+        net.start_all();
+        net.loss = 0.0;
+        net.run_until(7000);
+        net.loss = 0.2;
+        let ids = net
+            .command(0, Request::Send { to: vec![net.key(1)], text: "机密 secret plans".into(), sealed: false })
+            .unwrap();
+        net.run_until(40_000);
+        let got: Vec<&Incoming> =
+            net.nodes[1].events.iter().filter_map(|e| if let Event::Message(m) = e { Some(m) } else { None }).collect();
+        assert_eq!(got.len(), 1, "seed {seed}");
+        assert_eq!(got[0].text, "机密 secret plans");
+        assert!(got[0].security.encrypted(), "seed {seed}: {:?}", got[0].security);
+        let delivered = net.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Receipt { id, status: Delivery::Delivered, .. } if *id == ids[0]));
+        assert!(delivered, "seed {seed}");
+        for (_, from, dg) in &net.log {
+            assert!(!dg.windows(6).any(|w| w == b"secret"), "seed {seed}: plain text on the wire from node {from}");
+        }
+    }
+    // Without loss the receiver holds the sender's key by then: verified.
+    let mut net = Net::new(2, 0.0, 0.0, 0, 7);
+    net.with_keys(0);
+    net.with_keys(1);
+    net.start_all();
+    net.run_until(7000);
+    net.command(0, Request::Send { to: vec![net.key(1)], text: "first".into(), sealed: false }).unwrap();
+    net.run_until(9000);
+    net.command(0, Request::Send { to: vec![net.key(1)], text: "second".into(), sealed: false }).unwrap();
+    net.run_until(11_000);
+    let sec: Vec<Security> = net.nodes[1]
+        .events
+        .iter()
+        .filter_map(|e| if let Event::Message(m) = e { Some(m.security) } else { None })
+        .collect();
+    assert_eq!(sec, [Security::Verified, Security::Verified]);
+}
+
+/// A peer that announces ENCRYPTOPT but never answers GETPUBKEY: nothing
+/// is sent in plain text; the send fails with the reason. With
+/// `plaintext_fallback` it goes plain after the wait.
+#[test]
+fn no_key_no_plain_text() {
+    for fallback in [false, true] {
+        let mut cfg = Config::new("a", "pc", "A");
+        cfg.keys = Some(std::sync::Arc::new(test_keys(0)));
+        cfg.plaintext_fallback = fallback;
+        let mut e = Engine::new(cfg, 0, []);
+        let now = |ms: u64| Now { mono: Duration::from_millis(ms), unix_ms: 1_700_000_000_000 + ms as i64 };
+        let mute: SocketAddr = "10.0.0.9:2425".parse().unwrap();
+        let entry = format!("1:1:mute:pc:{}:Mute\0\0", 1 | Opts::ENCRYPTOPT);
+        e.handle(now(0), mute, entry.as_bytes());
+        while e.poll_output().is_some() {}
+        let ids = e
+            .command(
+                now(10),
+                Request::Send { to: vec![PeerKey::new("mute", "pc")], text: "hush".into(), sealed: false },
+            )
+            .unwrap();
+        let mut out = Vec::new();
+        for t in (10..20_000).step_by(100) {
+            e.handle_timeout(now(t));
+            out.extend(std::iter::from_fn(|| e.poll_output()));
+        }
+        let sent: Vec<Packet<'_>> = out
+            .iter()
+            .filter_map(|o| if let Output::Transmit(t) = o { Packet::decode(&t.payload).ok() } else { None })
+            .collect();
+        let asks = sent.iter().filter(|p| p.mode() == Mode::GETPUBKEY).count();
+        let plain = sent.iter().any(|p| p.mode() == Mode::SENDMSG && p.payload.starts_with(b"hush"));
+        assert!(asks >= 3, "asked for the key again: {asks}");
+        assert_eq!(plain, fallback, "plain text only with plaintext_fallback");
+        let failed = out.iter().any(|o| matches!(o, Output::Event(Event::SendFailed { id, reason, .. }) if *id == ids[0] && reason.contains("gave no public key")));
+        assert_eq!(failed, !fallback);
+    }
+}
+
+/// A key that changes is flagged once (event, stored) and still used;
+/// messages signed with it show so. A DecryptErr answer fails the send even
+/// though the retry is acknowledged, and the stale key is dropped.
+#[test]
+fn key_change_and_decrypt_err() {
+    let mut net = Net::new(2, 0.0, 0.0, 0, 9);
+    net.with_keys(0);
+    net.with_keys(1);
+    net.start_all();
+    net.run_until(7000);
+    net.command(0, Request::Send { to: vec![net.key(1)], text: "hello".into(), sealed: false }).unwrap();
+    net.run_until(9000);
+    // Node 1 gets a new key pair (a reinstall): its next ANSPUBKEY differs.
+    let mut cfg = net.nodes[1].engine.config().clone();
+    let mut k = test_keys(1);
+    k.rsa2048 = test_keys(0).rsa2048; // another 2048-bit key than before
+    cfg.keys = Some(std::sync::Arc::new(k));
+    net.nodes[1].engine = Engine::new(cfg, 1_000_000, []);
+    net.command(1, Request::Start).unwrap();
+    net.run_until(16_000);
+    // Node 0 still holds the old key: its message cannot be read; node 1
+    // answers DecryptErr, and node 0's send fails with the reason.
+    let ids = net.command(0, Request::Send { to: vec![net.key(1)], text: "again".into(), sealed: false }).unwrap();
+    net.run_until(20_000);
+    let why = net.nodes[0].events.iter().find_map(|e| match e {
+        Event::SendFailed { id, reason, .. } if *id == ids[0] => Some(reason.clone()),
+        _ => None,
+    });
+    assert!(why.as_deref().is_some_and(|r| r.contains("DecryptErr")), "{why:?}");
+    assert!(net.nodes[1].engine.stats().undecryptable >= 1);
+    // Sent again: the new key is fetched, flagged as a change, and used.
+    net.command(0, Request::Send { to: vec![net.key(1)], text: "third".into(), sealed: false }).unwrap();
+    net.run_until(26_000);
+    let changed = net.nodes[0].events.iter().filter(|e| matches!(e, Event::KeyChanged { .. })).count();
+    assert_eq!(changed, 1);
+    assert!(net.nodes[1].events.iter().any(|e| matches!(e, Event::Message(m) if m.text == "third")));
+}
+
+/// IP Messenger 4.x's GETPUBKEY (`65920006`) is answered with our 2048-bit
+/// key and capability `41920006`-compatible word; an old peer's (RSA-1024
+/// only) with the 1024-bit one; one we share nothing with is ignored.
+#[test]
+fn getpubkey_is_answered_with_the_right_key() {
+    let mut cfg = Config::new("a", "pc", "A");
+    cfg.keys = Some(std::sync::Arc::new(test_keys(0)));
+    let mut e = Engine::new(cfg, 0, []);
+    let now = |ms: u64| Now { mono: Duration::from_millis(ms), unix_ms: 1_700_000_000_000 + ms as i64 };
+    let ip = |i: u8| SocketAddr::from(([10, 0, 0, i], 2425));
+    let answer = |e: &mut Engine, t: u64, from: SocketAddr, capa: &str| -> Option<PublicKey> {
+        e.handle(now(t), from, format!("1:{t}:x{t}:pc:{}:{capa}\0", 0x72 | Opts::AUTORETOPT).as_bytes());
+        std::iter::from_fn(|| e.poll_output()).find_map(|o| match o {
+            Output::Transmit(t) => Packet::decode(&t.payload)
+                .ok()
+                .filter(|p| p.mode() == Mode::ANSPUBKEY)
+                .map(|p| PublicKey::decode_anspubkey(p.payload).unwrap()),
+            _ => None,
+        })
+    };
+    let k = answer(&mut e, 1, ip(1), "65920006").unwrap();
+    assert_eq!(k.size(), pigeon_protocol::pubkey::KeySize::Rsa2048);
+    assert_eq!(k.negotiate(Capa::IPMSG_4).unwrap().capa(), Capa(0x4190_0004));
+    let k = answer(&mut e, 2, ip(2), "21002").unwrap();
+    assert_eq!(k.size(), pigeon_protocol::pubkey::KeySize::Rsa1024);
+    assert!(answer(&mut e, 3, ip(3), "8").is_none());
 }

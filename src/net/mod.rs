@@ -219,7 +219,8 @@ pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task
                 .into_iter()
                 .filter(|o| o.peer.user == m.peer.user && o.peer.host == m.peer.host)
                 .map(|o| {
-                    let file = engine::OfferFile { path: o.path, name: o.name, dir: o.dir, size: o.size, mtime: o.mtime };
+                    let file =
+                        engine::OfferFile { path: o.path, name: o.name, dir: o.dir, size: o.size, mtime: o.mtime };
                     (o.file_id, file)
                 })
                 .collect();
@@ -242,6 +243,13 @@ pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task
             engine.restore_peer(engine::PeerKey::new(r.user, r.host), &r.nick, &r.group, addr, client, r.marker);
         }
     }
+    // The peers' public keys, with the one pinned for each.
+    for k in store.peer_keys().context("read the peers' keys")? {
+        let capa = pigeon_protocol::pubkey::Capa(k.capa);
+        if let Ok(key) = engine::PublicKey::from_parts(capa, &k.exponent, &k.modulus) {
+            engine.restore_pubkey(engine::PeerKey::new(k.user, k.host), key, k.pinned);
+        }
+    }
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let (ev_tx, _) = broadcast::channel(4096);
     let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
@@ -261,7 +269,7 @@ enum Stored {
     /// Committed: these datagrams may go out now.
     Send(Vec<Transmit>),
     /// Could not be committed (its datagrams are dropped, so the sender retries).
-    Failed(StoreOp),
+    Failed(Box<StoreOp>),
 }
 
 /// The store thread: commits what arrives in batches, then returns the
@@ -313,7 +321,7 @@ fn spawn_store(
                                 Ok(()) => reports.push(Stored::Send(then)),
                                 Err(e) => {
                                     tracing::error!("cannot store {op:?}: {e}");
-                                    reports.push(Stored::Failed(op));
+                                    reports.push(Stored::Failed(Box::new(op)));
                                 }
                             }
                         }
@@ -361,6 +369,9 @@ fn time(unix_ms: i64) -> chrono::DateTime<chrono::Utc> {
 
 fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
     match op {
+        StoreOp::PeerKey { peer, capa, exponent, modulus } => {
+            tx.save_peer_key(&peer.user, &peer.host, *capa, exponent, modulus, chrono::Utc::now())
+        }
         StoreOp::Barrier => Ok(()),
         StoreOp::Incoming(m) => {
             let attachments =
@@ -377,6 +388,7 @@ fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
                 broadcast: m.broadcast,
                 state: store::MessageState::Unread,
                 attachments_json: attachments,
+                security: Some(m.security),
             })
             .map(|_| ())
         }
@@ -395,6 +407,7 @@ fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
                     state: if r.asks_receipt() { store::MessageState::Sending } else { store::MessageState::Delivered },
                     attachments_json: (!r.offers.is_empty())
                         .then(|| crate::control::offers_json(&r.offers).to_string()),
+                    security: None,
                 })?;
                 for (file_id, f) in &r.offers {
                     tx.insert_offer(&store::OfferRecord {
@@ -564,7 +577,15 @@ async fn run(
                     let _ = reply.send(engine.command(clock.now(), r));
                 }
                 Some(NodeCommand::Peers(reply)) => {
-                    let _ = reply.send(engine.peers().all().into_iter().cloned().collect());
+                    let mut peers: Vec<Peer> = engine.peers().all().into_iter().cloned().collect();
+                    for p in &mut peers {
+                        p.key_mark = match engine.pubkey(&p.key) {
+                            Some(k) if k.changed() => engine::peers::KeyMark::Changed,
+                            Some(_) => engine::peers::KeyMark::Known,
+                            None => engine::peers::KeyMark::None,
+                        };
+                    }
+                    let _ = reply.send(peers);
                 }
                 Some(NodeCommand::Me(reply)) => {
                     let c = engine.config();

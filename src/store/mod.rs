@@ -17,11 +17,14 @@
 //! rules, including the `LIKE` fallback for words shorter than three
 //! characters.
 
+mod keys;
 mod offers;
 mod schema;
 mod taken;
 
+pub use keys::PinnedKey;
 pub use offers::OfferRecord;
+pub use pigeon_protocol::pubkey::Security;
 pub use taken::{record_fetched, Taken};
 
 use std::fmt;
@@ -160,6 +163,9 @@ pub struct MessageRecord {
     pub state: MessageState,
     /// Opaque JSON, stored as is.
     pub attachments_json: Option<String>,
+    /// How an incoming message came (None: outgoing, or stored before
+    /// Pigeon encrypted).
+    pub security: Option<Security>,
 }
 
 impl MessageRecord {
@@ -295,7 +301,7 @@ pub struct Tx<'a> {
 
 const MESSAGE_COLUMNS: &str = "m.id, m.direction, m.peer_user, m.peer_host, m.peer_nick, \
      m.peer_addr, m.packet_no, m.time, m.text, m.command, m.sealed, m.broadcast, m.state, \
-     m.attachments";
+     m.attachments, m.security";
 
 const PACKET_COUNTER_KEY: &str = "packet_counter";
 
@@ -657,8 +663,8 @@ impl Tx<'_> {
             .conn
             .prepare_cached(
                 "INSERT INTO messages (direction, peer_user, peer_host, peer_nick, peer_addr, \
-                     packet_no, time, text, command, sealed, broadcast, state, attachments) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                     packet_no, time, text, command, sealed, broadcast, state, attachments, security) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (peer_user, peer_host, packet_no, text) WHERE direction = 'in' DO NOTHING",
             )
             .ctx(self.path, OP)?;
@@ -677,6 +683,7 @@ impl Tx<'_> {
                 m.broadcast,
                 m.state.as_str(),
                 m.attachments_json,
+                m.security.map(Security::name),
             ])
             .ctx(self.path, OP)?;
         Ok((changed > 0).then(|| self.conn.last_insert_rowid()))
@@ -956,6 +963,7 @@ fn message_from_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
         broadcast: r.get(11)?,
         state: state.parse().map_err(|e| conversion_error(12, e))?,
         attachments_json: r.get(13)?,
+        security: r.get::<_, Option<String>>(14)?.and_then(|s| Security::from_name(&s)),
     })
 }
 

@@ -161,6 +161,24 @@ CREATE TABLE taken (
     PRIMARY KEY (message_id, file_id)
 ) WITHOUT ROWID;
 "#,
+    // 8: encryption (store::keys). How each incoming message came
+    // (plain, encrypted, verified, key-changed; NULL: outgoing, or older),
+    // and the peers' public keys: the current one, and the modulus pinned
+    // the first time (trust on first use) until the user trusts a new one.
+    r#"
+ALTER TABLE messages ADD COLUMN security TEXT;
+CREATE TABLE peer_keys (
+    user       TEXT    NOT NULL,
+    host       TEXT    NOT NULL,
+    capa       INTEGER NOT NULL,
+    exponent   BLOB    NOT NULL,
+    modulus    BLOB    NOT NULL,
+    pinned     BLOB    NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL,
+    PRIMARY KEY (user, host)
+) WITHOUT ROWID;
+"#,
 ];
 
 #[cfg(test)]

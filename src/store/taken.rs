@@ -132,6 +132,7 @@ mod tests {
             broadcast: false,
             state: MessageState::Unread,
             attachments_json: Some("[]".into()),
+            security: None,
         };
         store.transaction(|tx| tx.insert_message(&m).map(|_| ())).unwrap();
         let id = store.offer_message_id("bob", "pc", "42").unwrap().unwrap();

@@ -26,6 +26,7 @@ fn msg(dir: Direction, user: &str, packet_no: &str, ms: i64, text: &str) -> Mess
             Direction::Out => MessageState::Sending,
         },
         attachments_json: None,
+        security: None,
     }
 }
 

@@ -62,6 +62,20 @@ impl Daemon {
         d
     }
 
+    /// A daemon whose home `prepare` fills first (keys, a database).
+    pub fn start_prepared(
+        ip: &'static str,
+        user: &'static str,
+        nick: &'static str,
+        others: &[&'static str],
+        prepare: impl FnOnce(&Path),
+    ) -> Daemon {
+        let mut d = Daemon { child: None, home: tempfile::tempdir().unwrap(), ip, user, nick, others: others.to_vec() };
+        prepare(d.home.path());
+        d.spawn();
+        d
+    }
+
     pub fn start(ip: &'static str, user: &'static str, nick: &'static str, others: &[&'static str]) -> Daemon {
         let mut d = Daemon { child: None, home: tempfile::tempdir().unwrap(), ip, user, nick, others: others.to_vec() };
         d.spawn();

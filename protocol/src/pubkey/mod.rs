@@ -34,3 +34,41 @@ pub use rsa::pkcs8::der::zeroize::Zeroizing;
 /// The `rand_core` (0.6) the RSA code takes its randomness through, for
 /// callers that bring their own CSPRNG.
 pub use rsa::rand_core;
+
+/// How a message came: what is shown beside it (a lock, a warning).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Security {
+    /// Not encrypted.
+    Plain,
+    /// Encrypted to us; no signature, or no key of the sender's to check it with.
+    Encrypted,
+    /// Encrypted, and signed with the key pinned for the sender.
+    Verified,
+    /// Encrypted and signed, but with a key other than the one first pinned
+    /// for the sender (TOFU): who holds it is not known.
+    KeyChanged,
+}
+
+impl Security {
+    /// The name used in JSON and the database.
+    pub fn name(self) -> &'static str {
+        match self {
+            Security::Plain => "plain",
+            Security::Encrypted => "encrypted",
+            Security::Verified => "verified",
+            Security::KeyChanged => "key-changed",
+        }
+    }
+
+    /// The value of a [`Security::name`].
+    pub fn from_name(s: &str) -> Option<Security> {
+        [Security::Plain, Security::Encrypted, Security::Verified, Security::KeyChanged]
+            .into_iter()
+            .find(|x| x.name() == s)
+    }
+
+    /// Encrypted (whatever the signature).
+    pub fn encrypted(self) -> bool {
+        self != Security::Plain
+    }
+}
