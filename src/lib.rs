@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod doctor;
 pub mod engine;
+pub mod keys;
 pub mod net;
 pub mod store;
 pub mod term;

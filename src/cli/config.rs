@@ -1,5 +1,5 @@
 //! `pigeon config`: the effective configuration (file, then flags) and
-//! where it lives.
+//! where it lives, with our key's fingerprint.
 
 use std::process::ExitCode;
 
@@ -24,11 +24,26 @@ pub fn run(g: &Global, args: &ConfigArgs) -> Result<ExitCode> {
         Some(me) => me["away"].as_str().map(String::from),
         None => e.away.clone(),
     };
+    // Our 2048-bit key's fingerprint, if the key exists (the node makes
+    // it when it first starts; `config` never does).
+    let (fingerprint, fingerprint_text) =
+        match crate::keys::read_existing(&e.home.data_dir, pigeon_protocol::pubkey::KeySize::Rsa2048) {
+            Ok(Some(k)) => {
+                let fp = k.fingerprint();
+                let text = crate::keys::describe_fingerprint(&fp);
+                (Some(fp), text)
+            }
+            Ok(None) => (None, "(created when the node first starts)".to_string()),
+            Err(err) => (None, format!("unusable: {err:#}")),
+        };
     let v = json!({
         "config_file": e.home.config_file(),
         "database": e.home.database(),
         "socket": e.home.socket(),
         "user": e.user, "host": e.host, "nick": e.nick, "group": e.group,
+        "fingerprint": fingerprint,
+        "require_encryption": e.file.require_encryption.unwrap_or(false),
+        "plaintext_fallback": e.file.plaintext_fallback.unwrap_or(false),
         "charset": e.charset.name(),
         "port": e.port, "bind": e.bind.to_string(),
         "broadcast_targets": e.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
@@ -58,6 +73,9 @@ pub fn run(g: &Global, args: &ConfigArgs) -> Result<ExitCode> {
             "host",
             "nick",
             "group",
+            "fingerprint",
+            "require_encryption",
+            "plaintext_fallback",
             "charset",
             "port",
             "bind",
@@ -79,6 +97,7 @@ pub fn run(g: &Global, args: &ConfigArgs) -> Result<ExitCode> {
             let val = &v[k];
             let shown = match (k, val) {
                 ("group", serde_json::Value::String(s)) if s.is_empty() => "-".into(),
+                ("fingerprint", _) => fingerprint_text.clone(),
                 (_, serde_json::Value::String(s)) => s.clone(),
                 ("away", serde_json::Value::Null) => "no".into(),
                 ("auto_accept", serde_json::Value::Array(a)) if a.is_empty() => "nobody".into(),

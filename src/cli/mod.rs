@@ -16,6 +16,7 @@ pub mod dist;
 pub mod doctor;
 pub mod files;
 pub mod history;
+pub mod keys;
 pub mod listen;
 pub mod node;
 pub mod open;
@@ -68,6 +69,8 @@ pub enum Command {
     Open(open::OpenArgs),
     /// Show the effective configuration.
     Config(config::ConfigArgs),
+    /// Show our key fingerprints and the peers' keys; trust a peer's changed key.
+    Keys(keys::KeysArgs),
     /// Decode IPMsg / FeiQ / iptux packets from hex, raw datagram files or a capture.
     Decode(decode::DecodeArgs),
     /// Check why peers or files do not get through: port, firewall, interfaces, network, home.
@@ -86,8 +89,8 @@ const SHARED: [&str; 6] = ["home", "port", "bind", "broadcast", "nick", "user"];
 /// refused, before or after the subcommand.
 pub fn flags_of(subcommand: &str) -> &'static [&'static str] {
     match subcommand {
-        // The store only.
-        "history" | "offers" | "cancel" => &["home"],
+        // The home's files only (the store; our keys for keys).
+        "history" | "offers" | "cancel" | "keys" => &["home"],
         // Our nick when no daemon runs (the nick defaults to the user name).
         "status" => &["home", "nick", "user"],
         // A TCP connection to the sender, from --bind, asking as --user.
@@ -215,6 +218,7 @@ pub fn main() -> ExitCode {
         Command::History(a) => history::run(g, a),
         Command::Open(a) => open::run(g, a),
         Command::Config(a) => config::run(g, a),
+        Command::Keys(a) => keys::run(g, a),
         Command::Decode(a) => decode::run(a),
         Command::Doctor(a) => doctor::run(g, a),
         Command::Completions(a) => dist::run_completions(a),
