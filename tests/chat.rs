@@ -171,7 +171,8 @@ fn chat_receives_replies_and_accepts_a_file() {
     t.type_text("bo");
     t.keys(&["Enter"]);
     let s = t.wait_screen("the conversation", |s| s.contains("Bob · bob@"));
-    assert!(s.lines().any(|l| l.contains("Bob 你好 Alice — the build is green")), "{s}");
+    // Pigeon to Pigeon: encrypted and signed (🔒).
+    assert!(s.lines().any(|l| l.contains("Bob 🔒 你好 Alice — the build is green")), "{s}");
 
     // A reply typed into the chat arrives.
     t.type_text("谢谢 Bob, merging now");

@@ -442,9 +442,10 @@ fn receive_offer(raw: &Raw) -> (usize, Vec<u8>) {
 fn gbk_names_for_a_peer_that_does_not_read_utf8() {
     let a = Daemon::start("127.0.0.42", "jon", "Jon", &["127.0.0.43"]);
     let mut feiq = Raw::new("127.0.0.43");
-    // A FeiQ-like entry: no CAPUTF8OPT, GBK nick.
+    // A FeiQ-like entry: no CAPUTF8OPT, GBK nick (and no ENCRYPTOPT: this
+    // peer answers no GETPUBKEY; engine::sim covers that case).
     let nick = Charset::Gbk.encode("飞秋用户");
-    feiq.send("127.0.0.42", 0x0060_0001, &nick, &[b""]);
+    feiq.send("127.0.0.42", 0x0020_0001, &nick, &[b""]);
     wait_for(|| a.peers().iter().any(|p| p["nick"] == "飞秋用户"), "the FeiQ-like peer");
     let src = tempfile::tempdir().unwrap();
     let f = src.path().join("中文 名.txt");

@@ -277,7 +277,8 @@ fn listen_follows_what_comes_and_what_goes() {
             assert!(events.iter().any(|e| e["event"] == "message" && e["from"]["nick"] == "Ben"));
         } else {
             assert!(lines.iter().any(|x| x.contains("→ ben@") && x.ends_with(": out false")), "{lines:?}");
-            assert!(lines.iter().any(|x| x.contains("Ben: in false")), "{lines:?}");
+            // Pigeon to Pigeon: encrypted and signed, and listen says so.
+            assert!(lines.iter().any(|x| x.contains("Ben [encrypted, signed]: in false")), "{lines:?}");
         }
     }
 }

@@ -173,9 +173,13 @@ impl Effective {
             strangers: self.file.history_strangers_total.unwrap_or(100_000),
             ..Default::default()
         };
+        // Our key pairs (made on the first start, before the entry goes
+        // out): with them the node announces and speaks encryption.
+        let mut engine = self.engine(oneshot);
+        engine.keys = Some(std::sync::Arc::new(crate::keys::load_or_create(&self.home.data_dir)?));
         net::start(
             NodeOptions {
-                engine: self.engine(oneshot),
+                engine,
                 bind: self.bind,
                 probe: self.probe.clone(),
                 retention,

@@ -333,6 +333,12 @@ pub async fn answer(req: &Value, node: &NodeHandle) -> Result<Value> {
             node.request(Request::Shake(key.clone())).await?;
             Ok(json!({"ok": true, "peer": key.to_string(), "client": client}))
         }
+        "trust" => {
+            let user = req["user"].as_str().context("trust needs user")?;
+            let host = req["host"].as_str().context("trust needs host")?;
+            node.request(Request::TrustKey(crate::engine::PeerKey::new(user, host))).await?;
+            Ok(json!({"ok": true}))
+        }
         "broadcast" => {
             let text = req["text"].as_str().context("broadcast needs a text")?.to_string();
             node.request(Request::Broadcast { text }).await?;

@@ -441,6 +441,8 @@ pub enum Request {
     /// FeiQ's window shake ("抖一抖"): FeiQ shakes the conversation's
     /// window, Pigeon shows a notice; other clients ignore it.
     Shake(PeerKey),
+    /// The key a peer gives now becomes its pinned one (`pigeon keys --trust`).
+    TrustKey(PeerKey),
     /// IP Messenger's F5: announce ourselves again, and take every peer
     /// that does not answer within a few tries for gone.
     Refresh,
@@ -583,8 +585,8 @@ pub struct Engine {
     key_asked: HashMap<PeerKey, Duration>,
     /// Peers whose key was stored in this run (a repeat is not stored again).
     key_stored: HashSet<PeerKey>,
-    /// When each address was last given our key.
-    key_answered: HashMap<SocketAddr, Duration>,
+    /// When each address was last given our key, or a DecryptErr (by mode).
+    key_answered: HashMap<(SocketAddr, u8), Duration>,
     entry_at: Vec<Duration>,
     answer_at: Option<Duration>,
     answer_to: Vec<SocketAddr>,
@@ -1075,6 +1077,10 @@ impl Engine {
                 self.transmit(p.addr, pkt);
                 Ok(vec![])
             }
+            Request::TrustKey(peer) => {
+                self.keyring.trust(&peer);
+                Ok(vec![])
+            }
             Request::MarkSeen(peer) => {
                 self.out.push_back(Output::Store { op: StoreOp::Seen(peer), then: Vec::new() });
                 Ok(vec![])
@@ -1482,10 +1488,15 @@ impl Engine {
             self.ask_key(now, &key, false);
         }
         let mut no_key = Vec::new();
+        // The key requests of one wait went out over this long.
+        let wait = self.cfg.retry_interval * (self.cfg.retries + 1);
         for &i in &give_up {
             let p = &self.pending[i];
-            let online = self.peers.get(&p.peer).is_some_and(|q| q.online);
-            if p.body.written().is_none() && online {
+            // Heard from during the wait (it is there) yet no key: it will
+            // not give one. Silent: gone like any peer that does not answer,
+            // and the message waits in the outbox for it.
+            let alive = self.heard.get(&p.peer).is_some_and(|t| now.mono.saturating_sub(*t) <= wait);
+            if p.body.written().is_none() && alive {
                 no_key.push(p.id);
             } else {
                 self.queued(p.id, p.peer.clone(), p.packet_no);
@@ -1959,6 +1970,22 @@ impl Engine {
         self.answered.get(&to).is_none_or(|&t| now.mono.saturating_sub(t) >= ANSWER_EVERY)
     }
 
+    /// Answers about keys have their own limits, apart from entries' and
+    /// from each other (an ANSPUBKEY does not silence a DecryptErr): 4 of
+    /// each kind a second per address. True (and counted) if one of `kind`
+    /// may go to `to` now.
+    fn may_answer_crypto(&mut self, to: SocketAddr, kind: Mode, now: Now) -> bool {
+        let k = (to, kind.0);
+        if self.key_answered.get(&k).is_some_and(|t| now.mono < *t + Duration::from_millis(250)) {
+            return false;
+        }
+        if self.key_answered.len() >= ANSWERED_LIMIT {
+            self.key_answered.clear();
+        }
+        self.key_answered.insert(k, now.mono);
+        true
+    }
+
     /// Remembers that `to` was answered now; the memory stays bounded (a
     /// flood of spoofed sources forgets the oldest, or all of them).
     fn note_answered(&mut self, to: SocketAddr, now: Now) {
@@ -2094,7 +2121,12 @@ impl Engine {
         let Some(i) = self.pending.iter().position(|p| p.id == id) else { return };
         let p = self.pending[i].clone();
         let Some(peer) = self.peers.get(&p.peer).cloned() else { return };
-        if let (true, Body::Unwritten { opts, text, files }) = (self.cfg.plaintext_fallback, &p.body) {
+        // FeiQ announces ENCRYPTOPT, and whether it answers GETPUBKEY with a
+        // usable key is not known (protocol.md §13): it gets plain text
+        // after the wait, as from every client before, unless the user
+        // requires encryption.
+        let feiq = peer.client == ClientKind::Feiq && !self.cfg.require_encryption;
+        if let (true, Body::Unwritten { opts, text, files }) = (self.cfg.plaintext_fallback || feiq, &p.body) {
             if let Ok(dg) = self.write_plain(&peer, p.packet_no, Opts::SENDCHECKOPT | *opts, text, files) {
                 let q = &mut self.pending[i];
                 q.body = Body::Written(dg.clone());
@@ -2158,14 +2190,9 @@ impl Engine {
         let Some(ours) = self.cfg.keys.clone() else { return self.stats.ignored += 1 };
         let Ok(theirs) = pigeon_protocol::pubkey::decode_getpubkey(p.body()) else { return self.malformed() };
         let Some(pair) = ours.for_peer(theirs) else { return self.stats.ignored += 1 };
-        // Its own limit (entries have theirs): 4 answers a second per address.
-        if self.key_answered.get(&from).is_some_and(|t| now.mono < *t + Duration::from_millis(250)) {
+        if !self.may_answer_crypto(from, Mode::ANSPUBKEY, now) {
             return self.stats.ignored += 1;
         }
-        if self.key_answered.len() >= ANSWERED_LIMIT {
-            self.key_answered.clear();
-        }
-        self.key_answered.insert(from, now.mono);
         let signs = theirs.intersects(Capa::SIGN_SHA256 | Capa::SIGN_SHA1);
         if !p.opts().has(Opts::AUTORETOPT) && signs && self.keyring.get(&key).is_none() {
             self.ask_key(now, &key, true);
@@ -2288,8 +2315,8 @@ impl Engine {
                     // this copy, and IP Messenger's DecryptErr, once a
                     // second per address at most.
                     self.stats.undecryptable += 1;
-                    if !automatic && self.may_answer(from, now) {
-                        self.note_answered(from, now);
+                    tracing::debug!("cannot decrypt a message from {key}: DecryptErr");
+                    if !automatic && self.may_answer_crypto(from, Mode::SENDMSG, now) {
                         let no = self.packet_no(now);
                         let flags = Opts::AUTORETOPT | Opts::NOLOGOPT;
                         if let Ok(reply) = self.message_packet(no, flags, DECRYPT_ERR, self.cfg.legacy, &[]) {

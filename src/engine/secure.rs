@@ -127,6 +127,13 @@ impl Keyring {
         }
     }
 
+    /// The key a peer gives now becomes its pinned one.
+    pub fn trust(&mut self, peer: &PeerKey) {
+        if let Some(k) = self.keys.get_mut(peer) {
+            k.pinned = k.key.modulus_be();
+        }
+    }
+
     /// Stops using the key a peer gave (it could not read what we
     /// encrypted with it: DecryptErr) until it gives one again; the pin
     /// stays, so a new key shows as a change.

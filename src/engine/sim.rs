@@ -1445,6 +1445,10 @@ fn no_key_no_plain_text() {
             .unwrap();
         let mut out = Vec::new();
         for t in (10..20_000).step_by(100) {
+            // It is there (it answers entries), it just gives no key.
+            if t % 1000 == 10 {
+                e.handle(now(t), mute, format!("1:{t}:mute:pc:{}:Mute\0\0", 3 | Opts::ENCRYPTOPT).as_bytes());
+            }
             e.handle_timeout(now(t));
             out.extend(std::iter::from_fn(|| e.poll_output()));
         }
@@ -1459,6 +1463,29 @@ fn no_key_no_plain_text() {
         let failed = out.iter().any(|o| matches!(o, Output::Event(Event::SendFailed { id, reason, .. }) if *id == ids[0] && reason.contains("gave no public key")));
         assert_eq!(failed, !fallback);
     }
+    // A peer that falls silent instead is gone like any other: the message
+    // waits in the outbox (still unwritten), it does not fail.
+    let mut cfg = Config::new("a", "pc", "A");
+    cfg.keys = Some(std::sync::Arc::new(test_keys(0)));
+    let mut e = Engine::new(cfg, 0, []);
+    let now = |ms: u64| Now { mono: Duration::from_millis(ms), unix_ms: 1_700_000_000_000 + ms as i64 };
+    let gone: SocketAddr = "10.0.0.8:2425".parse().unwrap();
+    e.handle(now(0), gone, format!("1:1:gone:pc:{}:Gone\0\0", 1 | Opts::ENCRYPTOPT).as_bytes());
+    let ids = e
+        .command(now(10), Request::Send { to: vec![PeerKey::new("gone", "pc")], text: "later".into(), sealed: false })
+        .unwrap();
+    let mut out = Vec::new();
+    for t in (10..20_000).step_by(100) {
+        e.handle_timeout(now(t));
+        out.extend(std::iter::from_fn(|| e.poll_output()));
+    }
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Event(Event::Receipt { id, status: Delivery::Queued, .. }) if *id == ids[0])));
+    assert!(!out.iter().any(|o| matches!(o, Output::Event(Event::SendFailed { .. }))));
+    assert!(!out.iter().any(
+        |o| matches!(o, Output::Transmit(t) if Packet::decode(&t.payload).is_ok_and(|p| p.mode() == Mode::SENDMSG))
+    ));
 }
 
 /// A key that changes is flagged once (event, stored) and still used;
@@ -1525,4 +1552,38 @@ fn getpubkey_is_answered_with_the_right_key() {
     let k = answer(&mut e, 2, ip(2), "21002").unwrap();
     assert_eq!(k.size(), pigeon_protocol::pubkey::KeySize::Rsa1024);
     assert!(answer(&mut e, 3, ip(3), "8").is_none());
+}
+
+/// FeiQ announces ENCRYPTOPT but may give no key: it gets plain text after
+/// the wait (as before Pigeon encrypted), unless encryption is required.
+#[test]
+fn feiq_without_a_key_gets_plain_text_unless_required() {
+    for required in [false, true] {
+        let mut cfg = Config::new("a", "pc", "A");
+        cfg.keys = Some(std::sync::Arc::new(test_keys(0)));
+        cfg.require_encryption = required;
+        let mut e = Engine::new(cfg, 0, []);
+        let now = |ms: u64| Now { mono: Duration::from_millis(ms), unix_ms: 1_700_000_000_000 + ms as i64 };
+        let feiq: SocketAddr = "10.0.0.7:2425".parse().unwrap();
+        let v = "1_lbt6_0#128#F8B46AA55B28#0#0#0#4001#9";
+        e.handle(now(0), feiq, format!("{v}:1:qa:qa-pc:{}:QA\0\0", 1 | Opts::ENCRYPTOPT).as_bytes());
+        while e.poll_output().is_some() {}
+        e.command(
+            now(10),
+            Request::Send { to: vec![PeerKey::new("qa", "qa-pc")], text: "hi feiq".into(), sealed: false },
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        for t in (10..12_000).step_by(100) {
+            if t % 1000 == 10 {
+                e.handle(now(t), feiq, format!("{v}:{t}:qa:qa-pc:{}:QA\0\0", 3 | Opts::ENCRYPTOPT).as_bytes());
+            }
+            e.handle_timeout(now(t));
+            out.extend(std::iter::from_fn(|| e.poll_output()));
+        }
+        let plain = out.iter().any(|o| {
+            matches!(o, Output::Transmit(t) if Packet::decode(&t.payload).is_ok_and(|p| p.mode() == Mode::SENDMSG && p.payload.starts_with(b"hi feiq")))
+        });
+        assert_eq!(plain, !required);
+    }
 }

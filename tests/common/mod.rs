@@ -85,7 +85,7 @@ impl Daemon {
     pub fn spawn(&mut self) {
         let child = pigeon(self.home.path(), self.ip, self.user, self.nick, &self.others, &["daemon"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(if std::env::var_os("PIGEON_TEST_DAEMON_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
             .spawn()
             .unwrap();
         self.child = Some(child);
