@@ -2,6 +2,8 @@
 //!
 //! 1. send → receipt latency between two nodes on loopback (p50, p99);
 //! 2. acknowledged messages per second, many in flight;
+//!    (both again with encryption on: RSA-2048 + AES-256, signed; and the
+//!    time to make a node's key pairs);
 //! 3. idle daemon RSS (the real binary, after 5 s);
 //! 4. with root: time until 30 namespace hosts all list each other after the last start.
 //!
@@ -21,8 +23,16 @@ use pigeon::store::Store;
 
 const PORT: u16 = 43425;
 
-fn node(ip: [u8; 4], other: [u8; 4], user: &str, dir: &std::path::Path) -> NodeHandle {
+fn node(ip: [u8; 4], other: [u8; 4], user: &str, dir: &std::path::Path, encrypted: bool) -> NodeHandle {
     let mut cfg = engine::Config::new(user, "bench", user);
+    if encrypted {
+        let t = Instant::now();
+        cfg.keys = Some(std::sync::Arc::new(engine::OurKeys {
+            rsa2048: pigeon_protocol::pubkey::KeyPair::generate(2048).unwrap(),
+            rsa1024: pigeon_protocol::pubkey::KeyPair::generate(1024).unwrap(),
+        }));
+        println!("key pairs (RSA-2048 + RSA-1024) made in {:?}", t.elapsed());
+    }
     cfg.port = PORT;
     cfg.targets = vec![SocketAddr::from((other, PORT))];
     let store = Store::open(&dir.join(format!("{user}.db"))).unwrap();
@@ -44,10 +54,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn latency_and_throughput() {
+async fn latency_and_throughput(encrypted: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let a = node([127, 0, 0, 21], [127, 0, 0, 22], "a", dir.path());
-    let b = node([127, 0, 0, 22], [127, 0, 0, 21], "b", dir.path());
+    let (ia, ib) = if encrypted { ([127, 0, 0, 25], [127, 0, 0, 26]) } else { ([127, 0, 0, 21], [127, 0, 0, 22]) };
+    let a = node(ia, ib, "a", dir.path(), encrypted);
+    let b = node(ib, ia, "b", dir.path(), encrypted);
+    let what = if encrypted { "encrypted" } else { "plain" };
+    let (rounds, total) = if encrypted { (500, 3000u64) } else { (2000, 20_000u64) };
     let to = PeerKey::new("b", "bench");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !a.peers().await.unwrap().iter().any(|p| p.key == to) || b.peers().await.unwrap().is_empty() {
@@ -57,7 +70,7 @@ async fn latency_and_throughput() {
     let mut events = a.events.subscribe();
     // 1. Latency: one message at a time.
     let mut lat = Vec::new();
-    for i in 0..2000 {
+    for i in 0..rounds {
         let mut rx = events.resubscribe();
         let t = Instant::now();
         let id =
@@ -74,7 +87,7 @@ async fn latency_and_throughput() {
     }
     lat.sort();
     println!(
-        "send→receipt latency, loopback, 2000 messages: p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
+        "{what}: send→receipt latency, loopback, {rounds} messages: p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
         percentile(&lat, 0.5),
         percentile(&lat, 0.9),
         percentile(&lat, 0.99),
@@ -82,7 +95,6 @@ async fn latency_and_throughput() {
     );
 
     // 2. Throughput: keep up to 200 unacknowledged messages in flight.
-    let total = 20_000u64;
     let mut delivered = 0u64;
     let mut sent = 0u64;
     let t = Instant::now();
@@ -104,7 +116,10 @@ async fn latency_and_throughput() {
         }
     }
     let secs = t.elapsed().as_secs_f64();
-    println!("acknowledged messages per second: {:.0} ({total} in {secs:.2} s, 200 in flight)", total as f64 / secs);
+    println!(
+        "{what}: acknowledged messages per second: {:.0} ({total} in {secs:.2} s, 200 in flight)",
+        total as f64 / secs
+    );
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -178,7 +193,8 @@ fn main() {
         return;
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(latency_and_throughput());
+    rt.block_on(latency_and_throughput(false));
+    rt.block_on(latency_and_throughput(true));
     idle_rss();
     thirty_hosts();
 }
