@@ -883,7 +883,7 @@ fn a_recipient_is_never_taken_for_the_text() {
     let out = b.cli(&["decline", &id]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("was told you will not fetch it"));
-    assert_eq!(offers(&b)[0]["attachments"][0]["state"], "declined", "the receiver's list says so too");
+    wait_for(|| offers(&b)[0]["attachments"][0]["state"] == "declined", "the receiver's list to say declined too");
     wait_for(|| mine(&a)[0]["state"] == "released", "the decline to reach the sender");
     let out = a.cli(&["send", "Bo", "--file", f, "second"]);
     assert!(out.status.success());

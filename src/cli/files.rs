@@ -298,12 +298,10 @@ pub fn run_decline(g: &Global, args: &DeclineArgs) -> Result<ExitCode> {
     if !db.exists() {
         bail!("no offer #{} (nothing was offered to you yet)", args.offer);
     }
-    let (m, list) = find_offer(offers(&Store::open(&db)?)?, &args.offer, args.from.as_deref())?;
+    let (m, _) = find_offer(offers(&Store::open(&db)?)?, &args.offer, args.from.as_deref())?;
     let req = json!({"op": "decline", "user": m.peer.user, "host": m.peer.host, "packet_no": m.packet_no});
     let v = super::node::runtime()?.block_on(super::node::request(&eff, &req, std::time::Duration::from_secs(2)))?;
     super::node::check(v)?;
-    let ids: Vec<u64> = list.iter().filter_map(|a| a["id"].as_u64()).collect();
-    Store::open(&db)?.mark_taken_declined(m.id, &ids)?;
     println!(
         "declined #{}: {} ({}@{}) was told you will not fetch it",
         m.id,

@@ -354,6 +354,11 @@ pub enum StoreOp {
     CounterExact(u64),
     /// Incoming messages the user has seen (see [`Request::MarkSeen`]).
     Seen(Option<PeerKey>),
+    /// We declined the files of a peer's message (RELEASEFILES sent).
+    Declined {
+        peer: PeerKey,
+        packet_no: String,
+    },
     /// A peer's public key (pinned if it is its first).
     PeerKey {
         peer: PeerKey,
@@ -586,7 +591,7 @@ pub struct Engine {
     /// Peers whose key was stored in this run (a repeat is not stored again).
     key_stored: HashSet<PeerKey>,
     /// When each address was last given our key, or a DecryptErr (by mode).
-    key_answered: HashMap<(SocketAddr, u8), Duration>,
+    key_answered: HashMap<(std::net::IpAddr, u8), Duration>,
     entry_at: Vec<Duration>,
     answer_at: Option<Duration>,
     answer_to: Vec<SocketAddr>,
@@ -1092,6 +1097,8 @@ impl Engine {
                 }
                 let pkt = self.simple_packet(now, Mode::RELEASEFILES, 0, packet_no.as_bytes());
                 self.transmit(p.addr, pkt);
+                // Recorded for every client (`pigeon offers` says declined).
+                self.out.push_back(Output::Store { op: StoreOp::Declined { peer, packet_no }, then: Vec::new() });
                 Ok(vec![])
             }
             Request::GetInfo(peer) => {
@@ -1163,7 +1170,7 @@ impl Engine {
     }
 
     /// A peer whose messages must be encrypted: it announces ENCRYPTOPT
-    /// and we have keys (unless told to fall back to plain text).
+    /// and we have keys (`plaintext_fallback` acts only once its key did not come).
     fn must_encrypt(&self, p: &Peer) -> bool {
         self.cfg.keys.is_some() && p.status.has(Opts::ENCRYPTOPT)
     }
@@ -1213,7 +1220,10 @@ impl Engine {
                 out.extend_from_slice(&body);
                 return Ok(Some((opts | extra, out)));
             }
-            // No algorithm in common: plain, as IP Messenger does.
+            // No algorithm in common (or a key whose capability word offers
+            // none): not plain on our own; it waits, then fails or falls
+            // back as a missing key does.
+            return Ok(None);
         }
         Ok(Some((opts, self.message_packet(no, opts, text, cs, &attachments)?)))
     }
@@ -1452,7 +1462,10 @@ impl Engine {
             if t > now.mono {
                 continue;
             }
-            if p.sends > self.cfg.retries {
+            // A key is asked for twice as long as a message is retried:
+            // under loss, both the request and the answer must get through.
+            let limit = if p.body.written().is_none() { self.cfg.retries * 2 + 1 } else { self.cfg.retries };
+            if p.sends > limit {
                 p.next = None;
                 // The outbox expiry counts from the first time it was queued.
                 p.queued_at_ms.get_or_insert(now.unix_ms);
@@ -1486,10 +1499,17 @@ impl Engine {
             // Bypass the once-a-second limit: this is the retry timer.
             self.key_asked.remove(&key);
             self.ask_key(now, &key, false);
+            // And ask whether it is there at all (every client answers a
+            // BR_ENTRY): one that answers but gives no key is told apart
+            // from one that is gone.
+            if let Some(addr) = self.peers.get(&key).map(|p| p.addr) {
+                let e = self.entry_packet(now, Mode::BR_ENTRY, 0);
+                self.transmit(addr, e);
+            }
         }
         let mut no_key = Vec::new();
         // The key requests of one wait went out over this long.
-        let wait = self.cfg.retry_interval * (self.cfg.retries + 1);
+        let wait = self.cfg.retry_interval * (self.cfg.retries * 2 + 2);
         for &i in &give_up {
             let p = &self.pending[i];
             // Heard from during the wait (it is there) yet no key: it will
@@ -1589,14 +1609,13 @@ impl Engine {
         true
     }
 
-    /// Handles one datagram from `from`.
     /// A picture was saved at `path`: records it as a message from its
     /// sender. Returns false when nobody we know sent it (iptux, too, takes
     /// pictures only from peers it lists); the caller then deletes the file.
     pub fn picture(&mut self, now: Now, source: PictureFrom, path: &std::path::Path) -> bool {
         let (key, from, packet_no, command) = match source {
             PictureFrom::Feiq(s) => {
-                let Some(peer) = self.peers.get(&s.peer).filter(|p| p.heard() || p.addr.ip() == s.from) else {
+                let Some(peer) = self.peers.get(&s.peer).filter(|p| p.heard() && p.addr.ip() == s.from) else {
                     return false;
                 };
                 let from = SocketAddr::new(s.from, peer.addr.port());
@@ -1614,7 +1633,12 @@ impl Engine {
                 let addr = SocketAddr::new(from, peer.addr.port());
                 let cs = peer.write_charset(self.cfg.legacy);
                 let name = PeerKey::from_wire(&cs.decode(p.user), &cs.decode(p.host));
-                let key = self.peers.by_source(&name, addr).map_or_else(|| peer.key.clone(), |q| q.key.clone());
+                // The one at this address with that name, else the one at this address.
+                let key = self
+                    .peers
+                    .by_source(&name, addr)
+                    .filter(|q| q.addr.ip() == from)
+                    .map_or_else(|| peer.key.clone(), |q| q.key.clone());
                 (key, addr, String::from_utf8_lossy(p.packet_no).into_owned(), p.command.0)
             }
         };
@@ -1637,6 +1661,7 @@ impl Engine {
         true
     }
 
+    /// Handles one datagram from `from`.
     pub fn handle(&mut self, now: Now, from: SocketAddr, datagram: &[u8]) {
         self.stats.received += 1;
         if self.is_own(from) {
@@ -1771,6 +1796,12 @@ impl Engine {
                 let ack = FragmentAck { id: f.id.clone(), index: f.index };
                 let a = self.simple_packet(now, Mode::FEIQ_IMAGE_ACK, 0, ack.encode().as_bytes());
                 self.transmit(from, a);
+                // Put together only for a peer heard at this address: a
+                // stranger's fragments are acknowledged, not kept.
+                let known = self.peers.get(&key).is_some_and(|q| q.heard() && q.addr.ip() == from.ip());
+                if !known {
+                    return self.stats.ignored += 1;
+                }
                 if let pictures::Fragment::Complete(data) = self.pictures.fragment(&key, &f, now.mono) {
                     self.out.push_back(Output::SavePicture(SavePicture {
                         from: from.ip(),
@@ -1783,7 +1814,7 @@ impl Engine {
             }
             Mode::IPTUX_SENDMSG => self.iptux_group_text(now, from, &p, key, cs),
             Mode::GETPUBKEY => self.getpubkey(now, from, &p, key),
-            Mode::ANSPUBKEY => self.anspubkey(now, &p, key),
+            Mode::ANSPUBKEY => self.anspubkey(now, from, &p, key),
             _ => self.stats.ignored += 1,
         }
     }
@@ -1975,7 +2006,8 @@ impl Engine {
     /// each kind a second per address. True (and counted) if one of `kind`
     /// may go to `to` now.
     fn may_answer_crypto(&mut self, to: SocketAddr, kind: Mode, now: Now) -> bool {
-        let k = (to, kind.0);
+        // By IP: other source ports of the same host share the limit.
+        let k = (to.ip(), kind.0);
         if self.key_answered.get(&k).is_some_and(|t| now.mono < *t + Duration::from_millis(250)) {
             return false;
         }
@@ -2182,8 +2214,8 @@ impl Engine {
     }
 
     /// GETPUBKEY (§7.1): answered with the key of the size the asker can
-    /// use, once a second per address at most (the answer is ten times
-    /// the request: no amplifier). A peer that asks in order to send, and
+    /// use, at most 4 times a second per IP address (the answer is ten
+    /// times the request: a spoofed flood gets little). A peer that asks in order to send, and
     /// signs, is asked back for its key (before our answer goes, so that
     /// it arrives before the message it will send).
     fn getpubkey(&mut self, now: Now, from: SocketAddr, p: &Packet<'_>, key: PeerKey) {
@@ -2205,8 +2237,14 @@ impl Engine {
     /// ANSPUBKEY (§7.1): the key is checked (a fingerprinted user name must
     /// match it), kept, pinned if it is the first, flagged if it is not the
     /// pinned one; what waited for it goes out.
-    fn anspubkey(&mut self, now: Now, p: &Packet<'_>, key: PeerKey) {
-        if self.cfg.keys.is_none() || self.peers.get(&key).is_none() {
+    fn anspubkey(&mut self, now: Now, from: SocketAddr, p: &Packet<'_>, key: PeerKey) {
+        // Only from the peer's own address (a name proves nothing on an
+        // IPMsg LAN), and only when we asked.
+        let own = self
+            .peers
+            .get(&key)
+            .is_some_and(|q| q.addr.ip() == from.ip() || q.also.iter().any(|a| a.ip() == from.ip()));
+        if self.cfg.keys.is_none() || !own || !self.key_asked.contains_key(&key) {
             return self.stats.ignored += 1;
         }
         let Ok(k) = PublicKey::decode_anspubkey(p.body()) else { return self.malformed() };
@@ -2214,6 +2252,8 @@ impl Engine {
             return self.stats.ignored += 1;
         }
         let took = self.keyring.take(&key, k.clone());
+        // Stored whenever it differs from what we held (or was not stored
+        // in this run): the store and the keyring never drift apart.
         if took != secure::Took::Same || !self.key_stored.contains(&key) {
             if self.key_stored.len() >= secure::MAX_KEYS {
                 self.key_stored.clear();
@@ -2311,6 +2351,9 @@ impl Engine {
                     opened = Some(MessageBody { text, font: None, attachments: o.attachments });
                 }
                 Err(secure::Unreadable) => {
+                    // Perhaps signed with a new key of the peer's (a
+                    // reinstall): ask for it, its retry may verify.
+                    self.ask_key(now, &key, true);
                     // Every failure alike (no padding oracle): no ack for
                     // this copy, and IP Messenger's DecryptErr, once a
                     // second per address at most.
@@ -2351,7 +2394,11 @@ impl Engine {
         // A peer that could not read our encrypted message says so: that
         // send failed, even if its retry is acknowledged, and the key we
         // hold for it is stale.
-        if opts.has(Opts::AUTORETOPT) && body.text.starts_with("DecryptErr") {
+        let own = self
+            .peers
+            .get(&key)
+            .is_some_and(|q| q.addr.ip() == from.ip() || q.also.iter().any(|a| a.ip() == from.ip()));
+        if opts.has(Opts::AUTORETOPT) && body.text.starts_with("DecryptErr") && own {
             self.decrypt_err_from(&key);
         }
         // FeiQ's inline pictures are referenced in the text (`/~#>id<B~`);

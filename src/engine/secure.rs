@@ -82,7 +82,11 @@ pub const MAX_KEYS: usize = 16_384;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Took {
     New,
+    /// Exactly what we held.
     Same,
+    /// Different from what we held (modulus or capability word), but not
+    /// newly different from the pinned key.
+    Updated,
     /// Another key than the one pinned.
     Changed,
 }
@@ -113,7 +117,7 @@ impl Keyring {
                 if k.changed() && !was_changed {
                     Took::Changed
                 } else {
-                    Took::Same
+                    Took::Updated
                 }
             }
             None => {

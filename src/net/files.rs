@@ -275,6 +275,11 @@ impl FileServer {
             let Some(sink) = &self.pictures else {
                 return Err(ServeError::Refused("pictures are not kept by this node".into()));
             };
+            // Nothing is read from an address no peer of ours has used (the
+            // engine checks the sender again once it is saved).
+            if !self.known_address(peer.ip())? {
+                return Err(ServeError::Refused(format!("a picture from {}, not a peer's address", peer.ip())));
+            }
             let path = sink.receive(&mut stream, &rest)?;
             tracing::info!("{peer} sent a picture ({})", path.display());
             sink.deliver(PictureFrom::Iptux { from: peer.ip(), header }, path);
@@ -360,6 +365,16 @@ impl FileServer {
     }
 
     /// The offer a request names, if the requester is its addressee.
+    /// True if a peer we know was last seen at `ip`.
+    fn known_address(&self, ip: std::net::IpAddr) -> Result<bool, ServeError> {
+        let mut guard = self.store.lock().map_err(|_| ServeError::Refused("store unavailable".into()))?;
+        if guard.is_none() {
+            *guard = Some(Store::open(&self.db).map_err(|e| ServeError::Refused(e.to_string()))?);
+        }
+        let peers = guard.as_ref().expect("just opened").peers().map_err(|e| ServeError::Refused(e.to_string()))?;
+        Ok(peers.iter().any(|p| p.addr.parse::<SocketAddr>().is_ok_and(|a| a.ip() == ip)))
+    }
+
     fn find(&self, p: &Packet<'_>, req: &FileRequest, peer: SocketAddr) -> Result<OfferRecord, ServeError> {
         let offers = {
             let mut guard = self.store.lock().map_err(|_| ServeError::Refused("store unavailable".into()))?;

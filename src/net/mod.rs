@@ -369,6 +369,7 @@ fn time(unix_ms: i64) -> chrono::DateTime<chrono::Utc> {
 
 fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
     match op {
+        StoreOp::Declined { peer, packet_no } => tx.mark_declined(&peer.user, &peer.host, packet_no),
         StoreOp::PeerKey { peer, capa, exponent, modulus } => {
             tx.save_peer_key(&peer.user, &peer.host, *capa, exponent, modulus, chrono::Utc::now())
         }

@@ -31,6 +31,9 @@ pub struct PictureSink {
 const KEEP_FREE: u64 = 256 << 20;
 /// A picture connection that sends nothing for this long is dropped.
 const IDLE: Duration = Duration::from_secs(30);
+/// A whole picture must come within this time (a trickle cannot hold a
+/// connection slot for ever).
+const WHOLE: Duration = Duration::from_secs(120);
 
 impl PictureSink {
     /// Hands a saved picture to the node.
@@ -68,7 +71,11 @@ impl PictureSink {
             let mut total = first.len() as u64;
             stream.set_read_timeout(Some(IDLE))?;
             let mut buf = vec![0u8; 64 * 1024];
+            let started = std::time::Instant::now();
             loop {
+                if started.elapsed() > WHOLE {
+                    return Err(std::io::Error::other("a picture that takes more than 2 minutes"));
+                }
                 let n = stream.read(&mut buf)?;
                 if n == 0 {
                     break;

@@ -90,6 +90,35 @@ impl Store {
     }
 }
 
+impl super::Tx<'_> {
+    /// The files of the offer `packet_no` from `user@host` were declined
+    /// (all of them; those fetched stay fetched).
+    pub fn mark_declined(&self, user: &str, host: &str, packet_no: &str) -> Result<(), StoreError> {
+        const OP: &str = "record a decline";
+        let found: Option<(i64, String)> = self
+            .conn
+            .prepare_cached(
+                "SELECT id, attachments FROM messages WHERE direction = 'in' AND peer_user = ? AND peer_host = ? \
+                 AND packet_no = ? AND attachments IS NOT NULL ORDER BY id DESC LIMIT 1",
+            )
+            .and_then(|mut s| s.query_row(params![user, host, packet_no], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .ctx(self.path, OP)?;
+        let Some((id, list)) = found else { return Ok(()) };
+        let list: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap_or_default();
+        let now = Utc::now().timestamp_millis();
+        for f in list.iter().filter_map(|a| a["id"].as_u64()) {
+            self.conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO taken (message_id, file_id, state, path, time) \
+                     VALUES (?, ?, 'declined', NULL, ?)",
+                )
+                .and_then(|mut s| s.execute(params![id, f as i64, now]))
+                .ctx(self.path, OP)?;
+        }
+        Ok(())
+    }
+}
+
 /// Records, in the store at `db`, that file `file_id` of the offer
 /// `packet_no` from `user@host` was fetched to `path`: for those that fetch
 /// outside the store's own thread (the chat, auto-accept). A failure is
