@@ -175,6 +175,10 @@ impl Driver {
                 Output::Transmit(t) => self.check_transmit(t),
                 Output::Store { then, .. } => then.iter().for_each(|t| self.check_transmit(t)),
                 Output::Event(_) => {}
+                // A picture put together from fragments stays within its bound.
+                Output::SavePicture(s) => {
+                    assert!(s.data.len() as u64 <= pigeon::engine::pictures::MAX_PICTURE, "a picture over the limit")
+                }
             }
         }
         let peers = self.engine.peers().all().len();
