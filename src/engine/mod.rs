@@ -1495,6 +1495,9 @@ impl Engine {
                 self.transmit(addr, dg);
             }
         }
+        // One request (and probe) per peer, however many messages wait for it.
+        let mut seen_keys = HashSet::new();
+        ask.retain(|k| seen_keys.insert(k.clone()));
         for key in ask {
             // Bypass the once-a-second limit: this is the retry timer.
             self.key_asked.remove(&key);
