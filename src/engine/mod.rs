@@ -1187,16 +1187,7 @@ impl Engine {
         text: &str,
         files: &[(u64, OfferFile)],
     ) -> Result<Option<(u32, Vec<u8>)>, RequestError> {
-        let mut opts = flags | self.cfg.oneshot_flag();
-        if !files.is_empty() {
-            opts |= Opts::FILEATTACHOPT;
-        }
-        if p.reads_utf8_flag() {
-            opts |= Opts::UTF8OPT | Opts::CAPUTF8OPT;
-        }
-        let cs = p.write_charset(self.cfg.legacy);
-        let (ids, what): (Vec<u64>, Vec<OfferFile>) = files.iter().cloned().unzip();
-        let attachments = attachment_list(&what, &ids, p.client);
+        let (opts, cs, attachments) = self.message_parts(p, flags, files);
         let encode_err = |e: pigeon_protocol::Error| RequestError::Encode(e.to_string());
         if let (true, Some(ours)) = (self.must_encrypt(p), self.cfg.keys.as_deref()) {
             let Some(known) = self.keyring.get(&p.key) else { return Ok(None) };
@@ -1238,6 +1229,14 @@ impl Engine {
         text: &str,
         files: &[(u64, OfferFile)],
     ) -> Result<Vec<u8>, RequestError> {
+        let (opts, cs, attachments) = self.message_parts(p, flags, files);
+        self.message_packet(no, opts, text, cs, &attachments)
+    }
+
+    /// A message's option bits (`flags`, FILEATTACHOPT, UTF-8 for a peer
+    /// that reads it), the charset it is written in, and its file list in
+    /// the form `p`'s client reads.
+    fn message_parts(&self, p: &Peer, flags: u32, files: &[(u64, OfferFile)]) -> (u32, Charset, Vec<Attachment>) {
         let mut opts = flags | self.cfg.oneshot_flag();
         if !files.is_empty() {
             opts |= Opts::FILEATTACHOPT;
@@ -1246,8 +1245,7 @@ impl Engine {
             opts |= Opts::UTF8OPT | Opts::CAPUTF8OPT;
         }
         let (ids, what): (Vec<u64>, Vec<OfferFile>) = files.iter().cloned().unzip();
-        let attachments = attachment_list(&what, &ids, p.client);
-        self.message_packet(no, opts, text, p.write_charset(self.cfg.legacy), &attachments)
+        (opts, p.write_charset(self.cfg.legacy), attachment_list(&what, &ids, p.client))
     }
 
     /// Asks `peer` for its public key (GETPUBKEY with our capability word),
@@ -1645,7 +1643,7 @@ impl Engine {
                 (key, addr, String::from_utf8_lossy(p.packet_no).into_owned(), p.command.0)
             }
         };
-        let verified = self.peers.get(&key).is_some_and(|p| p.heard() && p.at(from) && !p.moved);
+        let verified = self.trusted_source(&key, from);
         let incoming = Incoming {
             verified,
             from: self.info_for(&key, from),
@@ -1659,9 +1657,22 @@ impl Engine {
             unix_ms: now.unix_ms,
             security: Security::Plain,
         };
-        self.event(Event::Message(incoming.clone()));
-        self.out.push_back(Output::Store { op: StoreOp::Incoming(incoming), then: Vec::new() });
+        self.received(incoming, Vec::new());
         true
+    }
+
+    /// A message from `key` at `from` that auto-accept may trust: from a
+    /// peer heard (its entry) before, from its own address, which has not
+    /// changed in this run (nothing on an IPMsg LAN is signed).
+    fn trusted_source(&self, key: &PeerKey, from: SocketAddr) -> bool {
+        self.peers.get(key).is_some_and(|p| p.heard() && p.at(from) && !p.moved)
+    }
+
+    /// A message received: told to listeners, then stored, and `then`
+    /// (its acknowledgement) sent once it is on disk.
+    fn received(&mut self, incoming: Incoming, then: Vec<Transmit>) {
+        self.event(Event::Message(incoming.clone()));
+        self.out.push_back(Output::Store { op: StoreOp::Incoming(incoming), then });
     }
 
     /// Handles one datagram from `from`.
@@ -2079,7 +2090,7 @@ impl Engine {
         let mut sends = Vec::new();
         let mut too_long = Vec::new();
         for p in self.pending.iter_mut().filter(|p| &p.peer == key && p.next.is_none()) {
-            if let Body::Unwritten { opts, text, files } = &p.body {
+            if let Body::Unwritten { .. } = &p.body {
                 // Written now that the peer's charset and client are known
                 // (and its key, for a peer that encrypts).
                 let Some(dg) = written.remove(&p.id) else {
@@ -2088,7 +2099,6 @@ impl Engine {
                     ask = true;
                     continue;
                 };
-                let _ = (opts, text, files);
                 // In UTF-8 it may have grown past what the peer reads.
                 if fits(&peer, &dg).is_err() {
                     too_long.push(p.id);
@@ -2191,11 +2201,7 @@ impl Engine {
         let exact =
             self.pending.iter().position(|p| p.packet_no == packet_no && peer_of(p).is_some_and(|q| q.at(from)));
         let by_ip = || {
-            self.pending.iter().position(|p| {
-                p.packet_no == packet_no
-                    && peer_of(p)
-                        .is_some_and(|q| q.addr.ip() == from.ip() || q.also.iter().any(|a| a.ip() == from.ip()))
-            })
+            self.pending.iter().position(|p| p.packet_no == packet_no && peer_of(p).is_some_and(|q| q.at_ip(from.ip())))
         };
         let Some(i) = exact.or_else(by_ip) else {
             return; // a late duplicate ack
@@ -2243,10 +2249,7 @@ impl Engine {
     fn anspubkey(&mut self, now: Now, from: SocketAddr, p: &Packet<'_>, key: PeerKey) {
         // Only from the peer's own address (a name proves nothing on an
         // IPMsg LAN), and only when we asked.
-        let own = self
-            .peers
-            .get(&key)
-            .is_some_and(|q| q.addr.ip() == from.ip() || q.also.iter().any(|a| a.ip() == from.ip()));
+        let own = self.peers.get(&key).is_some_and(|q| q.at_ip(from.ip()));
         if self.cfg.keys.is_none() || !own || !self.key_asked.contains_key(&key) {
             return self.stats.ignored += 1;
         }
@@ -2306,7 +2309,7 @@ impl Engine {
             self.stats.duplicates += 1;
             return;
         }
-        let verified = self.peers.get(&key).is_some_and(|q| q.heard() && q.at(from) && !q.moved);
+        let verified = self.trusted_source(&key, from);
         let incoming = Incoming {
             verified,
             from: self.info_for(&key, from),
@@ -2320,8 +2323,7 @@ impl Engine {
             unix_ms: now.unix_ms,
             security: Security::Plain,
         };
-        self.event(Event::Message(incoming.clone()));
-        self.out.push_back(Output::Store { op: StoreOp::Incoming(incoming), then: Vec::new() });
+        self.received(incoming, Vec::new());
     }
 
     fn message(&mut self, now: Now, from: SocketAddr, p: &Packet<'_>, key: PeerKey, client: ClientKind, cs: Charset) {
@@ -2397,10 +2399,7 @@ impl Engine {
         // A peer that could not read our encrypted message says so: that
         // send failed, even if its retry is acknowledged, and the key we
         // hold for it is stale.
-        let own = self
-            .peers
-            .get(&key)
-            .is_some_and(|q| q.addr.ip() == from.ip() || q.also.iter().any(|a| a.ip() == from.ip()));
+        let own = self.peers.get(&key).is_some_and(|q| q.at_ip(from.ip()));
         if opts.has(Opts::AUTORETOPT) && body.text.starts_with("DecryptErr") && own {
             self.decrypt_err_from(&key);
         }
@@ -2435,7 +2434,7 @@ impl Engine {
                 self.transmit(from, e);
             }
         }
-        let verified = self.peers.get(&key).is_some_and(|p| p.heard() && p.at(from) && !p.moved);
+        let verified = self.trusted_source(&key, from);
         let incoming = Incoming {
             verified,
             from: self.info_for(&key, from),
@@ -2449,8 +2448,7 @@ impl Engine {
             unix_ms: now.unix_ms,
             security,
         };
-        self.event(Event::Message(incoming.clone()));
-        self.out.push_back(Output::Store { op: StoreOp::Incoming(incoming), then: ack.into_iter().collect() });
+        self.received(incoming, ack.into_iter().collect());
         if let (Some(text), false) = (self.cfg.away.clone(), automatic) {
             let peer = self.peers.get(&key).cloned();
             let (pcs, utf8) = match &peer {

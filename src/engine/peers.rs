@@ -153,6 +153,12 @@ impl Peer {
         self.addr == addr || self.also.contains(&addr)
     }
 
+    /// True if `ip` is the IP of one of its addresses (clients answer from
+    /// 2425 whatever port we used).
+    pub fn at_ip(&self, ip: std::net::IpAddr) -> bool {
+        self.addr.ip() == ip || self.also.iter().any(|a| a.ip() == ip)
+    }
+
     /// True if it reads UTF-8 flagged with UTF8OPT.
     pub fn reads_utf8_flag(&self) -> bool {
         self.status.has(Opts::CAPUTF8OPT)

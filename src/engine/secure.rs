@@ -216,8 +216,7 @@ pub fn seal(
     };
     let encext = status.has(Opts::ENCEXTMSGOPT) && list.is_some();
     let written = (|| {
-        let plain =
-            if encext { pubkey::join_plaintext(text, list, &[])? } else { pubkey::join_plaintext(text, None, &[])? };
+        let plain = pubkey::join_plaintext(text, list.filter(|_| encext), &[])?;
         let fields = pubkey::encrypt(&choice, key, signer, raw_packet_no, &plain)?;
         let mut body = fields.into_bytes();
         body.push(0);
