@@ -529,6 +529,28 @@ impl Setup {
 }
 
 /// What is said about a failed example.
+/// Prints one example's verdict (`ok` or `FAIL`, its README line, how long
+/// it took); a failure's report is kept for the end. `result`: its status,
+/// stdout, stderr, and what was wrong if anything.
+fn judge(
+    e: &Example,
+    cmd: &str,
+    started: Instant,
+    result: (Option<ExitStatus>, &str, &str, Option<String>),
+    failures: &mut Vec<String>,
+) {
+    let (status, out, err, why) = result;
+    eprintln!(
+        "{} README.md:{} {cmd} ({:.1} s)",
+        if why.is_none() { "ok  " } else { "FAIL" },
+        e.line,
+        started.elapsed().as_secs_f32()
+    );
+    if let Some(why) = why {
+        failures.push(report(e, cmd, status, out, err, &why));
+    }
+}
+
 fn report(e: &Example, run: &str, status: Option<ExitStatus>, stdout: &str, stderr: &str, why: &str) -> String {
     let cut = |s: &str| -> String {
         if s.len() > 4000 {
@@ -663,15 +685,7 @@ fn readme_command_examples_run_on_a_two_node_lan() {
         let (out, err) = p.output();
         drop(p);
         ran += 1;
-        eprintln!(
-            "{} README.md:{} {cmd} ({:.1} s)",
-            if why.is_none() { "ok  " } else { "FAIL" },
-            e.line,
-            t.elapsed().as_secs_f32()
-        );
-        if let Some(why) = why {
-            failures.push(report(e, &cmd, status, &out, &err, &why));
-        }
+        judge(e, &cmd, t, (status, &out, &err, why), &mut failures);
     }
 
     // 2. A's daemon for everything else (the examples use it), and a capture for `decode --pcap`.
@@ -751,15 +765,7 @@ fn readme_command_examples_run_on_a_two_node_lan() {
             (status, out, err, why)
         };
         ran += 1;
-        eprintln!(
-            "{} README.md:{} {cmd} ({:.1} s)",
-            if why.is_none() { "ok  " } else { "FAIL" },
-            e.line,
-            t.elapsed().as_secs_f32()
-        );
-        if let Some(why) = why {
-            failures.push(report(e, &cmd, status, &out, &err, &why));
-        }
+        judge(e, &cmd, t, (status, &out, &err, why), &mut failures);
     }
     daemon.signal(libc::SIGTERM);
     daemon.wait(Duration::from_secs(10));
