@@ -583,7 +583,7 @@ fn check_home(s: &Setup) -> Vec<Finding> {
             _ => break,
         }
     }
-    match free_space(d) {
+    match crate::transfer::free_space(d).ok() {
         Some(free) if free < 500 << 20 => v.push(
             finding(
                 Area::Home,
@@ -625,18 +625,6 @@ fn quick_check(db: &Path) -> Result<String, rusqlite::Error> {
 
 fn current_uid() -> u32 {
     std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
-}
-
-fn free_space(p: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs is plain data; all zeroes is a valid value.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a valid NUL-terminated path and st a statvfs to fill.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 fn writable(p: &Path) -> bool {
