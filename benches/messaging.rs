@@ -23,7 +23,13 @@ use pigeon::store::Store;
 
 const PORT: u16 = 43425;
 
-fn node(ip: [u8; 4], other: [u8; 4], user: &str, dir: &std::path::Path, encrypted: bool) -> NodeHandle {
+fn node(
+    ip: [u8; 4],
+    other: [u8; 4],
+    user: &str,
+    dir: &std::path::Path,
+    encrypted: bool,
+) -> (NodeHandle, tokio::task::JoinHandle<()>) {
     let mut cfg = engine::Config::new(user, "bench", user);
     if encrypted {
         let t = Instant::now();
@@ -36,7 +42,7 @@ fn node(ip: [u8; 4], other: [u8; 4], user: &str, dir: &std::path::Path, encrypte
     cfg.port = PORT;
     cfg.targets = vec![SocketAddr::from((other, PORT))];
     let store = Store::open(&dir.join(format!("{user}.db"))).unwrap();
-    let (h, _task) = net::start(
+    net::start(
         NodeOptions {
             engine: cfg,
             bind: IpAddr::from(ip),
@@ -46,8 +52,29 @@ fn node(ip: [u8; 4], other: [u8; 4], user: &str, dir: &std::path::Path, encrypte
         },
         store,
     )
-    .unwrap();
-    h
+    .unwrap()
+}
+
+/// A node on a thread and runtime of its own, as the receiving daemon is
+/// on another machine: its work runs beside the sender's, not between.
+/// The thread ends when the node is shut down.
+fn node_on_own_thread(
+    ip: [u8; 4],
+    other: [u8; 4],
+    user: &'static str,
+    dir: std::path::PathBuf,
+    encrypted: bool,
+) -> (NodeHandle, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let (h, task) = node(ip, other, user, &dir, encrypted);
+            tx.send(h).unwrap();
+            let _ = task.await;
+        })
+    });
+    (rx.recv().unwrap(), thread)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -57,8 +84,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn latency_and_throughput(encrypted: bool) {
     let dir = tempfile::tempdir().unwrap();
     let (ia, ib) = if encrypted { ([127, 0, 0, 25], [127, 0, 0, 26]) } else { ([127, 0, 0, 21], [127, 0, 0, 22]) };
-    let a = node(ia, ib, "a", dir.path(), encrypted);
-    let b = node(ib, ia, "b", dir.path(), encrypted);
+    let (a, _a_task) = node(ia, ib, "a", dir.path(), encrypted);
+    let (b, b_thread) = node_on_own_thread(ib, ia, "b", dir.path().to_path_buf(), encrypted);
     let what = if encrypted { "encrypted" } else { "plain" };
     let (rounds, total) = if encrypted { (500, 3000u64) } else { (2000, 20_000u64) };
     let to = PeerKey::new("b", "bench");
@@ -122,6 +149,7 @@ async fn latency_and_throughput(encrypted: bool) {
     );
     a.shutdown().await;
     b.shutdown().await;
+    b_thread.join().unwrap();
 }
 
 fn idle_rss() {
@@ -195,6 +223,9 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(latency_and_throughput(false));
     rt.block_on(latency_and_throughput(true));
+    if std::env::args().any(|a| a == "--only-messaging") {
+        return;
+    }
     idle_rss();
     thirty_hosts();
 }

@@ -854,3 +854,45 @@ fn openssl_decrypts_our_bodies() {
     }
     assert!(checked >= 3);
 }
+
+/// The AWS-LC path (feature `aws-lc`, the binary's build) and the `rsa`
+/// crate's give the same signatures and the same decryptions, failures
+/// included.
+#[test]
+fn both_rsa_paths_agree() {
+    let slow_pigeon = PIGEON.without_fast_path();
+    let slow_peer = PEER.without_fast_path();
+    assert!(!slow_pigeon.accelerated() && !slow_peer.accelerated());
+    assert_eq!(PIGEON.accelerated(), cfg!(feature = "aws-lc"), "2048-bit keys take the AWS-LC path when built with it");
+    assert!(!PEER1024.accelerated(), "1024-bit keys stay with the rsa crate");
+    let plain = unhex(v("A_plain_hex"));
+    for data in [&plain[..], b"", &[0xffu8; 5000][..]] {
+        assert_eq!(
+            pubkey::message::sign(&PEER, SignHash::Sha256, data).unwrap(),
+            pubkey::message::sign(&slow_peer, SignHash::Sha256, data).unwrap()
+        );
+    }
+    let f = EncryptedFields::decode(v("A_body").as_bytes()).unwrap();
+    let both = |f: &EncryptedFields| {
+        let fast = f.decrypt(b"1700000123", &[&PIGEON], Some(&peer_pub()));
+        let slow = f.decrypt(b"1700000123", &[&slow_pigeon], Some(&peer_pub()));
+        assert_eq!(fast, slow);
+        fast
+    };
+    assert_eq!(both(&f).unwrap().plain, plain);
+    for at in [0, 1, 100, 255] {
+        let mut t = f.clone();
+        t.key[at] ^= 0x01;
+        assert!(both(&t).is_err());
+    }
+    let mut t = f.clone();
+    t.key = vec![0; 256];
+    assert!(both(&t).is_err());
+    // Our own encryption to each, read back by the other.
+    for (to, by) in [(&*PIGEON, &slow_pigeon), (&slow_pigeon, &*PIGEON)] {
+        let choice = negotiate(Capa::PIGEON, Capa::PIGEON).unwrap();
+        let body = pubkey::encrypt(&choice, &to.peer_key(Capa::PIGEON), Some(&PEER), b"42", &plain).unwrap();
+        let d = pubkey::decrypt(body.as_bytes(), b"42", &[by], Some(&peer_pub())).unwrap();
+        assert_eq!((d.plain, d.signature), (plain.clone(), Signature::Verified));
+    }
+}

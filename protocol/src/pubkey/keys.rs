@@ -40,6 +40,9 @@ pub struct KeyPair {
     /// Secret for implicit rejection: the session key used when the RSA
     /// unwrap fails (see [`super::message`]). Derived from the private key.
     rejection_secret: Zeroizing<[u8; 32]>,
+    /// AWS-LC's copy of a 2048-bit key, for the private operations.
+    #[cfg(feature = "aws-lc")]
+    fast: Option<std::sync::Arc<super::fast::Fast>>,
 }
 
 impl KeyPair {
@@ -73,7 +76,16 @@ impl KeyPair {
         h.update(Zeroizing::new(private.d().to_bytes_be()).as_slice());
         let rejection_secret = Zeroizing::new(h.finalize().into());
         let public = private.to_public_key();
-        Ok(KeyPair { private, public, size, rejection_secret })
+        #[cfg(feature = "aws-lc")]
+        let fast = super::fast::Fast::new(&private).map(std::sync::Arc::new);
+        Ok(KeyPair {
+            private,
+            public,
+            size,
+            rejection_secret,
+            #[cfg(feature = "aws-lc")]
+            fast,
+        })
     }
 
     /// Generates a new key of `bits` (1024 or 2048) with e = 65537, from
@@ -126,6 +138,32 @@ impl KeyPair {
 
     pub(crate) fn private_rsa(&self) -> &RsaPrivateKey {
         &self.private
+    }
+
+    /// AWS-LC's copy, for a 2048-bit key (see [`super::fast`]).
+    #[cfg(feature = "aws-lc")]
+    pub(crate) fn fast(&self) -> Option<&super::fast::Fast> {
+        self.fast.as_deref()
+    }
+
+    /// Whether the private operations go through AWS-LC (feature `aws-lc`,
+    /// 2048-bit keys).
+    pub fn accelerated(&self) -> bool {
+        #[cfg(feature = "aws-lc")]
+        return self.fast.is_some();
+        #[cfg(not(feature = "aws-lc"))]
+        false
+    }
+
+    /// The same key without AWS-LC's copy: the `rsa` crate does everything
+    /// (tests compare both paths).
+    #[doc(hidden)]
+    pub fn without_fast_path(&self) -> KeyPair {
+        KeyPair {
+            #[cfg(feature = "aws-lc")]
+            fast: None,
+            ..self.clone()
+        }
     }
 
     pub(crate) fn rejection_secret(&self) -> &[u8; 32] {

@@ -27,7 +27,9 @@
 //! `Pkcs1v15Encrypt` with RSA blinding (`decrypt_blinded`, OS randomness),
 //! never branch on the padding before the symmetric pass, and callers must
 //! answer every failure the same way (and should rate-limit DecryptErr
-//! answers). A caller that answers a body whose padding was good but whose
+//! answers). With the `aws-lc` feature (the pigeon binary's build), the
+//! 2048-bit unwrap is AWS-LC's constant-time, blinded RSA instead, and only
+//! the 1024-bit path (old peers) keeps the `rsa` crate's. A caller that answers a body whose padding was good but whose
 //! signature is [`Signature::Bad`] differently from a [`Error::Decrypt`]
 //! re-creates a CBC padding oracle for signed bodies: treat them alike on
 //! the wire.
@@ -271,6 +273,10 @@ pub fn encrypt_with_key<R: CryptoRngCore>(
 /// Signs `data` with RSASSA-PKCS1-v1_5 over SHA-1 or SHA-256, as IP
 /// Messenger signs a plaintext. Deterministic.
 pub fn sign(key: &KeyPair, hash: SignHash, data: &[u8]) -> Result<Vec<u8>> {
+    #[cfg(feature = "aws-lc")]
+    if let (SignHash::Sha256, Some(fast)) = (hash, key.fast()) {
+        return fast.sign_sha256(data).ok_or(Error::Unwritable { field: "signature", why: "RSA signing failed" });
+    }
     let r = match hash {
         SignHash::Sha1 => key.private_rsa().sign(Pkcs1v15Sign::new::<Sha1>(), &Sha1::digest(data)),
         SignHash::Sha256 => key.private_rsa().sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(data)),
@@ -330,10 +336,16 @@ fn unwrap_session_key(key: &KeyPair, wrapped: &[u8], len: usize) -> (CtChoice, Z
     let reject: Zeroizing<[u8; 32]> = Zeroizing::new(h.finalize().into());
     // RUSTSEC-2023-0071 (Marvin): see the module comment. Blinded, and the
     // result is folded into a constant-time choice right away.
-    let result = key.private_rsa().decrypt_blinded(&mut OsRng, Pkcs1v15Encrypt, wrapped);
+    #[cfg(feature = "aws-lc")]
+    let result = match key.fast() {
+        Some(fast) => fast.unwrap(wrapped),
+        None => key.private_rsa().decrypt_blinded(&mut OsRng, Pkcs1v15Encrypt, wrapped).ok().map(Zeroizing::new),
+    };
+    #[cfg(not(feature = "aws-lc"))]
+    let result = key.private_rsa().decrypt_blinded(&mut OsRng, Pkcs1v15Encrypt, wrapped).ok().map(Zeroizing::new);
     let (ok, msg) = match result {
-        Ok(m) => (CtChoice::from(1), Zeroizing::new(m)),
-        Err(_) => (CtChoice::from(0), Zeroizing::new(Vec::new())),
+        Some(m) => (CtChoice::from(1), m),
+        None => (CtChoice::from(0), Zeroizing::new(Vec::new())),
     };
     let ok = ok & (msg.len() as u64).ct_eq(&(len as u64));
     let mut out = Zeroizing::new([0u8; 32]);
