@@ -153,7 +153,7 @@ impl<'a> Iterator for Sections<'a> {
     }
 }
 
-fn parse_command(field: &[u8]) -> Result<Command> {
+pub(crate) fn parse_command(field: &[u8]) -> Result<Command> {
     let bad = || Error::BadCommand(String::from_utf8_lossy(field).into_owned());
     // Some clients pad with spaces; a sign or anything else is not a command.
     let trimmed = field.trim_ascii();

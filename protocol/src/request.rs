@@ -81,15 +81,29 @@ pub enum Framing {
 }
 
 /// Finds the end of a request that may arrive split across reads: at its
-/// NUL, or after the `pkt:fid:off:` fields are all there.
+/// NUL, or after the `pkt:fid:off:` fields are all there. An encrypted
+/// request (ENCRYPTOPT in the command, §7.7) has a colon count of its own
+/// (`CAPA:KEY:DATA[:SIGN]`): it ends only at its NUL (or when the caller
+/// stops waiting).
 pub fn request_framing(buf: &[u8]) -> Framing {
     if let Some(p) = buf.iter().position(|&b| b == 0) {
         return Framing::Complete(p + 1);
     }
     let mut colons = 0;
+    let mut command_at = 0;
     for (i, &b) in buf.iter().enumerate() {
         if b == b':' {
             colons += 1;
+            if colons == 4 {
+                command_at = i + 1;
+            }
+            if colons == 5 {
+                let encrypted = crate::packet::parse_command(&buf[command_at..i])
+                    .is_ok_and(|c| c.opts().has(crate::command::Opts::ENCRYPTOPT));
+                if encrypted {
+                    return Framing::Partial;
+                }
+            }
             if colons == 8 {
                 return Framing::Complete(i + 1);
             }
@@ -118,6 +132,16 @@ mod tests {
         assert_eq!(FileRequest::decode(b"1:10:0").unwrap().file_id_decimal, Some(10));
         assert!(FileRequest::decode(b"xyz:1").is_err());
         assert!(FileRequest::decode(b"12").is_err());
+    }
+
+    #[test]
+    fn encrypted_requests_end_at_their_nul() {
+        let body = "1_lbt6_0#128#000000000000#0#0#0#4001#9:1700000201:bob:pc:4194402:41900004:a2V5:ZGF0YQ:c2ln";
+        assert_eq!(request_framing(body.as_bytes()), Framing::Partial);
+        let with_nul = format!("{body}\0");
+        assert_eq!(request_framing(with_nul.as_bytes()), Framing::Complete(with_nul.len()));
+        // The same without ENCRYPTOPT ends after its third field.
+        assert_eq!(request_framing(b"1:2:u:h:98:a:b:c:d"), Framing::Complete(17));
     }
 
     #[test]

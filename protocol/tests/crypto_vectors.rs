@@ -561,7 +561,8 @@ fn e_encrypted_file_request() {
             file_id: 123456790,
             offset: 0,
             body: FileBody::Plain,
-            request_packet_no: 1700000200
+            request_packet_no: 1700000200,
+            extensions: Vec::new(),
         }
     );
     assert!(req.matches_packet_no(b"1700000200"));

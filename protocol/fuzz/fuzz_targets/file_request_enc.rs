@@ -44,6 +44,7 @@ fn made(data: &[u8]) {
         offset: if data[0] & 1 == 0 { 0 } else { u(17) },
         body: if data[0] & 2 == 0 { FileBody::Plain } else { FileBody::Aes256Ctr(data[25..57].try_into().unwrap()) },
         request_packet_no: u(17) % 1_000_000_000,
+        extensions: if data[0] & 4 == 0 { Vec::new() } else { b"PH".to_vec() },
     };
     let pkt = req.request_packet_no.to_string();
     let choice = k.pigeon_pub().negotiate(Capa::PIGEON).expect("4.x choice");

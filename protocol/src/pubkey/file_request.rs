@@ -59,6 +59,16 @@ pub struct EncFileRequest {
     /// The request's own packet number, repeated inside the signed
     /// plaintext; compare it with the header ([`EncFileRequest::matches_packet_no`]).
     pub request_packet_no: u64,
+    /// Pigeon's extension fields after the standard ones, as written
+    /// (`PH`, `PR<hex path>,<hex offset>`: see the file server), joined by
+    /// `:`; empty from other clients. Each begins with `P` and a capital
+    /// letter, which no hex field does, so a reader never mistakes one.
+    pub extensions: Vec<u8>,
+}
+
+/// A Pigeon extension field: `P`, a capital letter, then anything but `:`.
+fn is_extension(field: &[u8]) -> bool {
+    field.len() >= 2 && field[0] == b'P' && field[1].is_ascii_uppercase()
 }
 
 impl EncFileRequest {
@@ -82,7 +92,7 @@ impl EncFileRequest {
             } else {
                 return Err(bad("file-body word names neither AES-256 nor NOENC_FILEBODY"));
             };
-            if f.len() != req_at + 1 {
+            if f.len() < req_at + 1 || !f[req_at + 1..].iter().all(|x| is_extension(x)) {
                 return Err(bad("wrong number of fields"));
             }
             Ok(EncFileRequest {
@@ -92,6 +102,7 @@ impl EncFileRequest {
                 offset: if at == 3 { hex(f[2], "request offset")? } else { 0 },
                 body,
                 request_packet_no: hex(f[req_at], "request's own packet number")?,
+                extensions: f[req_at + 1..].join(&b':'),
             })
         };
         if f.len() < 4 {
@@ -114,6 +125,10 @@ impl EncFileRequest {
         }
         s.push_str(&format!("{:x}", self.request_packet_no));
         let mut out = s.into_bytes();
+        if !self.extensions.is_empty() {
+            out.push(b':');
+            out.extend_from_slice(&self.extensions);
+        }
         out.push(0);
         out
     }
@@ -189,7 +204,8 @@ mod tests {
                 file_id: 123456790,
                 offset: 0,
                 body: FileBody::Plain,
-                request_packet_no: 1700000200
+                request_packet_no: 1700000200,
+                extensions: Vec::new(),
             }
         );
         assert!(dir.matches_packet_no(b"1700000200"));
@@ -207,6 +223,15 @@ mod tests {
         assert_eq!(file_plain.encode_plain(), b"6553f290:75bcd16:1f4:4000000:6553f1c8\0");
         assert_eq!(EncFileRequest::decode_plain(&file_plain.encode_plain()).unwrap(), file_plain);
         assert_eq!(format!("{:?}", file_aes.body), "Aes256Ctr(<key>)");
+        // Pigeon's extensions ride after the standard fields, and never
+        // make a file request look like a folder's (or the reverse).
+        let ext = EncFileRequest { extensions: b"PH:PR61,1f4".to_vec(), ..file_plain.clone() };
+        assert_eq!(ext.encode_plain(), b"6553f290:75bcd16:1f4:4000000:6553f1c8:PH:PR61,1f4\0");
+        assert_eq!(EncFileRequest::decode_plain(&ext.encode_plain()).unwrap(), ext);
+        let dir_ext = EncFileRequest { extensions: b"PH".to_vec(), ..dir.clone() };
+        assert_eq!(EncFileRequest::decode_plain(&dir_ext.encode_plain()).unwrap(), dir_ext);
+        let odd = EncFileRequest { offset: 0x4000000, ..file_plain.clone() };
+        assert_eq!(EncFileRequest::decode_plain(&odd.encode_plain()).unwrap(), odd);
         assert_eq!(file_aes.opts(), 0x00400800);
     }
 
@@ -223,6 +248,9 @@ mod tests {
             b"x:2:4000000:3",
             b"1:2:4000000:",
             b"1:2:0:0:4000000:3",
+            b"1:2:4000000:3:ph",
+            b"1:2:4000000:3:P",
+            b"1:2:4000000:3:PH:",
         ] {
             assert!(EncFileRequest::decode_plain(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
