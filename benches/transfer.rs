@@ -141,6 +141,7 @@ fn main() {
         version: "1_pigeon bench".into(),
         user: "bench".into(),
         host: "b".into(),
+        sealed: None,
     };
     // Received into tmpfs where there is one: the data path is measured, not
     // the disk (both sides write to the same place).

@@ -119,6 +119,9 @@ pub struct FileConfig {
     /// Send in plain text to a peer that announces encryption but gives no
     /// key (default false: the message fails, saying why).
     pub plaintext_fallback: Option<bool>,
+    /// Ask for file bodies encrypted (AES-256-CTR) when fetching with an
+    /// encrypted request (default false: plain bodies, as IP Messenger does).
+    pub encrypt_file_bodies: Option<bool>,
 }
 
 impl FileConfig {

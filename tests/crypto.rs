@@ -158,6 +158,87 @@ fn ipmsg_vectors_reach_the_daemon_and_its_answer_decrypts() {
     let r: Value = serde_json::from_slice(&out.stdout).unwrap_or(json!(null));
     assert_eq!(r["status"], "delivered", "{r} {}", String::from_utf8_lossy(&out.stderr));
 
+    // A file offered to the peer, fetched as IP Messenger 4.x fetches it:
+    // GETDIRFILES with an encrypted request signed by its pinned key (one
+    // record and the data come back), a plain body, then AES-256-CTR; a
+    // replay of the first request gets nothing.
+    let file = d.home.path().join("for ipmsg.bin");
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(&file, &content).unwrap();
+    let sender = {
+        let home = d.home.path().to_path_buf();
+        let f = file.to_str().unwrap().to_string();
+        std::thread::spawn(move || {
+            common::pigeon(&home, DAEMON, "pigeon", "Pigeon", &[PEER], &["send", "ipmsg", "a file", "--file", &f])
+                .output()
+                .unwrap()
+        })
+    };
+    let msg = raw.expect(Mode::SENDMSG, Duration::from_secs(10), |p| p.opts().has(Opts::FILEATTACHOPT));
+    let p = Packet::decode(&msg).unwrap();
+    let offer_no: u64 = std::str::from_utf8(p.packet_no).unwrap().parse().unwrap();
+    raw.send(201, 0x21, std::str::from_utf8(p.packet_no).unwrap());
+    assert!(sender.join().unwrap().status.success());
+    let body = &p.payload[..p.payload.iter().position(|&b| b == 0).unwrap_or(p.payload.len())];
+    let opened = pubkey::decrypt(body, p.packet_no, &[&ours], Some(&theirs)).unwrap();
+    let list = opened.sections(true).attachments.expect("the file list inside the ciphertext");
+    let att = &pigeon_protocol::Attachment::decode_list(list, pigeon_protocol::Charset::Utf8).unwrap()[0];
+    assert_eq!((att.name.as_str(), att.size), ("for ipmsg.bin", content.len() as u64));
+    let send_tcp = |req: &[u8]| -> Vec<u8> {
+        use std::io::{Read, Write};
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&format!("{PEER}:0").parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+        let to: std::net::SocketAddr = format!("{DAEMON}:{PORT}").parse().unwrap();
+        s.connect_timeout(&to.into(), Duration::from_secs(5)).unwrap();
+        let mut s: std::net::TcpStream = s.into();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(req).unwrap();
+        let mut got = Vec::new();
+        // The server waits for the receiver to close once all is sent: the
+        // record's header follows the data's size closely.
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if got.len() >= content.len() {
+                s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            }
+        }
+        got
+    };
+    let fetch_raw = |no: u64, body: pubkey::FileBody| -> (Vec<u8>, Vec<u8>) {
+        let r = pubkey::EncFileRequest {
+            kind: pigeon_protocol::RequestKind::Dir,
+            packet_no: offer_no,
+            file_id: att.id,
+            offset: 0,
+            body,
+            request_packet_no: no,
+            extensions: Vec::new(),
+        };
+        let choice = theirs.negotiate(pubkey::Capa::IPMSG_4).unwrap();
+        let enc = r.encrypt(&choice, &theirs, Some(&ours), no.to_string().as_bytes()).unwrap();
+        let req = format!("1:{no}:ipmsg:win:{}:{enc}\0", 0x62 | r.opts()).into_bytes();
+        (req.clone(), send_tcp(&req))
+    };
+    let one_record = |stream: &[u8]| -> Vec<u8> {
+        let mut dec = pigeon_protocol::DirStreamDecoder::new(pigeon_protocol::Charset::Utf8);
+        let (used, ev) = dec.decode(stream).unwrap();
+        let Some(pigeon_protocol::DirEvent::File(h)) = ev else { panic!("not one file record: {ev:?}") };
+        assert_eq!((h.name.as_str(), h.size), ("for ipmsg.bin", content.len() as u64));
+        stream[used..].to_vec()
+    };
+    let (first, plain) = fetch_raw(1_700_000_300, pubkey::FileBody::Plain);
+    assert_eq!(one_record(&plain), content, "a plain body");
+    let key = [0x5a; 32];
+    let (_, mut sealed) = fetch_raw(1_700_000_301, pubkey::FileBody::Aes256Ctr(key));
+    assert!(!sealed.windows(64).any(|w| content.windows(64).next() == Some(w)), "the body is not in clear");
+    pigeon_protocol::crypto::aes256_ctr_apply(&key, b"1700000301", &mut sealed, 0);
+    assert_eq!(one_record(&sealed), content, "an AES-256-CTR body");
+    assert!(send_tcp(&first).is_empty(), "a replayed request gets nothing");
+
     // The peer gives another key: flagged (peers, keys, listen's event),
     // still used; trusting it reaches the running daemon.
     raw.send(300, 0x73, &vector("anspubkey_body_pigeon"));

@@ -93,6 +93,11 @@ fn files_and_folders_both_ways() {
     assert!(out.status.code() == Some(2) && err.contains("is a file: --to takes the folder to fetch into"), "{err}");
     let (code, events) = fetch(&b, dst.path());
     assert_eq!(code, Some(0), "{events:?}");
+    // Pigeon to Pigeon: every request encrypted and signed (§7.7), the
+    // bodies plain unless asked (tests/sealed_files.rs has the rest).
+    let starts: Vec<&Value> = events.iter().filter(|e| e["event"] == "start").collect();
+    assert_eq!(starts.len(), 3, "{events:?}");
+    assert!(starts.iter().all(|e| e["request"] == "encrypted" && e["body"] == "plain"), "{starts:?}");
     assert_eq!(sha256(&dst.path().join("报告 v1:final.bin")), sha256(&file));
     assert_eq!(std::fs::metadata(dst.path().join("empty.txt")).unwrap().len(), 0);
     assert_eq!(tree(&dst.path().join("项目 tree")), tree(&folder));

@@ -188,7 +188,35 @@ pub fn source_for(
         version: eff.engine(false).version,
         user: eff.user.clone(),
         host: eff.host.clone(),
+        sealed: sealed_for(eff, sender, client),
     }
+}
+
+/// How to ask `sender` for files with an encrypted, signed request (§7.7):
+/// when we hold its 2048-bit key and it is a Pigeon, or a client whose
+/// fingerprinted name matches that key (IP Messenger 3.x and later, who
+/// alone make and take such requests). None: a plain request, as before.
+fn sealed_for(eff: &Effective, sender: &str, client: &str) -> Option<crate::transfer::fetch::Sealed> {
+    use pigeon_protocol::pubkey::{Capa, KeySize, PeerKey};
+    let store = Store::open(&eff.home.database()).ok()?;
+    let k = store.peer_keys().ok()?.into_iter().find(|k| format!("{}@{}", k.user, k.host) == sender)?;
+    let theirs = PeerKey::from_parts(Capa(k.capa), &k.exponent, &k.modulus).ok()?;
+    if theirs.size() != KeySize::Rsa2048 || !(client == "pigeon" || theirs.matches_user(&k.user)) {
+        return None;
+    }
+    let ours = match crate::keys::read_existing(&eff.home.data_dir, KeySize::Rsa2048) {
+        Ok(Some(k)) => k,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!("asking {sender} for files without encryption: {e:#}");
+            return None;
+        }
+    };
+    Some(crate::transfer::fetch::Sealed {
+        ours: std::sync::Arc::new(ours),
+        theirs,
+        encrypt_body: eff.file.encrypt_file_bodies.unwrap_or(false),
+    })
 }
 
 /// `pigeon offers --mine`: what we offered, grouped by message and peer.
@@ -409,6 +437,12 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
     // the partial files are kept for that.
     let current: Interrupted = Default::default();
     on_interrupt(args.json, offer_id, current.clone());
+    // How we ask (§7.7): encrypted and signed to a sender whose key we hold.
+    let (request_kind, body_kind) = match &src.sealed {
+        Some(s) if s.encrypt_body => ("encrypted", "aes-256-ctr"),
+        Some(_) => ("encrypted", "plain"),
+        None => ("plain", "plain"),
+    };
     let mut failed = 0;
     for a in wanted {
         let item = Item {
@@ -442,7 +476,11 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
                     *c = Some((name.to_string(), offset, total));
                 }
                 if json {
-                    println!("{}", json!({"event": "start", "name": name, "size": total, "resumed_at": offset}));
+                    println!(
+                        "{}",
+                        json!({"event": "start", "name": name, "size": total, "resumed_at": offset,
+                               "request": request_kind, "body": body_kind})
+                    );
                 }
                 if let Some(b) = &bar {
                     b.set_position(offset);

@@ -813,7 +813,9 @@ impl Engine {
     fn status(&self) -> u32 {
         let mut s = Opts::FILEATTACHOPT | Opts::CAPUTF8OPT;
         if self.cfg.keys.is_some() {
-            s |= Opts::ENCRYPTOPT | Opts::ENCEXTMSGOPT;
+            // CAPFILEENCOPT: encrypted, signed file requests are taken
+            // (net::sealed) and made (transfer::fetch).
+            s |= Opts::ENCRYPTOPT | Opts::ENCEXTMSGOPT | Opts::CAPFILEENCOPT;
         }
         if self.cfg.away.is_some() {
             s |= Opts::ABSENCEOPT;

@@ -21,9 +21,13 @@
 //!   while serving (a resumed file's start is read for it too): 32 bytes
 //!   after a file's data; in a folder, attribute `7f03` (64 hex digits) on
 //!   the record after each file. The receiver compares before it renames.
+//!
+//! Encrypted, signed requests (ENCRYPTOPT, §7.7) are opened by
+//! [`super::sealed`] (which also carries the extension fields inside the
+//! ciphertext); their body goes plain or AES-256-CTR, as the requester asks.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -36,8 +40,11 @@ use pigeon_protocol::charset::{self, Charset};
 use pigeon_protocol::request::{request_framing, Framing};
 use pigeon_protocol::{ClientKind, DirHeader, FileRequest, Mode, Opts, Packet, RequestKind};
 
-use crate::engine::PictureFrom;
+use pigeon_protocol::pubkey::FileBody;
+
+use crate::engine::{OurKeys, PictureFrom};
 use crate::net::pictures::PictureSink;
+use crate::net::sealed::{Out, Sealed};
 
 use crate::store::{OfferRecord, Store};
 
@@ -73,6 +80,8 @@ pub struct FileServer {
     open: AtomicUsize,
     /// Where iptux's pictures go (none: refused).
     pictures: Option<PictureSink>,
+    /// Our keys, for encrypted requests (none: refused).
+    sealed: Option<Sealed>,
 }
 
 /// A transfer running; its slot is given back when dropped.
@@ -133,18 +142,21 @@ impl FileServer {
 
 /// Starts serving on `listener` in a thread of its own.
 pub fn spawn(listener: TcpListener, db: PathBuf, legacy: Charset) -> std::thread::JoinHandle<()> {
-    spawn_with_pictures(listener, db, legacy, None)
+    spawn_with(listener, db, legacy, None, None)
 }
 
-/// [`spawn`], keeping the pictures iptux peers send.
-pub fn spawn_with_pictures(
+/// [`spawn`], keeping the pictures iptux peers send, and opening encrypted
+/// requests with `keys`.
+pub fn spawn_with(
     listener: TcpListener,
     db: PathBuf,
     legacy: Charset,
     pictures: Option<PictureSink>,
+    keys: Option<Arc<OurKeys>>,
 ) -> std::thread::JoinHandle<()> {
     let server = Arc::new(FileServer {
         pictures,
+        sealed: keys.map(Sealed::new),
         store: Mutex::new(None),
         db,
         legacy,
@@ -285,8 +297,23 @@ impl FileServer {
             sink.deliver(PictureFrom::Iptux { from: peer.ip(), header }, path);
             return Ok(());
         }
-        let (p, kind, req) = parse_request(&raw)?;
-        let offer = self.find(&p, &req, peer)?;
+        let p = Packet::decode(&raw).map_err(|e| ServeError::BadRequest(e.to_string()))?;
+        let kind = FileRequest::kind_of(&p).ok_or_else(|| ServeError::BadRequest(format!("mode {}", p.mode())))?;
+        let (req, ext, body, nonce, from_anywhere) = if p.opts().has(Opts::ENCRYPTOPT) {
+            let sealed = self.sealed.as_ref().ok_or_else(|| {
+                ServeError::Refused("an encrypted request, and this node has no keys to open it".into())
+            })?;
+            let cs = charset::detect(p.opts(), ClientKind::from_version(p.version), None, self.legacy, p.user);
+            let (user, host) = (cs.decode(p.user), cs.decode(p.host));
+            let pinned = self.with_store(|s| s.peer_keys())?.into_iter().find(|k| k.user == user && k.host == host);
+            let o = sealed.open(&p, kind, &user, &host, pinned.as_ref())?;
+            (o.req, o.extensions, o.body, o.nonce, o.from_anywhere)
+        } else {
+            let req = FileRequest::decode(p.body()).map_err(|e| ServeError::BadRequest(e.to_string()))?;
+            let ext = extension_fields(p.body()).map(<[u8]>::to_vec).collect();
+            (req, ext, FileBody::Plain, Vec::new(), false)
+        };
+        let offer = self.find(&p, &req, (!from_anywhere).then_some(peer))?;
         let _transfer = self.transfer()?;
         stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
         stream.set_nodelay(true)?;
@@ -298,34 +325,36 @@ impl FileServer {
         } else {
             self.legacy
         };
-        tracing::info!("{peer} fetches {:?} ({kind:?}) of offer {}", offer.name, offer.packet_no);
+        let how = match (&body, p.opts().has(Opts::ENCRYPTOPT)) {
+            (FileBody::Aes256Ctr(_), _) => ", encrypted request, AES-256-CTR body",
+            (_, true) => ", encrypted request, plain body",
+            _ => "",
+        };
+        tracing::info!("{peer} fetches {:?} ({kind:?}) of offer {}{how}", offer.name, offer.packet_no);
+        let checksum = ext.iter().any(|f| f == b"PH");
+        let mut out = Out::new(&stream, &body, &nonce);
         match (kind, offer.dir) {
             (RequestKind::File, false) => {
                 let mut f = File::open(&offer.path)?;
                 let offset = req.offset.unwrap_or(0).min(offer.size);
-                let sent = if wants_checksum(p.body()) {
-                    let (sent, digest) = send_with_digest(&stream, &mut f, offset, offer.size - offset)?;
-                    if sent == offer.size - offset {
-                        stream.write_all(&digest)?;
-                    }
-                    sent
-                } else {
-                    send_range(&stream, &mut f, offset, offer.size - offset)?
-                };
+                let (sent, digest) = send_file(&mut out, &mut f, offset, offer.size - offset, checksum)?;
                 if sent == offer.size - offset {
+                    if let Some(d) = digest {
+                        out.write_all(&d)?;
+                    }
                     self.fetched(&offer);
                 }
             }
             (RequestKind::Dir, true) => {
-                let hint = resume_hint(p.body());
+                let hint = ext.iter().find_map(|f| resume_hint_field(f));
                 let mut w = DirSender {
-                    stream: &mut stream,
+                    out: &mut out,
                     names,
                     hint,
                     skipping: false,
                     sent: 0,
                     pending: Vec::new(),
-                    checksum: wants_checksum(p.body()),
+                    checksum,
                     prev: None,
                 };
                 w.skipping = w.hint.is_some();
@@ -338,8 +367,8 @@ impl FileServer {
                 let mut f = File::open(&offer.path)?;
                 let mut h = Vec::new();
                 DirHeader::file(&offer.name, offer.size, offer.mtime).encode(names, &mut h).map_err(io_err)?;
-                stream.write_all(&h)?;
-                if send_range(&stream, &mut f, 0, offer.size)? == offer.size {
+                out.write_all(&h)?;
+                if out.send_file(&mut f, 0, offer.size, None)? == offer.size {
                     self.fetched(&offer);
                 }
             }
@@ -347,6 +376,7 @@ impl FileServer {
                 return Err(ServeError::Refused("a folder is fetched with GETDIRFILES".into()))
             }
         }
+        drop(out);
         // The receiver closes when it has everything (§6.5); wait for that briefly.
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         let _ = stream.read(&mut [0u8; 64]);
@@ -367,24 +397,24 @@ impl FileServer {
     /// The offer a request names, if the requester is its addressee.
     /// True if a peer we know was last seen at `ip`.
     fn known_address(&self, ip: std::net::IpAddr) -> Result<bool, ServeError> {
+        let peers = self.with_store(|s| s.peers())?;
+        Ok(peers.iter().any(|p| p.addr.parse::<SocketAddr>().is_ok_and(|a| a.ip() == ip)))
+    }
+
+    /// Runs `f` on the store, opened at the first use.
+    fn with_store<T>(&self, f: impl FnOnce(&Store) -> Result<T, crate::store::StoreError>) -> Result<T, ServeError> {
         let mut guard = self.store.lock().map_err(|_| ServeError::Refused("store unavailable".into()))?;
         if guard.is_none() {
             *guard = Some(Store::open(&self.db).map_err(|e| ServeError::Refused(e.to_string()))?);
         }
-        let peers = guard.as_ref().expect("just opened").peers().map_err(|e| ServeError::Refused(e.to_string()))?;
-        Ok(peers.iter().any(|p| p.addr.parse::<SocketAddr>().is_ok_and(|a| a.ip() == ip)))
+        f(guard.as_ref().expect("just opened")).map_err(|e| ServeError::Refused(e.to_string()))
     }
 
-    fn find(&self, p: &Packet<'_>, req: &FileRequest, peer: SocketAddr) -> Result<OfferRecord, ServeError> {
-        let offers = {
-            let mut guard = self.store.lock().map_err(|_| ServeError::Refused("store unavailable".into()))?;
-            if guard.is_none() {
-                *guard = Some(Store::open(&self.db).map_err(|e| ServeError::Refused(e.to_string()))?);
-            }
-            let store = guard.as_ref().expect("just opened");
-            store.live_offers(req.packet_no, chrono::Utc::now()).map_err(|e| ServeError::Refused(e.to_string()))?
-        };
-        select_offer(&offers, p, req, peer, self.legacy)
+    /// The offer a request names, if the requester is its addressee (at
+    /// `peer`'s address, unless the request was signed with its pinned key).
+    fn find(&self, p: &Packet<'_>, req: &FileRequest, peer: Option<SocketAddr>) -> Result<OfferRecord, ServeError> {
+        let offers = self.with_store(|s| s.live_offers(req.packet_no, chrono::Utc::now()))?;
+        select_offer_from(&offers, p, req, peer, self.legacy)
     }
 }
 
@@ -413,11 +443,26 @@ pub fn select_offer(
     peer: SocketAddr,
     legacy: Charset,
 ) -> Result<OfferRecord, ServeError> {
+    select_offer_from(offers, p, req, Some(peer), legacy)
+}
+
+/// [`select_offer`]; with no address, any of the offer's (a request signed
+/// with the addressee's pinned key).
+fn select_offer_from(
+    offers: &[OfferRecord],
+    p: &Packet<'_>,
+    req: &FileRequest,
+    peer: Option<SocketAddr>,
+    legacy: Charset,
+) -> Result<OfferRecord, ServeError> {
     {
-        let for_them: Vec<&OfferRecord> =
-            offers.iter().filter(|o| o.peer.addr.parse::<SocketAddr>().is_ok_and(|a| a.ip() == peer.ip())).collect();
+        let for_them: Vec<&OfferRecord> = offers
+            .iter()
+            .filter(|o| peer.is_none_or(|peer| o.peer.addr.parse::<SocketAddr>().is_ok_and(|a| a.ip() == peer.ip())))
+            .collect();
         if for_them.is_empty() {
-            return Err(ServeError::Refused(format!("no live offer {} for {}", req.packet_no, peer.ip())));
+            let from = peer.map_or("a signed request".to_string(), |p| p.ip().to_string());
+            return Err(ServeError::Refused(format!("no live offer {} for {from}", req.packet_no)));
         }
         // Hex first (as IPMsg writes it), then decimal (clients that echo the list).
         let offer = for_them
@@ -450,7 +495,11 @@ pub fn wants_checksum(body: &[u8]) -> bool {
 
 /// `PR<hex path>,<hex offset>` among the extension fields of a GETDIRFILES.
 pub fn resume_hint(body: &[u8]) -> Option<(String, u64)> {
-    let field = extension_fields(body).find(|f| f.starts_with(b"PR"))?;
+    resume_hint_field(extension_fields(body).find(|f| f.starts_with(b"PR"))?)
+}
+
+/// One `PR<hex path>,<hex offset>` field.
+fn resume_hint_field(field: &[u8]) -> Option<(String, u64)> {
     let rest = field.strip_prefix(b"PR")?;
     let comma = rest.iter().position(|&b| b == b',')?;
     let path = hex::decode(&rest[..comma]).ok()?;
@@ -483,6 +532,28 @@ pub fn send_range(stream: &TcpStream, file: &mut File, offset: u64, len: u64) ->
         left -= n as u64;
     }
     Ok(len - left)
+}
+
+/// Sends `len` bytes of `f` from `offset`, with the SHA-256 of its bytes
+/// `0..offset + len` when `checksum`: beside sendfile when plain, inline
+/// when the body is encrypted (its bytes are read and copied anyway).
+fn send_file(
+    out: &mut Out<'_>,
+    f: &mut File,
+    offset: u64,
+    len: u64,
+    checksum: bool,
+) -> std::io::Result<(u64, Option<[u8; 32]>)> {
+    if !checksum {
+        return Ok((out.send_file(f, offset, len, None)?, None));
+    }
+    if !out.encrypts() {
+        let (sent, digest) = send_with_digest(out.stream(), f, offset, len)?;
+        return Ok((sent, Some(digest)));
+    }
+    let mut h = hash_prefix(f, offset)?;
+    let sent = out.send_file(f, offset, len, Some(&mut h))?;
+    Ok((sent, Some(sha2::Digest::finalize(h).into())))
 }
 
 /// SHA-256 of the first `len` bytes of `f`, leaving it positioned there.
@@ -536,8 +607,8 @@ fn send_with_digest(stream: &TcpStream, f: &mut File, offset: u64, len: u64) -> 
     Ok((sent?, digest))
 }
 
-struct DirSender<'a> {
-    stream: &'a mut TcpStream,
+struct DirSender<'a, 'b> {
+    out: &'a mut Out<'b>,
     names: Charset,
     hint: Option<(String, u64)>,
     skipping: bool,
@@ -558,7 +629,7 @@ fn mtime_of(m: &std::fs::Metadata) -> u64 {
     m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs())
 }
 
-impl DirSender<'_> {
+impl DirSender<'_, '_> {
     /// The record after a file carries that file's SHA-256.
     fn with_prev(&mut self, h: &DirHeader) -> DirHeader {
         let mut h = h.clone();
@@ -579,7 +650,7 @@ impl DirSender<'_> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         if !self.pending.is_empty() {
-            self.stream.write_all(&self.pending)?;
+            self.out.write_all(&self.pending)?;
             self.pending.clear();
         }
         Ok(())
@@ -655,13 +726,10 @@ impl DirSender<'_> {
         } else {
             self.header(&h)?;
             self.flush()?;
-            if hasher.take().is_some() {
-                let (sent, digest) = send_with_digest(self.stream, &mut f, offset, size - offset)?;
-                self.prev = Some(hex::encode(digest));
-                sent
-            } else {
-                send_range(self.stream, &mut f, offset, size - offset)?
-            }
+            let checksum = hasher.take().is_some();
+            let (sent, digest) = send_file(self.out, &mut f, offset, size - offset, checksum)?;
+            self.prev = digest.map(hex::encode);
+            sent
         };
         if let Some(hs) = hasher {
             self.prev = Some(hex::encode(sha2::Digest::finalize(hs)));
@@ -677,6 +745,7 @@ impl DirSender<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     /// Found by the file_request fuzz target's author: the colon count
     /// ended a request split by TCP right before a Pigeon's extension

@@ -22,6 +22,7 @@ pub mod files;
 pub mod interfaces;
 pub mod pictures;
 pub mod ports;
+pub mod sealed;
 
 /// What the node needs to start.
 pub struct NodeOptions {
@@ -194,7 +195,13 @@ pub fn start(opts: NodeOptions, store: Store) -> Result<(NodeHandle, tokio::task
     let listener = files::bind_tcp(addr)?;
     let (pictures_tx, pictures_rx) = mpsc::unbounded_channel();
     let pictures = opts.pictures.clone().map(|dir| pictures::PictureSink { dir, tx: pictures_tx });
-    files::spawn_with_pictures(listener, store.path().to_path_buf(), opts.engine.legacy, pictures.clone());
+    files::spawn_with(
+        listener,
+        store.path().to_path_buf(),
+        opts.engine.legacy,
+        pictures.clone(),
+        opts.engine.keys.clone(),
+    );
     let sock = UdpSocket::from_std(std_sock).context("register the UDP socket")?;
     let counter = store.packet_counter().context("read the packet counter")?;
     let since = chrono::Utc::now() - chrono::Duration::days(30);

@@ -11,12 +11,23 @@
 //!   (`.NAME.pigeon-fetch` beside it) and that file's offset, so nothing
 //!   complete is sent again; from other clients the whole stream comes again
 //!   and complete files are passed over.
+//!
+//! To a sender whose key we hold (a Pigeon, or an IP Messenger whose
+//! fingerprinted name matches its key), the request goes encrypted and
+//! signed ([`Sealed`], protocol.md §7.7); the answer is plain or AES-256-CTR
+//! as asked, and read through [`Incoming`]. An IP Messenger is asked for a
+//! single file with GETDIRFILES, as it asks (one record, no resume); a
+//! Pigeon with GETFILEDATA and its offset, its extensions in the ciphertext.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use pigeon_protocol::pubkey::{Capa, EncFileRequest, FileBody, KeyPair, PeerKey};
 use pigeon_protocol::{Charset, ClientKind, Command, DirStreamDecoder, FileRequest, Header, Mode, Opts, RequestKind};
 
 use super::{
@@ -53,6 +64,25 @@ pub struct Source {
     pub version: String,
     pub user: String,
     pub host: String,
+    /// Ask with an encrypted, signed request (none: a plain one).
+    pub sealed: Option<Sealed>,
+}
+
+/// What an encrypted request needs.
+#[derive(Clone)]
+pub struct Sealed {
+    /// Our 2048-bit key: it signs the request.
+    pub ours: Arc<KeyPair>,
+    /// The sender's key: the request is encrypted to it.
+    pub theirs: PeerKey,
+    /// Ask for the body encrypted (AES-256-CTR with a fresh key).
+    pub encrypt_body: bool,
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sealed(to {}, body {})", self.theirs.fingerprint(), if self.encrypt_body { "AES" } else { "plain" })
+    }
 }
 
 /// What is fetched.
@@ -97,6 +127,8 @@ pub enum FetchError {
     Net { addr: SocketAddr, source: std::io::Error },
     #[error("{}", short(*got, *expected))]
     Short { got: u64, expected: u64 },
+    #[error("encrypted request: {0}")]
+    Sealed(String),
     #[error("the sender's folder stream is invalid: {0}")]
     Stream(#[from] pigeon_protocol::Error),
     #[error(transparent)]
@@ -131,10 +163,41 @@ impl Source {
     }
 }
 
+/// A request's packet number: the time in seconds, or one more than the
+/// last this process used (an encrypted request's number must grow: IP
+/// Messenger refuses one not above the last it saw from us). It stays a
+/// 32-bit number, as IP Messenger reads it.
+fn request_packet_no() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs());
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1) & u64::from(u32::MAX);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+/// How the answer to a request comes: its key and counter start when the
+/// body is AES-256-CTR.
+type BodyKey = Option<([u8; 32], Vec<u8>)>;
+
 /// The request packet, written in one piece (IPMsg parses only the first
-/// read). `checksum`: ask a Pigeon for the SHA-256 of what it serves (`PH`:
-/// 32 bytes after a file's data, attribute `7f03` in a folder's records).
-fn request(src: &Source, item: &Item, offset: u64, hint: Option<(&str, u64)>, checksum: bool) -> Vec<u8> {
+/// read), and how its answer comes. `checksum`: ask a Pigeon for the
+/// SHA-256 of what it serves (`PH`: 32 bytes after a file's data, attribute
+/// `7f03` in a folder's records).
+fn request(
+    src: &Source,
+    item: &Item,
+    offset: u64,
+    hint: Option<(&str, u64)>,
+    checksum: bool,
+) -> Result<(Vec<u8>, BodyKey), FetchError> {
+    if let Some(sealed) = &src.sealed {
+        return sealed_request(src, sealed, item, offset, hint, checksum);
+    }
     let (kind, mode, mut opts) = if item.dir {
         // FILEATTACHOPT and the `:0` offset satisfy FeiQ and iptux too (§6.3).
         (RequestKind::Dir, Mode::GETDIRFILES, Opts::FILEATTACHOPT)
@@ -156,7 +219,71 @@ fn request(src: &Source, item: &Item, offset: u64, hint: Option<(&str, u64)>, ch
         }
         body.extend_from_slice(b"PH");
     }
-    let no = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs());
+    let header = Header {
+        version: src.version.as_bytes(),
+        packet_no: request_packet_no(),
+        user: src.user.as_bytes(),
+        host: src.host.as_bytes(),
+        command: Command::new(mode, opts),
+    };
+    let mut out = Vec::with_capacity(128);
+    pigeon_protocol::write_packet(&mut out, &header, &body, &[]).expect("sanitized identity");
+    Ok((out, None))
+}
+
+/// An encrypted, signed request (§7.7). A Pigeon gets GETFILEDATA with the
+/// offset for a file and its extensions inside; another client GETDIRFILES
+/// for everything, as IP Messenger asks.
+fn sealed_request(
+    src: &Source,
+    sealed: &Sealed,
+    item: &Item,
+    offset: u64,
+    hint: Option<(&str, u64)>,
+    checksum: bool,
+) -> Result<(Vec<u8>, BodyKey), FetchError> {
+    let kind = if item.dir || !src.pigeon { RequestKind::Dir } else { RequestKind::File };
+    let mut extensions = Vec::new();
+    if src.pigeon {
+        if let Some((path, off)) = hint {
+            extensions.push(format!("PR{},{off:x}", hex::encode(path)));
+        }
+        if checksum {
+            extensions.push("PH".into());
+        }
+    }
+    let no = request_packet_no();
+    let nonce = no.to_string();
+    let body = if sealed.encrypt_body {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| FetchError::Sealed(format!("no randomness for the body key: {e}")))?;
+        FileBody::Aes256Ctr(key)
+    } else {
+        FileBody::Plain
+    };
+    let r = EncFileRequest {
+        kind,
+        packet_no: src.packet_no,
+        file_id: item.id,
+        offset: if kind == RequestKind::File { offset } else { 0 },
+        body: body.clone(),
+        request_packet_no: no,
+        extensions: extensions.join(":").into_bytes(),
+    };
+    let choice = sealed.theirs.negotiate(Capa::PIGEON).ok_or_else(|| {
+        FetchError::Sealed(format!("the sender's key (capability {}) offers nothing we can use", sealed.theirs.capa()))
+    })?;
+    let text = r
+        .encrypt(&choice, &sealed.theirs, Some(&sealed.ours), nonce.as_bytes())
+        .map_err(|e| FetchError::Sealed(format!("cannot encrypt the request: {e}")))?;
+    let mode = if kind == RequestKind::Dir { Mode::GETDIRFILES } else { Mode::GETFILEDATA };
+    let mut opts = r.opts();
+    if src.utf8 {
+        opts |= Opts::UTF8OPT;
+    }
+    if item.dir {
+        opts |= Opts::FILEATTACHOPT;
+    }
     let header = Header {
         version: src.version.as_bytes(),
         packet_no: no,
@@ -164,9 +291,87 @@ fn request(src: &Source, item: &Item, offset: u64, hint: Option<(&str, u64)>, ch
         host: src.host.as_bytes(),
         command: Command::new(mode, opts),
     };
-    let mut out = Vec::with_capacity(128);
-    pigeon_protocol::write_packet(&mut out, &header, &body, &[]).expect("sanitized identity");
-    out
+    let mut out = Vec::with_capacity(512);
+    pigeon_protocol::write_packet(&mut out, &header, text.as_bytes(), &[]).expect("sanitized identity");
+    // It ends at its NUL (an encrypted request has no colon count to end it).
+    if out.last() != Some(&0) {
+        out.push(0);
+    }
+    let key = match body {
+        FileBody::Aes256Ctr(k) => Some((k, nonce.into_bytes())),
+        FileBody::Plain => None,
+    };
+    Ok((out, key))
+}
+
+/// The answer's bytes: decrypted when the body is AES-256-CTR, after any
+/// bytes put back (what came after a record header read ahead).
+struct Incoming {
+    stream: TcpStream,
+    key: BodyKey,
+    at: u64,
+    back: Vec<u8>,
+}
+
+impl Incoming {
+    fn new(stream: TcpStream, key: BodyKey) -> Incoming {
+        Incoming { stream, key, at: 0, back: Vec::new() }
+    }
+
+    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        self.stream.set_read_timeout(t)
+    }
+}
+
+impl Read for Incoming {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.back.is_empty() {
+            let n = buf.len().min(self.back.len());
+            buf[..n].copy_from_slice(&self.back[..n]);
+            self.back.drain(..n);
+            return Ok(n);
+        }
+        let n = self.stream.read(buf)?;
+        if let Some((key, nonce)) = &self.key {
+            pigeon_protocol::crypto::aes256_ctr_apply(key, nonce, &mut buf[..n], self.at);
+        }
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads the one record header that comes before a single file's data
+/// when it was asked for with GETDIRFILES (IP Messenger's encrypted
+/// request); what came after it is put back.
+fn single_record(input: &mut Incoming, names: Charset, item: &Item) -> Result<(), FetchError> {
+    let mut dec = DirStreamDecoder::new(names);
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let (used, ev) = dec.decode(&buf)?;
+        if let Some(ev) = ev {
+            let pigeon_protocol::DirEvent::File(h) = ev else {
+                return Err(FetchError::Stream(pigeon_protocol::Error::Malformed {
+                    what: "file record",
+                    why: "the sender answered a file request with a folder".into(),
+                }));
+            };
+            if h.size != item.size {
+                return Err(FetchError::Stream(pigeon_protocol::Error::Malformed {
+                    what: "file record",
+                    why: format!("{} bytes announced, the offer said {}", h.size, item.size),
+                }));
+            }
+            input.back = buf[used..].to_vec();
+            return Ok(());
+        }
+        let n =
+            input.read(&mut chunk).map_err(|e| FetchError::Net { addr: SocketAddr::from(([0; 4], 0)), source: e })?;
+        if n == 0 {
+            return Err(FetchError::Short { got: 0, expected: item.size });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }
 
 /// Fetches `item` into the folder `into`; returns where it landed.
@@ -211,13 +416,25 @@ fn fetch_file(
     // From a sender that may ignore an offset, ask for everything and
     // compare what we hold as it comes again: bounded memory, and the
     // result is the sender's bytes whatever it does.
-    let ask = if src.honours_offsets() { held } else { 0 };
+    // An IP Messenger asked with an encrypted GETDIRFILES sends the whole file.
+    let one_record = src.sealed.is_some() && !src.pigeon;
+    let ask = if src.honours_offsets() && !one_record { held } else { 0 };
     check_space(into, item.size - held)?;
     progress(Progress::Start { name: &item.name, total: item.size, offset: held });
     if item.size > held || checksum {
         let mut stream = connect(src)?;
         let net = |source| FetchError::Net { addr: src.addr, source };
-        stream.write_all(&request(src, item, ask, None, checksum)).map_err(net)?;
+        let (req, key) = request(src, item, ask, None, checksum)?;
+        stream.write_all(&req).map_err(net)?;
+        let mut stream = Incoming::new(stream, key);
+        if one_record {
+            single_record(&mut stream, if src.utf8 { Charset::Utf8 } else { src.names }, item).map_err(
+                |e| match e {
+                    FetchError::Net { source, .. } => net(source),
+                    e => e,
+                },
+            )?;
+        }
         let mut buf = vec![0u8; BUFFER];
         let mut ours = vec![0u8; BUFFER];
         let mut trailer = Vec::with_capacity(32);
@@ -434,7 +651,9 @@ fn fetch_dir(
     let net = |source| FetchError::Net { addr: src.addr, source };
     let hint_ref = hint.as_ref().filter(|_| src.pigeon).map(|(p, o)| (p.as_str(), *o));
     let checksum = src.pigeon;
-    stream.write_all(&request(src, item, 0, hint_ref, checksum)).map_err(net)?;
+    let (req, key) = request(src, item, 0, hint_ref, checksum)?;
+    stream.write_all(&req).map_err(net)?;
+    let mut stream = Incoming::new(stream, key);
     let mut dec = DirStreamDecoder::new(if src.utf8 { Charset::Utf8 } else { src.names });
     let mut writer = DirWriter::new(into, &top).with_journal(journal.clone());
     if checksum {
