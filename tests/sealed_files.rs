@@ -240,11 +240,27 @@ fn encrypted_file_requests() {
     let e = fetch::fetch(&src, &big_item(), &into, &mut |_| {}).unwrap_err();
     assert!(matches!(e, fetch::FetchError::Short { got: 0, .. }), "{e}");
 
-    // 8. Signed by a key other than bob's pinned one: refused, from anywhere.
+    // 8. Signed by a key other than bob's pinned one: refused, from
+    //    anywhere. With a plain body asked, the fetcher then asks again in
+    //    plain (a sender that takes no encrypted requests): served from the
+    //    addressee's address only. An encrypted body is never given up.
     let other = server_keys().rsa2048.clone();
     for from in [CLIENT, ELSEWHERE] {
-        let src = source(SERVER, Some(from), ClientKind::Pigeon, Some(other.clone()), false);
+        let src = source(SERVER, Some(from), ClientKind::Pigeon, Some(other.clone()), true);
         let e = fetch::fetch(&src, &big_item(), &into, &mut |_| {}).unwrap_err();
         assert!(matches!(e, fetch::FetchError::Short { got: 0, .. }), "{e}");
     }
+    let src = source(SERVER, Some(ELSEWHERE), ClientKind::Pigeon, Some(other.clone()), false);
+    let e = fetch::fetch(&src, &big_item(), &into, &mut |_| {}).unwrap_err();
+    assert!(matches!(e, fetch::FetchError::Short { got: 0, .. }), "{e}");
+    let mut starts = Vec::new();
+    let src = source(SERVER, Some(CLIENT), ClientKind::Pigeon, Some(other), false);
+    let got = fetch::fetch(&src, &big_item(), &into, &mut |p| {
+        if let fetch::Progress::Start { sealed, .. } = p {
+            starts.push(sealed);
+        }
+    })
+    .unwrap();
+    assert_eq!(sha(&std::fs::read(got).unwrap()), sha(&s.big));
+    assert_eq!(starts, [Some(fetch::SealedAs::PlainBody), None], "encrypted, then plain");
 }

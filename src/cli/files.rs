@@ -437,12 +437,6 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
     // the partial files are kept for that.
     let current: Interrupted = Default::default();
     on_interrupt(args.json, offer_id, current.clone());
-    // How we ask (§7.7): encrypted and signed to a sender whose key we hold.
-    let (request_kind, body_kind) = match &src.sealed {
-        Some(s) if s.encrypt_body => ("encrypted", "aes-256-ctr"),
-        Some(_) => ("encrypted", "plain"),
-        None => ("plain", "plain"),
-    };
     let mut failed = 0;
     for a in wanted {
         let item = Item {
@@ -469,7 +463,13 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
         // Bytes that came over the network this time (a resume sends less).
         let (mut first, mut latest) = (0u64, 0u64);
         let mut report = |p: Progress<'_>| match p {
-            Progress::Start { name, total, offset } => {
+            Progress::Start { name, total, offset, sealed } => {
+                // How we ask (§7.7): encrypted and signed to a sender whose key we hold.
+                let (request_kind, body_kind) = match sealed {
+                    Some(fetch::SealedAs::EncryptedBody) => ("encrypted", "aes-256-ctr"),
+                    Some(fetch::SealedAs::PlainBody) => ("encrypted", "plain"),
+                    None => ("plain", "plain"),
+                };
                 first = offset;
                 latest = offset;
                 if let Ok(mut c) = current.lock() {

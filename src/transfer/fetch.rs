@@ -85,6 +85,23 @@ impl std::fmt::Debug for Sealed {
     }
 }
 
+/// How an encrypted request asked for the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedAs {
+    PlainBody,
+    EncryptedBody,
+}
+
+impl Sealed {
+    fn asked(&self) -> SealedAs {
+        if self.encrypt_body {
+            SealedAs::EncryptedBody
+        } else {
+            SealedAs::PlainBody
+        }
+    }
+}
+
 /// What is fetched.
 #[derive(Debug, Clone)]
 pub struct Item {
@@ -98,8 +115,9 @@ pub struct Item {
 /// Progress, for a bar or JSON events.
 #[derive(Debug, Clone)]
 pub enum Progress<'a> {
-    /// Starting: `offset` bytes were already there.
-    Start { name: &'a str, total: u64, offset: u64 },
+    /// Starting: `offset` bytes were already there; `sealed`: asked with
+    /// an encrypted request, and how the body comes.
+    Start { name: &'a str, total: u64, offset: u64, sealed: Option<SealedAs> },
     /// Bytes of the whole item so far (files and folders alike).
     Bytes { done: u64 },
     /// A file inside a folder is complete.
@@ -381,10 +399,23 @@ pub fn fetch(
     into: &Path,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<PathBuf, FetchError> {
-    if item.dir {
-        fetch_dir(src, item, into, progress)
-    } else {
-        fetch_file(src, item, into, progress)
+    let once = |src: &Source, progress: &mut dyn FnMut(Progress<'_>)| {
+        if item.dir {
+            fetch_dir(src, item, into, progress)
+        } else {
+            fetch_file(src, item, into, progress)
+        }
+    };
+    let r = once(src, progress);
+    match (&r, &src.sealed) {
+        // A sender that takes no encrypted request (a Pigeon of before
+        // them) sends nothing: ask again in plain, as everyone did before.
+        // Not when the body was to be encrypted: that is not given up.
+        (Err(FetchError::Short { got: 0, .. }), Some(s)) if !s.encrypt_body => {
+            tracing::info!("{} took no encrypted request; asking again without encryption", src.sender);
+            once(&Source { sealed: None, ..src.clone() }, progress)
+        }
+        _ => r,
     }
 }
 
@@ -420,7 +451,8 @@ fn fetch_file(
     let one_record = src.sealed.is_some() && !src.pigeon;
     let ask = if src.honours_offsets() && !one_record { held } else { 0 };
     check_space(into, item.size - held)?;
-    progress(Progress::Start { name: &item.name, total: item.size, offset: held });
+    let sealed = src.sealed.as_ref().map(Sealed::asked);
+    progress(Progress::Start { name: &item.name, total: item.size, offset: held, sealed });
     if item.size > held || checksum {
         let mut stream = connect(src)?;
         let net = |source| FetchError::Net { addr: src.addr, source };
@@ -646,7 +678,8 @@ fn fetch_dir(
     });
     let resumed_bytes = if target.exists() { super::tree_bytes(&target) } else { 0 };
     check_space(into, item.size.saturating_sub(resumed_bytes))?;
-    progress(Progress::Start { name: &item.name, total: item.size, offset: resumed_bytes });
+    let sealed = src.sealed.as_ref().map(Sealed::asked);
+    progress(Progress::Start { name: &item.name, total: item.size, offset: resumed_bytes, sealed });
     let mut stream = connect(src)?;
     let net = |source| FetchError::Net { addr: src.addr, source };
     let hint_ref = hint.as_ref().filter(|_| src.pigeon).map(|(p, o)| (p.as_str(), *o));
