@@ -1030,7 +1030,7 @@ fn unreadable_files_are_not_offered() {
     for (path, bad) in [(&secret, secret.clone()), (&folder, folder.join("closed.txt"))] {
         let out = ida(&["send", "Jo", "--file", path.to_str().unwrap(), "here"]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(out.status.code(), Some(5), "a file that cannot be offered: {err}");
         assert!(
             err.contains(&format!("cannot offer {}: the node", bad.display())) && err.contains("cannot read it"),
             "{err}"

@@ -122,9 +122,10 @@ fn discovery_messages_broadcast_sealed_away_and_exit() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    // An unknown peer is a clear error with a suggestion; exit code 2.
+    // An unknown peer is a clear error with a suggestion; exit code 3
+    // (`unknown_peer`), and the code in the control API's answer.
     let out = a.cli(&["send", "Bbo", "hi"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("did you mean: Bob"),
         "{}",
@@ -203,7 +204,7 @@ fn port_in_use_is_a_clear_error() {
     let _a = Daemon::start("127.0.0.9", "hank", "Hank", &["127.0.0.10"]);
     let home = tempfile::tempdir().unwrap();
     let out = pigeon(home.path(), "127.0.0.9", "ivy", "Ivy", &["127.0.0.10"], &["daemon"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(7), "port_in_use");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("UDP port 42425 is in use") && err.contains("pigeon"), "{err}");
     // Found in review: a second daemon of the same home (another port) must
@@ -414,7 +415,7 @@ fn what_a_peer_says_is_made_safe_for_the_terminal() {
 
             // An error that quotes the nick ("did you mean").
             let wrong = d.cli(&["send", "mallor", "hi"]);
-            assert_eq!(wrong.status.code(), Some(2), "{wrong:?}");
+            assert_eq!(wrong.status.code(), Some(3), "{wrong:?}");
             assert!(String::from_utf8_lossy(&wrong.stderr).contains("Mallory\u{fffd}"), "{wrong:?}");
             assert_terminal_safe("send (a wrong name)", &wrong);
 
@@ -460,7 +461,7 @@ fn command_line_errors_say_what_is_wrong_once() {
     assert_eq!(code, Some(2));
     assert!(err.contains("0 is not in 1..=65535"), "{err}");
     let (code, err) = run(&["send", "x", "--file", "/nonexistent/file.txt", "hi"]);
-    assert_eq!(code, Some(2));
+    assert_eq!(code, Some(5), "a file that cannot be offered: {err}");
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
 
@@ -555,7 +556,7 @@ fn long_texts_go_in_numbered_parts() {
     let text: String = (0..700).map(|i| format!("第{i}行 ")).collect(); // ~8.5 KB in UTF-8, ~6 KB in GBK
     let out = a.cli(&["send", "FeiQ", &text, "--no-split"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(out.status.code(), Some(4), "too_long: {err}");
     assert!(err.contains("message too long for fq@fq-pc (FeiQ)"), "{err}");
     // The FeiQ side acknowledges every SENDMSG (RECVMSG), as FeiQ does.
     let reader = std::thread::spawn(move || {

@@ -30,10 +30,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use crossterm::event::Event as TermEvent;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::cli::node::{runtime, Effective, Global};
+use crate::control::api;
 use crate::net::NodeHandle;
 use crate::store::{HistoryQuery, Store};
 use app::{split_key, Action, App, ConvKey, FetchUpdate, Me};
@@ -62,7 +63,7 @@ enum Caller {
 }
 
 impl Caller {
-    async fn call(&self, req: Value) -> Result<Value, String> {
+    async fn call(&self, req: api::Request) -> Result<Value, String> {
         let v = match self {
             Caller::Daemon(sock) => crate::control::call(sock, &req).await,
             Caller::Local(node) => crate::control::answer(&req, node).await,
@@ -219,7 +220,7 @@ pub fn run(g: &Global, args: &ChatArgs) -> Result<ExitCode> {
     runtime()?.block_on(async {
         let sock = eff.home.socket();
         // A daemon of this home: be its client. Else: be the node.
-        let daemon = sock.exists() && crate::control::call(&sock, &json!({"op": "ping"})).await.is_ok();
+        let daemon = sock.exists() && crate::control::call(&sock, &api::Request::Ping).await.is_ok();
         let (caller, mut events, own) = if daemon {
             let lines = crate::control::listen(&sock).await?;
             (Caller::Daemon(sock.clone()), Events::Daemon(lines), None)
@@ -250,7 +251,7 @@ pub fn run(g: &Global, args: &ChatArgs) -> Result<ExitCode> {
                 via: if daemon { "via the daemon".into() } else { format!("own node on port {}", eff.port) },
             });
             app.download_dir = Some(settings.download_dir.clone());
-            if let Ok(v) = caller.call(json!({"op": "peers"})).await {
+            if let Ok(v) = caller.call(api::Request::Peers { refresh: false }).await {
                 app.set_online_peers(v["peers"].as_array().map_or(&[][..], |a| a.as_slice()));
             }
             app.add_known_peers(&store.peers().unwrap_or_default());
@@ -480,7 +481,8 @@ fn run_action(a: Action, eff: &Effective, settings: &Settings, caller: &Caller, 
     let (caller, tx) = (caller.clone(), tx.clone());
     match a {
         Action::Send { tag, to, text, sealed, files } => {
-            let req = json!({"op": "send", "to": to, "text": text, "sealed": sealed, "files": files, "detach": true});
+            let req =
+                api::Request::Send(api::SendRequest { sealed, files, detach: true, ..api::SendRequest::new(to, text) });
             tokio::spawn(async move {
                 let r = caller.call(req).await;
                 let _ = tx.send(Internal::SendAnswer(tag, r));
@@ -488,26 +490,25 @@ fn run_action(a: Action, eff: &Effective, settings: &Settings, caller: &Caller, 
         }
         Action::Broadcast { tag, text } => {
             tokio::spawn(async move {
-                let r = caller.call(json!({"op": "broadcast", "text": text})).await;
+                let r = caller.call(api::Request::Broadcast { text }).await;
                 let _ = tx.send(Internal::BroadcastAnswer(tag, r));
             });
         }
         Action::Open { user, host, packet_no, read_check } => {
-            let req =
-                json!({"op": "open", "user": user, "host": host, "packet_no": packet_no, "read_check": read_check});
+            let req = api::Request::Open { user, host, packet_no, read_check: Some(read_check) };
             spawn_request(caller, tx, "read receipt not sent", req);
         }
         Action::Decline { user, host, packet_no } => {
-            let req = json!({"op": "decline", "user": user, "host": host, "packet_no": packet_no});
+            let req = api::Request::Decline { user, host, packet_no };
             spawn_request(caller, tx, "the sender was not told", req);
         }
         Action::Seen(conv) => {
             let req = match conv {
                 ConvKey::Peer(k) => {
                     let (user, host) = split_key(&k);
-                    json!({"op": "seen", "user": user, "host": host})
+                    api::Request::Seen { user: Some(user.into()), host: Some(host.into()), broadcasts: None }
                 }
-                ConvKey::Everyone => json!({"op": "seen", "broadcasts": true}),
+                ConvKey::Everyone => api::Request::Seen { user: None, host: None, broadcasts: Some(true) },
                 ConvKey::Group(_) => return,
             };
             // Only the counts of a later start depend on it: log, do not disturb.
@@ -517,11 +518,11 @@ fn run_action(a: Action, eff: &Effective, settings: &Settings, caller: &Caller, 
                 }
             });
         }
-        Action::SetAway(text) => spawn_request(caller, tx, "away", json!({"op": "status", "away": text})),
-        Action::GetInfo(peer) => spawn_request(caller, tx, "info", json!({"op": "info", "peer": peer})),
-        Action::Shake(peer) => spawn_request(caller, tx, "shake not sent", json!({"op": "shake", "peer": peer})),
+        Action::SetAway(away) => spawn_request(caller, tx, "away", api::Request::Status { away }),
+        Action::GetInfo(peer) => spawn_request(caller, tx, "info", api::Request::Info { peer }),
+        Action::Shake(peer) => spawn_request(caller, tx, "shake not sent", api::Request::Shake { peer }),
         // The peers that go are told as events, like any other.
-        Action::Refresh => spawn_request(caller, tx, "refresh", json!({"op": "peers", "refresh": true})),
+        Action::Refresh => spawn_request(caller, tx, "refresh", api::Request::Peers { refresh: true }),
         Action::Fetch { key, packet_no, addr, command, client, files, into } => {
             let Ok(sa) = addr.parse() else {
                 let _ = tx.send(Internal::Fetch(
@@ -552,7 +553,7 @@ fn run_action(a: Action, eff: &Effective, settings: &Settings, caller: &Caller, 
     }
 }
 
-fn spawn_request(caller: Caller, tx: mpsc::UnboundedSender<Internal>, what: &'static str, req: Value) {
+fn spawn_request(caller: Caller, tx: mpsc::UnboundedSender<Internal>, what: &'static str, req: api::Request) {
     tokio::spawn(async move {
         if let Err(e) = caller.call(req).await {
             let _ = tx.send(Internal::Failed(what, e));

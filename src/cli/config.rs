@@ -21,7 +21,7 @@ pub fn run(g: &Global, args: &ConfigArgs) -> Result<ExitCode> {
     // A running daemon's away state is the one in force.
     let running = super::node::runtime()?.block_on(super::node::daemon_me(&e));
     let away = match &running {
-        Some(me) => me["away"].as_str().map(String::from),
+        Some(me) => me.away.clone(),
         None => e.away.clone(),
     };
     // Our 2048-bit key's fingerprint, if the key exists (the node makes

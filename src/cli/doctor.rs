@@ -91,10 +91,9 @@ fn daemon_pid(eff: &Effective) -> Option<u32> {
         return None;
     }
     let rt = super::node::runtime().ok()?;
-    let v = rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(3), crate::control::call(&sock, &json!({"op": "ping"}))).await
-    });
-    v.ok()?.ok()?["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
+    let call = crate::control::call_for::<crate::control::api::PingAnswer>(&sock, &crate::control::api::Request::Ping);
+    let v = rt.block_on(async { tokio::time::timeout(Duration::from_secs(3), call).await });
+    Some(v.ok()?.ok()?.pid)
 }
 
 /// Peers heard in the last 30 days, from the history (never creating it).

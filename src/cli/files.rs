@@ -327,9 +327,13 @@ pub fn run_decline(g: &Global, args: &DeclineArgs) -> Result<ExitCode> {
         bail!("no offer #{} (nothing was offered to you yet)", args.offer);
     }
     let (m, _) = find_offer(offers(&Store::open(&db)?)?, &args.offer, args.from.as_deref())?;
-    let req = json!({"op": "decline", "user": m.peer.user, "host": m.peer.host, "packet_no": m.packet_no});
-    let v = super::node::runtime()?.block_on(super::node::request(&eff, &req, std::time::Duration::from_secs(2)))?;
-    super::node::check(v)?;
+    let req = crate::control::api::Request::Decline {
+        user: m.peer.user.clone(),
+        host: m.peer.host.clone(),
+        packet_no: m.packet_no.clone(),
+    };
+    let _: crate::control::api::Done =
+        super::node::runtime()?.block_on(super::node::request(&eff, &req, std::time::Duration::from_secs(2)))?;
     println!(
         "declined #{}: {} ({}@{}) was told you will not fetch it",
         m.id,

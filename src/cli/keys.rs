@@ -79,11 +79,11 @@ pub fn run(g: &Global, args: &KeysArgs) -> Result<ExitCode> {
     if let Some(who) = &args.trust {
         // A running daemon holds the pins in memory: it is told too.
         if let Some((user, host)) = trust(&db, who)? {
-            let req = serde_json::json!({"op": "trust", "user": user, "host": host});
+            let req = crate::control::api::Request::Trust { user, host };
             let sock = eff.home.socket();
             if sock.exists() {
                 if let Ok(v) = super::node::runtime()?.block_on(crate::control::call(&sock, &req)) {
-                    super::node::check(v)?;
+                    crate::control::api::parse_answer::<crate::control::api::Done>(v)?;
                 }
             }
         }

@@ -230,7 +230,8 @@ pub fn main() -> ExitCode {
             // An error may quote what a peer sent (a nick in "did you mean",
             // a file name): cleaned like any text from the network.
             eprintln!("pigeon: {}", clean(&format!("{e:#}")));
-            ExitCode::from(2)
+            // The control API's error code says which (README: "Exit codes").
+            ExitCode::from(crate::control::api::ApiError::code_of(&e).exit_code())
         }
     }
 }

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use serde_json::Value;
 
 use crate::config::{self, FileConfig, Home, Target};
+use crate::control::api;
 use crate::engine;
 use crate::net::{self, NodeHandle, NodeOptions};
 use crate::store::Store;
@@ -192,34 +192,31 @@ impl Effective {
 
 /// The running daemon's identity and state (`me` of the control API), if
 /// a daemon answers on this home's socket.
-pub async fn daemon_me(eff: &Effective) -> Option<Value> {
+pub async fn daemon_me(eff: &Effective) -> Option<crate::net::Me> {
     let sock = eff.home.socket();
     if !sock.exists() {
         return None;
     }
-    let v = tokio::time::timeout(Duration::from_secs(5), crate::control::call(&sock, &serde_json::json!({"op": "me"})))
-        .await
-        .ok()?
-        .ok()?;
-    (v["ok"] == true).then(|| v["me"].clone())
+    let call = crate::control::call_for::<api::MeAnswer>(&sock, &api::Request::Me);
+    Some(tokio::time::timeout(Duration::from_secs(5), call).await.ok()?.ok()?.me)
 }
 
 /// Says on stderr which identity flags a running daemon does not take
 /// (`--nick`, `--user`, `--port` given to a command that goes through it).
-fn say_ignored_flags(eff: &Effective, me: &Value) {
+fn say_ignored_flags(eff: &Effective, me: &crate::net::Me) {
     let mut ignored = Vec::new();
     if let Some(n) = &eff.flags.nick {
-        if me["nick"].as_str() != Some(n) {
+        if &me.nick != n {
             ignored.push(format!("--nick {n}"));
         }
     }
     if let Some(u) = &eff.flags.user {
-        if me["user"].as_str() != Some(u) {
+        if &me.user != u {
             ignored.push(format!("--user {u}"));
         }
     }
     if let Some(p) = eff.flags.port {
-        if me["port"].as_u64() != Some(u64::from(p)) {
+        if me.port != p {
             ignored.push(format!("--port {p}"));
         }
     }
@@ -227,18 +224,23 @@ fn say_ignored_flags(eff: &Effective, me: &Value) {
         eprintln!(
             "pigeon: {} ignored: the running daemon is {}@{} (\"{}\", port {}); restart it with the flag, or set it in {}",
             ignored.join(", "),
-            crate::cli::clean(me["user"].as_str().unwrap_or("?")),
-            crate::cli::clean(me["host"].as_str().unwrap_or("?")),
-            crate::cli::clean(me["nick"].as_str().unwrap_or("?")),
-            me["port"],
+            crate::cli::clean(&me.user),
+            crate::cli::clean(&me.host),
+            crate::cli::clean(&me.nick),
+            me.port,
             eff.home.config_file().display()
         );
     }
 }
 
 /// Runs a control request: through the daemon if one answers on this home's
-/// socket, else on a short-lived node after a discovery window.
-pub async fn request(eff: &Effective, req: &Value, discovery: Duration) -> Result<Value> {
+/// socket, else on a short-lived node after a discovery window. The
+/// answer's body, or its [`api::ApiError`] (which gives the exit code).
+pub async fn request<T: serde::de::DeserializeOwned>(
+    eff: &Effective,
+    req: &api::Request,
+    discovery: Duration,
+) -> Result<T> {
     let sock = eff.home.socket();
     if sock.exists() {
         if let Ok(v) = crate::control::call(&sock, req).await {
@@ -247,7 +249,7 @@ pub async fn request(eff: &Effective, req: &Value, discovery: Duration) -> Resul
                     say_ignored_flags(eff, &me);
                 }
             }
-            return Ok(v);
+            return Ok(api::parse_answer(v)?);
         }
     }
     let (node, task) = eff.start_node(true)?;
@@ -262,21 +264,13 @@ pub async fn request(eff: &Effective, req: &Value, discovery: Duration) -> Resul
     {
         node.shutdown().await;
         let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
-        anyhow::bail!("no network: could not send to any broadcast target ({})", unreachable.join("; "));
+        let error = format!("no network: could not send to any broadcast target ({})", unreachable.join("; "));
+        return Err(api::ApiError::new(api::ErrorCode::NoNetwork, error).into());
     }
     let answer = crate::control::answer(req, &node).await;
     node.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
-    answer.or_else(|e| Ok(serde_json::json!({"ok": false, "error": format!("{e:#}")})))
-}
-
-/// Turns an `{"ok": false, "error": …}` answer into an error.
-pub fn check(v: Value) -> Result<Value> {
-    if v["ok"] == true {
-        Ok(v)
-    } else {
-        anyhow::bail!("{}", v["error"].as_str().unwrap_or("the node refused the request"))
-    }
+    Ok(api::parse_answer(answer.unwrap_or_else(|e| api::ApiError::from_anyhow(&e).to_json()))?)
 }
 
 /// A single-threaded runtime: a node is one task and a store thread.

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use serde_json::json;
 
-use super::node::{check, request, runtime, Effective, Global};
+use super::node::{request, runtime, Effective, Global};
+use crate::control::api;
 use crate::store::{Direction, HistoryQuery, MessageState, Store};
 
 #[derive(Debug, Args)]
@@ -66,8 +66,13 @@ pub fn run(g: &Global, args: &OpenArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let read_check = pigeon_protocol::Command(m.command).has(pigeon_protocol::Opts::READCHECKOPT);
-    let req = json!({"op": "open", "user": m.peer.user, "host": m.peer.host, "packet_no": m.packet_no, "read_check": read_check});
-    check(runtime()?.block_on(request(&eff, &req, Duration::from_secs(2)))?)?;
+    let req = api::Request::Open {
+        user: m.peer.user.clone(),
+        host: m.peer.host.clone(),
+        packet_no: m.packet_no.clone(),
+        read_check: Some(read_check),
+    };
+    let _: api::Done = runtime()?.block_on(request(&eff, &req, Duration::from_secs(2)))?;
     println!("{}", super::clean(&m.text));
     Ok(ExitCode::SUCCESS)
 }

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
-use serde_json::json;
 
-use super::node::{check, request, runtime, Effective, Global};
+use super::node::{request, runtime, Effective, Global};
+use crate::control::api::{self, ApiError, ErrorCode, KeyState, PeersAnswer};
 
 #[derive(Debug, Args)]
 #[command(
@@ -28,19 +28,20 @@ pub struct PeersArgs {
 
 pub fn run(g: &Global, args: &PeersArgs) -> Result<ExitCode> {
     let eff = Effective::load(g)?;
-    let req = json!({"op": "peers", "refresh": args.refresh});
-    let v = if args.refresh {
+    let req = api::Request::Peers { refresh: args.refresh };
+    let answer: PeersAnswer = if args.refresh {
         // A short-lived node knows nobody to drop: the daemon's list is refreshed.
-        runtime()?.block_on(crate::control::call(&eff.home.socket(), &req)).map_err(|_| {
-            anyhow::anyhow!(
-                "--refresh refreshes a running daemon's list; without one, `pigeon peers` asks afresh anyway"
+        let v = runtime()?.block_on(crate::control::call(&eff.home.socket(), &req)).map_err(|_| {
+            ApiError::new(
+                ErrorCode::NoDaemon,
+                "--refresh refreshes a running daemon's list; without one, `pigeon peers` asks afresh anyway",
             )
-        })?
+        })?;
+        api::parse_answer(v)?
     } else {
         runtime()?.block_on(request(&eff, &req, Duration::from_secs_f64(args.wait)))?
     };
-    let v = check(v)?;
-    let peers = v["peers"].as_array().cloned().unwrap_or_default();
+    let peers = answer.peers;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&peers)?);
         return Ok(ExitCode::SUCCESS);
@@ -49,29 +50,25 @@ pub fn run(g: &Global, args: &PeersArgs) -> Result<ExitCode> {
         eprintln!("nobody answered (is UDP {} open? see `pigeon config` for the broadcast targets)", eff.port);
         return Ok(ExitCode::SUCCESS);
     }
-    let width = |k: &str| peers.iter().map(|p| super::display_width(p[k].as_str().unwrap_or(""))).max().unwrap_or(0);
-    let (wn, wg) = (width("nick").max(4), width("group").max(5));
+    let width =
+        |f: fn(&api::PeerInfoView) -> &str| peers.iter().map(|p| super::display_width(f(&p.info))).max().unwrap_or(0);
+    let (wn, wg) = (width(|p| &p.nick).max(4), width(|p| &p.group).max(5));
     println!("{}  {}  {:<21}  {:<7}  USER@HOST", super::pad("NICK", wn), super::pad("GROUP", wg), "ADDRESS", "CLIENT");
     for p in &peers {
-        let s = |k: &str| super::clean(p[k].as_str().unwrap_or("")).into_owned();
-        let away = if p["away"] == true { "  (away)" } else { "" };
-        let also: Vec<String> = p["also"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a.as_str())
-            .map(|a| super::clean(a).into_owned())
-            .collect();
+        let s = |t: &str| super::clean(t).into_owned();
+        let i = &p.info;
+        let away = if i.away { "  (away)" } else { "" };
+        let also: Vec<String> = p.also.iter().map(|a| s(a)).collect();
         let also = if also.is_empty() { String::new() } else { format!("  (also at {})", also.join(", ")) };
-        let key = if p["key"] == "changed" { "  (KEY CHANGED: `pigeon keys`)" } else { "" };
+        let key = if p.key == Some(KeyState::Changed) { "  (KEY CHANGED: `pigeon keys`)" } else { "" };
         println!(
             "{}  {}  {:<21}  {:<7}  {}@{}{away}{also}{key}",
-            super::pad(&s("nick"), wn),
-            super::pad(&s("group"), wg),
-            s("addr"),
-            s("client"),
-            s("user"),
-            s("host")
+            super::pad(&s(&i.nick), wn),
+            super::pad(&s(&i.group), wg),
+            s(&i.addr),
+            s(&i.client),
+            s(&i.user),
+            s(&i.host)
         );
     }
     Ok(ExitCode::SUCCESS)

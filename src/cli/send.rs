@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use serde_json::json;
 
-use super::node::{check, request, runtime, text_arg, Effective, Global};
+use super::node::{request, runtime, text_arg, Effective, Global};
+use crate::control::api::{self, ApiError, Delivery, ErrorCode, SendAnswer, SendRequest};
 
 #[derive(Debug, Args)]
 #[command(
@@ -61,35 +61,39 @@ pub fn run(g: &Global, args: &SendArgs) -> Result<ExitCode> {
             files.push(p);
         }
     }
-    let req = json!({
-        "op": "send", "to": to, "text": text, "sealed": args.sealed, "wait": args.wait, "files": files,
+    let req = api::Request::Send(SendRequest {
+        sealed: args.sealed,
+        wait: Some(args.wait),
         // The text is the last word: the node refuses it if it names a peer.
-        "text_from_args": !files.is_empty() && args.args.len() > 1,
-        "split": !args.no_split,
+        text_from_args: !files.is_empty() && args.args.len() > 1,
+        split: Some(!args.no_split),
+        files,
+        ..SendRequest::new(to.to_vec(), text)
     });
-    let v = if files.is_empty() {
-        runtime()?.block_on(request(&eff, &req, Duration::from_secs(2)))?
-    } else {
+    let answer: SendAnswer = if req_has_files(&req) {
         // Files are served by the daemon; a short-lived node could not serve them.
         let sock = eff.home.socket();
-        runtime()?.block_on(crate::control::call(&sock, &req)).map_err(|_| {
-            anyhow::anyhow!("offering files needs a running daemon to serve them: start `pigeon daemon` first")
-        })?
+        let v = runtime()?.block_on(crate::control::call(&sock, &req)).map_err(|_| {
+            ApiError::new(
+                ErrorCode::NoDaemon,
+                "offering files needs a running daemon to serve them: start `pigeon daemon` first",
+            )
+        })?;
+        api::parse_answer(v)?
+    } else {
+        runtime()?.block_on(request(&eff, &req, Duration::from_secs(2)))?
     };
-    let v = check(v)?;
-    let results = v["results"].as_array().cloned().unwrap_or_default();
     let mut all = true;
-    for r in &results {
-        let status = r["status"].as_str().unwrap_or("failed");
-        all &= status == "delivered" || status == "read";
+    for r in &answer.results {
+        all &= matches!(r.status, Delivery::Delivered | Delivery::Read);
         if args.json {
-            println!("{r}");
+            println!("{}", serde_json::to_value(r)?);
         } else {
-            let s = |k: &str| super::clean(r[k].as_str().unwrap_or("")).into_owned();
-            let parts = r["parts"].as_array().map_or(String::new(), |p| format!(" in {} parts", p.len()));
-            println!("{:<10} {} ({}){parts}", super::clean(status), s("nick"), s("peer"));
-            if r["reason"].is_string() {
-                eprintln!("pigeon: {}", s("reason"));
+            let s = |t: &str| super::clean(t).into_owned();
+            let parts = r.parts.as_ref().map_or(String::new(), |p| format!(" in {} parts", p.len()));
+            println!("{:<10} {} ({}){parts}", r.status.name(), s(&r.nick), s(&r.peer));
+            if let Some(reason) = &r.reason {
+                eprintln!("pigeon: {}", s(reason));
             }
         }
     }
@@ -114,11 +118,11 @@ pub fn run_broadcast(g: &Global, args: &BroadcastArgs) -> Result<ExitCode> {
     if text.is_empty() {
         bail!("the message is empty");
     }
-    let v = runtime()?.block_on(request(
-        &eff,
-        &json!({"op": "broadcast", "text": text}),
-        Duration::from_secs_f64(args.wait),
-    ))?;
-    check(v)?;
+    let _: api::Done =
+        runtime()?.block_on(request(&eff, &api::Request::Broadcast { text }, Duration::from_secs_f64(args.wait)))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn req_has_files(req: &api::Request) -> bool {
+    matches!(req, api::Request::Send(s) if !s.files.is_empty())
 }

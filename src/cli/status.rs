@@ -8,7 +8,8 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::node::{check, request, runtime, Effective, Global};
+use super::node::{request, runtime, Effective, Global};
+use crate::control::api::{self, ApiError, ErrorCode};
 
 #[derive(Debug, Args)]
 #[command(
@@ -41,15 +42,18 @@ pub fn run(g: &Global, args: &StatusArgs) -> Result<ExitCode> {
     // state belongs to a running daemon (or to `away` in config.toml).
     let sock = eff.home.socket();
     let v = runtime()?.block_on(async {
-        crate::control::call(&sock, &json!({"op": "status", "away": away})).await.map_err(|_| {
-            anyhow::anyhow!(
-                "no daemon runs with this home: `pigeon status` changes a running daemon's state \
-                 (start `pigeon daemon`, or set `away = \"…\"` in {})",
-                eff.home.config_file().display()
+        crate::control::call(&sock, &api::Request::Status { away }).await.map_err(|_| {
+            ApiError::new(
+                ErrorCode::NoDaemon,
+                format!(
+                    "no daemon runs with this home: `pigeon status` changes a running daemon's state \
+                     (start `pigeon daemon`, or set `away = \"…\"` in {})",
+                    eff.home.config_file().display()
+                ),
             )
         })
     })?;
-    check(v)?;
+    api::parse_answer::<api::Done>(v)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -57,7 +61,7 @@ pub fn run(g: &Global, args: &StatusArgs) -> Result<ExitCode> {
 fn show(eff: &Effective, json_out: bool) -> Result<ExitCode> {
     let me = runtime()?.block_on(super::node::daemon_me(eff));
     let (state, text, nick) = match &me {
-        Some(m) => (if m["away"].is_string() { "away" } else { "online" }, m["away"].as_str(), m["nick"].as_str()),
+        Some(m) => (if m.away.is_some() { "away" } else { "online" }, m.away.as_deref(), Some(m.nick.as_str())),
         None => ("offline", None, None),
     };
     if json_out {
@@ -89,13 +93,9 @@ pub struct InfoArgs {
 
 pub fn run_info(g: &Global, args: &InfoArgs) -> Result<ExitCode> {
     let eff = Effective::load(g)?;
-    let v = runtime()?.block_on(request(
-        &eff,
-        &json!({"op": "info", "peer": args.peer}),
-        Duration::from_secs_f64(args.wait),
-    ))?;
-    let v = check(v)?;
-    let i = &v["info"];
+    let req = api::Request::Info { peer: args.peer.clone() };
+    let answer: api::InfoAnswer = runtime()?.block_on(request(&eff, &req, Duration::from_secs_f64(args.wait)))?;
+    let i = &serde_json::to_value(&answer.info)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(i)?);
     } else {
@@ -124,18 +124,11 @@ pub struct ShakeArgs {
 /// FeiQ's window shake to one peer.
 pub fn run_shake(g: &Global, args: &ShakeArgs) -> Result<ExitCode> {
     let eff = Effective::load(g)?;
-    let v = runtime()?.block_on(request(
-        &eff,
-        &json!({"op": "shake", "peer": args.peer}),
-        Duration::from_secs_f64(args.wait),
-    ))?;
-    let v = check(v)?;
-    let client = v["client"].as_str().unwrap_or("");
+    let req = api::Request::Shake { peer: args.peer.clone() };
+    let answer: api::ShakeAnswer = runtime()?.block_on(request(&eff, &req, Duration::from_secs_f64(args.wait)))?;
+    let client = answer.client.as_str();
     if client != "feiq" && client != "pigeon" {
-        eprintln!(
-            "pigeon: sent; {} runs {client}, which ignores shakes",
-            super::clean(v["peer"].as_str().unwrap_or(""))
-        );
+        eprintln!("pigeon: sent; {} runs {client}, which ignores shakes", super::clean(&answer.peer));
     }
     Ok(ExitCode::SUCCESS)
 }

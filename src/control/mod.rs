@@ -4,8 +4,11 @@
 //! …}`, `{"op": "listen"}` (then one event per line until closed), …; every
 //! answer carries `"ok"` and, when false, an `"error"` a person can read.
 //!
-//! This module also owns the JSON form of peers and events, so `pigeon
-//! listen --json` prints exactly what the API streams.
+//! The requests, answers and events are the serde types of [`api`]; this
+//! module serves them (and resolves recipients), so `pigeon listen --json`
+//! prints exactly what the API streams.
+
+pub mod api;
 
 use std::path::Path;
 use std::time::Duration;
@@ -15,130 +18,24 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::engine::{Delivery, Event, Peer, PeerInfo, PeerKey, Request};
+use crate::engine::{Delivery, Event, Peer, PeerKey, Request};
 use crate::net::NodeHandle;
-use pigeon_protocol::Attachment;
+use api::{ApiError, ErrorCode};
 
-/// A peer as JSON: `user`, `host`, `nick`, `group`, `addr`, `client`, `away`.
+/// A peer as `peers` lists it, as JSON.
 pub fn peer_json(p: &Peer) -> Value {
-    let mut v = info_json(&PeerInfo::from(p));
-    // A second address of the same machine (a second NIC): listed once.
-    if !p.also.is_empty() {
-        v["also"] = p.also.iter().map(|a| a.to_string()).collect();
-    }
-    // It announces encryption; what we hold of its key.
-    v["encrypts"] = json!(p.status.has(pigeon_protocol::Opts::ENCRYPTOPT));
-    v["key"] = match p.key_mark {
-        crate::engine::peers::KeyMark::None => Value::Null,
-        crate::engine::peers::KeyMark::Known => json!("known"),
-        crate::engine::peers::KeyMark::Changed => json!("changed"),
-    };
-    v
-}
-
-fn info_json(p: &PeerInfo) -> Value {
-    json!({
-        "user": p.key.user, "host": p.key.host, "nick": p.nick, "group": p.group,
-        "addr": p.addr.to_string(), "client": p.client.name(), "away": p.away,
-    })
-}
-
-/// Attachments as JSON: `id`, `name`, `size`, `mtime`, `kind`.
-pub fn attachments_json(list: &[Attachment]) -> Value {
-    list.iter().map(|a| attachment_json(a.id, &a.name, a.size, a.mtime, a.attr.is_dir())).collect()
-}
-
-/// One attachment as JSON; offers sent and received are stored in this form
-/// (`pigeon offers`, `fetch` and `history` read it).
-pub fn attachment_json(id: u64, name: &str, size: u64, mtime: u64, dir: bool) -> Value {
-    json!({"id": id, "name": name, "size": size, "mtime": mtime, "kind": if dir { "dir" } else { "file" }})
-}
-
-/// Events a listener missed because it read too slowly.
-pub fn lagged_json(missed: u64) -> Value {
-    json!({"event": "lagged", "missed": missed})
-}
-
-/// What we offer, as `attachments` (file ID, then what).
-pub fn offers_json(offers: &[(u64, crate::engine::OfferFile)]) -> Value {
-    offers.iter().map(|(id, f)| attachment_json(*id, &f.name, f.size, f.mtime, f.dir)).collect()
-}
-
-fn rfc3339(unix_ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(unix_ms)
-        .unwrap_or_default()
-        .with_timezone(&chrono::Local)
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+    serde_json::to_value(api::PeerView::from(p)).expect("plain data")
 }
 
 /// The JSON lines of one event: a message with attachments is followed by
 /// an `offer` line carrying them.
 pub fn event_lines(e: &Event) -> Vec<Value> {
-    let first = event_json(e);
-    let mut out = vec![first];
-    if let Event::Message(m) = e {
-        if !m.attachments.is_empty() {
-            let mut offer = out[0].clone();
-            offer["event"] = json!("offer");
-            out.push(offer);
-        }
-    }
-    out
+    api::Event::from_engine(e).iter().map(api::Event::to_json).collect()
 }
 
-/// An event as JSON, with an `event` field naming its kind.
-pub fn event_json(e: &Event) -> Value {
-    match e {
-        Event::PeerOnline(p) => json!({"event": "peer_online", "peer": info_json(p)}),
-        Event::PeerOffline(p) => json!({"event": "peer_offline", "peer": info_json(p)}),
-        Event::PeerChanged(p) => json!({"event": "peer_changed", "peer": info_json(p)}),
-        Event::Message(m) => {
-            let mut v = json!({
-                "event": "message",
-                "from": {"user": m.from.key.user, "host": m.from.key.host, "nick": m.from.nick, "addr": m.from.addr.to_string()},
-                "text": m.text, "packet_no": m.packet_no, "sealed": m.sealed, "broadcast": m.broadcast,
-                "auto": m.auto, "time": rfc3339(m.unix_ms), "command": m.command,
-                "security": m.security.name(),
-            });
-            if !m.attachments.is_empty() {
-                v["attachments"] = attachments_json(&m.attachments);
-            }
-            v
-        }
-        Event::Sent(m) => {
-            let opts = pigeon_protocol::Command(m.command);
-            let mut v = json!({
-                "event": "sent",
-                "to": m.to.iter().map(|(id, k)| json!({"peer": k.to_string(), "id": id})).collect::<Vec<_>>(),
-                "text": m.text, "packet_no": m.packet_no.to_string(),
-                "sealed": opts.has(pigeon_protocol::Opts::SECRETOPT),
-                "broadcast": opts.has(pigeon_protocol::Opts::BROADCASTOPT),
-                "auto": opts.has(pigeon_protocol::Opts::AUTORETOPT),
-                "time": rfc3339(m.unix_ms), "command": m.command,
-            });
-            if !m.offers.is_empty() {
-                v["attachments"] = offers_json(&m.offers);
-            }
-            v
-        }
-        Event::Away(text) => json!({"event": "away", "away": text}),
-        Event::Receipt { id, peer, packet_no, status } => {
-            json!({"event": "receipt", "id": id, "peer": peer.to_string(), "packet_no": packet_no.to_string(), "status": status.name()})
-        }
-        Event::Read { peer, packet_no } => {
-            json!({"event": "read", "peer": peer.to_string(), "packet_no": packet_no.to_string()})
-        }
-        Event::Shake { from } => json!({"event": "shake", "from": info_json(from)}),
-        Event::KeyChanged { peer, fingerprint } => {
-            json!({"event": "key_changed", "peer": peer.to_string(), "fingerprint": fingerprint})
-        }
-        Event::SendFailed { id, peer, packet_no, reason } => {
-            json!({"event": "send_failed", "id": id, "peer": peer.to_string(), "packet_no": packet_no.to_string(), "reason": reason})
-        }
-        Event::Info { peer, version, absence } => {
-            json!({"event": "info", "peer": peer.to_string(), "version": version, "absence": absence})
-        }
-    }
+/// Events a listener missed because it read too slowly.
+pub fn lagged_json(missed: u64) -> Value {
+    api::Event::Lagged { missed }.to_json()
 }
 
 /// Serves the control socket until the node stops. A stale socket file
@@ -197,11 +94,14 @@ async fn handle(stream: UnixStream, node: NodeHandle) -> Result<()> {
         let error = format!("request longer than {MAX_REQUEST} bytes");
         return write(&mut w, &json!({"ok": false, "error": error})).await;
     }
-    let req: Value = match serde_json::from_str(&line) {
-        Ok(v) => v,
-        Err(e) => return write(&mut w, &json!({"ok": false, "error": format!("not a JSON request: {e}")})).await,
+    let req: api::Request = match serde_json::from_str(&line) {
+        Ok(r) => r,
+        Err(e) => {
+            let error = ApiError::new(ErrorCode::BadRequest, format!("not a request: {e}"));
+            return write(&mut w, &error.to_json()).await;
+        }
     };
-    if req["op"] == "listen" {
+    if req == api::Request::Listen {
         let mut rx = node.events.subscribe();
         write(&mut w, &json!({"ok": true})).await?;
         loop {
@@ -218,7 +118,7 @@ async fn handle(stream: UnixStream, node: NodeHandle) -> Result<()> {
     }
     let answer = match answer(&req, &node).await {
         Ok(v) => v,
-        Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
+        Err(e) => ApiError::from_anyhow(&e).to_json(),
     };
     write(&mut w, &answer).await
 }
@@ -230,138 +130,55 @@ async fn write(w: &mut tokio::net::unix::OwnedWriteHalf, v: &Value) -> Result<()
     Ok(())
 }
 
-fn str_list(v: &Value) -> Vec<String> {
-    v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default()
-}
-
 /// Answers one request (everything but `listen`). Shared by the daemon and
-/// the short-lived node of the one-shot commands.
-pub async fn answer(req: &Value, node: &NodeHandle) -> Result<Value> {
-    match req["op"].as_str().unwrap_or_default() {
-        "peers" => {
+/// the short-lived node of the one-shot commands. The answer is the JSON
+/// line `{"ok": true, …}`; an error becomes `{"ok": false, "code", "error"}`
+/// through [`ApiError::from_anyhow`].
+pub async fn answer(req: &api::Request, node: &NodeHandle) -> Result<Value> {
+    use api::Request as R;
+    match req {
+        R::Peers { refresh } => {
             // `refresh`: IP Messenger's F5 first, then the list once the
             // peers that do not answer are taken for gone (~10 s).
-            if req["refresh"] == true {
+            if *refresh {
                 node.request(Request::Refresh).await?;
                 tokio::time::sleep(crate::engine::REFRESH_TAKES).await;
             }
             let peers = node.peers().await?;
-            Ok(json!({"ok": true, "peers": peers.iter().filter(|p| p.online).map(peer_json).collect::<Vec<_>>()}))
+            let peers = peers.iter().filter(|p| p.online).map(api::PeerView::from).collect();
+            Ok(api::ok_json(&api::PeersAnswer { peers }))
         }
-        "send" => {
-            let text = req["text"].as_str().context("send needs a text")?.to_string();
-            let sealed = req["sealed"].as_bool().unwrap_or(false);
-            let wait = Duration::from_secs_f64(req["wait"].as_f64().unwrap_or(10.0).clamp(0.0, 3600.0));
+        R::Send(s) => send(s, node).await,
+        R::Shake { peer: spec } => {
             let peers = node.peers().await?;
-            let to = resolve_all(&peers, &str_list(&req["to"]))?;
-            let files = str_list(&req["files"])
-                .iter()
-                .map(|f| crate::transfer::describe(std::path::Path::new(f)))
-                .collect::<Result<Vec<_>, _>>()?;
-            // `pigeon send P1 P2 --file f`: the last word is the text only
-            // if it names no peer (online or not); else it was meant as one.
-            if req["text_from_args"] == true && !files.is_empty() {
-                if let Some(p) = names_a_peer(&peers, &text) {
-                    bail!(
-                        "{text:?} is a peer ({}): to offer files to several peers, end with a text (\"\" for none)",
-                        p.key
-                    );
-                }
-            }
-            let mut events = node.events.subscribe();
-            let split = req["split"].as_bool().unwrap_or(true) && files.is_empty();
-            let (ids, parts) = if files.is_empty() {
-                send_in_parts(node, &to, &text, sealed, split).await?
-            } else {
-                (node.request(Request::Offer { to: to.clone(), text, sealed, files }).await?, 1)
-            };
-            let per_part = to.len();
-            // `detach`: answer at once; receipts follow as events (the chat).
-            let detach = req["detach"].as_bool().unwrap_or(false);
-            let mut status: Vec<Delivery> = vec![Delivery::Sending; ids.len()];
-            let mut reasons: Vec<Option<String>> = vec![None; ids.len()];
-            let deadline = tokio::time::Instant::now() + wait;
-            while !detach && status.contains(&Delivery::Sending) {
-                match tokio::time::timeout_at(deadline, events.recv()).await {
-                    Ok(Ok(Event::Receipt { id, status: st, .. })) => {
-                        if let Some(i) = ids.iter().position(|x| *x == id) {
-                            status[i] = st;
-                        }
-                    }
-                    Ok(Ok(Event::SendFailed { id, reason, .. })) => {
-                        if let Some(i) = ids.iter().position(|x| *x == id) {
-                            reasons[i] = Some(reason);
-                        }
-                    }
-                    Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
-                    _ => break,
-                }
-            }
-            let results: Vec<Value> = to
-                .iter()
-                .enumerate()
-                .map(|(i, k)| {
-                    let nick = peers.iter().find(|p| &p.key == k).map(|p| p.nick.clone()).unwrap_or_default();
-                    // A recipient's parts: the worst of their states counts.
-                    let mine: Vec<usize> = (0..parts).map(|part| part * per_part + i).filter(|&j| j < ids.len()).collect();
-                    let worst = mine.iter().map(|&j| status[j]).max_by_key(|s| match s {
-                        Delivery::Failed => 3,
-                        Delivery::Sending | Delivery::Queued => 2,
-                        _ => 1,
-                    });
-                    let s = worst.unwrap_or(Delivery::Failed);
-                    // Still unacknowledged when the wait ends: it stays in the outbox.
-                    let s = if s == Delivery::Sending && !detach { Delivery::Queued } else { s };
-                    let mut v = json!({"peer": k.to_string(), "nick": nick, "status": s.name(), "id": mine.first().map(|&j| ids[j])});
-                    if parts > 1 {
-                        v["parts"] = json!(mine.iter().map(|&j| ids[j]).collect::<Vec<_>>());
-                    }
-                    if let Some(r) = mine.iter().find_map(|&j| reasons[j].clone()) {
-                        v["reason"] = json!(r);
-                    }
-                    v
-                })
-                .collect();
-            Ok(json!({"ok": true, "results": results}))
-        }
-        "shake" => {
-            let peers = node.peers().await?;
-            let spec = req["peer"].as_str().context("shake needs a peer")?;
-            let keys = resolve(&peers, spec)?;
-            let [key] = keys.as_slice() else { bail!("{spec} names {} peers; name one", keys.len()) };
-            let client = peers.iter().find(|p| &p.key == key).map_or("", |p| p.client.name());
+            let key = resolve_one(&peers, spec)?;
+            let client = peers.iter().find(|p| p.key == key).map_or("", |p| p.client.name());
             node.request(Request::Shake(key.clone())).await?;
-            Ok(json!({"ok": true, "peer": key.to_string(), "client": client}))
+            Ok(api::ok_json(&api::ShakeAnswer { peer: key.to_string(), client: client.into() }))
         }
-        "trust" => {
-            let user = req["user"].as_str().context("trust needs user")?;
-            let host = req["host"].as_str().context("trust needs host")?;
-            node.request(Request::TrustKey(crate::engine::PeerKey::new(user, host))).await?;
-            Ok(json!({"ok": true}))
+        R::Trust { user, host } => {
+            node.request(Request::TrustKey(PeerKey::new(user, host))).await?;
+            Ok(api::ok_json(&api::Done {}))
         }
-        "broadcast" => {
-            let text = req["text"].as_str().context("broadcast needs a text")?.to_string();
-            node.request(Request::Broadcast { text }).await?;
-            Ok(json!({"ok": true}))
+        R::Broadcast { text } => {
+            node.request(Request::Broadcast { text: text.clone() }).await?;
+            Ok(api::ok_json(&api::Done {}))
         }
-        "status" => {
-            let away = req["away"].as_str().map(String::from);
-            node.request(Request::SetAway(away)).await?;
-            Ok(json!({"ok": true}))
+        R::Status { away } => {
+            node.request(Request::SetAway(away.clone())).await?;
+            Ok(api::ok_json(&api::Done {}))
         }
-        "info" => {
+        R::Info { peer: spec } => {
             let peers = node.peers().await?;
-            let spec = req["peer"].as_str().context("info needs a peer")?;
-            let keys = resolve(&peers, spec)?;
-            let [key] = keys.as_slice() else { bail!("{spec} names {} peers; name one", keys.len()) };
-            let peer = peers.iter().find(|p| &p.key == key).expect("resolved from this list");
+            let key = resolve_one(&peers, spec)?;
+            let peer = peers.iter().find(|p| p.key == key).expect("resolved from this list");
             let mut events = node.events.subscribe();
             node.request(Request::GetInfo(key.clone())).await?;
             let (mut version, mut absence) = (None, None);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
             while version.is_none() || absence.is_none() {
                 match tokio::time::timeout_at(deadline, events.recv()).await {
-                    Ok(Ok(Event::Info { peer, version: v, absence: a })) if &peer == key => {
+                    Ok(Ok(Event::Info { peer, version: v, absence: a })) if peer == key => {
                         version = version.or(v);
                         absence = absence.or(a);
                     }
@@ -369,52 +186,149 @@ pub async fn answer(req: &Value, node: &NodeHandle) -> Result<Value> {
                     _ => break,
                 }
             }
-            let mut v = peer_json(peer);
-            v["version_field"] = json!(peer.version);
-            v["program"] = json!(version);
-            v["absence"] = json!(absence);
-            Ok(json!({"ok": true, "info": v}))
+            let info = api::InfoView {
+                peer: api::PeerView::from(peer),
+                version_field: peer.version.clone(),
+                program: version,
+                absence,
+            };
+            Ok(api::ok_json(&api::InfoAnswer { info }))
         }
-        "open" => {
-            let user = req["user"].as_str().context("open needs user")?;
-            let host = req["host"].as_str().context("open needs host")?;
-            let no = req["packet_no"].as_str().context("open needs packet_no")?;
+        R::Open { user, host, packet_no, read_check } => {
             // READCHECKOPT only if the message asked for it (§4.2); unknown: ask.
-            let read_check = req["read_check"].as_bool().unwrap_or(true);
-            node.request(Request::Open { peer: PeerKey::new(user, host), packet_no: no.into(), read_check }).await?;
-            Ok(json!({"ok": true}))
+            let read_check = read_check.unwrap_or(true);
+            let peer = PeerKey::new(user, host);
+            node.request(Request::Open { peer, packet_no: packet_no.clone(), read_check }).await?;
+            Ok(api::ok_json(&api::Done {}))
         }
-        "decline" => {
-            let user = req["user"].as_str().context("decline needs user")?;
-            let host = req["host"].as_str().context("decline needs host")?;
-            let no = req["packet_no"].as_str().context("decline needs packet_no")?;
-            node.request(Request::Decline { peer: PeerKey::new(user, host), packet_no: no.into() }).await?;
-            Ok(json!({"ok": true}))
+        R::Decline { user, host, packet_no } => {
+            node.request(Request::Decline { peer: PeerKey::new(user, host), packet_no: packet_no.clone() }).await?;
+            Ok(api::ok_json(&api::Done {}))
         }
-        "seen" => {
+        R::Seen { user, host, broadcasts } => {
             // A peer's plain messages, or (`"broadcasts": true`) every broadcast.
-            let peer = match (req["user"].as_str(), req["host"].as_str(), req["broadcasts"].as_bool()) {
+            let peer = match (user, host, broadcasts) {
                 (Some(u), Some(h), None | Some(false)) => Some(PeerKey::new(u, h)),
                 (None, None, Some(true)) => None,
-                _ => bail!("seen needs user and host, or \"broadcasts\": true"),
+                _ => {
+                    return Err(ApiError::new(
+                        ErrorCode::BadRequest,
+                        "seen needs user and host, or \"broadcasts\": true",
+                    )
+                    .into())
+                }
             };
             node.request(Request::MarkSeen(peer)).await?;
-            Ok(json!({"ok": true}))
+            Ok(api::ok_json(&api::Done {}))
         }
-        "ping" => Ok(json!({"ok": true, "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()})),
-        "me" => Ok(json!({"ok": true, "me": node.me().await?, "pid": std::process::id()})),
-        "shutdown" => {
+        R::Ping => {
+            Ok(api::ok_json(&api::PingAnswer { version: env!("CARGO_PKG_VERSION").into(), pid: std::process::id() }))
+        }
+        R::Me => Ok(api::ok_json(&api::MeAnswer { me: node.me().await?, pid: std::process::id() })),
+        R::Shutdown => {
             node.shutdown().await;
-            Ok(json!({"ok": true}))
+            Ok(api::ok_json(&api::Done {}))
         }
-        other => bail!("unknown request {other:?}"),
+        R::Listen => Err(ApiError::new(ErrorCode::BadRequest, "listen is a stream: it has its own connection").into()),
+    }
+}
+
+/// `send`: resolves the recipients, sends (in parts when too long), and
+/// waits for the receipts unless detached.
+async fn send(req: &api::SendRequest, node: &NodeHandle) -> Result<Value> {
+    let text = req.text.clone();
+    let sealed = req.sealed;
+    let wait = Duration::from_secs_f64(req.wait.unwrap_or(10.0).clamp(0.0, 3600.0));
+    let peers = node.peers().await?;
+    let to = resolve_all(&peers, &req.to)?;
+    let files =
+        req.files.iter().map(|f| crate::transfer::describe(std::path::Path::new(f))).collect::<Result<Vec<_>, _>>()?;
+    // `pigeon send P1 P2 --file f`: the last word is the text only
+    // if it names no peer (online or not); else it was meant as one.
+    if req.text_from_args && !files.is_empty() {
+        if let Some(p) = names_a_peer(&peers, &text) {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "{text:?} is a peer ({}): to offer files to several peers, end with a text (\"\" for none)",
+                    p.key
+                ),
+            )
+            .into());
+        }
+    }
+    let mut events = node.events.subscribe();
+    let split = req.split.unwrap_or(true) && files.is_empty();
+    let (ids, parts) = if files.is_empty() {
+        send_in_parts(node, &to, &text, sealed, split).await?
+    } else {
+        (node.request(Request::Offer { to: to.clone(), text, sealed, files }).await?, 1)
+    };
+    let per_part = to.len();
+    // `detach`: answer at once; receipts follow as events (the chat).
+    let detach = req.detach;
+    let mut status: Vec<Delivery> = vec![Delivery::Sending; ids.len()];
+    let mut reasons: Vec<Option<String>> = vec![None; ids.len()];
+    let deadline = tokio::time::Instant::now() + wait;
+    while !detach && status.contains(&Delivery::Sending) {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(Event::Receipt { id, status: st, .. })) => {
+                if let Some(i) = ids.iter().position(|x| *x == id) {
+                    status[i] = st;
+                }
+            }
+            Ok(Ok(Event::SendFailed { id, reason, .. })) => {
+                if let Some(i) = ids.iter().position(|x| *x == id) {
+                    reasons[i] = Some(reason);
+                }
+            }
+            Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            _ => break,
+        }
+    }
+    let results = to
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let nick = peers.iter().find(|p| &p.key == k).map(|p| p.nick.clone()).unwrap_or_default();
+            // A recipient's parts: the worst of their states counts.
+            let mine: Vec<usize> = (0..parts).map(|part| part * per_part + i).filter(|&j| j < ids.len()).collect();
+            let worst = mine.iter().map(|&j| status[j]).max_by_key(|s| match s {
+                Delivery::Failed => 3,
+                Delivery::Sending | Delivery::Queued => 2,
+                _ => 1,
+            });
+            let s = worst.unwrap_or(Delivery::Failed);
+            // Still unacknowledged when the wait ends: it stays in the outbox.
+            let s = if s == Delivery::Sending && !detach { Delivery::Queued } else { s };
+            api::SendResult {
+                peer: k.to_string(),
+                nick,
+                status: s,
+                id: mine.first().map(|&j| ids[j]),
+                parts: (parts > 1).then(|| mine.iter().map(|&j| ids[j]).collect()),
+                reason: mine.iter().find_map(|&j| reasons[j].clone()),
+            }
+        })
+        .collect();
+    Ok(api::ok_json(&api::SendAnswer { results }))
+}
+
+/// The one peer `spec` names.
+fn resolve_one(peers: &[Peer], spec: &str) -> Result<PeerKey, ApiError> {
+    let keys = resolve(peers, spec)?;
+    match <[PeerKey; 1]>::try_from(keys) {
+        Ok([key]) => Ok(key),
+        Err(keys) => {
+            Err(ApiError::new(ErrorCode::AmbiguousPeer, format!("{spec} names {} peers; name one", keys.len())))
+        }
     }
 }
 
 /// Resolves every recipient spec; fails on the first that names nobody.
-pub fn resolve_all(peers: &[Peer], specs: &[String]) -> Result<Vec<PeerKey>> {
+pub fn resolve_all(peers: &[Peer], specs: &[String]) -> Result<Vec<PeerKey>, ApiError> {
     if specs.is_empty() {
-        bail!("no recipient given");
+        return Err(ApiError::new(ErrorCode::BadRequest, "no recipient given"));
     }
     let mut out = Vec::new();
     for s in specs {
@@ -429,7 +343,9 @@ pub fn resolve_all(peers: &[Peer], specs: &[String]) -> Result<Vec<PeerKey>> {
 
 /// Resolves one recipient: `all`, `group:NAME`, `user@host`, an IP address
 /// or a nick (case-insensitive). An unknown name lists close matches.
-pub fn resolve(peers: &[Peer], spec: &str) -> Result<Vec<PeerKey>> {
+pub fn resolve(peers: &[Peer], spec: &str) -> Result<Vec<PeerKey>, ApiError> {
+    let unknown = |error: String| Err(ApiError::new(ErrorCode::UnknownPeer, error));
+    let ambiguous = |spec: &str, named: &[&Peer]| Err(ApiError::new(ErrorCode::AmbiguousPeer, ambiguous(spec, named)));
     let online: Vec<&Peer> = peers.iter().filter(|p| p.online).collect();
     let keys =
         |f: &dyn Fn(&Peer) -> bool| -> Vec<PeerKey> { online.iter().filter(|p| f(p)).map(|p| p.key.clone()).collect() };
@@ -440,7 +356,7 @@ pub fn resolve(peers: &[Peer], spec: &str) -> Result<Vec<PeerKey>> {
         let lower = g.to_lowercase();
         let found = keys(&|p| p.group.to_lowercase() == lower);
         if found.is_empty() {
-            bail!("{}", unknown_group(&online, g));
+            return unknown(unknown_group(&online, g));
         }
         found
     } else if let Ok(ip) = spec.parse::<std::net::IpAddr>() {
@@ -452,7 +368,7 @@ pub fn resolve(peers: &[Peer], spec: &str) -> Result<Vec<PeerKey>> {
         // the plain name is not enough.
         let named: Vec<&Peer> = peers.iter().filter(|q| q.key.same_name(&p.key)).collect();
         if named.len() > 1 && !spec.contains('#') {
-            bail!("{}", ambiguous(spec, &named));
+            return ambiguous(spec, &named);
         }
         // Named exactly, a peer that left still gets the message: it waits
         // in the outbox until the peer comes back.
@@ -462,7 +378,7 @@ pub fn resolve(peers: &[Peer], spec: &str) -> Result<Vec<PeerKey>> {
         let found = keys(&|p| p.nick.to_lowercase() == lower || p.key.user.to_lowercase() == lower);
         let named: Vec<&Peer> = online.iter().copied().filter(|p| found.contains(&p.key)).collect();
         if named.len() > 1 && named.iter().all(|p| p.key.same_name(&named[0].key)) {
-            bail!("{}", ambiguous(spec, &named));
+            return ambiguous(spec, &named);
         }
         found
     };
@@ -478,12 +394,14 @@ pub fn resolve(peers: &[Peer], spec: &str) -> Result<Vec<PeerKey>> {
             .collect();
         close.truncate(5);
         if online.is_empty() {
-            bail!("unknown peer {spec:?}: nobody is online (is the network up, and the IPMsg port open?)");
+            return unknown(format!(
+                "unknown peer {spec:?}: nobody is online (is the network up, and the IPMsg port open?)"
+            ));
         }
         if close.is_empty() {
-            bail!("unknown peer {spec:?}; `pigeon peers` lists who is online");
+            return unknown(format!("unknown peer {spec:?}; `pigeon peers` lists who is online"));
         }
-        bail!("unknown peer {spec:?}; did you mean: {}", close.join(", "));
+        return unknown(format!("unknown peer {spec:?}; did you mean: {}", close.join(", ")));
     }
     Ok(found)
 }
@@ -556,7 +474,11 @@ async fn send_in_parts(
             break;
         }
     }
-    bail!("the text could not be split into parts that fit (at most {limit} bytes a packet)")
+    Err(ApiError::new(
+        ErrorCode::TooLong,
+        format!("the text could not be split into parts that fit (at most {limit} bytes a packet)"),
+    )
+    .into())
 }
 
 /// Cuts `text` into pieces of at most `budget` UTF-8 bytes, at a line end
@@ -620,29 +542,35 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// A client connection: sends one request, returns the first answer line.
-pub async fn call(path: &Path, req: &Value) -> Result<Value> {
-    let stream =
-        UnixStream::connect(path).await.with_context(|| format!("cannot reach the daemon at {}", path.display()))?;
+/// A client connection: sends one request, returns the answer line's JSON
+/// (`{"ok": …}`). No daemon answering is [`ErrorCode::NoDaemon`].
+pub async fn call(path: &Path, req: &api::Request) -> Result<Value> {
+    let stream = UnixStream::connect(path).await.map_err(|e| {
+        ApiError::new(ErrorCode::NoDaemon, format!("cannot reach the daemon at {}: {e}", path.display()))
+    })?;
     let (r, mut w) = stream.into_split();
-    write(&mut w, req).await?;
+    write(&mut w, &serde_json::to_value(req)?).await?;
     let mut line = String::new();
     BufReader::new(r).read_line(&mut line).await?;
     serde_json::from_str(&line).context("the daemon's answer is not JSON")
 }
 
+/// [`call`], the answer read as `T` (an `{"ok": false}` answer is its
+/// [`ApiError`]).
+pub async fn call_for<T: serde::de::DeserializeOwned>(path: &Path, req: &api::Request) -> Result<T> {
+    Ok(api::parse_answer(call(path, req).await?)?)
+}
+
 /// Opens a `listen` stream on the daemon.
 pub async fn listen(path: &Path) -> Result<tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>> {
-    let stream =
-        UnixStream::connect(path).await.with_context(|| format!("cannot reach the daemon at {}", path.display()))?;
+    let stream = UnixStream::connect(path).await.map_err(|e| {
+        ApiError::new(ErrorCode::NoDaemon, format!("cannot reach the daemon at {}: {e}", path.display()))
+    })?;
     let (r, mut w) = stream.into_split();
-    write(&mut w, &json!({"op": "listen"})).await?;
+    write(&mut w, &serde_json::to_value(api::Request::Listen)?).await?;
     let mut lines = BufReader::new(r).lines();
     let first = lines.next_line().await?.context("the daemon closed the connection")?;
-    let v: Value = serde_json::from_str(&first)?;
-    if v["ok"] != true {
-        bail!("{}", v["error"]);
-    }
+    api::parse_answer::<api::Done>(serde_json::from_str(&first)?)?;
     // Keep the write half open: closing it is fine, the server only reads one line.
     drop(w);
     Ok(lines)

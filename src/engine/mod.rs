@@ -152,7 +152,8 @@ pub struct Transmit {
 }
 
 /// Delivery state of an outgoing message to one recipient.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Delivery {
     /// Sent, not yet acknowledged.
     Sending,

@@ -199,7 +199,11 @@ pub fn bind_tcp(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     s.set_reuse_address(true)?;
     if let Err(e) = s.bind(&addr.into()) {
         if e.kind() == std::io::ErrorKind::AddrInUse {
-            anyhow::bail!("TCP port {} is in use: another IP Messenger client runs here", addr.port());
+            return Err(super::PortInUse(format!(
+                "TCP port {} is in use: another IP Messenger client runs here",
+                addr.port()
+            ))
+            .into());
         }
         return Err(e.into());
     }

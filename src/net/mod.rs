@@ -16,7 +16,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::engine::{self, Engine, Event, Now, Output, Peer, Request, RequestError, StoreOp, Transmit};
-use crate::store::{self, Store};
+use crate::store::{self, Store, StoredAttachment};
 
 pub mod files;
 pub mod interfaces;
@@ -48,7 +48,7 @@ pub enum NodeCommand {
 }
 
 /// This node's identity and state as it runs.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Me {
     pub user: String,
     pub host: String,
@@ -142,6 +142,11 @@ pub fn default_targets(port: u16) -> Vec<SocketAddr> {
     t
 }
 
+/// The IPMsg port is taken by another program (the message names it).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PortInUse(pub String);
+
 /// Binds the UDP socket as IPMsg does, with a clear error when the port is taken.
 pub fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -152,11 +157,12 @@ pub fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket> {
     if let Err(e) = s.bind(&addr.into()) {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             let who = port_owner(addr.port()).map(|w| format!(" by {w}")).unwrap_or_default();
-            anyhow::bail!(
+            return Err(PortInUse(format!(
                 "UDP port {} is in use{who}: another IP Messenger client (or a Pigeon daemon) runs here; \
                  stop it, or run `pigeon daemon` and let the commands use it",
                 addr.port()
-            );
+            ))
+            .into());
         }
         if e.kind() == std::io::ErrorKind::AddrNotAvailable {
             anyhow::bail!("cannot bind {addr}: no such local address");
@@ -382,8 +388,8 @@ fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
         }
         StoreOp::Barrier => Ok(()),
         StoreOp::Incoming(m) => {
-            let attachments =
-                (!m.attachments.is_empty()).then(|| crate::control::attachments_json(&m.attachments).to_string());
+            let attachments = (!m.attachments.is_empty())
+                .then(|| StoredAttachment::to_column(&StoredAttachment::from_wire(&m.attachments)));
             tx.insert_message(&store::MessageRecord {
                 id: 0,
                 direction: store::Direction::In,
@@ -414,7 +420,7 @@ fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
                     broadcast: r.broadcast,
                     state: if r.asks_receipt() { store::MessageState::Sending } else { store::MessageState::Delivered },
                     attachments_json: (!r.offers.is_empty())
-                        .then(|| crate::control::offers_json(&r.offers).to_string()),
+                        .then(|| StoredAttachment::to_column(&StoredAttachment::from_offers(&r.offers))),
                     security: None,
                 })?;
                 for (file_id, f) in &r.offers {

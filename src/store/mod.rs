@@ -17,11 +17,13 @@
 //! rules, including the `LIKE` fallback for words shorter than three
 //! characters.
 
+mod attachment;
 mod keys;
 mod offers;
 mod schema;
 mod taken;
 
+pub use attachment::{FileKind, StoredAttachment};
 pub use keys::PinnedKey;
 pub use offers::OfferRecord;
 pub use pigeon_protocol::pubkey::Security;
