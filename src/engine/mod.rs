@@ -14,6 +14,8 @@
 //! read receipts (§4.2), info and away replies (§4.3), charsets (§5.4),
 //! FeiQ shakes and image fragments (§8), packet numbers (§1.5).
 
+#![forbid(unsafe_code)]
+
 pub mod peers;
 pub mod pictures;
 pub mod secure;
@@ -2560,8 +2562,19 @@ fn attachment_list(files: &[OfferFile], ids: &[u64], client: ClientKind) -> Vec<
         .collect()
 }
 
-/// Our own texts without the characters that break the wire format (NUL)
-/// or a line-based field (CR, LF in nick and group).
+/// Our nick and group without the characters that break the wire format
+/// (NUL) or a line-based field (CR, LF: iptux's and our entry trailers are
+/// lines).
 fn clean_text(s: &str) -> String {
-    s.chars().filter(|&c| c != '\0').collect()
+    s.chars().filter(|&c| !matches!(c, '\0' | '\r' | '\n')).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    /// A nick or group with a line break would cut iptux's (and our)
+    /// line-based entry trailer; NUL would end the field.
+    #[test]
+    fn nick_and_group_lose_nul_cr_and_lf() {
+        assert_eq!(super::clean_text("a\0b\r\nc\nd 小明"), "abcd 小明");
+    }
 }

@@ -1,6 +1,7 @@
 //! Writing received files and folders safely (DESIGN.md "Receiving
-//! safely"), with resume. Knows nothing of sockets: it is given names,
-//! sizes and bytes.
+//! safely"), with resume. This module knows nothing of sockets: it is given
+//! names, sizes and bytes; [`fetch`] is the TCP client that asks a sender
+//! and feeds them in.
 //!
 //! - Every name from the wire is one path component
 //!   ([`pigeon_protocol::name::validate_component`]); nothing is written
