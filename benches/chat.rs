@@ -19,12 +19,17 @@ use serde_json::json;
 
 const PORT: &str = "44425";
 
+/// An event as the daemon's stream carries it, read as the chat reads it.
+fn event(v: serde_json::Value) -> pigeon::control::api::Event {
+    serde_json::from_value(v).unwrap()
+}
+
 fn frame_time() {
     let mut app =
         App::new(Me { nick: "Alice".into(), user: "alice".into(), host: "pc".into(), away: None, via: "bench".into() });
     for i in 0..200 {
-        app.on_event(&json!({"event": "peer_online", "peer": {"user": format!("u{i}"), "host": "pc", "nick": format!("同事 {i}"),
-            "group": format!("组 {}", i % 7), "addr": format!("10.0.{}.{}:2425", i / 250, i % 250), "client": "feiq", "away": i % 9 == 0}}));
+        app.on_event(&event(json!({"event": "peer_online", "peer": {"user": format!("u{i}"), "host": "pc", "nick": format!("同事 {i}"),
+            "group": format!("组 {}", i % 7), "addr": format!("10.0.{}.{}:2425", i / 250, i % 250), "client": "feiq", "away": i % 9 == 0}})));
     }
     let huge: String = (0..30 * 1024 / 8).map(|i| format!("字{i:05} ")).collect();
     for i in 0..5000u64 {
@@ -33,11 +38,11 @@ fn frame_time() {
         } else {
             format!("第 {i} 条消息：今天的构建已经通过，请大家查看报告。")
         };
-        app.on_event(
-            &json!({"event": "message", "from": {"user": "u1", "host": "pc", "nick": "同事 1", "addr": "10.0.0.1:2425"},
+        app.on_event(&event(
+            json!({"event": "message", "from": {"user": "u1", "host": "pc", "nick": "同事 1", "addr": "10.0.0.1:2425"},
             "text": text, "packet_no": (1000 + i).to_string(), "sealed": false, "broadcast": false, "auto": false,
             "time": "2026-11-22T09:30:00+08:00", "command": 0x120}),
-        );
+        ));
     }
     app.open(ConvKey::Peer("u1@pc".into()));
     app.take_actions();

@@ -5,14 +5,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use super::text::{self, Editor};
+use crate::control::api;
+use crate::engine::Delivery;
+use crate::store::{Direction, MessageRecord, MessageState, PeerRecord, UnreadCount};
 use chrono::{DateTime, FixedOffset, Utc};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
 use ratatui::layout::Rect;
-use serde_json::Value;
-
-use super::text::{self, Editor};
-use crate::engine::Delivery;
-use crate::store::{Direction, MessageRecord, MessageState, PeerRecord, UnreadCount};
 
 /// How much history a conversation loads at first, and adds each time the
 /// view is scrolled to its top.
@@ -47,22 +46,20 @@ pub struct PeerView {
 }
 
 impl PeerView {
-    fn from_json(v: &Value) -> Option<PeerView> {
-        let user = v["user"].as_str()?.to_string();
-        let host = v["host"].as_str()?.to_string();
-        Some(PeerView {
-            key: format!("{user}@{host}"),
-            nick: v["nick"].as_str().unwrap_or(&user).to_string(),
-            user,
-            host,
-            group: v["group"].as_str().unwrap_or_default().to_string(),
-            addr: v["addr"].as_str().unwrap_or_default().to_string(),
-            client: v["client"].as_str().unwrap_or("unknown").to_string(),
-            away: v["away"].as_bool().unwrap_or(false),
+    fn from_api(p: &api::PeerInfoView) -> PeerView {
+        PeerView {
+            key: format!("{}@{}", p.user, p.host),
+            nick: p.nick.clone(),
+            user: p.user.clone(),
+            host: p.host.clone(),
+            group: p.group.clone(),
+            addr: p.addr.clone(),
+            client: p.client.clone(),
+            away: p.away,
             absence: None,
             online: true,
             unread: 0,
-        })
+        }
     }
 
     /// The nick, or the user name when the nick is empty.
@@ -97,20 +94,10 @@ pub struct FileInfo {
 }
 
 impl FileInfo {
-    fn list(v: &Value) -> Vec<FileInfo> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|f| FileInfo {
-                        id: f["id"].as_u64().unwrap_or(0),
-                        name: f["name"].as_str().unwrap_or_default().to_string(),
-                        size: f["size"].as_u64().unwrap_or(0),
-                        mtime: f["mtime"].as_u64().unwrap_or(0),
-                        dir: f["kind"] == "dir",
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+    fn list(list: &[api::AttachmentView]) -> Vec<FileInfo> {
+        list.iter()
+            .map(|f| FileInfo { id: f.id, name: f.name.clone(), size: f.size, mtime: f.mtime, dir: f.is_dir() })
+            .collect()
     }
 }
 
@@ -568,14 +555,14 @@ impl App {
     }
 
     /// Peers online now (the answer to `peers`).
-    pub fn set_online_peers(&mut self, list: &[Value]) {
-        for v in list {
-            self.upsert_peer(v, true);
+    pub fn set_online_peers(&mut self, list: &[api::PeerView]) {
+        for p in list {
+            self.upsert_peer(&p.info, true);
         }
     }
 
-    fn upsert_peer(&mut self, v: &Value, online: bool) -> Option<String> {
-        let mut p = PeerView::from_json(v)?;
+    fn upsert_peer(&mut self, v: &api::PeerInfoView, online: bool) -> Option<String> {
+        let mut p = PeerView::from_api(v);
         p.online = online;
         let key = p.key.clone();
         let newly_away = p.away && online && !self.peer(&key).is_some_and(|o| o.away && o.online);
@@ -860,23 +847,18 @@ impl App {
     }
 
     /// The node's answer to a send: each recipient's id and first state.
-    pub fn on_send_answer(&mut self, tag: u64, answer: Result<Value, String>) {
+    pub fn on_send_answer(&mut self, tag: u64, answer: Result<api::SendAnswer, String>) {
         // From here on its ids tell its `sent` event apart.
         self.own_unclaimed.retain(|o| o.tag != tag);
         let results = match answer {
-            Ok(v) if v["ok"] == true => v["results"].as_array().cloned().unwrap_or_default(),
-            Ok(v) => {
-                let e = v["error"].as_str().unwrap_or("the node refused the message").to_string();
-                return self.send_failed(tag, e);
-            }
+            Ok(a) => a.results,
             Err(e) => return self.send_failed(tag, e),
         };
         let early = std::mem::take(&mut self.early);
         let mut used = Vec::new();
         for m in self.out_msgs_mut().filter(|m| m.tag == tag) {
             for r in &results {
-                let (Some(peer), Some(id)) = (r["peer"].as_str(), r["id"].as_u64()) else { continue };
-                let state = r["status"].as_str().and_then(delivery).unwrap_or(Delivery::Sending);
+                let (peer, Some(id), state) = (r.peer.as_str(), r.id, r.status) else { continue };
                 let idx = match m.recipients.iter().position(|x| x.key == peer) {
                     Some(i) => i,
                     None if m.to_group => {
@@ -923,13 +905,9 @@ impl App {
     }
 
     /// The answer to a broadcast.
-    pub fn on_broadcast_answer(&mut self, tag: u64, answer: Result<Value, String>) {
+    pub fn on_broadcast_answer(&mut self, tag: u64, answer: Result<api::Done, String>) {
         // A broadcast's answer has no ids: its `sent` event claims it.
-        let err = match answer {
-            Ok(v) if v["ok"] == true => return,
-            Ok(v) => v["error"].as_str().unwrap_or("the node refused the message").to_string(),
-            Err(e) => e,
-        };
+        let Err(err) = answer else { return };
         self.own_unclaimed.retain(|o| o.tag != tag);
         self.send_failed(tag, err);
     }
@@ -942,35 +920,34 @@ impl App {
     // ---- node events ------------------------------------------------------
 
     /// One event of the control API's `listen` stream.
-    pub fn on_event(&mut self, v: &Value) {
-        match v["event"].as_str().unwrap_or_default() {
-            "peer_online" | "peer_changed" => {
-                self.upsert_peer(&v["peer"], true);
+    pub fn on_event(&mut self, e: &api::Event) {
+        use api::Event as E;
+        match e {
+            E::PeerOnline { peer } | E::PeerChanged { peer } => {
+                self.upsert_peer(peer, true);
             }
-            "peer_offline" => {
-                if let Some(k) = self.upsert_peer(&v["peer"], false) {
+            E::PeerOffline { peer } => {
+                if let Some(k) = self.upsert_peer(peer, false) {
                     self.marked.remove(&k);
                 }
             }
-            "away" => {
+            E::Away { away } => {
                 // Set by any client of the node (a script, another chat).
-                self.me.away = v["away"].as_str().map(String::from);
+                self.me.away = away.clone();
                 if self.me.away.is_some() {
                     self.last_away = self.me.away.clone();
                 }
             }
-            "message" => self.on_message(v),
-            "sent" => self.on_sent(v),
-            "receipt" => {
-                let (Some(id), Some(peer), Some(no)) = (v["id"].as_u64(), v["peer"].as_str(), v["packet_no"].as_str())
-                else {
-                    return;
-                };
-                let Some(state) = v["status"].as_str().and_then(delivery) else { return };
+            E::Message(m) => self.on_message(m),
+            // The offer line repeats its message: shown once.
+            E::Offer(_) => {}
+            E::Sent(m) => self.on_sent(m),
+            E::Receipt { id, peer, packet_no: no, status: state } => {
+                let (id, state) = (*id, *state);
                 let mut found = false;
                 for m in self.out_msgs_mut() {
                     for r in &mut m.recipients {
-                        if r.id == Some(id) || (r.key == peer && r.packet_no.as_deref() == Some(no)) {
+                        if r.id == Some(id) || (r.key == *peer && r.packet_no.as_deref() == Some(no)) {
                             r.id = Some(id);
                             r.packet_no = Some(no.to_string());
                             // A read receipt is final; a late "delivered" does not undo it.
@@ -988,72 +965,56 @@ impl App {
                     }
                 }
             }
-            "read" => {
-                let (Some(peer), Some(no)) = (v["peer"].as_str(), v["packet_no"].as_str()) else { return };
+            E::Read { peer, packet_no: no } => {
                 for m in self.out_msgs_mut() {
                     for r in &mut m.recipients {
-                        if r.key == peer && r.packet_no.as_deref() == Some(no) {
+                        if r.key == *peer && r.packet_no.as_deref() == Some(no) {
                             r.state = Delivery::Read;
                         }
                     }
                 }
             }
-            "shake" => {
-                let Some(key) = self.upsert_peer(&v["from"], true) else { return };
+            E::Shake { from } => {
+                let Some(key) = self.upsert_peer(from, true) else { return };
                 let nick = text::one_line(self.peer(&key).map_or("?", |p| p.name()));
                 let what = format!("{nick} shook your window");
                 self.push(&ConvKey::Peer(key.clone()), Item::Notice { time: Utc::now(), text: what.clone() });
                 self.incoming(&key, &what, false);
             }
-            "key_changed" => {
-                let Some(key) = v["peer"].as_str().map(String::from) else { return };
-                let nick = text::one_line(self.peer(&key).map_or(key.as_str(), |p| p.name())).to_string();
+            E::KeyChanged { peer: key, fingerprint } => {
+                let nick = text::one_line(self.peer(key).map_or(key.as_str(), |p| p.name())).to_string();
                 let what = format!(
-                    "{nick} gave a NEW public key ({}): compare fingerprints with them, then `pigeon keys --trust {key}`",
-                    v["fingerprint"].as_str().unwrap_or("?")
+                    "{nick} gave a NEW public key ({fingerprint}): compare fingerprints with them, then `pigeon keys --trust {key}`"
                 );
                 self.push(&ConvKey::Peer(key.clone()), Item::Notice { time: Utc::now(), text: what.clone() });
                 self.set_status(what, Level::Error);
             }
-            "send_failed" => {
-                if let Some(reason) = v["reason"].as_str() {
-                    self.set_status(reason.to_string(), Level::Error);
-                }
-            }
-            "info" => {
-                let Some(peer) = v["peer"].as_str() else { return };
-                let absence = v["absence"].as_str().map(String::from);
+            E::SendFailed { reason, .. } => self.set_status(reason.clone(), Level::Error),
+            E::Info { peer, absence, .. } => {
                 if let (Some(p), Some(a)) = (self.peer_mut(peer), absence) {
-                    p.absence = Some(a);
+                    p.absence = Some(a.clone());
                 }
             }
-            "lagged" => {
+            E::Lagged { missed } => {
                 // A broadcast's entry waits for its event, which may be among those missed.
                 self.own_unclaimed.retain(|o| !o.broadcast);
-                self.set_status(format!("missed {} events (the chat was too slow)", v["missed"]), Level::Error)
+                self.set_status(format!("missed {missed} events (the chat was too slow)"), Level::Error)
             }
-            _ => {}
         }
     }
 
     /// A message the node sent: ours (already shown), or another client's
     /// (a script's `pigeon send`) or our automatic reply, shown now.
-    fn on_sent(&mut self, v: &Value) {
-        let text = v["text"].as_str().unwrap_or_default();
-        let to: Vec<(u64, String)> = v["to"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| Some((t["id"].as_u64()?, t["peer"].as_str()?.to_string())))
-            .collect();
+    fn on_sent(&mut self, v: &api::SentView) {
+        let text = v.text.as_str();
+        let to: Vec<(u64, String)> = v.to.iter().map(|t| (t.id, t.peer.clone())).collect();
         let ids: Vec<u64> = to.iter().map(|(id, _)| *id).filter(|id| *id != 0).collect();
         if !ids.is_empty()
             && self.out_msgs_mut().any(|m| m.recipients.iter().any(|r| r.id.is_some_and(|i| ids.contains(&i))))
         {
             return; // ours, answered already
         }
-        let broadcast = v["broadcast"].as_bool().unwrap_or(false);
-        let auto = v["auto"].as_bool().unwrap_or(false);
+        let (broadcast, auto) = (v.broadcast, v.auto);
         let mut keys: Vec<String> = to.iter().map(|(_, k)| k.clone()).collect();
         keys.sort();
         let ours = |o: &OwnSend| {
@@ -1063,14 +1024,14 @@ impl App {
             self.own_unclaimed.remove(i);
             return; // ours, before its answer
         }
-        let packet_no = v["packet_no"].as_str().unwrap_or_default().to_string();
-        let files = FileInfo::list(&v["attachments"]);
-        let mut msg = self.new_out(text.to_string(), v["sealed"].as_bool().unwrap_or(false), None);
+        let packet_no = v.packet_no.clone();
+        let files = FileInfo::list(&v.attachments);
+        let mut msg = self.new_out(text.to_string(), v.sealed, None);
         msg.tag = 0;
-        msg.time = event_time(v);
+        msg.time = event_time(&v.time);
         msg.broadcast = broadcast;
         msg.auto = auto;
-        msg.command = v["command"].as_u64().unwrap_or(0) as u32;
+        msg.command = v.command;
         msg.offer = (!files.is_empty()).then_some(Offer { files, state: OfferState::Pending });
         if msg.broadcast || msg.auto {
             // No receipts: shown once, by its number.
@@ -1090,36 +1051,42 @@ impl App {
         }
     }
 
-    fn on_message(&mut self, v: &Value) {
-        let f = &v["from"];
-        let (Some(user), Some(host)) = (f["user"].as_str(), f["host"].as_str()) else { return };
-        let key = format!("{user}@{host}");
+    fn on_message(&mut self, v: &api::MessageView) {
+        let f = &v.from;
+        let key = format!("{}@{}", f.user, f.host);
         if self.peer(&key).is_none() {
             // A message from a peer we have not seen announce itself.
-            let mut p = f.clone();
-            p["group"] = Value::from("");
+            let p = api::PeerInfoView {
+                user: f.user.clone(),
+                host: f.host.clone(),
+                nick: f.nick.clone(),
+                group: String::new(),
+                addr: f.addr.clone(),
+                client: "unknown".into(),
+                away: false,
+            };
             self.upsert_peer(&p, true);
         }
-        let time = event_time(v);
-        let files = FileInfo::list(&v["attachments"]);
+        let time = event_time(&v.time);
+        let files = FileInfo::list(&v.attachments);
         let msg = Msg {
             dir: Dir::In,
             from: key.clone(),
-            nick: f["nick"].as_str().unwrap_or(user).to_string(),
+            nick: f.nick.clone(),
             time,
-            text: v["text"].as_str().unwrap_or_default().to_string(),
-            sealed: v["sealed"].as_bool().unwrap_or(false),
+            text: v.text.clone(),
+            sealed: v.sealed,
             opened: false,
-            broadcast: v["broadcast"].as_bool().unwrap_or(false),
-            auto: v["auto"].as_bool().unwrap_or(false),
-            command: v["command"].as_u64().unwrap_or(0) as u32,
-            packet_no: v["packet_no"].as_str().unwrap_or_default().to_string(),
+            broadcast: v.broadcast,
+            auto: v.auto,
+            command: v.command,
+            packet_no: v.packet_no.clone(),
             recipients: Vec::new(),
             to_group: false,
             offer: (!files.is_empty()).then_some(Offer { files, state: OfferState::Pending }),
             tag: 0,
             error: None,
-            security: v["security"].as_str().and_then(pigeon_protocol::pubkey::Security::from_name),
+            security: Some(v.security.into()),
         };
         let conv = ConvKey::Peer(key.clone());
         if self.has_in(&conv, &key, &msg.packet_no) {
@@ -1807,23 +1774,9 @@ impl App {
 }
 
 /// A delivery state by its JSON name.
-fn delivery(name: &str) -> Option<Delivery> {
-    Some(match name {
-        "sending" => Delivery::Sending,
-        "delivered" => Delivery::Delivered,
-        "queued" => Delivery::Queued,
-        "failed" => Delivery::Failed,
-        "read" => Delivery::Read,
-        _ => return None,
-    })
-}
-
 /// When a `message` or `sent` event happened (now, if it does not say).
-fn event_time(v: &Value) -> DateTime<Utc> {
-    v["time"]
-        .as_str()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map_or_else(Utc::now, |t| t.with_timezone(&Utc))
+fn event_time(time: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(time).map_or_else(|_| Utc::now(), |t| t.with_timezone(&Utc))
 }
 
 /// A `user@host` key's two parts (a key without `@` is all user).
@@ -1866,8 +1819,8 @@ fn same_unnumbered(shown: &Msg, stored: &Msg) -> bool {
 
 fn msg_from_record(r: &MessageRecord, me: &Me, downloads: Option<&std::path::Path>) -> Msg {
     let key = format!("{}@{}", r.peer.user, r.peer.host);
-    let files = r.attachments_json.as_deref().and_then(|j| serde_json::from_str::<Value>(j).ok());
-    let files = files.map(|v| FileInfo::list(&v)).unwrap_or_default();
+    let files = r.attachments_json.as_deref().map(api::AttachmentView::from_column).unwrap_or_default();
+    let files = FileInfo::list(&files);
     let out = r.direction == Direction::Out;
     let auto = r.is_auto_reply();
     let state = match r.state {

@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use crossterm::event::Event as TermEvent;
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::cli::node::{runtime, Effective, Global};
@@ -63,14 +62,14 @@ enum Caller {
 }
 
 impl Caller {
-    async fn call(&self, req: api::Request) -> Result<Value, String> {
+    /// The answer's body, or what went wrong (for the status line).
+    async fn call<T: serde::de::DeserializeOwned>(&self, req: api::Request) -> Result<T, String> {
         let v = match self {
             Caller::Daemon(sock) => crate::control::call(sock, &req).await,
             Caller::Local(node) => crate::control::answer(&req, node).await,
         };
         match v {
-            Ok(v) if v["ok"] == true => Ok(v),
-            Ok(v) => Err(v["error"].as_str().unwrap_or("refused").to_string()),
+            Ok(v) => api::parse_answer(v).map_err(|e| e.error),
             Err(e) => Err(format!("{e:#}")),
         }
     }
@@ -84,13 +83,13 @@ enum Events {
 }
 
 impl Events {
-    /// The next events (as the API's JSON); `None` when the source ended.
-    async fn next(&mut self) -> Option<Vec<Value>> {
+    /// The next events (the API's, typed); `None` when the source ended.
+    async fn next(&mut self) -> Option<Vec<api::Event>> {
         use tokio::sync::broadcast::error::RecvError;
         match self {
             Events::Local(rx) => match rx.recv().await {
-                Ok(e) => Some(crate::control::event_lines(&e)),
-                Err(RecvError::Lagged(n)) => Some(vec![crate::control::lagged_json(n)]),
+                Ok(e) => Some(api::Event::from_engine(&e)),
+                Err(RecvError::Lagged(n)) => Some(vec![api::Event::Lagged { missed: n }]),
                 Err(RecvError::Closed) => None,
             },
             Events::Daemon(lines) => lines.next_line().await.ok().flatten().map(|l| daemon_event(&l)),
@@ -100,12 +99,12 @@ impl Events {
 
     /// Events already waiting, without waiting: on the node's own bus, or
     /// lines of the daemon's stream already read or readable now.
-    async fn try_next(&mut self) -> Option<Vec<Value>> {
+    async fn try_next(&mut self) -> Option<Vec<api::Event>> {
         match self {
             Events::Local(rx) => match rx.try_recv() {
-                Ok(e) => Some(crate::control::event_lines(&e)),
+                Ok(e) => Some(api::Event::from_engine(&e)),
                 Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
-                    Some(vec![crate::control::lagged_json(n)])
+                    Some(vec![api::Event::Lagged { missed: n }])
                 }
                 Err(_) => None,
             },
@@ -121,14 +120,22 @@ impl Events {
 }
 
 /// One line of the daemon's event stream (nothing if it is not JSON).
-fn daemon_event(line: &str) -> Vec<Value> {
-    serde_json::from_str(line).into_iter().collect()
+/// One line of the daemon's `listen` stream (a line this version does not
+/// know, from a newer daemon, is passed over).
+fn daemon_event(line: &str) -> Vec<api::Event> {
+    match serde_json::from_str(line) {
+        Ok(e) => vec![e],
+        Err(e) => {
+            tracing::debug!("an event this chat does not know ({e}): {line}");
+            Vec::new()
+        }
+    }
 }
 
 /// Replies and progress from tasks, back to the loop.
 enum Internal {
-    SendAnswer(u64, Result<Value, String>),
-    BroadcastAnswer(u64, Result<Value, String>),
+    SendAnswer(u64, Result<api::SendAnswer, String>),
+    BroadcastAnswer(u64, Result<api::Done, String>),
     Failed(&'static str, String),
     Fetch(String, String, FetchUpdate),
 }
@@ -251,8 +258,8 @@ pub fn run(g: &Global, args: &ChatArgs) -> Result<ExitCode> {
                 via: if daemon { "via the daemon".into() } else { format!("own node on port {}", eff.port) },
             });
             app.download_dir = Some(settings.download_dir.clone());
-            if let Ok(v) = caller.call(api::Request::Peers { refresh: false }).await {
-                app.set_online_peers(v["peers"].as_array().map_or(&[][..], |a| a.as_slice()));
+            if let Ok(a) = caller.call::<api::PeersAnswer>(api::Request::Peers { refresh: false }).await {
+                app.set_online_peers(&a.peers);
             }
             app.add_known_peers(&store.peers().unwrap_or_default());
             app.open(ConvKey::Everyone);
@@ -513,7 +520,7 @@ fn run_action(a: Action, eff: &Effective, settings: &Settings, caller: &Caller, 
             };
             // Only the counts of a later start depend on it: log, do not disturb.
             tokio::spawn(async move {
-                if let Err(e) = caller.call(req).await {
+                if let Err(e) = caller.call::<api::Done>(req).await {
                     tracing::warn!("cannot mark a conversation read: {e}");
                 }
             });
@@ -555,7 +562,7 @@ fn run_action(a: Action, eff: &Effective, settings: &Settings, caller: &Caller, 
 
 fn spawn_request(caller: Caller, tx: mpsc::UnboundedSender<Internal>, what: &'static str, req: api::Request) {
     tokio::spawn(async move {
-        if let Err(e) = caller.call(req).await {
+        if let Err(e) = caller.call::<serde_json::Value>(req).await {
             let _ = tx.send(Internal::Failed(what, e));
         }
     });

@@ -26,6 +26,25 @@ fn me() -> Me {
     }
 }
 
+/// The tests write events and answers as the wire carries them: they are
+/// read through the control API's types, as the chat reads them.
+trait FromWire {
+    fn on_event_json(&mut self, v: &Value);
+    fn on_send_answer_json(&mut self, tag: u64, answer: Result<Value, String>);
+}
+
+impl FromWire for App {
+    fn on_event_json(&mut self, v: &Value) {
+        let e: crate::control::api::Event = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{v}: {e}"));
+        self.on_event(&e);
+    }
+
+    fn on_send_answer_json(&mut self, tag: u64, answer: Result<Value, String>) {
+        let answer = answer.and_then(|v| crate::control::api::parse_answer(v).map_err(|e| e.error));
+        self.on_send_answer(tag, answer);
+    }
+}
+
 fn app() -> App {
     let mut a = App::new(me());
     a.tz = Some(FixedOffset::east_opt(8 * 3600).unwrap());
@@ -39,7 +58,7 @@ fn peer(user: &str, nick: &str, group: &str, client: &str, away: bool, ip: u8) -
 }
 
 fn online(a: &mut App, p: Value) {
-    a.on_event(&json!({"event": "peer_online", "peer": p}));
+    a.on_event_json(&json!({"event": "peer_online", "peer": p}));
 }
 
 const T0: &str = "2026-11-22T09:30:00+08:00";
@@ -133,7 +152,7 @@ fn office() -> App {
     online(&mut a, peer("dave", "Dave", "Dev", "ipmsg", false, 4));
     online(&mut a, peer("erin", "Erin", "Dev", "pigeon", false, 5));
     online(&mut a, peer("frank", "Frank", "", "unknown", false, 6));
-    a.on_event(&json!({"event": "info", "peer": "carol@pc-carol", "version": null, "absence": "lunch 午饭"}));
+    a.on_event_json(&json!({"event": "info", "peer": "carol@pc-carol", "version": null, "absence": "lunch 午饭"}));
     a.add_known_peers(&[crate::store::PeerRecord {
         user: "gina".into(),
         host: "pc-gina".into(),
@@ -144,9 +163,9 @@ fn office() -> App {
         last_seen: Utc::now(),
         marker: None,
     }]);
-    a.on_event(&message("bob", "Bob", "早上好！", 1, 0));
-    a.on_event(&message("bob", "Bob", "standup in 5", 2, 1));
-    a.on_event(&message("dave", "Dave", "ping", 3, 2));
+    a.on_event_json(&message("bob", "Bob", "早上好！", 1, 0));
+    a.on_event_json(&message("bob", "Bob", "standup in 5", 2, 1));
+    a.on_event_json(&message("dave", "Dave", "ping", 3, 2));
     a
 }
 
@@ -176,11 +195,11 @@ fn snapshot_conversation_in_chinese() {
     );
     let mut sealed = message("bob", "Bob", "密码是 hunter2", 4, 3);
     sealed["sealed"] = json!(true);
-    a.on_event(&sealed);
+    a.on_event_json(&sealed);
     let mut bc = message("bob", "Bob", "全体注意：大楼五点关门", 5, 4);
     bc["broadcast"] = json!(true);
-    a.on_event(&bc);
-    a.on_event(&json!({"event": "shake", "from": peer("bob", "Bob", "QA组", "feiq", false, 2)}));
+    a.on_event_json(&bc);
+    a.on_event_json(&json!({"event": "shake", "from": peer("bob", "Bob", "QA组", "feiq", false, 2)}));
     // The shake's time is now: pin it for the snapshot.
     let c = a.convs.get_mut(&ConvKey::Peer("bob@pc-bob".into())).unwrap();
     if let Some(Item::Notice { time, .. }) = c.items.last_mut() {
@@ -199,7 +218,7 @@ fn snapshot_offer_with_progress() {
         {"id": 0, "name": "build-2026-11-22.tar.gz", "size": 52_428_800u64, "mtime": 0, "kind": "file"},
         {"id": 1, "name": "截图", "size": 3_145_728u64, "mtime": 0, "kind": "dir"}
     ]);
-    a.on_event(&offer);
+    a.on_event_json(&offer);
     a.open(ConvKey::Peer("dave@pc-dave".into()));
     a.on_history(&ConvKey::Peer("dave@pc-dave".into()), &[], HISTORY_PAGE);
     a.on_key(key(KeyCode::Tab));
@@ -227,7 +246,7 @@ fn snapshot_offer_with_progress() {
     let mut b = office();
     b.home_dir = Some("/home/alice".into());
     b.download_dir = Some("/home/alice/Downloads/pigeon".into());
-    b.on_event(&offer);
+    b.on_event_json(&offer);
     b.open(ConvKey::Peer("dave@pc-dave".into()));
     b.on_history(&ConvKey::Peer("dave@pc-dave".into()), &[], HISTORY_PAGE);
     b.on_key(key(KeyCode::Tab));
@@ -273,8 +292,8 @@ fn every_size_draws_without_panic_even_with_hostile_input() {
     online(&mut a, peer("mallory", &long_nick, &"G".repeat(300), "feiq", true, 66));
     let huge: String = (0..30 * 1024 / 8).map(|i| format!("字{i:05} ")).collect();
     assert!(huge.len() >= 30 * 1024);
-    a.on_event(&message("mallory", &long_nick, &huge, 77, 20));
-    a.on_event(&message("mallory", &long_nick, "\x1b]0;pwned\x07\x1b[2J\r\n\ttab", 78, 21));
+    a.on_event_json(&message("mallory", &long_nick, &huge, 77, 20));
+    a.on_event_json(&message("mallory", &long_nick, "\x1b]0;pwned\x07\x1b[2J\r\n\ttab", 78, 21));
     a.open(ConvKey::Peer("mallory@pc-mallory".into()));
     a.on_history(&ConvKey::Peer("mallory@pc-mallory".into()), &[], HISTORY_PAGE);
     a.focus = Focus::Compose;
@@ -388,19 +407,19 @@ fn messages_show_at_once_with_unread_counts_and_a_preview() {
     );
     // In the open conversation: shown, not counted, no notification while
     // the window has focus, and the node hears it was seen (once a turn).
-    a.on_event(&message("bob", "Bob", "here?", 10, 5));
-    a.on_event(&message("bob", "Bob", "still there?", 20, 5));
+    a.on_event_json(&message("bob", "Bob", "here?", 10, 5));
+    a.on_event_json(&message("bob", "Bob", "still there?", 20, 5));
     assert_eq!(a.peer("bob@pc-bob").unwrap().unread, 0);
     let actions = a.take_actions();
     assert!(!actions.iter().any(|x| matches!(x, Action::Notify { .. })));
     assert_eq!(actions, [Action::Seen(ConvKey::Peer("bob@pc-bob".into()))]);
     assert!(draw(&mut a, 100, 20).contains("here?"));
     // The same packet again (a retransmission the node let through) is shown once.
-    a.on_event(&message("bob", "Bob", "here?", 10, 5));
+    a.on_event_json(&message("bob", "Bob", "here?", 10, 5));
     let n = a.conv(&ConvKey::Peer("bob@pc-bob".into())).unwrap().items.len();
     assert_eq!(n, 4);
     a.window_focused = false;
-    a.on_event(&message("bob", "Bob", "hello??", 11, 6));
+    a.on_event_json(&message("bob", "Bob", "hello??", 11, 6));
     assert!(a.take_actions().iter().any(|x| matches!(x, Action::Notify { .. })));
 }
 
@@ -448,14 +467,19 @@ fn sending_to_one_marked_group_and_everyone() {
     let [Action::Send { tag, to, text, sealed: false, files }] = sends.as_slice() else { panic!("{sends:?}") };
     assert_eq!((to.as_slice(), text.as_str(), files.len()), (&["bob@pc-bob".to_string()][..], "line one\nline two", 0));
     // A receipt that comes before the node's answer is kept for it.
-    a.on_event(&json!({"event": "receipt", "id": 41, "peer": "bob@pc-bob", "packet_no": "500", "status": "delivered"}));
-    a.on_send_answer(*tag, Ok(json!({"ok": true, "results": [{"peer": "bob@pc-bob", "id": 41, "status": "sending"}]})));
+    a.on_event_json(
+        &json!({"event": "receipt", "id": 41, "peer": "bob@pc-bob", "packet_no": "500", "status": "delivered"}),
+    );
+    a.on_send_answer_json(
+        *tag,
+        Ok(json!({"ok": true, "results": [{"peer": "bob@pc-bob", "nick": "", "id": 41, "status": "sending"}]})),
+    );
     let last = |a: &App| match a.conv(&ConvKey::Peer("bob@pc-bob".into())).unwrap().items.last() {
         Some(Item::Msg(m)) => m.clone(),
         other => panic!("{other:?}"),
     };
     assert_eq!(last(&a).recipients[0].state, crate::engine::Delivery::Delivered);
-    a.on_event(&json!({"event": "read", "peer": "bob@pc-bob", "packet_no": "500"}));
+    a.on_event_json(&json!({"event": "read", "peer": "bob@pc-bob", "packet_no": "500"}));
     assert_eq!(last(&a).recipients[0].state, crate::engine::Delivery::Read);
 
     // Marked peers: every one of them.
@@ -483,13 +507,13 @@ fn sending_to_one_marked_group_and_everyone() {
     let acts = a.take_actions();
     let Some(Action::Send { tag, to, .. }) = acts.iter().find(|x| matches!(x, Action::Send { .. })) else { panic!() };
     assert_eq!(to, &["group:Dev".to_string()]);
-    a.on_send_answer(*tag, Ok(json!({"ok": true, "results": [
-        {"peer": "dave@pc-dave", "id": 50, "status": "sending"}, {"peer": "erin@pc-erin", "id": 51, "status": "sending"}]})));
-    a.on_event(
+    a.on_send_answer_json(*tag, Ok(json!({"ok": true, "results": [
+        {"peer": "dave@pc-dave", "nick": "", "id": 50, "status": "sending"}, {"peer": "erin@pc-erin", "nick": "", "id": 51, "status": "sending"}]})));
+    a.on_event_json(
         &json!({"event": "receipt", "id": 50, "peer": "dave@pc-dave", "packet_no": "600", "status": "delivered"}),
     );
     assert!(draw(&mut a, 100, 20).contains("sending… 1/2"));
-    a.on_event(
+    a.on_event_json(
         &json!({"event": "receipt", "id": 51, "peer": "erin@pc-erin", "packet_no": "600", "status": "delivered"}),
     );
     assert!(draw(&mut a, 100, 20).contains("✓ delivered 2/2"));
@@ -510,7 +534,7 @@ fn sending_to_one_marked_group_and_everyone() {
     let Some(Action::Send { tag, .. }) = a.take_actions().into_iter().find(|x| matches!(x, Action::Send { .. })) else {
         panic!()
     };
-    a.on_send_answer(tag, Err("message too long".into()));
+    a.on_send_answer_json(tag, Err("message too long".into()));
     assert!(draw(&mut a, 100, 20).contains("✗ message too long"));
     assert_eq!(a.editor.text(), "xxxxxxxxxx", "the text comes back to be sent again");
 }
@@ -542,8 +566,10 @@ fn what_other_clients_do_shows_and_ours_shows_once() {
     let mut a = office();
     let bob = || ConvKey::Peer("bob@pc-bob".into());
     // A script sends to Bob and Dave; then Bob's receipt.
-    a.on_event(&sent(&[(7, "bob@pc-bob"), (8, "dave@pc-dave")], "build is green", 900, false, false));
-    a.on_event(&json!({"event": "receipt", "id": 7, "peer": "bob@pc-bob", "packet_no": "900", "status": "delivered"}));
+    a.on_event_json(&sent(&[(7, "bob@pc-bob"), (8, "dave@pc-dave")], "build is green", 900, false, false));
+    a.on_event_json(
+        &json!({"event": "receipt", "id": 7, "peer": "bob@pc-bob", "packet_no": "900", "status": "delivered"}),
+    );
     assert_eq!(out_texts(&a, bob()), ["build is green"]);
     assert_eq!(out_texts(&a, ConvKey::Peer("dave@pc-dave".into())), ["build is green"]);
     a.open(bob());
@@ -552,8 +578,8 @@ fn what_other_clients_do_shows_and_ours_shows_once() {
     a.on_history(&bob(), &[out_record("bob", "build is green", 900, 1, MessageState::Delivered)], 500);
     assert_eq!(out_texts(&a, bob()), ["build is green"]);
     // A cron job's broadcast goes to Everyone; our auto-reply to Bob.
-    a.on_event(&sent(&[(0, "bob@pc-bob")], "office closes at 5", 901, true, false));
-    a.on_event(&sent(&[(0, "bob@pc-bob")], "at lunch", 902, false, true));
+    a.on_event_json(&sent(&[(0, "bob@pc-bob")], "office closes at 5", 901, true, false));
+    a.on_event_json(&sent(&[(0, "bob@pc-bob")], "at lunch", 902, false, true));
     assert_eq!(out_texts(&a, ConvKey::Everyone), ["office closes at 5"]);
     assert_eq!(out_texts(&a, bob()), ["build is green", "at lunch"]);
     let screen = draw(&mut a, 100, 20);
@@ -571,12 +597,12 @@ fn what_other_clients_do_shows_and_ours_shows_once() {
 
     // Away set by a script (`pigeon status away`) shows in the header, and
     // Ctrl+A then comes back.
-    a.on_event(&json!({"event": "away", "away": "at lunch"}));
+    a.on_event_json(&json!({"event": "away", "away": "at lunch"}));
     assert!(draw(&mut a, 100, 20).lines().next().unwrap().contains("away: at lunch"));
     a.focus = Focus::Peers;
     a.on_key(ctrl('a'));
     assert!(a.take_actions().iter().any(|x| matches!(x, Action::SetAway(None))));
-    a.on_event(&json!({"event": "away", "away": null}));
+    a.on_event_json(&json!({"event": "away", "away": null}));
     assert!(!draw(&mut a, 100, 20).lines().next().unwrap().contains("away"));
 
     // Ours: the event before the answer, then after it.
@@ -590,13 +616,14 @@ fn what_other_clients_do_shows_and_ours_shows_once() {
             panic!()
         };
         let id = 20 + event_first as u64;
-        let answer = json!({"ok": true, "results": [{"peer": "bob@pc-bob", "id": id, "status": "sending"}]});
+        let answer =
+            json!({"ok": true, "results": [{"peer": "bob@pc-bob", "nick": "", "id": id, "status": "sending"}]});
         if event_first {
-            a.on_event(&sent(&[(id, "bob@pc-bob")], &text, 910, false, false));
-            a.on_send_answer(tag, Ok(answer));
+            a.on_event_json(&sent(&[(id, "bob@pc-bob")], &text, 910, false, false));
+            a.on_send_answer_json(tag, Ok(answer));
         } else {
-            a.on_send_answer(tag, Ok(answer));
-            a.on_event(&sent(&[(id, "bob@pc-bob")], &text, 911, false, false));
+            a.on_send_answer_json(tag, Ok(answer));
+            a.on_event_json(&sent(&[(id, "bob@pc-bob")], &text, 911, false, false));
         }
         assert_eq!(out_texts(&a, bob()).iter().filter(|t| **t == text).count(), 1, "{event_first}");
     }
@@ -610,10 +637,13 @@ fn what_other_clients_do_shows_and_ours_shows_once() {
     let Some(Action::Send { tag, .. }) = a.take_actions().into_iter().find(|x| matches!(x, Action::Send { .. })) else {
         panic!()
     };
-    a.on_event(&sent(&[(30, "carol@pc-carol")], "ok", 920, false, false));
-    a.on_event(&sent(&[(0, "bob@pc-bob")], "ok", 921, false, true));
-    a.on_event(&sent(&[(31, "bob@pc-bob")], "ok", 922, false, false));
-    a.on_send_answer(tag, Ok(json!({"ok": true, "results": [{"peer": "bob@pc-bob", "id": 31, "status": "sending"}]})));
+    a.on_event_json(&sent(&[(30, "carol@pc-carol")], "ok", 920, false, false));
+    a.on_event_json(&sent(&[(0, "bob@pc-bob")], "ok", 921, false, true));
+    a.on_event_json(&sent(&[(31, "bob@pc-bob")], "ok", 922, false, false));
+    a.on_send_answer_json(
+        tag,
+        Ok(json!({"ok": true, "results": [{"peer": "bob@pc-bob", "nick": "", "id": 31, "status": "sending"}]})),
+    );
     assert_eq!(out_texts(&a, ConvKey::Peer("carol@pc-carol".into())), ["ok"]);
     assert_eq!(out_texts(&a, bob()).iter().filter(|t| *t == "ok").count(), 2, "ours and the auto-reply");
     // Our broadcast: its answer has no ids; the event still finds it.
@@ -626,11 +656,11 @@ fn what_other_clients_do_shows_and_ours_shows_once() {
     else {
         panic!()
     };
-    a.on_broadcast_answer(tag, Ok(json!({"ok": true})));
-    a.on_event(&sent(&[(0, "bob@pc-bob")], "cake", 912, true, false));
+    a.on_broadcast_answer(tag, Ok(crate::control::api::Done {}));
+    a.on_event_json(&sent(&[(0, "bob@pc-bob")], "cake", 912, true, false));
     assert_eq!(out_texts(&a, ConvKey::Everyone), ["office closes at 5", "cake"]);
     // The same text again from a script is shown: ours was claimed.
-    a.on_event(&sent(&[(0, "bob@pc-bob")], "cake", 913, true, false));
+    a.on_event_json(&sent(&[(0, "bob@pc-bob")], "cake", 913, true, false));
     assert_eq!(out_texts(&a, ConvKey::Everyone), ["office closes at 5", "cake", "cake"]);
 }
 
@@ -681,7 +711,7 @@ fn drafts_marks_and_refusals() {
 
     let mut offer = message("bob", "Bob", "", 40, 4);
     offer["attachments"] = json!([{"id": 0, "name": "x.bin", "size": 10, "mtime": 0, "kind": "file"}]);
-    a.on_event(&offer);
+    a.on_event_json(&offer);
     a.open(ConvKey::Peer("bob@pc-bob".into()));
     a.focus = Focus::Conversation;
     a.on_key(key(KeyCode::Char('k')));
@@ -698,7 +728,7 @@ fn sealed_messages_open_on_enter_and_offers_can_be_declined() {
     let mut sealed = message("bob", "Bob", "the secret", 20, 3);
     sealed["sealed"] = json!(true);
     sealed["command"] = json!(0x20 | Opts::SENDCHECKOPT | Opts::SECRETOPT | Opts::READCHECKOPT);
-    a.on_event(&sealed);
+    a.on_event_json(&sealed);
     a.open(ConvKey::Peer("bob@pc-bob".into()));
     assert!(!draw(&mut a, 100, 20).contains("the secret"), "sealed until opened");
     a.focus = Focus::Compose;
@@ -713,7 +743,7 @@ fn sealed_messages_open_on_enter_and_offers_can_be_declined() {
 
     let mut offer = message("bob", "Bob", "", 21, 4);
     offer["attachments"] = json!([{"id": 0, "name": "x.bin", "size": 10, "mtime": 0, "kind": "file"}]);
-    a.on_event(&offer);
+    a.on_event_json(&offer);
     // Esc leaves the conversation for the peer list (and says so).
     assert!(draw(&mut a, 120, 20).contains("Esc  peers"));
     a.on_key(key(KeyCode::Esc));
@@ -736,8 +766,8 @@ fn history_merges_without_duplicates() {
     online(&mut a, peer("bob", "Bob", "", "pigeon", false, 2));
     let conv = ConvKey::Peer("bob@pc-bob".into());
     // A live message, then the history that holds it too.
-    a.on_event(&message("bob", "Bob", "live", 7, 2));
-    a.on_event(&json!({"event": "shake", "from": peer("bob", "Bob", "", "pigeon", false, 2)}));
+    a.on_event_json(&message("bob", "Bob", "live", 7, 2));
+    a.on_event_json(&json!({"event": "shake", "from": peer("bob", "Bob", "", "pigeon", false, 2)}));
     let mut stored = out_record("bob", "live", 7, 2, MessageState::Unread);
     stored.direction = Direction::In;
     stored.peer.nick = "Bob".into();
@@ -851,9 +881,9 @@ fn selection_history_and_unread_edge_cases() {
     let bob = ConvKey::Peer("bob@pc-bob".into());
     let mut offer = message("bob", "Bob", "old offer", 30, 6);
     offer["attachments"] = json!([{"id": 0, "name": "far-up.bin", "size": 10, "mtime": 0, "kind": "file"}]);
-    a.on_event(&offer);
+    a.on_event_json(&offer);
     for i in 0..60 {
-        a.on_event(&message("bob", "Bob", &format!("filler {i}"), 100 + i, 7));
+        a.on_event_json(&message("bob", "Bob", &format!("filler {i}"), 100 + i, 7));
     }
     a.open(bob.clone());
     a.on_history(&bob, &[], HISTORY_PAGE);
@@ -898,7 +928,7 @@ fn selection_history_and_unread_edge_cases() {
     // sends that reached several members, once each; not private messages.
     let dev = ConvKey::Group("Dev".into());
     a.open(dev.clone());
-    a.on_event(&message("dave", "Dave", "private to me", 800, 9));
+    a.on_event_json(&message("dave", "Dave", "private to me", 800, 9));
     assert_eq!(a.peer("dave@pc-dave").unwrap().unread, 2, "counted: the group view does not show it");
     let sent = |user: &str, no: u64, state| {
         let mut r = out_record(user, "to Dev", no, 9, state);
@@ -987,11 +1017,11 @@ fn encryption_marks_and_key_change_notice() {
     let mut a = office();
     let mut m = message("dave", "Dave", "signed words", 31, 5);
     m["security"] = json!("verified");
-    a.on_event(&m);
+    a.on_event_json(&m);
     let mut m = message("dave", "Dave", "new key words", 32, 6);
     m["security"] = json!("key-changed");
-    a.on_event(&m);
-    a.on_event(&json!({"event": "key_changed", "peer": "dave@pc-dave", "fingerprint": "b61b29bc7516778f"}));
+    a.on_event_json(&m);
+    a.on_event_json(&json!({"event": "key_changed", "peer": "dave@pc-dave", "fingerprint": "b61b29bc7516778f"}));
     a.open(ConvKey::Peer("dave@pc-dave".into()));
     a.on_history(&ConvKey::Peer("dave@pc-dave".into()), &[], HISTORY_PAGE);
     let s = draw(&mut a, 120, 24);

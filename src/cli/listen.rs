@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use serde_json::Value;
 
 use super::node::{runtime, Effective, Global};
+use crate::control::api;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  pigeon listen\n  pigeon listen --json | jq -c 'select(.event == \"message\")'")]
@@ -21,16 +21,20 @@ pub fn run(g: &Global, args: &ListenArgs) -> Result<ExitCode> {
     let eff = Effective::load(g)?;
     runtime()?.block_on(async {
         let sock = eff.home.socket();
-        let print = |v: &Value| {
+        let print = |e: &api::Event| {
             if args.json {
-                println!("{v}");
+                println!("{}", e.to_json());
             } else {
-                println!("{}", human(v));
+                println!("{}", human(e));
             }
         };
         if let Ok(mut lines) = crate::control::listen(&sock).await {
             while let Some(l) = lines.next_line().await? {
-                print(&serde_json::from_str(&l)?);
+                match serde_json::from_str::<api::Event>(&l) {
+                    Ok(e) => print(&e),
+                    // An event this version does not know (a newer daemon): as it came.
+                    Err(_) => println!("{}", if args.json { l } else { super::clean(&l).into_owned() }),
+                }
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -40,7 +44,7 @@ pub fn run(g: &Global, args: &ListenArgs) -> Result<ExitCode> {
         loop {
             tokio::select! {
                 e = rx.recv() => match e {
-                    Ok(e) => crate::control::event_lines(&e).iter().for_each(print),
+                    Ok(e) => api::Event::from_engine(&e).iter().for_each(print),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => break,
                 },
@@ -53,51 +57,63 @@ pub fn run(g: &Global, args: &ListenArgs) -> Result<ExitCode> {
     })
 }
 
-fn human(v: &Value) -> String {
-    let s = |x: &Value| super::clean(x.as_str().unwrap_or("")).into_owned();
-    let peer = |p: &Value| format!("{} ({}@{}, {})", s(&p["nick"]), s(&p["user"]), s(&p["host"]), s(&p["addr"]));
-    match v["event"].as_str().unwrap_or("") {
-        "peer_online" => format!("+ {} is online", peer(&v["peer"])),
-        "peer_offline" => format!("- {} left", peer(&v["peer"])),
-        "peer_changed" => {
-            format!("~ {}{}", peer(&v["peer"]), if v["peer"]["away"] == true { " is away" } else { " changed" })
+fn human(e: &api::Event) -> String {
+    use api::Event as E;
+    let s = |x: &str| super::clean(x).into_owned();
+    let peer = |p: &api::PeerInfoView| format!("{} ({}@{}, {})", s(&p.nick), s(&p.user), s(&p.host), s(&p.addr));
+    let files = |list: &[api::AttachmentView]| {
+        list.iter()
+            .map(|a| {
+                let kind = if a.is_dir() { "dir" } else { "file" };
+                let size = if a.is_dir() && a.size == 0 {
+                    String::new()
+                } else {
+                    format!("  ({})", crate::term::human_size(a.size))
+                };
+                format!("\n    {kind} {}{size}", s(&a.name))
+            })
+            .collect::<String>()
+    };
+    let line = |time: &str, who: String, mark: &str, text: &str| {
+        format!("{} {who}{mark}: {}", time.get(11..19).unwrap_or(""), s(text))
+    };
+    match e {
+        E::PeerOnline { peer: p } => format!("+ {} is online", peer(p)),
+        E::PeerOffline { peer: p } => format!("- {} left", peer(p)),
+        E::PeerChanged { peer: p } => format!("~ {}{}", peer(p), if p.away { " is away" } else { " changed" }),
+        E::Offer(_) => "  (`pigeon offers` lists it, `pigeon fetch ID` fetches it)".to_string(),
+        E::Message(m) => {
+            let mark = format!(
+                "{}{}{}{}",
+                crate::term::security_mark(Some(m.security.into())),
+                if m.broadcast { " [broadcast]" } else { "" },
+                if m.sealed { " [sealed]" } else { "" },
+                if m.auto { " [auto-reply]" } else { "" },
+            );
+            line(&m.time, s(&m.from.nick), &mark, &m.text) + &files(&m.attachments)
         }
-        "offer" => "  (`pigeon offers` lists it, `pigeon fetch ID` fetches it)".to_string(),
-        "message" | "sent" => {
-            let who = if v["event"] == "message" {
-                s(&v["from"]["nick"])
-            } else if v["broadcast"] == true {
+        E::Sent(m) => {
+            let who = if m.broadcast {
                 "→ everyone".to_string()
             } else {
-                let to: Vec<String> = v["to"].as_array().into_iter().flatten().map(|t| s(&t["peer"])).collect();
+                let to: Vec<String> = m.to.iter().map(|t| s(&t.peer)).collect();
                 format!("→ {}", to.join(", "))
             };
-            let security = v["security"].as_str().and_then(pigeon_protocol::pubkey::Security::from_name);
-            let mut out = format!(
-                "{} {who}{}{}{}{}: {}",
-                s(&v["time"]).get(11..19).unwrap_or(""),
-                crate::term::security_mark(security),
-                if v["broadcast"] == true && v["event"] == "message" { " [broadcast]" } else { "" },
-                if v["sealed"] == true { " [sealed]" } else { "" },
-                if v["auto"] == true { " [auto-reply]" } else { "" },
-                s(&v["text"])
-            );
-            for a in v["attachments"].as_array().into_iter().flatten() {
-                out.push_str(&format!("\n    {} {}{}", s(&a["kind"]), s(&a["name"]), super::files::size_note(a)));
-            }
-            out
+            let mark =
+                format!("{}{}", if m.sealed { " [sealed]" } else { "" }, if m.auto { " [auto-reply]" } else { "" });
+            line(&m.time, who, &mark, &m.text) + &files(&m.attachments)
         }
-        "away" if v["away"].is_string() => format!("~ you are away: {}", s(&v["away"])),
-        "away" => "~ you are back".to_string(),
-        "receipt" => format!("  {} → {}", s(&v["peer"]), s(&v["status"])),
-        "read" => format!("  {} read your message", s(&v["peer"])),
-        "shake" => format!("! {} shakes your window", peer(&v["from"])),
-        "key_changed" => format!(
+        E::Away { away: Some(text) } => format!("~ you are away: {}", s(text)),
+        E::Away { away: None } => "~ you are back".to_string(),
+        E::Receipt { peer, status, .. } => format!("  {} → {}", s(peer), status.name()),
+        E::Read { peer, .. } => format!("  {} read your message", s(peer)),
+        E::Shake { from } => format!("! {} shakes your window", peer(from)),
+        E::KeyChanged { peer, fingerprint } => format!(
             "! {} gave a NEW public key ({}): compare fingerprints with them (`pigeon keys`)",
-            s(&v["peer"]),
-            s(&v["fingerprint"])
+            s(peer),
+            s(fingerprint)
         ),
-        "send_failed" => format!("  {} → failed: {}", s(&v["peer"]), s(&v["reason"])),
-        _ => v.to_string(),
+        E::SendFailed { peer, reason, .. } => format!("  {} → failed: {}", s(peer), s(reason)),
+        E::Info { .. } | E::Lagged { .. } => e.to_json().to_string(),
     }
 }

@@ -384,9 +384,10 @@ pub struct FromView {
 }
 
 /// How a message came (IP Messenger's encryption).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SecurityView {
+    #[default]
     Plain,
     Encrypted,
     Verified,
@@ -432,6 +433,8 @@ pub struct MessageView {
     pub time: String,
     /// The IPMsg command word.
     pub command: u32,
+    /// (A daemon of before encryption does not say: plain.)
+    #[serde(default)]
     pub security: SecurityView,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<AttachmentView>,

@@ -6,23 +6,29 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// File or folder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FileKind {
+    #[default]
     File,
     Dir,
 }
 
-/// An offered file or folder.
+/// An offered file or folder. Read leniently (rows of early versions lack
+/// some fields: zero, or a file).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StoredAttachment {
     /// Its file ID in the offer.
+    #[serde(default)]
     pub id: u64,
     pub name: String,
     /// Bytes (a folder: the whole tree's, when the sender says).
+    #[serde(default)]
     pub size: u64,
     /// Unix seconds.
+    #[serde(default)]
     pub mtime: u64,
+    #[serde(default)]
     pub kind: FileKind,
 }
 
@@ -44,5 +50,14 @@ impl StoredAttachment {
     /// The column's text.
     pub fn to_column(list: &[StoredAttachment]) -> String {
         serde_json::to_string(list).expect("attachments are plain data")
+    }
+
+    /// The column read back (text that is not a list: none).
+    pub fn from_column(text: &str) -> Vec<StoredAttachment> {
+        serde_json::from_str(text).unwrap_or_default()
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.kind == FileKind::Dir
     }
 }
