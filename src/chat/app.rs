@@ -1005,9 +1005,10 @@ impl App {
 
     /// A message the node sent: ours (already shown), or another client's
     /// (a script's `pigeon send`) or our automatic reply, shown now.
-    fn on_sent(&mut self, v: &api::SentView) {
+    fn on_sent(&mut self, sent: &api::SentView) {
+        let v = &sent.body;
         let text = v.text.as_str();
-        let to: Vec<(u64, String)> = v.to.iter().map(|t| (t.id, t.peer.clone())).collect();
+        let to: Vec<(u64, String)> = sent.to.iter().map(|t| (t.id, t.peer.clone())).collect();
         let ids: Vec<u64> = to.iter().map(|(id, _)| *id).filter(|id| *id != 0).collect();
         if !ids.is_empty()
             && self.out_msgs_mut().any(|m| m.recipients.iter().any(|r| r.id.is_some_and(|i| ids.contains(&i))))
@@ -1051,8 +1052,8 @@ impl App {
         }
     }
 
-    fn on_message(&mut self, v: &api::MessageView) {
-        let f = &v.from;
+    fn on_message(&mut self, m: &api::MessageView) {
+        let (f, v) = (&m.from, &m.body);
         let key = format!("{}@{}", f.user, f.host);
         if self.peer(&key).is_none() {
             // A message from a peer we have not seen announce itself.
@@ -1086,7 +1087,7 @@ impl App {
             offer: (!files.is_empty()).then_some(Offer { files, state: OfferState::Pending }),
             tag: 0,
             error: None,
-            security: Some(v.security.into()),
+            security: Some(m.security.into()),
         };
         let conv = ConvKey::Peer(key.clone());
         if self.has_in(&conv, &key, &msg.packet_no) {

@@ -82,21 +82,23 @@ fn human(e: &api::Event) -> String {
         E::PeerOffline { peer: p } => format!("- {} left", peer(p)),
         E::PeerChanged { peer: p } => format!("~ {}{}", peer(p), if p.away { " is away" } else { " changed" }),
         E::Offer(_) => "  (`pigeon offers` lists it, `pigeon fetch ID` fetches it)".to_string(),
-        E::Message(m) => {
+        E::Message(v) => {
+            let m = &v.body;
             let mark = format!(
                 "{}{}{}{}",
-                crate::term::security_mark(Some(m.security.into())),
+                crate::term::security_mark(Some(v.security.into())),
                 if m.broadcast { " [broadcast]" } else { "" },
                 if m.sealed { " [sealed]" } else { "" },
                 if m.auto { " [auto-reply]" } else { "" },
             );
-            line(&m.time, s(&m.from.nick), &mark, &m.text) + &files(&m.attachments)
+            line(&m.time, s(&v.from.nick), &mark, &m.text) + &files(&m.attachments)
         }
-        E::Sent(m) => {
+        E::Sent(v) => {
+            let m = &v.body;
             let who = if m.broadcast {
                 "→ everyone".to_string()
             } else {
-                let to: Vec<String> = m.to.iter().map(|t| s(&t.peer)).collect();
+                let to: Vec<String> = v.to.iter().map(|t| s(&t.peer)).collect();
                 format!("→ {}", to.join(", "))
             };
             let mark =

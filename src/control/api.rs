@@ -418,10 +418,10 @@ impl From<SecurityView> for pigeon_protocol::pubkey::Security {
     }
 }
 
-/// A message that came.
+/// What a message is, whichever way it went (the fields `message` and
+/// `sent` events share).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct MessageView {
-    pub from: FromView,
+pub struct MessageBody {
     pub text: String,
     /// As the sender wrote it.
     pub packet_no: String,
@@ -433,11 +433,20 @@ pub struct MessageView {
     pub time: String,
     /// The IPMsg command word.
     pub command: u32,
+    /// Files and folders offered with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentView>,
+}
+
+/// A message that came.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MessageView {
+    pub from: FromView,
+    #[serde(flatten)]
+    pub body: MessageBody,
     /// (A daemon of before encryption does not say: plain.)
     #[serde(default)]
     pub security: SecurityView,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attachments: Vec<AttachmentView>,
 }
 
 /// One recipient of a message we sent.
@@ -453,15 +462,8 @@ pub struct SentTo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SentView {
     pub to: Vec<SentTo>,
-    pub text: String,
-    pub packet_no: String,
-    pub sealed: bool,
-    pub broadcast: bool,
-    pub auto: bool,
-    pub time: String,
-    pub command: u32,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attachments: Vec<AttachmentView>,
+    #[serde(flatten)]
+    pub body: MessageBody,
 }
 
 /// Something that happened, as `listen` streams it.
@@ -539,7 +541,7 @@ impl Event {
     pub fn from_engine(e: &engine::Event) -> Vec<Event> {
         let first = Event::from(e);
         match &first {
-            Event::Message(m) if !m.attachments.is_empty() => {
+            Event::Message(m) if !m.body.attachments.is_empty() => {
                 let offer = Event::Offer(m.clone());
                 vec![first, offer]
             }
@@ -567,28 +569,32 @@ impl From<&engine::Event> for Event {
                     nick: m.from.nick.clone(),
                     addr: m.from.addr.to_string(),
                 },
-                text: m.text.clone(),
-                packet_no: m.packet_no.clone(),
-                sealed: m.sealed,
-                broadcast: m.broadcast,
-                auto: m.auto,
-                time: rfc3339(m.unix_ms),
-                command: m.command,
+                body: MessageBody {
+                    text: m.text.clone(),
+                    packet_no: m.packet_no.clone(),
+                    sealed: m.sealed,
+                    broadcast: m.broadcast,
+                    auto: m.auto,
+                    time: rfc3339(m.unix_ms),
+                    command: m.command,
+                    attachments: AttachmentView::from_wire(&m.attachments),
+                },
                 security: m.security.into(),
-                attachments: AttachmentView::from_wire(&m.attachments),
             }),
             E::Sent(m) => {
                 let opts = pigeon_protocol::Command(m.command);
                 Event::Sent(SentView {
                     to: m.to.iter().map(|(id, k)| SentTo { peer: k.to_string(), id: *id }).collect(),
-                    text: m.text.clone(),
-                    packet_no: m.packet_no.to_string(),
-                    sealed: opts.has(pigeon_protocol::Opts::SECRETOPT),
-                    broadcast: opts.has(pigeon_protocol::Opts::BROADCASTOPT),
-                    auto: opts.has(pigeon_protocol::Opts::AUTORETOPT),
-                    time: rfc3339(m.unix_ms),
-                    command: m.command,
-                    attachments: AttachmentView::from_offers(&m.offers),
+                    body: MessageBody {
+                        text: m.text.clone(),
+                        packet_no: m.packet_no.to_string(),
+                        sealed: opts.has(pigeon_protocol::Opts::SECRETOPT),
+                        broadcast: opts.has(pigeon_protocol::Opts::BROADCASTOPT),
+                        auto: opts.has(pigeon_protocol::Opts::AUTORETOPT),
+                        time: rfc3339(m.unix_ms),
+                        command: m.command,
+                        attachments: AttachmentView::from_offers(&m.offers),
+                    },
                 })
             }
             E::Away(text) => Event::Away { away: text.clone() },

@@ -237,16 +237,21 @@ fn request(
         }
         body.extend_from_slice(b"PH");
     }
+    Ok((packet(src, request_packet_no(), Command::new(mode, opts), &body), None))
+}
+
+/// A request packet from us (`src`'s identity) with this number, command and body.
+fn packet(src: &Source, packet_no: u64, command: Command, body: &[u8]) -> Vec<u8> {
     let header = Header {
         version: src.version.as_bytes(),
-        packet_no: request_packet_no(),
+        packet_no,
         user: src.user.as_bytes(),
         host: src.host.as_bytes(),
-        command: Command::new(mode, opts),
+        command,
     };
-    let mut out = Vec::with_capacity(128);
-    pigeon_protocol::write_packet(&mut out, &header, &body, &[]).expect("sanitized identity");
-    Ok((out, None))
+    let mut out = Vec::with_capacity(128 + body.len());
+    pigeon_protocol::write_packet(&mut out, &header, body, &[]).expect("sanitized identity");
+    out
 }
 
 /// An encrypted, signed request (§7.7). A Pigeon gets GETFILEDATA with the
@@ -302,15 +307,7 @@ fn sealed_request(
     if item.dir {
         opts |= Opts::FILEATTACHOPT;
     }
-    let header = Header {
-        version: src.version.as_bytes(),
-        packet_no: no,
-        user: src.user.as_bytes(),
-        host: src.host.as_bytes(),
-        command: Command::new(mode, opts),
-    };
-    let mut out = Vec::with_capacity(512);
-    pigeon_protocol::write_packet(&mut out, &header, text.as_bytes(), &[]).expect("sanitized identity");
+    let mut out = packet(src, no, Command::new(mode, opts), text.as_bytes());
     // It ends at its NUL (an encrypted request has no colon count to end it).
     if out.last() != Some(&0) {
         out.push(0);
