@@ -11,6 +11,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::node::{Effective, Global};
+use crate::control::api::{self, AttachmentView, OfferState};
 use crate::store::{Direction, HistoryQuery, MessageRecord, Store};
 use crate::transfer::fetch::{self, Item, Progress, Source};
 
@@ -27,47 +28,51 @@ pub struct OffersArgs {
     pub mine: bool,
 }
 
-fn offers(store: &Store) -> Result<Vec<(MessageRecord, Vec<Value>)>> {
+/// The messages that offered us files, with those files.
+fn offers(store: &Store) -> Result<Vec<(MessageRecord, Vec<AttachmentView>)>> {
     Ok(store
         .history(&HistoryQuery::default())?
         .into_iter()
         .filter(|m| m.direction == Direction::In)
         .filter_map(|m| {
-            let list: Vec<Value> = serde_json::from_str(m.attachments_json.as_deref()?).ok()?;
+            let list = AttachmentView::from_column(m.attachments_json.as_deref()?);
             (!list.is_empty()).then_some((m, list))
         })
         .collect())
 }
 
-/// Adds to each file of an offer what became of it: `state` new, fetched
-/// (with `saved`, where to), declined, or expired (older than
-/// `offer_expiry_days`, how long senders keep offers by default).
-fn annotate(store: &Store, m: &MessageRecord, list: &mut [Value], expiry: chrono::Duration) -> Result<()> {
+/// What became of each file of an offer: new, fetched (with where it was
+/// saved), declined, or expired (older than `offer_expiry_days`, how long
+/// senders keep offers by default).
+fn annotate(
+    store: &Store,
+    m: &MessageRecord,
+    list: &[AttachmentView],
+    expiry: chrono::Duration,
+) -> Result<api::OfferEntry> {
     let taken = store.taken(m.id)?;
     let old = chrono::Utc::now() - m.time > expiry;
-    for a in list.iter_mut() {
-        let id = a["id"].as_u64().unwrap_or(0);
-        match taken.iter().find(|(f, _)| *f == id).map(|(_, t)| t) {
-            Some(crate::store::Taken::Fetched { path, .. }) => {
-                a["state"] = json!("fetched");
-                a["saved"] = json!(path.to_string_lossy());
-            }
-            Some(crate::store::Taken::Declined { .. }) => a["state"] = json!("declined"),
-            None if old => a["state"] = json!("expired"),
-            None => a["state"] = json!("new"),
-        }
-    }
-    Ok(())
-}
-
-fn offer_json(m: &MessageRecord, list: &[Value]) -> Value {
-    json!({
-        "id": m.id,
-        "from": {"user": m.peer.user, "host": m.peer.host, "nick": m.peer.nick, "addr": m.peer.addr},
-        "packet_no": m.packet_no,
-        "text": m.text,
-        "time": m.time.with_timezone(&chrono::Local).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-        "attachments": list,
+    let attachments = list
+        .iter()
+        .map(|a| {
+            let (state, saved) = match taken.iter().find(|(f, _)| *f == a.id).map(|(_, t)| t) {
+                Some(crate::store::Taken::Fetched { path, .. }) => {
+                    (OfferState::Fetched, Some(path.to_string_lossy().into_owned()))
+                }
+                Some(crate::store::Taken::Declined { .. }) => (OfferState::Declined, None),
+                None if old => (OfferState::Expired, None),
+                None => (OfferState::New, None),
+            };
+            api::OfferedFile { file: a.clone(), state, saved }
+        })
+        .collect();
+    Ok(api::OfferEntry {
+        id: m.id,
+        from: api::FromView::from_ref(&m.peer),
+        packet_no: m.packet_no.clone(),
+        text: m.text.clone(),
+        time: api::local_secs(m.time),
+        attachments,
     })
 }
 
@@ -87,20 +92,20 @@ pub fn run_offers(g: &Global, args: &OffersArgs) -> Result<ExitCode> {
         return run_mine(&Store::open(&db)?, args.json);
     }
     let store = Store::open(&db)?;
-    let mut all = offers(&store)?;
     let expiry = chrono::Duration::days(i64::try_from(eff.offer_expiry_days).unwrap_or(i64::MAX / 86_400_000));
-    for (m, list) in &mut all {
-        annotate(&store, m, list, expiry)?;
-    }
+    let all = offers(&store)?
+        .iter()
+        .map(|(m, list)| Ok((m.clone(), annotate(&store, m, list, expiry)?)))
+        .collect::<Result<Vec<_>>>()?;
     if args.json {
-        let v: Vec<Value> = all.iter().map(|(m, l)| offer_json(m, l)).collect();
+        let v: Vec<&api::OfferEntry> = all.iter().map(|(_, o)| o).collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     if all.is_empty() {
         println!("no offers");
     }
-    for (m, list) in &all {
+    for (m, offer) in &all {
         println!(
             "#{}  {}  from {} ({}@{}){}",
             m.id,
@@ -110,31 +115,27 @@ pub fn run_offers(g: &Global, args: &OffersArgs) -> Result<ExitCode> {
             super::clean(&m.peer.host),
             if m.text.is_empty() { String::new() } else { format!(": {}", super::clean(&m.text)) }
         );
-        for a in list {
-            let state = match a["state"].as_str() {
-                Some("fetched") => format!("  fetched → {}", super::clean(a["saved"].as_str().unwrap_or(""))),
-                Some("declined") => "  declined".to_string(),
-                Some("expired") => "  expired (the sender has most likely stopped serving it)".to_string(),
-                _ => String::new(),
+        for a in &offer.attachments {
+            let state = match a.state {
+                OfferState::Fetched => format!("  fetched → {}", super::clean(a.saved.as_deref().unwrap_or(""))),
+                OfferState::Declined => "  declined".to_string(),
+                OfferState::Expired => "  expired (the sender has most likely stopped serving it)".to_string(),
+                OfferState::New => String::new(),
             };
-            println!(
-                "    {:<4} {}{}{state}",
-                super::clean(a["kind"].as_str().unwrap_or("")),
-                super::clean(a["name"].as_str().unwrap_or("")),
-                size_note(a)
-            );
+            let f = &a.file;
+            println!("    {:<4} {}{}{state}", super::history::kind_name(f), super::clean(&f.name), size_note(f));
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `  (2.9 MiB)` for an attachment of the control API; nothing for a
-/// folder, whose size the offer does not say.
-pub fn size_note(a: &serde_json::Value) -> String {
-    match a["size"].as_u64() {
-        Some(0) | None if a["kind"] == "dir" => String::new(),
-        Some(n) => format!("  ({})", crate::term::human_size(n)),
-        None => String::new(),
+/// `  (2.9 MiB)` for an offered file; nothing for a folder whose size the
+/// offer does not say.
+pub fn size_note(a: &AttachmentView) -> String {
+    if a.is_dir() && a.size == 0 {
+        String::new()
+    } else {
+        format!("  ({})", crate::term::human_size(a.size))
     }
 }
 
@@ -265,7 +266,7 @@ fn run_mine(store: &Store, json_out: bool) -> Result<ExitCode> {
             );
             last = Some((o.packet_no, to));
         }
-        let size = size_note(&json!({"size": o.size, "kind": if o.dir { "dir" } else { "file" }}));
+        let size = size_note(&AttachmentView::new(0, &o.name, o.size, 0, o.dir));
         println!("    {:<9} {}{size}", state(o, f), super::clean(&o.name));
     }
     Ok(ExitCode::SUCCESS)
@@ -347,10 +348,10 @@ pub fn run_decline(g: &Global, args: &DeclineArgs) -> Result<ExitCode> {
 /// The offer `spec` names: its id (`pigeon offers`), else its packet
 /// number (from `user@host` when given).
 fn find_offer(
-    all: Vec<(MessageRecord, Vec<Value>)>,
+    all: Vec<(MessageRecord, Vec<AttachmentView>)>,
     spec: &str,
     from: Option<&str>,
-) -> Result<(MessageRecord, Vec<Value>)> {
+) -> Result<(MessageRecord, Vec<AttachmentView>)> {
     let from_ok = |m: &MessageRecord| from.is_none_or(|f| f == format!("{}@{}", m.peer.user, m.peer.host));
     if from.is_none() {
         if let Ok(id) = spec.parse::<i64>() {
@@ -359,7 +360,7 @@ fn find_offer(
             }
         }
     }
-    let mut by_no: Vec<(MessageRecord, Vec<Value>)> =
+    let mut by_no: Vec<(MessageRecord, Vec<AttachmentView>)> =
         all.into_iter().filter(|(m, _)| m.packet_no == spec && from_ok(m)).collect();
     match by_no.len() {
         1 => Ok(by_no.remove(0)),
@@ -432,8 +433,8 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
         .unwrap_or_default();
     let packet_no = m.packet_no.parse().context("the offer's packet number is not a number")?;
     let src = source_for(&eff, &format!("{}@{}", m.peer.user, m.peer.host), addr, packet_no, m.command, &client);
-    let wanted: Vec<&Value> =
-        list.iter().filter(|a| args.only.is_empty() || args.only.iter().any(|n| a["name"] == n.as_str())).collect();
+    let wanted: Vec<&AttachmentView> =
+        list.iter().filter(|a| args.only.is_empty() || args.only.contains(&a.name)).collect();
     if wanted.is_empty() {
         bail!("offer #{offer_id} has nothing called {}", args.only.join(", "));
     }
@@ -443,13 +444,7 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
     on_interrupt(args.json, offer_id, current.clone());
     let mut failed = 0;
     for a in wanted {
-        let item = Item {
-            id: a["id"].as_u64().unwrap_or(0),
-            name: a["name"].as_str().unwrap_or("").to_string(),
-            size: a["size"].as_u64().unwrap_or(0),
-            mtime: a["mtime"].as_u64().unwrap_or(0),
-            dir: a["kind"] == "dir",
-        };
+        let item = Item { id: a.id, name: a.name.clone(), size: a.size, mtime: a.mtime, dir: a.is_dir() };
         let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
             let b = indicatif::ProgressBar::new(item.size);
             b.set_style(

@@ -3,9 +3,9 @@
 
 use std::process::ExitCode;
 
+use crate::control::api;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use serde_json::json;
 
 use super::node::{Effective, Global};
 use crate::store::{Direction, HistoryQuery, MessageRecord, Store};
@@ -57,23 +57,9 @@ fn everyone(m: &MessageRecord) -> bool {
     m.direction == Direction::Out && m.broadcast && m.peer.user == "*" && m.peer.host == "*"
 }
 
+/// A stored message as `history --json` prints it ([`api::HistoryEntry`]).
 pub fn record_json(m: &MessageRecord) -> serde_json::Value {
-    json!({
-        "id": m.id,
-        "direction": if m.direction == Direction::In { "in" } else { "out" },
-        "peer": {"user": m.peer.user, "host": m.peer.host, "nick": m.peer.nick, "addr": m.peer.addr},
-        "packet_no": m.packet_no,
-        "time": m.time.with_timezone(&chrono::Local).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-        "text": m.text,
-        "sealed": m.sealed,
-        "broadcast": m.broadcast,
-        "auto": m.is_auto_reply(),
-        // A broadcast we sent asks for no receipt: it has no delivery state.
-        "state": if everyone(m) { None } else { Some(m.state.as_str()) },
-        // How an incoming message came: plain, encrypted, verified, key-changed.
-        "security": m.security.map(|x| x.name()),
-        "attachments": m.attachments_json.as_deref().and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok()),
-    })
+    serde_json::to_value(api::HistoryEntry::from_record(m)).expect("plain data")
 }
 
 pub fn run(g: &Global, args: &HistoryArgs) -> Result<ExitCode> {
@@ -140,17 +126,20 @@ pub fn run(g: &Global, args: &HistoryArgs) -> Result<ExitCode> {
                     super::clean(&m.text)
                 );
             }
-            let files: Vec<serde_json::Value> =
-                m.attachments_json.as_deref().and_then(|a| serde_json::from_str(a).ok()).unwrap_or_default();
+            let files = m.attachments_json.as_deref().map(api::AttachmentView::from_column).unwrap_or_default();
             for a in &files {
-                println!(
-                    "    {} {}{}",
-                    super::clean(a["kind"].as_str().unwrap_or("")),
-                    super::clean(a["name"].as_str().unwrap_or("")),
-                    super::files::size_note(a)
-                );
+                println!("    {} {}{}", kind_name(a), super::clean(&a.name), super::files::size_note(a));
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `file` or `dir`, as the listings show it.
+pub fn kind_name(a: &api::AttachmentView) -> &'static str {
+    if a.is_dir() {
+        "dir"
+    } else {
+        "file"
+    }
 }

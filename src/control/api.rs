@@ -466,6 +466,105 @@ pub struct SentView {
     pub body: MessageBody,
 }
 
+/// Which way a stored message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectionView {
+    In,
+    Out,
+}
+
+/// A message of the history, as `pigeon history --json` prints it (one a line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HistoryEntry {
+    /// Its row in the store.
+    pub id: i64,
+    pub direction: DirectionView,
+    /// The other side (`*@*`, nick `everyone`, for a broadcast we sent).
+    pub peer: FromView,
+    pub packet_no: String,
+    /// RFC 3339, local time, seconds.
+    pub time: String,
+    pub text: String,
+    pub sealed: bool,
+    pub broadcast: bool,
+    pub auto: bool,
+    /// `unread`, `read`, `sending`, `delivered`, `queued` or `failed`; null
+    /// for a broadcast we sent (it asks for no receipt).
+    pub state: Option<String>,
+    /// How an incoming message came; null for ours.
+    pub security: Option<SecurityView>,
+    pub attachments: Option<Vec<AttachmentView>>,
+}
+
+impl HistoryEntry {
+    pub fn from_record(m: &crate::store::MessageRecord) -> HistoryEntry {
+        let broadcast_of_ours =
+            m.direction == crate::store::Direction::Out && m.broadcast && m.peer.user == "*" && m.peer.host == "*";
+        HistoryEntry {
+            id: m.id,
+            direction: if m.direction == crate::store::Direction::In { DirectionView::In } else { DirectionView::Out },
+            peer: FromView::from_ref(&m.peer),
+            packet_no: m.packet_no.clone(),
+            time: local_secs(m.time),
+            text: m.text.clone(),
+            sealed: m.sealed,
+            broadcast: m.broadcast,
+            auto: m.is_auto_reply(),
+            state: (!broadcast_of_ours).then(|| m.state.as_str().to_string()),
+            security: m.security.map(SecurityView::from),
+            attachments: m.attachments_json.as_deref().map(AttachmentView::from_column),
+        }
+    }
+}
+
+/// What became of a file offered to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OfferState {
+    New,
+    /// Fetched whole (`saved`: where to).
+    Fetched,
+    Declined,
+    /// Older than `offer_expiry_days`: the sender has most likely stopped serving it.
+    Expired,
+}
+
+/// A file of an offer to us, and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OfferedFile {
+    #[serde(flatten)]
+    pub file: AttachmentView,
+    pub state: OfferState,
+    /// Where it was saved, once fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved: Option<String>,
+}
+
+/// An offer to us, as `pigeon offers --json` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OfferEntry {
+    /// What `pigeon fetch` and `pigeon decline` take.
+    pub id: i64,
+    pub from: FromView,
+    pub packet_no: String,
+    pub text: String,
+    /// RFC 3339, local time, seconds.
+    pub time: String,
+    pub attachments: Vec<OfferedFile>,
+}
+
+impl FromView {
+    pub fn from_ref(p: &crate::store::PeerRef) -> FromView {
+        FromView { user: p.user.clone(), host: p.host.clone(), nick: p.nick.clone(), addr: p.addr.clone() }
+    }
+}
+
+/// RFC 3339, local time, whole seconds (the history's and offers' times).
+pub fn local_secs(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.with_timezone(&chrono::Local).to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+}
+
 /// Something that happened, as `listen` streams it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -627,6 +726,8 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         ("event.schema.json", s(schemars::schema_for!(Event))),
         ("error.schema.json", s(schemars::schema_for!(ApiError))),
         ("answers.schema.json", s(schemars::schema_for!(Answers))),
+        ("history.schema.json", s(schemars::schema_for!(HistoryEntry))),
+        ("offers.schema.json", s(schemars::schema_for!(Vec<OfferEntry>))),
     ]
 }
 
