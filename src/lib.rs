@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod engine;
 pub mod keys;
 pub mod net;
+pub mod node;
 pub mod store;
 pub mod term;
 pub mod transfer;

@@ -32,9 +32,9 @@ use clap::Args;
 use crossterm::event::Event as TermEvent;
 use tokio::sync::mpsc;
 
-use crate::cli::node::{runtime, Effective, Global};
 use crate::control::api;
 use crate::net::NodeHandle;
+use crate::node::{runtime, Effective, Global};
 use crate::store::{HistoryQuery, Store};
 use app::{split_key, Action, App, ConvKey, FetchUpdate, Me};
 
@@ -221,7 +221,7 @@ pub fn run(g: &Global, args: &ChatArgs) -> Result<ExitCode> {
         bell: eff.file.bell.unwrap_or(true) && !args.no_bell,
         notify: eff.file.notify.unwrap_or(true) && !args.no_notify,
         theme: ui::Theme { color: !no_color && eff.file.colors.as_deref() != Some("never") },
-        download_dir: eff.file.download_dir.clone().unwrap_or_else(crate::cli::files::download_dir),
+        download_dir: eff.file.download_dir.clone().unwrap_or_else(crate::node::download_dir),
     };
     let mouse = args.mouse || eff.file.mouse.unwrap_or(false);
     runtime()?.block_on(async {
@@ -245,7 +245,7 @@ pub fn run(g: &Global, args: &ChatArgs) -> Result<ExitCode> {
             (Caller::Local(node.clone()), Events::Local(rx), Some((node, task, server)))
         };
         if let Some((node, ..)) = &own {
-            crate::cli::daemon::spawn_auto_accept(&eff, node);
+            crate::node::spawn_auto_accept(&eff, node);
         }
         // Whatever happens here, an own node leaves the LAN below.
         let result = async {
@@ -544,7 +544,7 @@ fn run_action(a: Action, eff: &Effective, settings: &Settings, caller: &Caller, 
                 let _ = tx.send(Internal::Fetch(key, packet_no, FetchUpdate::Failed { error }));
                 return;
             };
-            let src = crate::cli::files::source_for(eff, &key, sa, no, command, &client);
+            let src = crate::node::source_for(eff, &key, sa, no, command, &client);
             let into = into.unwrap_or_else(|| settings.download_dir.clone());
             let db = eff.home.database();
             std::thread::spawn(move || {

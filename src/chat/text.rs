@@ -5,18 +5,9 @@
 //! [`Editor`].
 
 use unicode_segmentation::UnicodeSegmentation;
-use unicode_width::UnicodeWidthStr;
 
-/// Columns a string takes (a grapheme at a time, as ratatui draws it).
-pub fn width(s: &str) -> usize {
-    s.graphemes(true).map(grapheme_width).sum()
-}
-
-fn grapheme_width(g: &str) -> usize {
-    // A lone control character is drawn as nothing by ratatui; the text
-    // is cleaned before it gets here, so this only guards against zero.
-    g.width()
-}
+/// Columns a string takes (one measure for every face: [`crate::term::width`]).
+pub use crate::term::{grapheme_width, width};
 
 /// Text from the network made safe to draw: control characters (escape
 /// sequences) become U+FFFD, CR is dropped, a tab becomes four spaces.

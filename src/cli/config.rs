@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use super::node::{Effective, Global};
+use crate::node::{Effective, Global};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  pigeon --home /tmp/p1 config --json")]
@@ -19,7 +19,7 @@ pub struct ConfigArgs {
 pub fn run(g: &Global, args: &ConfigArgs) -> Result<ExitCode> {
     let e = Effective::load(g)?;
     // A running daemon's away state is the one in force.
-    let running = super::node::runtime()?.block_on(super::node::daemon_me(&e));
+    let running = crate::node::runtime()?.block_on(crate::node::daemon_me(&e));
     let away = match &running {
         Some(me) => me.away.clone(),
         None => e.away.clone(),
@@ -55,7 +55,7 @@ pub fn run(g: &Global, args: &ConfigArgs) -> Result<ExitCode> {
         "auto_accept_max_mb": e.file.auto_accept_max_mb.unwrap_or(100),
         "outbox_expiry_days": e.outbox_expiry_days,
         "offer_expiry_days": e.offer_expiry_days,
-        "download_dir": e.file.download_dir.clone().unwrap_or_else(super::files::download_dir),
+        "download_dir": e.file.download_dir.clone().unwrap_or_else(crate::node::download_dir),
         "bell": e.file.bell.unwrap_or(true),
         "notify": e.file.notify.unwrap_or(true),
         "mouse": e.file.mouse.unwrap_or(false),

@@ -9,8 +9,8 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use super::node::{Effective, Global};
 use crate::doctor::{self, Finding, KnownPeer, Setup, Status};
+use crate::node::{Effective, Global};
 
 #[derive(Debug, Args)]
 #[command(
@@ -37,7 +37,7 @@ pub fn run(g: &Global, args: &DoctorArgs) -> Result<ExitCode> {
         probe: eff.probe.clone(),
         user: "pigeon-doctor".into(),
         host: eff.host.clone(),
-        download_dir: eff.file.download_dir.clone().unwrap_or_else(super::files::download_dir),
+        download_dir: eff.file.download_dir.clone().unwrap_or_else(crate::node::download_dir),
         daemon,
         peers,
         window: Duration::from_secs_f64(args.wait),
@@ -90,7 +90,7 @@ fn daemon_pid(eff: &Effective) -> Option<u32> {
     if !sock.exists() {
         return None;
     }
-    let rt = super::node::runtime().ok()?;
+    let rt = crate::node::runtime().ok()?;
     let call = crate::control::call_for::<crate::control::api::PingAnswer>(&sock, &crate::control::api::Request::Ping);
     let v = rt.block_on(async { tokio::time::timeout(Duration::from_secs(3), call).await });
     Some(v.ok()?.ok()?.pid)

@@ -10,10 +10,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::node::{Effective, Global};
 use crate::control::api::{self, AttachmentView, OfferState};
+use crate::node::{Effective, Global};
 use crate::store::{Direction, HistoryQuery, MessageRecord, Store};
-use crate::transfer::fetch::{self, Item, Progress, Source};
+use crate::transfer::fetch::{self, Item, Progress};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  pigeon offers\n  pigeon offers --json | jq '.[0].id'")]
@@ -161,65 +161,6 @@ pub struct FetchArgs {
     pub json: bool,
 }
 
-/// How to fetch from a sender: its address, the offer, the charset its
-/// folder names come in (by its client kind), and our identity.
-/// How to fetch an offer from `sender` (`user@host`) at `addr`.
-pub fn source_for(
-    eff: &Effective,
-    sender: &str,
-    addr: std::net::SocketAddr,
-    packet_no: u64,
-    command: u32,
-    client: &str,
-) -> Source {
-    let names = match client {
-        "pigeon" | "iptux" => pigeon_protocol::Charset::Utf8,
-        "feiq" => pigeon_protocol::Charset::Gbk,
-        _ => eff.charset,
-    };
-    Source {
-        addr,
-        bind: Some(eff.bind),
-        packet_no,
-        utf8: pigeon_protocol::Command(command).has(pigeon_protocol::Opts::UTF8OPT),
-        pigeon: client == "pigeon",
-        client: pigeon_protocol::ClientKind::from_name(client),
-        sender: sender.to_string(),
-        names,
-        version: eff.engine(false).version,
-        user: eff.user.clone(),
-        host: eff.host.clone(),
-        sealed: sealed_for(eff, sender, client),
-    }
-}
-
-/// How to ask `sender` for files with an encrypted, signed request (§7.7):
-/// when we hold its 2048-bit key and it is a Pigeon, or a client whose
-/// fingerprinted name matches that key (IP Messenger 3.x and later, who
-/// alone make and take such requests). None: a plain request, as before.
-fn sealed_for(eff: &Effective, sender: &str, client: &str) -> Option<crate::transfer::fetch::Sealed> {
-    use pigeon_protocol::pubkey::{Capa, KeySize, PeerKey};
-    let store = Store::open(&eff.home.database()).ok()?;
-    let k = store.peer_keys().ok()?.into_iter().find(|k| format!("{}@{}", k.user, k.host) == sender)?;
-    let theirs = PeerKey::from_parts(Capa(k.capa), &k.exponent, &k.modulus).ok()?;
-    if theirs.size() != KeySize::Rsa2048 || !(client == "pigeon" || theirs.matches_user(&k.user)) {
-        return None;
-    }
-    let ours = match crate::keys::read_existing(&eff.home.data_dir, KeySize::Rsa2048) {
-        Ok(Some(k)) => k,
-        Ok(None) => return None,
-        Err(e) => {
-            tracing::warn!("asking {sender} for files without encryption: {e:#}");
-            return None;
-        }
-    };
-    Some(crate::transfer::fetch::Sealed {
-        ours: std::sync::Arc::new(ours),
-        theirs,
-        encrypt_body: eff.file.encrypt_file_bodies.unwrap_or(false),
-    })
-}
-
 /// `pigeon offers --mine`: what we offered, grouped by message and peer.
 fn run_mine(store: &Store, json_out: bool) -> Result<ExitCode> {
     let now = chrono::Utc::now();
@@ -334,7 +275,7 @@ pub fn run_decline(g: &Global, args: &DeclineArgs) -> Result<ExitCode> {
         packet_no: m.packet_no.clone(),
     };
     let _: crate::control::api::Done =
-        super::node::runtime()?.block_on(super::node::request(&eff, &req, std::time::Duration::from_secs(2)))?;
+        crate::node::runtime()?.block_on(crate::node::request(&eff, &req, std::time::Duration::from_secs(2)))?;
     println!(
         "declined #{}: {} ({}@{}) was told you will not fetch it",
         m.id,
@@ -406,20 +347,12 @@ fn on_interrupt(json_out: bool, offer: i64, current: Interrupted) {
     });
 }
 
-/// The default download folder: the user's Downloads/pigeon.
-pub fn download_dir() -> PathBuf {
-    directories::UserDirs::new()
-        .and_then(|u| u.download_dir().map(|d| d.join("pigeon")))
-        .or_else(|| directories::BaseDirs::new().map(|b| b.home_dir().join("Downloads").join("pigeon")))
-        .unwrap_or_else(|| PathBuf::from("pigeon-downloads"))
-}
-
 pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
     let eff = Effective::load(g)?;
     let store = Store::open(&eff.home.database()).context("no history yet")?;
     let (m, list) = find_offer(offers(&store)?, &args.offer, args.from.as_deref())?;
     let offer_id = m.id;
-    let into = args.to.clone().or_else(|| eff.file.download_dir.clone()).unwrap_or_else(download_dir);
+    let into = args.to.clone().or_else(|| eff.file.download_dir.clone()).unwrap_or_else(crate::node::download_dir);
     if into.exists() && !into.is_dir() {
         anyhow::bail!("{} is a file: --to takes the folder to fetch into", super::clean_path(&into));
     }
@@ -432,7 +365,8 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
         .map(|p| p.client)
         .unwrap_or_default();
     let packet_no = m.packet_no.parse().context("the offer's packet number is not a number")?;
-    let src = source_for(&eff, &format!("{}@{}", m.peer.user, m.peer.host), addr, packet_no, m.command, &client);
+    let src =
+        crate::node::source_for(&eff, &format!("{}@{}", m.peer.user, m.peer.host), addr, packet_no, m.command, &client);
     let wanted: Vec<&AttachmentView> =
         list.iter().filter(|a| args.only.is_empty() || args.only.contains(&a.name)).collect();
     if wanted.is_empty() {

@@ -7,7 +7,7 @@ use crate::control::api;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
-use super::node::{Effective, Global};
+use crate::node::{Effective, Global};
 use crate::store::{Direction, HistoryQuery, MessageRecord, Store};
 
 #[derive(Debug, Args)]

@@ -11,8 +11,8 @@ use clap::Args;
 use pigeon_protocol::pubkey::{Capa, PeerKey};
 use serde_json::json;
 
-use super::node::{Effective, Global};
 use crate::keys::describe_fingerprint;
+use crate::node::{Effective, Global};
 use crate::store::{PinnedKey, Store};
 
 #[derive(Debug, Args)]
@@ -82,7 +82,7 @@ pub fn run(g: &Global, args: &KeysArgs) -> Result<ExitCode> {
             let req = crate::control::api::Request::Trust { user, host };
             let sock = eff.home.socket();
             if sock.exists() {
-                if let Ok(v) = super::node::runtime()?.block_on(crate::control::call(&sock, &req)) {
+                if let Ok(v) = crate::node::runtime()?.block_on(crate::control::call(&sock, &req)) {
                     crate::control::api::parse_answer::<crate::control::api::Done>(v)?;
                 }
             }

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
-use super::node::{runtime, Effective, Global};
 use crate::control::api;
+use crate::node::{runtime, Effective, Global};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  pigeon listen\n  pigeon listen --json | jq -c 'select(.event == \"message\")'")]

@@ -18,7 +18,6 @@ pub mod files;
 pub mod history;
 pub mod keys;
 pub mod listen;
-pub mod node;
 pub mod open;
 pub mod peers;
 pub mod send;
@@ -29,7 +28,7 @@ pub mod status;
 #[command(name = "pigeon", version, about, propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
-    pub global: node::Global,
+    pub global: crate::node::Global,
     /// Without one: the chat
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -81,7 +80,7 @@ pub enum Command {
     Man(dist::ManArgs),
 }
 
-/// The ids (and long names) of the flags in [`node::Global`].
+/// The ids (and long names) of the flags in [`crate::node::Global`].
 const SHARED: [&str; 6] = ["home", "port", "bind", "broadcast", "nick", "user"];
 
 /// Which of `--home` and the node's flags a subcommand takes: those it
@@ -106,7 +105,7 @@ pub fn flags_of(subcommand: &str) -> &'static [&'static str] {
     }
 }
 
-/// The whole command line: [`Cli`], with the flags of [`node::Global`]
+/// The whole command line: [`Cli`], with the flags of [`crate::node::Global`]
 /// copied into each subcommand that takes them ([`flags_of`]). Parsing,
 /// completions and man pages all use this.
 pub fn command() -> clap::Command {
@@ -236,35 +235,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Columns a string takes in a terminal (the chat's measure: by grapheme,
-/// as ratatui draws).
-pub fn display_width(s: &str) -> usize {
-    crate::chat::text::width(s)
-}
-
-/// Pads to a display width.
-pub fn pad(s: &str, width: usize) -> String {
-    let w = display_width(s);
-    format!("{s}{}", " ".repeat(width.saturating_sub(w)))
-}
-
-/// Text from the network made safe for a terminal: control characters (an
-/// escape sequence could retitle the window or write the clipboard) and
-/// bidirectional overrides (which could show text in another order than it
-/// reads) become U+FFFD; newlines and tabs stay.
-pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
-    let bad = |c: char| (c.is_control() && c != '\n' && c != '\t') || pigeon_protocol::name::is_bidi_control(c);
-    if !s.chars().any(bad) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    s.chars().map(|c| if bad(c) { '\u{fffd}' } else { c }).collect()
-}
-
-/// A path made safe for a terminal: file names from the wire become parts
-/// of the paths `fetch` prints.
-pub fn clean_path(p: &std::path::Path) -> String {
-    clean(&p.to_string_lossy()).into_owned()
-}
+/// The terminal's text helpers, where the commands have always called them.
+pub use crate::term::{clean, clean_path, pad, width as display_width};
 
 /// A `--wait` value: finite seconds, 0 to one hour.
 pub fn parse_wait(s: &str) -> Result<f64, String> {
@@ -273,6 +245,18 @@ pub fn parse_wait(s: &str) -> Result<f64, String> {
         return Err(format!("{s}: give 0 to 3600 seconds"));
     }
     Ok(v)
+}
+
+/// The text argument, or standard input for `-`.
+pub fn text_arg(t: &str) -> anyhow::Result<String> {
+    use anyhow::Context;
+    if t == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("cannot read standard input")?;
+        Ok(s.trim_end_matches('\n').to_string())
+    } else {
+        Ok(t.to_string())
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 
-use super::node::{request, runtime, Effective, Global};
 use crate::control::api::{self, ApiError, ErrorCode, KeyState, PeersAnswer};
+use crate::node::{request, runtime, Effective, Global};
 
 #[derive(Debug, Args)]
 #[command(

@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::node::{request, runtime, text_arg, Effective, Global};
+use super::text_arg;
 use crate::control::api::{self, ApiError, Delivery, ErrorCode, SendAnswer, SendRequest};
+use crate::node::{request, runtime, Effective, Global};
 
 #[derive(Debug, Args)]
 #[command(

@@ -1,7 +1,10 @@
-//! What every networked command shares: the home and node flags, the effective
-//! configuration (file, then flags), and how a one-shot command reaches a
-//! node — the daemon's control socket if one answers, else a short-lived
-//! node of its own (NOADDLISTOPT, a discovery window, BR_EXIT at the end).
+//! A node as every face starts and reaches it (the commands, the chat, the
+//! daemon): the home and node flags, the effective configuration (file,
+//! then flags), starting a node, how a one-shot command reaches one — the
+//! daemon's control socket if one answers, else a short-lived node of its
+//! own (NOADDLISTOPT, a discovery window, BR_EXIT at the end) — and what a
+//! node does with offers: where downloads go, how to ask a sender
+//! ([`source_for`]), and auto-accept.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -15,10 +18,11 @@ use crate::control::api;
 use crate::engine;
 use crate::net::{self, NodeHandle, NodeOptions};
 use crate::store::Store;
+use crate::transfer::fetch::Source;
 
 /// `--home` and the node's flags. Defined here once, at the top (the chat's,
-/// and written before a subcommand); [`super::command`] copies into each
-/// subcommand those that apply to it ([`super::flags_of`]).
+/// and written before a subcommand); [`crate::cli::command`] copies into each
+/// subcommand those that apply to it ([`crate::cli::flags_of`]).
 #[derive(Debug, Clone, Args)]
 pub struct Global {
     /// Directory holding this identity's config, history and socket [env: PIGEON_HOME]
@@ -224,9 +228,9 @@ fn say_ignored_flags(eff: &Effective, me: &crate::net::Me) {
         eprintln!(
             "pigeon: {} ignored: the running daemon is {}@{} (\"{}\", port {}); restart it with the flag, or set it in {}",
             ignored.join(", "),
-            crate::cli::clean(&me.user),
-            crate::cli::clean(&me.host),
-            crate::cli::clean(&me.nick),
+            crate::term::clean(&me.user),
+            crate::term::clean(&me.host),
+            crate::term::clean(&me.nick),
             me.port,
             eff.home.config_file().display()
         );
@@ -278,13 +282,137 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the async runtime")
 }
 
-/// The text argument, or standard input for `-`.
-pub fn text_arg(t: &str) -> Result<String> {
-    if t == "-" {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("cannot read standard input")?;
-        Ok(s.trim_end_matches('\n').to_string())
-    } else {
-        Ok(t.to_string())
+/// The default download folder: the user's Downloads/pigeon.
+pub fn download_dir() -> PathBuf {
+    directories::UserDirs::new()
+        .and_then(|u| u.download_dir().map(|d| d.join("pigeon")))
+        .or_else(|| directories::BaseDirs::new().map(|b| b.home_dir().join("Downloads").join("pigeon")))
+        .unwrap_or_else(|| PathBuf::from("pigeon-downloads"))
+}
+
+/// How to fetch from a sender: its address, the offer, the charset its
+/// folder names come in (by its client kind), and our identity.
+/// How to fetch an offer from `sender` (`user@host`) at `addr`.
+pub fn source_for(
+    eff: &Effective,
+    sender: &str,
+    addr: std::net::SocketAddr,
+    packet_no: u64,
+    command: u32,
+    client: &str,
+) -> Source {
+    let names = match client {
+        "pigeon" | "iptux" => pigeon_protocol::Charset::Utf8,
+        "feiq" => pigeon_protocol::Charset::Gbk,
+        _ => eff.charset,
+    };
+    Source {
+        addr,
+        bind: Some(eff.bind),
+        packet_no,
+        utf8: pigeon_protocol::Command(command).has(pigeon_protocol::Opts::UTF8OPT),
+        pigeon: client == "pigeon",
+        client: pigeon_protocol::ClientKind::from_name(client),
+        sender: sender.to_string(),
+        names,
+        version: eff.engine(false).version,
+        user: eff.user.clone(),
+        host: eff.host.clone(),
+        sealed: sealed_for(eff, sender, client),
     }
+}
+
+/// How to ask `sender` for files with an encrypted, signed request (§7.7):
+/// when we hold its 2048-bit key and it is a Pigeon, or a client whose
+/// fingerprinted name matches that key (IP Messenger 3.x and later, who
+/// alone make and take such requests). None: a plain request, as before.
+fn sealed_for(eff: &Effective, sender: &str, client: &str) -> Option<crate::transfer::fetch::Sealed> {
+    use pigeon_protocol::pubkey::{Capa, KeySize, PeerKey};
+    let store = Store::open(&eff.home.database()).ok()?;
+    let k = store.peer_keys().ok()?.into_iter().find(|k| format!("{}@{}", k.user, k.host) == sender)?;
+    let theirs = PeerKey::from_parts(Capa(k.capa), &k.exponent, &k.modulus).ok()?;
+    if theirs.size() != KeySize::Rsa2048 || !(client == "pigeon" || theirs.matches_user(&k.user)) {
+        return None;
+    }
+    let ours = match crate::keys::read_existing(&eff.home.data_dir, KeySize::Rsa2048) {
+        Ok(Some(k)) => k,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!("asking {sender} for files without encryption: {e:#}");
+            return None;
+        }
+    };
+    Some(crate::transfer::fetch::Sealed {
+        ours: std::sync::Arc::new(ours),
+        theirs,
+        encrypt_body: eff.file.encrypt_file_bodies.unwrap_or(false),
+    })
+}
+
+/// Fetches, unasked, the offers of the peers `auto_accept` names, into the
+/// download folder, up to `auto_accept_max_mb`; off unless configured.
+pub fn spawn_auto_accept(eff: &Effective, node: &crate::net::NodeHandle) {
+    let allowed = eff.file.auto_accept.clone().unwrap_or_default();
+    if allowed.is_empty() {
+        return;
+    }
+    let limit = eff.file.auto_accept_max_mb.unwrap_or(100).saturating_mul(1 << 20);
+    let into = eff.file.download_dir.clone().unwrap_or_else(download_dir);
+    let db = eff.home.database();
+    let mut events = node.events.subscribe();
+    let eff = eff.clone();
+    tokio::spawn(async move {
+        loop {
+            let m = match events.recv().await {
+                Ok(crate::engine::Event::Message(m)) if !m.attachments.is_empty() => m,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            };
+            let who = m.from.key.to_string();
+            // user@host only (anyone can take a nick), and only from where
+            // that peer was heard (engine: Incoming::verified).
+            if !allowed.contains(&who) {
+                continue;
+            }
+            if !m.verified {
+                tracing::warn!(
+                    "not accepting {who}'s offer automatically: it does not come from where {who} was heard"
+                );
+                continue;
+            }
+            let total = m.attachments.iter().try_fold(0u64, |t, a| t.checked_add(a.size));
+            if total.is_none_or(|t| t > limit) {
+                tracing::warn!("not accepting {who}'s offer automatically: more than auto_accept_max_mb");
+                continue;
+            }
+            let Ok(packet_no) = m.packet_no.parse() else { continue };
+            let src =
+                source_for(&eff, &m.from.key.to_string(), m.from.addr, packet_no, m.command, m.from.client.name());
+            let into = into.clone();
+            let db = db.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = std::fs::create_dir_all(&into) {
+                    tracing::error!("auto-accept: cannot create {}: {e}", into.display());
+                    return;
+                }
+                for a in &m.attachments {
+                    let item = crate::transfer::fetch::Item {
+                        id: a.id,
+                        name: a.name.clone(),
+                        size: a.size,
+                        mtime: a.mtime,
+                        dir: a.attr.is_dir(),
+                    };
+                    match crate::transfer::fetch::fetch(&src, &item, &into, &mut |_| {}) {
+                        Ok(p) => {
+                            tracing::info!("auto-accepted {} from {who}: {}", a.name, p.display());
+                            let k = &m.from.key;
+                            crate::store::record_fetched(&db, &k.user, &k.host, &m.packet_no, a.id, &p);
+                        }
+                        Err(e) => tracing::warn!("auto-accept of {} from {who} failed: {e}", a.name),
+                    }
+                }
+            });
+        }
+    });
 }
