@@ -7,7 +7,7 @@
 //! ([`source_for`]), and auto-accept.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -18,7 +18,7 @@ use crate::control::api;
 use crate::engine;
 use crate::net::{self, NodeHandle, NodeOptions};
 use crate::store::Store;
-use crate::transfer::fetch::Source;
+use crate::transfer::fetch::{FetchError, Item, Progress, Source};
 
 /// `--home` and the node's flags. Defined here once, at the top (the chat's,
 /// and written before a subcommand); [`crate::cli::command`] copies into each
@@ -391,28 +391,90 @@ pub fn spawn_auto_accept(eff: &Effective, node: &crate::net::NodeHandle) {
             let into = into.clone();
             let db = db.clone();
             tokio::task::spawn_blocking(move || {
-                if let Err(e) = std::fs::create_dir_all(&into) {
-                    tracing::error!("auto-accept: cannot create {}: {e}", into.display());
-                    return;
-                }
-                for a in &m.attachments {
-                    let item = crate::transfer::fetch::Item {
+                let items: Vec<Item> = m
+                    .attachments
+                    .iter()
+                    .map(|a| Item {
                         id: a.id,
                         name: a.name.clone(),
                         size: a.size,
                         mtime: a.mtime,
                         dir: a.attr.is_dir(),
-                    };
-                    match crate::transfer::fetch::fetch(&src, &item, &into, &mut |_| {}) {
-                        Ok(p) => {
-                            tracing::info!("auto-accepted {} from {who}: {}", a.name, p.display());
-                            let k = &m.from.key;
-                            crate::store::record_fetched(&db, &k.user, &k.host, &m.packet_no, a.id, &p);
+                    })
+                    .collect();
+                let k = &m.from.key;
+                let offer =
+                    Offer { src: &src, from: (&k.user, &k.host), packet_no: &m.packet_no, into: &into, db: &db };
+                fetch_offer(&offer, &items, false, &mut |p| {
+                    if let OfferProgress::Done(item, result) = p {
+                        match result {
+                            Ok(p) => tracing::info!("auto-accepted {} from {who}: {}", item.name, p.display()),
+                            Err(e) => tracing::warn!("auto-accept of {} from {who} failed: {e}", item.name),
                         }
-                        Err(e) => tracing::warn!("auto-accept of {} from {who} failed: {e}", a.name),
                     }
-                }
+                });
             });
         }
     });
+}
+
+/// What [`fetch_offer`] reports, file by file.
+pub enum OfferProgress<'a> {
+    /// A file starts.
+    Item(&'a Item),
+    /// Its progress (as [`crate::transfer::fetch::fetch`] reports it).
+    Progress(&'a Item, Progress<'a>),
+    /// It ended: where it was saved, or why not.
+    Done(&'a Item, &'a Result<PathBuf, FetchError>),
+}
+
+/// An offer to fetch from: whom to ask, whose offer (user, host) and which,
+/// where the files go, and the store that records them.
+pub struct Offer<'a> {
+    pub src: &'a Source,
+    pub from: (&'a str, &'a str),
+    pub packet_no: &'a str,
+    pub into: &'a Path,
+    pub db: &'a Path,
+}
+
+/// The files `items` of an offer, fetched in turn into `o.into` (created if
+/// missing); each one fetched whole is recorded in the store (`pigeon
+/// offers` shows where it went). Every face fetches this way: the
+/// commands, the chat, auto-accept. With `stop_at_failure` the first
+/// failure ends it (the chat); else every file is tried. Returns how many
+/// failed.
+pub fn fetch_offer(
+    o: &Offer<'_>,
+    items: &[Item],
+    stop_at_failure: bool,
+    report: &mut dyn FnMut(OfferProgress<'_>),
+) -> usize {
+    let Offer { src, from, packet_no, into, db } = *o;
+    let mut failed = 0;
+    for item in items {
+        report(OfferProgress::Item(item));
+        let result = std::fs::create_dir_all(into)
+            .map_err(|e| {
+                FetchError::Transfer(crate::transfer::TransferError::Io {
+                    what: "cannot create",
+                    path: into.to_path_buf(),
+                    error: e,
+                })
+            })
+            .and_then(|()| {
+                crate::transfer::fetch::fetch(src, item, into, &mut |p| report(OfferProgress::Progress(item, p)))
+            });
+        if let Ok(path) = &result {
+            crate::store::record_fetched(db, from.0, from.1, packet_no, item.id, path);
+        }
+        report(OfferProgress::Done(item, &result));
+        if result.is_err() {
+            failed += 1;
+            if stop_at_failure {
+                break;
+            }
+        }
+    }
+    failed
 }

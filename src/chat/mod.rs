@@ -568,8 +568,8 @@ fn spawn_request(caller: Caller, tx: mpsc::UnboundedSender<Internal>, what: &'st
     });
 }
 
-/// Fetches every file of an offer in turn, reporting progress at most ten
-/// times a second.
+/// Fetches every file of an offer in turn ([`crate::node::fetch_offer`]),
+/// reporting progress at most ten times a second; the first failure ends it.
 fn fetch_all(
     src: crate::transfer::fetch::Source,
     files: Vec<app::FileInfo>,
@@ -579,22 +579,26 @@ fn fetch_all(
     db: PathBuf,
     tx: mpsc::UnboundedSender<Internal>,
 ) {
-    use crate::transfer::fetch::{fetch, Item, Progress};
+    use crate::node::OfferProgress;
+    use crate::transfer::fetch::{Item, Progress};
     let send = |u| {
         let _ = tx.send(Internal::Fetch(key.clone(), packet_no.clone(), u));
     };
-    if let Err(e) = std::fs::create_dir_all(&into) {
-        return send(FetchUpdate::Failed { error: format!("cannot create {}: {e}", into.display()) });
-    }
+    let items: Vec<Item> = files
+        .iter()
+        .map(|f| Item { id: f.id, name: f.name.clone(), size: f.size, mtime: f.mtime, dir: f.dir })
+        .collect();
     let total = files.iter().fold(0u64, |t, f| t.saturating_add(f.size));
     let started = Instant::now();
-    let mut before = 0u64;
+    let (mut before, mut resumed) = (0u64, 0u64);
+    let mut last = Instant::now() - Duration::from_secs(1);
     let mut paths = Vec::new();
-    for f in &files {
-        let item = Item { id: f.id, name: f.name.clone(), size: f.size, mtime: f.mtime, dir: f.dir };
-        let mut last = Instant::now() - Duration::from_secs(1);
-        let mut resumed = 0u64;
-        let mut report = |p: Progress<'_>| {
+    let mut error = None;
+    let (user, host) = split_key(&key);
+    let offer = crate::node::Offer { src: &src, from: (user, host), packet_no: &packet_no, into: &into, db: &db };
+    crate::node::fetch_offer(&offer, &items, true, &mut |p| match p {
+        OfferProgress::Item(_) => last = Instant::now() - Duration::from_secs(1),
+        OfferProgress::Progress(item, p) => {
             let done = match p {
                 Progress::Start { offset, .. } => {
                     resumed = offset;
@@ -607,24 +611,23 @@ fn fetch_all(
                 last = Instant::now();
                 let secs = started.elapsed().as_secs_f64().max(0.001);
                 send(FetchUpdate::Progress {
-                    name: f.name.clone(),
+                    name: item.name.clone(),
                     done: before.saturating_add(done),
                     total,
                     bytes_per_sec: before.saturating_add(done).saturating_sub(resumed) as f64 / secs,
                 });
             }
-        };
-        match fetch(&src, &item, &into, &mut report) {
-            Ok(p) => {
-                let (user, host) = key.split_once('@').unwrap_or((&key, ""));
-                crate::store::record_fetched(&db, user, host, &packet_no, f.id, &p);
-                paths.push(p.display().to_string());
-            }
-            Err(e) => return send(FetchUpdate::Failed { error: format!("{}: {e}", f.name) }),
         }
-        before = before.saturating_add(f.size);
-    }
-    send(FetchUpdate::Finished { paths });
+        OfferProgress::Done(item, Ok(p)) => {
+            paths.push(p.display().to_string());
+            before = before.saturating_add(item.size);
+        }
+        OfferProgress::Done(item, Err(e)) => error = Some(format!("{}: {e}", item.name)),
+    });
+    send(match error {
+        Some(error) => FetchUpdate::Failed { error },
+        None => FetchUpdate::Finished { paths },
+    });
 }
 
 /// A desktop notification, where a desktop session runs; one at a time

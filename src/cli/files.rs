@@ -11,6 +11,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use crate::control::api::{self, AttachmentView, OfferState};
+use crate::node::OfferProgress;
 use crate::node::{Effective, Global};
 use crate::store::{Direction, HistoryQuery, MessageRecord, Store};
 use crate::transfer::fetch::{self, Item, Progress};
@@ -376,10 +377,13 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
     // the partial files are kept for that.
     let current: Interrupted = Default::default();
     on_interrupt(args.json, offer_id, current.clone());
-    let mut failed = 0;
-    for a in wanted {
-        let item = Item { id: a.id, name: a.name.clone(), size: a.size, mtime: a.mtime, dir: a.is_dir() };
-        let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
+    let items: Vec<Item> = wanted
+        .iter()
+        .map(|a| Item { id: a.id, name: a.name.clone(), size: a.size, mtime: a.mtime, dir: a.is_dir() })
+        .collect();
+    let json = args.json;
+    let new_bar = |item: &Item| {
+        (!json && std::io::stderr().is_terminal()).then(|| {
             let b = indicatif::ProgressBar::new(item.size);
             b.set_style(
                 indicatif::ProgressStyle::with_template(
@@ -389,94 +393,97 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
             );
             b.set_message(super::clean(&item.name).into_owned());
             b
-        });
-        let started = std::time::Instant::now();
-        let mut last = std::time::Instant::now();
-        let json = args.json;
-        // Bytes that came over the network this time (a resume sends less).
-        let (mut first, mut latest) = (0u64, 0u64);
-        let mut report = |p: Progress<'_>| match p {
-            Progress::Start { name, total, offset, sealed } => {
-                // How we ask (§7.7): encrypted and signed to a sender whose key we hold.
-                let (request_kind, body_kind) = match sealed {
-                    Some(fetch::SealedAs::EncryptedBody) => ("encrypted", "aes-256-ctr"),
-                    Some(fetch::SealedAs::PlainBody) => ("encrypted", "plain"),
-                    None => ("plain", "plain"),
-                };
-                first = offset;
-                latest = offset;
-                if let Ok(mut c) = current.lock() {
-                    *c = Some((name.to_string(), offset, total));
-                }
-                if json {
-                    println!(
-                        "{}",
-                        json!({"event": "start", "name": name, "size": total, "resumed_at": offset,
-                               "request": request_kind, "body": body_kind})
-                    );
-                }
-                if let Some(b) = &bar {
-                    b.set_position(offset);
-                    // Speed and ETA from what comes now, not as if the
-                    // resumed part had come at once.
-                    b.reset_eta();
-                }
+        })
+    };
+    // Per file: its bar, when it started, the last JSON progress event, and
+    // the bytes that came over the network this time (a resume sends less).
+    let mut bar = None;
+    let mut started = std::time::Instant::now();
+    let mut last = std::time::Instant::now();
+    let (mut first, mut latest) = (0u64, 0u64);
+    let from = (m.peer.user.as_str(), m.peer.host.as_str());
+    let db = eff.home.database();
+    let offer = crate::node::Offer { src: &src, from, packet_no: &m.packet_no, into: &into, db: &db };
+    let failed = crate::node::fetch_offer(&offer, &items, false, &mut |p| match p {
+        OfferProgress::Item(item) => {
+            bar = new_bar(item);
+            started = std::time::Instant::now();
+            last = std::time::Instant::now();
+            (first, latest) = (0, 0);
+        }
+        OfferProgress::Progress(item, Progress::Start { name, total, offset, sealed }) => {
+            // How we ask (§7.7): encrypted and signed to a sender whose key we hold.
+            let (request_kind, body_kind) = match sealed {
+                Some(fetch::SealedAs::EncryptedBody) => ("encrypted", "aes-256-ctr"),
+                Some(fetch::SealedAs::PlainBody) => ("encrypted", "plain"),
+                None => ("plain", "plain"),
+            };
+            first = offset;
+            latest = offset;
+            if let Ok(mut c) = current.lock() {
+                *c = Some((name.to_string(), offset, total));
             }
-            Progress::Bytes { done } => {
-                latest = done;
-                if let Ok(mut c) = current.lock() {
-                    if let Some(c) = c.as_mut() {
-                        c.1 = done;
-                    }
-                }
-                if let Some(b) = &bar {
-                    b.set_position(done);
-                }
-                // At most 10 events a second: progress must not slow the stream.
-                if json && last.elapsed() >= std::time::Duration::from_millis(100) {
-                    last = std::time::Instant::now();
-                    println!("{}", json!({"event": "progress", "name": item.name, "bytes": done, "size": item.size}));
-                }
+            if json {
+                println!(
+                    "{}",
+                    json!({"event": "start", "name": item.name, "size": total, "resumed_at": offset,
+                           "request": request_kind, "body": body_kind})
+                );
             }
-            Progress::File { path } => {
-                if json {
-                    println!("{}", json!({"event": "file", "path": path}));
-                }
-            }
-        };
-        let result = fetch::fetch(&src, &item, &into, &mut report);
-        let received = latest.saturating_sub(first);
-        match result {
-            Ok(path) => {
-                if let Some(b) = &bar {
-                    b.finish_and_clear();
-                }
-                if let Err(e) = store.mark_taken_fetched(offer_id, item.id, &path) {
-                    tracing::warn!("cannot record the fetch: {e}");
-                }
-                let secs = started.elapsed().as_secs_f64();
-                if json {
-                    println!(
-                        "{}",
-                        json!({"event": "done", "name": item.name, "path": path, "seconds": secs, "received": received})
-                    );
-                } else {
-                    println!("{}", super::clean_path(&path));
-                }
-            }
-            Err(e) => {
-                failed += 1;
-                if let Some(b) = &bar {
-                    b.abandon();
-                }
-                if json {
-                    println!("{}", json!({"event": "error", "name": item.name, "error": e.to_string()}));
-                } else {
-                    // The error may quote the name, or a name inside a folder.
-                    eprintln!("pigeon: {}", super::clean(&format!("{}: {e}", item.name)));
-                }
+            if let Some(b) = &bar {
+                b.set_position(offset);
+                // Speed and ETA from what comes now, not as if the
+                // resumed part had come at once.
+                b.reset_eta();
             }
         }
-    }
+        OfferProgress::Progress(item, Progress::Bytes { done }) => {
+            latest = done;
+            if let Ok(mut c) = current.lock() {
+                if let Some(c) = c.as_mut() {
+                    c.1 = done;
+                }
+            }
+            if let Some(b) = &bar {
+                b.set_position(done);
+            }
+            // At most 10 events a second: progress must not slow the stream.
+            if json && last.elapsed() >= std::time::Duration::from_millis(100) {
+                last = std::time::Instant::now();
+                println!("{}", json!({"event": "progress", "name": item.name, "bytes": done, "size": item.size}));
+            }
+        }
+        OfferProgress::Progress(_, Progress::File { path }) => {
+            if json {
+                println!("{}", json!({"event": "file", "path": path}));
+            }
+        }
+        OfferProgress::Done(item, Ok(path)) => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            let received = latest.saturating_sub(first);
+            let secs = started.elapsed().as_secs_f64();
+            if json {
+                println!(
+                    "{}",
+                    json!({"event": "done", "name": item.name, "path": path, "seconds": secs, "received": received})
+                );
+            } else {
+                println!("{}", super::clean_path(path));
+            }
+        }
+        OfferProgress::Done(item, Err(e)) => {
+            if let Some(b) = bar.take() {
+                b.abandon();
+            }
+            if json {
+                println!("{}", json!({"event": "error", "name": item.name, "error": e.to_string()}));
+            } else {
+                // The error may quote the name, or a name inside a folder.
+                eprintln!("pigeon: {}", super::clean(&format!("{}: {e}", item.name)));
+            }
+        }
+    });
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
