@@ -19,7 +19,7 @@ pub struct ConfigArgs {
 pub fn run(g: &Global, args: &ConfigArgs) -> Result<ExitCode> {
     let e = Effective::load(g)?;
     // A running daemon's away state is the one in force.
-    let running = crate::node::runtime()?.block_on(crate::node::daemon_me(&e));
+    let running = crate::node::runtime()?.block_on(super::client::daemon_me(&e));
     let away = match &running {
         Some(me) => me.away.clone(),
         None => e.away.clone(),

@@ -276,7 +276,7 @@ pub fn run_decline(g: &Global, args: &DeclineArgs) -> Result<ExitCode> {
         packet_no: m.packet_no.clone(),
     };
     let _: crate::control::api::Done =
-        crate::node::runtime()?.block_on(crate::node::request(&eff, &req, std::time::Duration::from_secs(2)))?;
+        crate::node::runtime()?.block_on(super::client::request(&eff, &req, std::time::Duration::from_secs(2)))?;
     println!(
         "declined #{}: {} ({}@{}) was told you will not fetch it",
         m.id,

@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Args;
 
+use super::client::request;
 use crate::control::api;
-use crate::node::{request, runtime, Effective, Global};
+use crate::node::{runtime, Effective, Global};
 use crate::store::{Direction, HistoryQuery, MessageState, Store};
 
 #[derive(Debug, Args)]

@@ -6,8 +6,9 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 
+use super::client::request;
 use crate::control::api::{self, ApiError, ErrorCode, KeyState, PeersAnswer};
-use crate::node::{request, runtime, Effective, Global};
+use crate::node::{runtime, Effective, Global};
 
 #[derive(Debug, Args)]
 #[command(

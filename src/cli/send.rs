@@ -8,9 +8,10 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Args;
 
+use super::client::request;
 use super::text_arg;
 use crate::control::api::{self, ApiError, Delivery, ErrorCode, SendAnswer, SendRequest};
-use crate::node::{request, runtime, Effective, Global};
+use crate::node::{runtime, Effective, Global};
 
 #[derive(Debug, Args)]
 #[command(

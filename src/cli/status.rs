@@ -8,8 +8,9 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use super::client::request;
 use crate::control::api::{self, ApiError, ErrorCode};
-use crate::node::{request, runtime, Effective, Global};
+use crate::node::{runtime, Effective, Global};
 
 #[derive(Debug, Args)]
 #[command(
@@ -59,7 +60,7 @@ pub fn run(g: &Global, args: &StatusArgs) -> Result<ExitCode> {
 
 /// `pigeon status` alone: the running daemon's state, or offline.
 fn show(eff: &Effective, json_out: bool) -> Result<ExitCode> {
-    let me = runtime()?.block_on(crate::node::daemon_me(eff));
+    let me = runtime()?.block_on(super::client::daemon_me(eff));
     let (state, text, nick) = match &me {
         Some(m) => (if m.away.is_some() { "away" } else { "online" }, m.away.as_deref(), Some(m.nick.as_str())),
         None => ("offline", None, None),
