@@ -541,6 +541,23 @@ impl App {
             if self.current == ConvKey::Peer(key.clone()) || (c.broadcast && self.current == ConvKey::Everyone) {
                 continue;
             }
+            if self.peer(&key).is_none() && key != format!("{}@{}", self.me.user, self.me.host) {
+                // Its messages are stored but the node has not heard it (yet):
+                // listed offline with its count, which its entry keeps.
+                self.peers.push(PeerView {
+                    key: key.clone(),
+                    user: c.user.clone(),
+                    host: c.host.clone(),
+                    nick: String::new(),
+                    group: String::new(),
+                    addr: String::new(),
+                    client: "unknown".into(),
+                    away: false,
+                    absence: None,
+                    online: false,
+                    unread: 0,
+                });
+            }
             if let Some(p) = self.peer_mut(&key) {
                 p.unread += c.count as usize;
             }
