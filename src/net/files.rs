@@ -310,6 +310,15 @@ impl FileServer {
             let cs = charset::detect(p.opts(), ClientKind::from_version(p.version), None, self.legacy, p.user);
             let (user, host) = (cs.decode(p.user), cs.decode(p.host));
             let pinned = self.with_store(|s| s.peer_keys())?.into_iter().find(|k| k.user == user && k.host == host);
+            // No RSA work for strangers: a request is opened only for a
+            // name we hold a key of, or from a peer's address (nothing else
+            // could be served anyway).
+            if pinned.is_none() && !self.known_address(peer.ip())? {
+                return Err(ServeError::Refused(format!(
+                    "an encrypted request from {}, neither a peer's address nor a name we hold a key of",
+                    peer.ip()
+                )));
+            }
             let o = sealed.open(&p, kind, &user, &host, pinned.as_ref())?;
             (o.req, o.extensions, o.body, o.nonce, o.from_anywhere)
         } else {
