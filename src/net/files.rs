@@ -719,9 +719,10 @@ impl DirSender<'_, '_> {
             h.ext.push(ExtAttr::hex(ext::PIGEON_RESUMED_AT, offset));
         }
         let mut f = File::open(path)?;
-        let mut hasher = if self.checksum { Some(hash_prefix(&mut f, offset)?) } else { None };
         let sent = if size - offset <= SMALL_FILE {
-            // Small: header and data join the gathered write.
+            // Small: header and data join the gathered write (and the hash
+            // of a resumed file's start, read here, is fed with them).
+            let mut hasher = if self.checksum { Some(hash_prefix(&mut f, offset)?) } else { None };
             let h = self.with_prev(&h);
             h.encode(self.names, &mut self.pending).map_err(io_err)?;
             let start = self.pending.len();
@@ -735,18 +736,19 @@ impl DirSender<'_, '_> {
             if self.pending.len() >= GATHER {
                 self.flush()?;
             }
+            if let Some(hs) = hasher {
+                self.prev = Some(hex::encode(sha2::Digest::finalize(hs)));
+            }
             got
         } else {
+            // Large: send_file hashes from byte 0 itself (beside sendfile,
+            // or inline when encrypting).
             self.header(&h)?;
             self.flush()?;
-            let checksum = hasher.take().is_some();
-            let (sent, digest) = send_file(self.out, &mut f, offset, size - offset, checksum)?;
+            let (sent, digest) = send_file(self.out, &mut f, offset, size - offset, self.checksum)?;
             self.prev = digest.map(hex::encode);
             sent
         };
-        if let Some(hs) = hasher {
-            self.prev = Some(hex::encode(sha2::Digest::finalize(hs)));
-        }
         self.sent += sent;
         if sent < size - offset {
             return Err(std::io::Error::other(format!("{} shrank while being sent", path.display())));
