@@ -122,6 +122,14 @@ pub struct FileConfig {
     /// Ask for file bodies encrypted (AES-256-CTR) when fetching with an
     /// encrypted request (default false: plain bodies, as IP Messenger does).
     pub encrypt_file_bodies: Option<bool>,
+    /// Serve the web UI (`pigeon web`) from the daemon (default true).
+    pub web: Option<bool>,
+    /// Where the web UI listens (default 127.0.0.1:2426). Another address
+    /// than loopback lets others on the network reach the page (they still
+    /// need the token): set it only on a network you trust.
+    pub web_listen: Option<std::net::SocketAddr>,
+    /// The largest file the web UI takes in one upload, in MiB (default 4096).
+    pub web_max_upload_mb: Option<u64>,
 }
 
 impl FileConfig {

@@ -16,3 +16,4 @@ pub mod node;
 pub mod store;
 pub mod term;
 pub mod transfer;
+pub mod web;

@@ -238,6 +238,20 @@ pub fn source_for(
     }
 }
 
+/// How to fetch the offer of the stored message `m`: from the address it
+/// came from, as its sender's client (as the store last saw it).
+pub fn offer_source(eff: &Effective, store: &Store, m: &crate::store::MessageRecord) -> Result<Source> {
+    let addr = m.peer.addr.parse().with_context(|| format!("the sender's address {:?} is not usable", m.peer.addr))?;
+    let client = store
+        .peers()?
+        .into_iter()
+        .find(|p| p.user == m.peer.user && p.host == m.peer.host)
+        .map(|p| p.client)
+        .unwrap_or_default();
+    let packet_no = m.packet_no.parse().context("the offer's packet number is not a number")?;
+    Ok(source_for(eff, &format!("{}@{}", m.peer.user, m.peer.host), addr, packet_no, m.command, &client))
+}
+
 /// How to ask `sender` for files with an encrypted, signed request (§7.7):
 /// when we hold its 2048-bit key and it is a Pigeon, or a client whose
 /// fingerprinted name matches that key (IP Messenger 3.x and later, who

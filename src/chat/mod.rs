@@ -238,9 +238,11 @@ pub fn run(g: &Global, args: &ChatArgs) -> Result<ExitCode> {
                 eprintln!("{line}");
             }
             let rx = node.events.subscribe();
+            // The browser UI too, when configured (its status goes to chat.log).
+            let web = crate::web::start(&eff, &node).await;
             let server = tokio::spawn({
                 let (node, sock) = (node.clone(), sock.clone());
-                async move { crate::control::serve(&sock, node).await }
+                async move { crate::control::serve(&sock, node, web).await }
             });
             (Caller::Local(node.clone()), Events::Local(rx), Some((node, task, server)))
         };

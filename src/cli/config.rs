@@ -60,6 +60,9 @@ pub fn run(g: &Global, args: &ConfigArgs) -> Result<ExitCode> {
         "notify": e.file.notify.unwrap_or(true),
         "mouse": e.file.mouse.unwrap_or(false),
         "colors": e.file.colors.clone().unwrap_or_else(|| "auto".into()),
+        "web": crate::web::enabled(&e),
+        "web_listen": crate::web::listen_addr(&e).to_string(),
+        "web_max_upload_mb": crate::web::max_upload(&e) >> 20,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -93,6 +96,9 @@ pub fn run(g: &Global, args: &ConfigArgs) -> Result<ExitCode> {
             "notify",
             "mouse",
             "colors",
+            "web",
+            "web_listen",
+            "web_max_upload_mb",
         ];
         debug_assert_eq!(order.len(), v.as_object().map_or(0, |o| o.len()));
         for k in order {

@@ -42,38 +42,20 @@ fn offers(store: &Store) -> Result<Vec<(MessageRecord, Vec<AttachmentView>)>> {
         .collect())
 }
 
-/// What became of each file of an offer: new, fetched (with where it was
-/// saved), declined, or expired (older than `offer_expiry_days`, how long
-/// senders keep offers by default).
+/// An offer to us with what became of each file ([`api::offered_files`]).
 fn annotate(
     store: &Store,
     m: &MessageRecord,
     list: &[AttachmentView],
     expiry: chrono::Duration,
 ) -> Result<api::OfferEntry> {
-    let taken = store.taken(m.id)?;
-    let old = chrono::Utc::now() - m.time > expiry;
-    let attachments = list
-        .iter()
-        .map(|a| {
-            let (state, saved) = match taken.iter().find(|(f, _)| *f == a.id).map(|(_, t)| t) {
-                Some(crate::store::Taken::Fetched { path, .. }) => {
-                    (OfferState::Fetched, Some(path.to_string_lossy().into_owned()))
-                }
-                Some(crate::store::Taken::Declined { .. }) => (OfferState::Declined, None),
-                None if old => (OfferState::Expired, None),
-                None => (OfferState::New, None),
-            };
-            api::OfferedFile { file: a.clone(), state, saved }
-        })
-        .collect();
     Ok(api::OfferEntry {
         id: m.id,
         from: api::FromView::from_ref(&m.peer),
         packet_no: m.packet_no.clone(),
         text: m.text.clone(),
         time: api::local_secs(m.time),
-        attachments,
+        attachments: api::offered_files(store, m, list, expiry)?,
     })
 }
 
@@ -358,16 +340,7 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
         anyhow::bail!("{} is a file: --to takes the folder to fetch into", super::clean_path(&into));
     }
     std::fs::create_dir_all(&into).with_context(|| format!("cannot create {}", into.display()))?;
-    let addr = m.peer.addr.parse().with_context(|| format!("the sender's address {:?} is not usable", m.peer.addr))?;
-    let client = store
-        .peers()?
-        .into_iter()
-        .find(|p| p.user == m.peer.user && p.host == m.peer.host)
-        .map(|p| p.client)
-        .unwrap_or_default();
-    let packet_no = m.packet_no.parse().context("the offer's packet number is not a number")?;
-    let src =
-        crate::node::source_for(&eff, &format!("{}@{}", m.peer.user, m.peer.host), addr, packet_no, m.command, &client);
+    let src = crate::node::offer_source(&eff, &store, &m)?;
     let wanted: Vec<&AttachmentView> =
         list.iter().filter(|a| args.only.is_empty() || args.only.contains(&a.name)).collect();
     if wanted.is_empty() {

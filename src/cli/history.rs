@@ -75,8 +75,7 @@ pub fn run(g: &Global, args: &HistoryArgs) -> Result<ExitCode> {
         search: args.search.clone(),
         since: args.since.as_deref().map(parse_since).transpose()?,
         limit: if args.export.is_some() { None } else { Some(args.limit.unwrap_or(50)) },
-        peer: None,
-        broadcast_only: false,
+        ..Default::default()
     };
     if let Some(p) = &args.peer {
         q.peer = match p.split_once('@') {

@@ -23,6 +23,7 @@ pub mod open;
 pub mod peers;
 pub mod send;
 pub mod status;
+pub mod web;
 
 /// A LAN messenger that talks to FeiQ (飞秋), IP Messenger and iptux.
 #[derive(Debug, Parser)]
@@ -41,6 +42,8 @@ pub enum Command {
     Chat(crate::chat::ChatArgs),
     /// Run the node in the foreground and serve the control socket.
     Daemon(daemon::DaemonArgs),
+    /// Open the web UI in a browser (prints its address; `--url` only that).
+    Web(web::WebArgs),
     /// List who is online.
     Peers(peers::PeersArgs),
     /// Send a message with delivery receipts.
@@ -204,6 +207,7 @@ pub fn main() -> ExitCode {
     let result = match &command {
         Command::Chat(a) => crate::chat::run(g, a),
         Command::Daemon(a) => daemon::run(g, a),
+        Command::Web(a) => web::run(g, a),
         Command::Peers(a) => peers::run(g, a),
         Command::Send(a) => send::run(g, a),
         Command::Broadcast(a) => send::run_broadcast(g, a),

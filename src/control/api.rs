@@ -71,6 +71,8 @@ pub enum Request {
     Ping,
     /// The daemon's identity and away text as it runs.
     Me,
+    /// The web UI's address, its token included (`pigeon web --url`).
+    Web,
     /// Leave the LAN and stop.
     Shutdown,
 }
@@ -295,6 +297,13 @@ pub struct InfoView {
 pub struct PingAnswer {
     pub version: String,
     pub pid: u32,
+}
+
+/// `web`: where the daemon serves the web UI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct WebAnswer {
+    /// `http://ADDRESS/?token=TOKEN`: opening it once sets the cookie.
+    pub url: String,
 }
 
 /// `me`: the daemon's identity as it runs.
@@ -542,6 +551,33 @@ pub struct OfferedFile {
     pub saved: Option<String>,
 }
 
+/// What became of each file `list` of the offer `m`: new, fetched (with
+/// where it was saved), declined, or expired (older than `expiry`, how
+/// long senders keep offers by default).
+pub fn offered_files(
+    store: &crate::store::Store,
+    m: &crate::store::MessageRecord,
+    list: &[AttachmentView],
+    expiry: chrono::Duration,
+) -> Result<Vec<OfferedFile>, crate::store::StoreError> {
+    let taken = store.taken(m.id)?;
+    let old = chrono::Utc::now() - m.time > expiry;
+    Ok(list
+        .iter()
+        .map(|a| {
+            let (state, saved) = match taken.iter().find(|(f, _)| *f == a.id).map(|(_, t)| t) {
+                Some(crate::store::Taken::Fetched { path, .. }) => {
+                    (OfferState::Fetched, Some(path.to_string_lossy().into_owned()))
+                }
+                Some(crate::store::Taken::Declined { .. }) => (OfferState::Declined, None),
+                None if old => (OfferState::Expired, None),
+                None => (OfferState::New, None),
+            };
+            OfferedFile { file: a.clone(), state, saved }
+        })
+        .collect())
+}
+
 /// An offer to us, as `pigeon offers --json` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct OfferEntry {
@@ -742,6 +778,7 @@ struct Answers {
     info: InfoAnswer,
     ping: PingAnswer,
     me: MeAnswer,
+    web: WebAnswer,
     done: Done,
 }
 

@@ -39,8 +39,9 @@ pub fn lagged_json(missed: u64) -> Value {
 }
 
 /// Serves the control socket until the node stops. A stale socket file
-/// (no daemon answering) is replaced.
-pub async fn serve(path: &Path, node: NodeHandle) -> Result<()> {
+/// (no daemon answering) is replaced. `web`: how the web UI runs (the
+/// `web` op's answer).
+pub async fn serve(path: &Path, node: NodeHandle, web: crate::web::Status) -> Result<()> {
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
             bail!("a Pigeon daemon already runs with this home ({} answers)", path.display());
@@ -51,8 +52,9 @@ pub async fn serve(path: &Path, node: NodeHandle) -> Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let node = node.clone();
+        let web = web.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, node).await {
+            if let Err(e) = handle(stream, node, web).await {
                 tracing::debug!("control connection: {e:#}");
             }
         });
@@ -85,7 +87,7 @@ fn bind_private(path: &Path) -> Result<UnixListener> {
     bound
 }
 
-async fn handle(stream: UnixStream, node: NodeHandle) -> Result<()> {
+async fn handle(stream: UnixStream, node: NodeHandle, web: crate::web::Status) -> Result<()> {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     let mut limited = BufReader::new(r).take(MAX_REQUEST);
@@ -115,6 +117,13 @@ async fn handle(stream: UnixStream, node: NodeHandle) -> Result<()> {
                 Err(_) => return Ok(()),
             }
         }
+    }
+    if req == api::Request::Web {
+        let answer = match web {
+            Ok(url) => api::ok_json(&api::WebAnswer { url }),
+            Err(why) => ApiError::new(ErrorCode::Failed, why).to_json(),
+        };
+        return write(&mut w, &answer).await;
     }
     let answer = match answer(&req, &node).await {
         Ok(v) => v,
@@ -230,6 +239,8 @@ pub async fn answer(req: &api::Request, node: &NodeHandle) -> Result<Value> {
             Ok(api::ok_json(&api::Done {}))
         }
         R::Listen => Err(ApiError::new(ErrorCode::BadRequest, "listen is a stream: it has its own connection").into()),
+        // The socket's server answers it (it knows how the web UI runs).
+        R::Web => Err(ApiError::new(ErrorCode::Failed, "no daemon serves the web UI here").into()),
     }
 }
 

@@ -234,6 +234,8 @@ pub struct HistoryQuery {
     pub limit: Option<usize>,
     /// Only broadcasts.
     pub broadcast_only: bool,
+    /// Only messages older than this one (by id): the page before it.
+    pub before: Option<i64>,
 }
 
 /// What went wrong, with the file and what the store was doing, worded so
@@ -466,6 +468,11 @@ impl Store {
         if let Some(since) = q.since {
             sql.push_str(" AND m.time >= ?");
             args.push(Value::Integer(since.timestamp_millis()));
+        }
+        if let Some(id) = q.before {
+            // The order below: time, then id.
+            sql.push_str(" AND (m.time, m.id) < (SELECT time, id FROM messages WHERE id = ?)");
+            args.push(Value::Integer(id));
         }
         // The text and nick match, or (plain words) the attached files' names do.
         let mut text = String::from("1");

@@ -295,8 +295,18 @@ fn history_by_peer_since_and_limit() {
     let q = HistoryQuery { limit: Some(2), ..Default::default() };
     assert_eq!(texts(&store.history(&q).unwrap()), ["m4", "m5"]);
 
-    let q = HistoryQuery { peer: bob, since: Some(at(T0 + 2000)), limit: Some(1), search: None, broadcast_only: false };
+    let q = HistoryQuery { peer: bob.clone(), since: Some(at(T0 + 2000)), limit: Some(1), ..Default::default() };
     assert_eq!(texts(&store.history(&q).unwrap()), ["m5"]);
+
+    // Pages: the messages before one (by time, then id), newest N of them.
+    let m4 = all.iter().find(|m| m.text == "m4").unwrap().id;
+    let q = HistoryQuery { before: Some(m4), limit: Some(2), ..Default::default() };
+    assert_eq!(texts(&store.history(&q).unwrap()), ["m2", "m3"]);
+    let m3 = all.iter().find(|m| m.text == "m3").unwrap().id;
+    let q = HistoryQuery { peer: bob, before: Some(m3), ..Default::default() };
+    assert_eq!(texts(&store.history(&q).unwrap()), ["m1"]);
+    let q = HistoryQuery { before: Some(all[0].id), ..Default::default() };
+    assert!(store.history(&q).unwrap().is_empty());
 
     store
         .transaction(|tx| {

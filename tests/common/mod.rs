@@ -83,6 +83,13 @@ impl Daemon {
     }
 
     pub fn spawn(&mut self) {
+        // The web UI on this daemon's own address (a free port), unless
+        // the test configured it: not 127.0.0.1:2426 for every daemon.
+        let config = self.home.path().join("config.toml");
+        let text = std::fs::read_to_string(&config).unwrap_or_default();
+        if !text.contains("web_listen") && !text.contains("web =") {
+            std::fs::write(&config, format!("web_listen = \"{}:0\"\n{text}", self.ip)).unwrap();
+        }
         let child = pigeon(self.home.path(), self.ip, self.user, self.nick, &self.others, &["daemon"])
             .stdout(Stdio::null())
             .stderr(if std::env::var_os("PIGEON_TEST_DAEMON_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
