@@ -484,7 +484,9 @@ pub enum DirectionView {
     Out,
 }
 
-/// A message of the history, as `pigeon history --json` prints it (one a line).
+/// A message of the history, as `pigeon history --json` prints it (one a
+/// line): the same [`MessageBody`] as the `message` and `sent` events, with
+/// its row, its direction, the other side and its state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HistoryEntry {
     /// Its row in the store.
@@ -492,19 +494,13 @@ pub struct HistoryEntry {
     pub direction: DirectionView,
     /// The other side (`*@*`, nick `everyone`, for a broadcast we sent).
     pub peer: FromView,
-    pub packet_no: String,
-    /// RFC 3339, local time, seconds.
-    pub time: String,
-    pub text: String,
-    pub sealed: bool,
-    pub broadcast: bool,
-    pub auto: bool,
+    #[serde(flatten)]
+    pub body: MessageBody,
     /// `unread`, `read`, `sending`, `delivered`, `queued` or `failed`; null
     /// for a broadcast we sent (it asks for no receipt).
-    pub state: Option<String>,
+    pub state: Option<crate::store::MessageState>,
     /// How an incoming message came; null for ours.
     pub security: Option<SecurityView>,
-    pub attachments: Option<Vec<AttachmentView>>,
 }
 
 impl HistoryEntry {
@@ -515,15 +511,18 @@ impl HistoryEntry {
             id: m.id,
             direction: if m.direction == crate::store::Direction::In { DirectionView::In } else { DirectionView::Out },
             peer: FromView::from_ref(&m.peer),
-            packet_no: m.packet_no.clone(),
-            time: local_secs(m.time),
-            text: m.text.clone(),
-            sealed: m.sealed,
-            broadcast: m.broadcast,
-            auto: m.is_auto_reply(),
-            state: (!broadcast_of_ours).then(|| m.state.as_str().to_string()),
+            body: MessageBody {
+                text: m.text.clone(),
+                packet_no: m.packet_no.clone(),
+                sealed: m.sealed,
+                broadcast: m.broadcast,
+                auto: m.is_auto_reply(),
+                time: rfc3339(m.time.timestamp_millis()),
+                command: m.command,
+                attachments: m.attachments_json.as_deref().map(AttachmentView::from_column).unwrap_or_default(),
+            },
+            state: (!broadcast_of_ours).then_some(m.state),
             security: m.security.map(SecurityView::from),
-            attachments: m.attachments_json.as_deref().map(AttachmentView::from_column),
         }
     }
 }

@@ -442,14 +442,7 @@ fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
             Ok(())
         }
         StoreOp::OutState { peer, packet_no, state } => {
-            let s = match state {
-                engine::Delivery::Sending => store::MessageState::Sending,
-                engine::Delivery::Delivered => store::MessageState::Delivered,
-                engine::Delivery::Queued => store::MessageState::Queued,
-                engine::Delivery::Failed => store::MessageState::Failed,
-                engine::Delivery::Read => store::MessageState::Read,
-            };
-            tx.set_out_state(&peer.user, &peer.host, &packet_no.to_string(), s).map(|_| ())
+            tx.set_out_state(&peer.user, &peer.host, &packet_no.to_string(), (*state).into()).map(|_| ())
         }
         StoreOp::InRead { peer, packet_no } => {
             tx.set_in_state(&peer.user, &peer.host, packet_no, store::MessageState::Read).map(|_| ())

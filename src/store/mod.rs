@@ -82,8 +82,10 @@ impl FromStr for Direction {
 }
 
 /// Delivery / read state. Out: Sending, Delivered, Queued, Failed, Read.
-/// In: Unread, Read. (The schema refuses other combinations.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// In: Unread, Read. (The schema refuses other combinations.) Stored, and
+/// shown by the API, by its snake-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum MessageState {
     Sending,
     Delivered,
@@ -127,6 +129,54 @@ impl FromStr for MessageState {
         })
     }
 }
+
+impl From<crate::engine::Delivery> for MessageState {
+    /// An outgoing message's state, as the engine reports it.
+    fn from(d: crate::engine::Delivery) -> MessageState {
+        use crate::engine::Delivery as D;
+        match d {
+            D::Sending => MessageState::Sending,
+            D::Delivered => MessageState::Delivered,
+            D::Queued => MessageState::Queued,
+            D::Failed => MessageState::Failed,
+            D::Read => MessageState::Read,
+        }
+    }
+}
+
+impl MessageState {
+    /// As a delivery state (an incoming message's is read, or to be read:
+    /// `Read` either way).
+    pub fn delivery(self) -> crate::engine::Delivery {
+        use crate::engine::Delivery as D;
+        match self {
+            MessageState::Sending => D::Sending,
+            MessageState::Delivered => D::Delivered,
+            MessageState::Queued => D::Queued,
+            MessageState::Failed => D::Failed,
+            MessageState::Read | MessageState::Unread => D::Read,
+        }
+    }
+}
+
+/// Both are stored as their names (`'in'`, `'sending'`, …): written and
+/// read through these, never by hand.
+macro_rules! sql_by_name {
+    ($t:ty) => {
+        impl rusqlite::types::ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(rusqlite::types::ToSqlOutput::from(self.as_str()))
+            }
+        }
+        impl rusqlite::types::FromSql for $t {
+            fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+                v.as_str()?.parse().map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
+            }
+        }
+    };
+}
+sql_by_name!(Direction);
+sql_by_name!(MessageState);
 
 /// A name that `from_str` of [`Direction`] or [`MessageState`] does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -679,7 +729,7 @@ impl Tx<'_> {
             .ctx(self.path, OP)?;
         let changed = stmt
             .execute(params![
-                m.direction.as_str(),
+                m.direction,
                 m.peer.user,
                 m.peer.host,
                 m.peer.nick,
@@ -690,7 +740,7 @@ impl Tx<'_> {
                 i64::from(m.command),
                 m.sealed,
                 m.broadcast,
-                m.state.as_str(),
+                m.state,
                 m.attachments_json,
                 m.security.map(Security::name),
             ])
@@ -703,7 +753,7 @@ impl Tx<'_> {
         let changed = self
             .conn
             .prepare_cached("UPDATE messages SET state = ? WHERE id = ?")
-            .and_then(|mut s| s.execute(params![state.as_str(), id]))
+            .and_then(|mut s| s.execute(params![state, id]))
             .ctx(self.path, "change a message's state")?;
         if changed == 0 {
             return Err(StoreError::NoSuchMessage { path: self.path.to_path_buf(), id });
@@ -783,7 +833,7 @@ impl Tx<'_> {
         let changed = self
             .conn
             .prepare_cached(sql)
-            .and_then(|mut s| s.execute(params![state.as_str(), user, host, packet_no]))
+            .and_then(|mut s| s.execute(params![state, user, host, packet_no]))
             .ctx(self.path, "change a message's state")?;
         Ok(changed > 0)
     }
@@ -947,22 +997,16 @@ fn like_pattern(s: &str) -> String {
     p
 }
 
-fn conversion_error(col: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e))
-}
-
 fn time_from_millis(r: &Row<'_>, col: usize) -> rusqlite::Result<DateTime<Utc>> {
     let ms: i64 = r.get(col)?;
     DateTime::from_timestamp_millis(ms).ok_or(rusqlite::Error::IntegralValueOutOfRange(col, ms))
 }
 
 fn message_from_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
-    let direction: String = r.get(1)?;
-    let state: String = r.get(12)?;
     let command: i64 = r.get(9)?;
     Ok(MessageRecord {
         id: r.get(0)?,
-        direction: direction.parse().map_err(|e| conversion_error(1, e))?,
+        direction: r.get(1)?,
         peer: PeerRef { user: r.get(2)?, host: r.get(3)?, nick: r.get(4)?, addr: r.get(5)? },
         packet_no: r.get(6)?,
         time: time_from_millis(r, 7)?,
@@ -970,7 +1014,7 @@ fn message_from_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
         command: u32::try_from(command).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(9, command))?,
         sealed: r.get(10)?,
         broadcast: r.get(11)?,
-        state: state.parse().map_err(|e| conversion_error(12, e))?,
+        state: r.get(12)?,
         attachments_json: r.get(13)?,
         security: r.get::<_, Option<String>>(14)?.and_then(|s| Security::from_name(&s)),
     })
