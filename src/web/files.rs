@@ -269,10 +269,10 @@ pub async fn fetch(State(app): State<App>, Json(f): Json<FetchRequest>) -> Respo
     ok(api::Done {})
 }
 
-/// The `/download/…` link of a saved file inside the download folder
-/// (None for a folder, or a file elsewhere).
+/// The `/download/…` link of a saved file or folder inside the download
+/// folder (None for one elsewhere, or gone).
 pub fn download_url(downloads: &Path, saved: &Path) -> Option<String> {
-    if !saved.is_file() {
+    if !saved.exists() {
         return None;
     }
     let rel = saved.strip_prefix(downloads).ok()?;
@@ -311,6 +311,10 @@ pub async fn download(State(app): State<App>, UrlPath(path): UrlPath<String>) ->
     if !real.starts_with(&root) {
         return refused();
     }
+    let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if real.is_dir() {
+        return folder_as_tar(real, name);
+    }
     let f = match tokio::fs::File::open(&real).await {
         Ok(f) => f,
         Err(_) => return refused(),
@@ -319,7 +323,6 @@ pub async fn download(State(app): State<App>, UrlPath(path): UrlPath<String>) ->
         Ok(m) if m.is_file() => m.len(),
         _ => return refused(),
     };
-    let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let stream = futures_util::stream::unfold(Some(f), |state| async move {
         let mut f = state?;
         let mut buf = vec![0u8; 256 << 10];
@@ -337,6 +340,48 @@ pub async fn download(State(app): State<App>, UrlPath(path): UrlPath<String>) ->
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
             (header::CONTENT_LENGTH, len.to_string()),
             (header::CONTENT_DISPOSITION, format!("attachment; filename*=UTF-8''{}", encode(&name))),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// A folder of the download folder as one `.tar`, made as it is sent (a
+/// blocking thread writes the archive into a channel the answer reads):
+/// symbolic links stay links, never followed.
+fn folder_as_tar(dir: PathBuf, name: String) -> Response {
+    struct Chunks(tokio::sync::mpsc::Sender<std::io::Result<axum::body::Bytes>>);
+    impl std::io::Write for Chunks {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .blocking_send(Ok(axum::body::Bytes::copy_from_slice(b)))
+                .map_err(|_| std::io::Error::other("the download was cancelled"))?;
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let top = name.clone();
+    tokio::task::spawn_blocking(move || {
+        let errors = tx.clone();
+        let mut tar = tar::Builder::new(std::io::BufWriter::with_capacity(256 << 10, Chunks(tx)));
+        tar.follow_symlinks(false);
+        let done = tar
+            .append_dir_all(&top, &dir)
+            .and_then(|()| tar.into_inner()?.into_inner().map_err(|e| e.into_error()).map(drop));
+        if let Err(e) = done {
+            // The browser sees the download fail, not a short archive that looks whole.
+            let _ = errors.blocking_send(Err(e));
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    (
+        [
+            (header::CONTENT_TYPE, "application/x-tar".to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename*=UTF-8''{}.tar", encode(&name))),
             (header::CACHE_CONTROL, "no-store".to_string()),
         ],
         Body::from_stream(stream),
@@ -370,7 +415,8 @@ mod tests {
             download_url(dir.path(), &dir.path().join("sub/报告 1.txt")).as_deref(),
             Some("/download/sub/%E6%8A%A5%E5%91%8A%201.txt")
         );
-        assert_eq!(download_url(dir.path(), &dir.path().join("sub")), None, "a folder");
+        assert_eq!(download_url(dir.path(), &dir.path().join("sub")).as_deref(), Some("/download/sub"), "a folder");
+        assert_eq!(download_url(dir.path(), &dir.path().join("gone")), None, "gone");
         assert_eq!(download_url(dir.path(), Path::new("/etc/hostname")), None, "elsewhere");
     }
 }
