@@ -222,6 +222,9 @@ fn downloads_stay_in_the_download_folder() {
     std::os::unix::fs::symlink(&secret, downloads.join("sub/up")).unwrap();
     std::os::unix::fs::symlink(outside.path(), downloads.join("link-to-dir")).unwrap();
     std::os::unix::fs::symlink(outside.path(), downloads.join("sub/far")).unwrap();
+    // A named pipe: refused at once (opening it would wait for a writer).
+    let fifo = std::process::Command::new("mkfifo").arg(downloads.join("pipe")).status().unwrap();
+    assert!(fifo.success());
     let config = format!("download_dir = {}\n", toml::Value::String(downloads.to_string_lossy().into_owned()));
     let d = Daemon::start_with_config("127.0.0.184", "dora", "Dora", &[NOBODY], &config);
     let w = d.web();
@@ -266,6 +269,7 @@ fn downloads_stay_in_the_download_folder() {
         "/download//etc/passwd".into(),
         "/download/".into(),
         "/download/sub/far".into(),
+        "/download/pipe".into(),
     ] {
         let a = call(&w, "GET", &path, &[("Cookie", &cookie)], b"");
         assert_eq!(a.status, 404, "{path}: {}\n{}", a.head, a.text());

@@ -312,8 +312,11 @@ pub async fn download(State(app): State<App>, UrlPath(path): UrlPath<String>) ->
         return refused();
     }
     let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    if real.is_dir() {
-        return folder_as_tar(real, name);
+    // Its kind before opening it: opening a named pipe would wait for a writer.
+    match std::fs::metadata(&real) {
+        Ok(m) if m.is_dir() => return folder_as_tar(real, name),
+        Ok(m) if m.is_file() => {}
+        _ => return refused(),
     }
     let f = match tokio::fs::File::open(&real).await {
         Ok(f) => f,
