@@ -13,12 +13,24 @@
 //! outbox and receipts (§4.1), incoming de-duplication, sealed messages and
 //! read receipts (§4.2), info and away replies (§4.3), charsets (§5.4),
 //! FeiQ shakes and image fragments (§8), packet numbers (§1.5).
+//!
+//! Here: the [`Engine`] itself, requests, the datagrams it takes in and
+//! the packets it writes. Apart: its inputs and outputs (`api`, all
+//! re-exported here), the peer table ([`peers`]), presence (`presence`),
+//! our messages until acknowledged (`outbox`), the recently seen set
+//! (`dedup`), the timer table (`timers`), keys and encryption
+//! ([`secure`]), FeiQ pictures ([`pictures`]).
 
 #![forbid(unsafe_code)]
 
+mod api;
+mod dedup;
+mod outbox;
 pub mod peers;
 pub mod pictures;
+mod presence;
 pub mod secure;
+mod timers;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -28,544 +40,22 @@ use pigeon_protocol::charset::{self, Charset};
 use pigeon_protocol::feiq::{self, FragmentAck, ImageFragment};
 use pigeon_protocol::pubkey::{Capa, Security};
 use pigeon_protocol::reply::{PacketRef, NOT_ABSENCE_MODE};
-use pigeon_protocol::{
-    Attachment, ClientKind, Command, Entry, FeiqVersion, Header, IptuxExtra, MessageBody, Mode, Opts, Packet,
-    Utf8Trailer,
-};
+use pigeon_protocol::{Attachment, ClientKind, Command, Entry, FeiqVersion, Header, MessageBody, Mode, Opts, Packet};
 
+pub use api::*;
+pub use dedup::{text_hash, SeenKey, DEDUP_LIMIT};
 pub use peers::{Change, Identity, Peer, PeerKey, PeerTable};
+pub use presence::{REFRESH_TAKES, SILENCE};
 pub use secure::{KnownKey, OurKeys, PublicKey};
+
+use dedup::Dedup;
+use outbox::{Body, Pending, PendingRead, KEPT_OPTS, OUTBOX_CHECK_EVERY};
+use presence::ANSWERED_LIMIT;
+use timers::{Timer, Timers};
 
 /// Sealed messages remembered as opened in one run ([`Engine`]'s `opened`).
 const OPENED_LIMIT: usize = 4096;
 
-/// A peer that sent nothing for this long is asked whether it is still
-/// there (IPMsg clients send nothing while idle; one killed without
-/// BR_EXIT would stay listed for ever).
-pub const SILENCE: Duration = Duration::from_secs(10 * 60);
-/// How often the node looks for such peers.
-const AGING_EVERY: Duration = Duration::from_secs(60);
-/// A peer asked is asked again after this long…
-const PROBE_WAIT: Duration = Duration::from_secs(3);
-/// …and is taken for gone after this many unanswered asks.
-const PROBE_TRIES: u8 = 3;
-/// How long a refresh takes to drop who does not answer.
-pub const REFRESH_TAKES: Duration = Duration::from_millis(PROBE_WAIT.as_millis() as u64 * PROBE_TRIES as u64 + 500);
-
-/// The version text SENDINFO answers with.
-pub const PRODUCT: &str = concat!("Pigeon ", env!("CARGO_PKG_VERSION"));
-
-/// The engine's notion of now: a monotonic time since the driver started
-/// and the wall clock (packet numbers and message times).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Now {
-    pub mono: Duration,
-    /// Milliseconds since the Unix epoch.
-    pub unix_ms: i64,
-}
-
-/// What the engine is told about itself.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub user: String,
-    pub host: String,
-    pub nick: String,
-    pub group: String,
-    /// The header version field (starts with `1`).
-    pub version: String,
-    /// Charset for peers that do not read UTF-8.
-    pub legacy: Charset,
-    /// Where presence broadcasts go.
-    pub targets: Vec<SocketAddr>,
-    /// The port peers listen on (for targets given without one and for replies).
-    pub port: u16,
-    /// A short-lived node: NOADDLISTOPT on its messages, no answers to entries.
-    pub oneshot: bool,
-    /// Time between retransmissions of an unacknowledged message.
-    pub retry_interval: Duration,
-    /// Retransmissions before a message waits in the outbox.
-    pub retries: u32,
-    /// How long a queued message waits for its peer before it fails.
-    pub outbox_expiry: Duration,
-    /// How long offered files are served.
-    pub offer_expiry: Duration,
-    /// Away text, if away.
-    pub away: Option<String>,
-    /// Seed of the random answer delays (fixed in simulations).
-    pub seed: u64,
-    /// Our instance marker (`PG:` in our entries): tells us from other
-    /// machines of the same user@host. Empty: none sent.
-    pub instance: String,
-    /// The addresses our packets come from (with `port`): what comes from
-    /// one of them is our own broadcast, whatever name it carries.
-    pub local: Vec<std::net::IpAddr>,
-    /// Our key pairs: with them we announce ENCRYPTOPT, and messages to
-    /// peers that announce it are encrypted (protocol.md §7).
-    pub keys: Option<std::sync::Arc<secure::OurKeys>>,
-    /// Refuse plain messages from peers that can encrypt.
-    pub require_encryption: bool,
-    /// Send plain to a peer that announces ENCRYPTOPT but gives no key
-    /// (else the message fails, saying why).
-    pub plaintext_fallback: bool,
-}
-
-impl Config {
-    /// A one-shot process asks peers not to list it (NOADDLISTOPT).
-    fn oneshot_flag(&self) -> u32 {
-        if self.oneshot {
-            Opts::NOADDLISTOPT
-        } else {
-            0
-        }
-    }
-
-    /// A configuration with the protocol's default timings.
-    pub fn new(user: &str, host: &str, nick: &str) -> Config {
-        Config {
-            user: user.into(),
-            host: host.into(),
-            nick: nick.into(),
-            group: String::new(),
-            version: format!("{} {}", pigeon_protocol::client::PIGEON_VERSION_PREFIX, env!("CARGO_PKG_VERSION")),
-            legacy: Charset::Gbk,
-            targets: Vec::new(),
-            port: 2425,
-            oneshot: false,
-            retry_interval: Duration::from_secs(1),
-            retries: 4,
-            outbox_expiry: Duration::from_secs(7 * 24 * 3600),
-            offer_expiry: Duration::from_secs(7 * 24 * 3600),
-            away: None,
-            seed: 0x5eed,
-            instance: String::new(),
-            local: Vec::new(),
-            keys: None,
-            require_encryption: false,
-            plaintext_fallback: false,
-        }
-    }
-}
-
-/// A datagram to send.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    pub dst: SocketAddr,
-    pub payload: Vec<u8>,
-}
-
-/// Delivery state of an outgoing message to one recipient.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Delivery {
-    /// Sent, not yet acknowledged.
-    Sending,
-    /// Acknowledged.
-    Delivered,
-    /// Not acknowledged after every retry; resent when the peer reappears.
-    Queued,
-    /// Given up (expired in the outbox).
-    Failed,
-    /// A sealed message was opened.
-    Read,
-}
-
-impl Delivery {
-    /// The lower-case name used in JSON and the store.
-    pub fn name(self) -> &'static str {
-        match self {
-            Delivery::Sending => "sending",
-            Delivery::Delivered => "delivered",
-            Delivery::Queued => "queued",
-            Delivery::Failed => "failed",
-            Delivery::Read => "read",
-        }
-    }
-}
-
-/// A peer as events describe it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PeerInfo {
-    pub key: PeerKey,
-    pub nick: String,
-    pub group: String,
-    pub addr: SocketAddr,
-    pub client: ClientKind,
-    pub away: bool,
-}
-
-impl From<&Peer> for PeerInfo {
-    fn from(p: &Peer) -> PeerInfo {
-        PeerInfo {
-            key: p.key.clone(),
-            nick: p.nick.clone(),
-            group: p.group.clone(),
-            addr: p.addr,
-            client: p.client,
-            away: p.away,
-        }
-    }
-}
-
-/// A message that arrived.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Incoming {
-    pub from: PeerInfo,
-    pub text: String,
-    pub packet_no: String,
-    pub command: u32,
-    pub sealed: bool,
-    pub broadcast: bool,
-    /// An automatic reply (away message).
-    pub auto: bool,
-    pub attachments: Vec<Attachment>,
-    pub unix_ms: i64,
-    /// From a peer heard (its entry) before this message, from its own
-    /// address, which has not changed since it was first heard in this
-    /// run: what auto-accept trusts (nothing on an IPMsg LAN is signed).
-    pub verified: bool,
-    /// Encrypted, signed, or plain.
-    pub security: Security,
-}
-
-/// A message we sent, one row per recipient.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Outgoing {
-    pub id: u64,
-    pub to: PeerInfo,
-    /// Files and folders offered with it: (file ID, what).
-    pub offers: Vec<(u64, OfferFile)>,
-    /// Until when they are served (Unix milliseconds).
-    pub offers_expire_ms: i64,
-    pub text: String,
-    pub packet_no: u64,
-    pub command: u32,
-    pub sealed: bool,
-    pub broadcast: bool,
-    pub unix_ms: i64,
-}
-
-impl Outgoing {
-    /// Broadcasts and automatic replies ask for none: they are stored done.
-    pub fn asks_receipt(&self) -> bool {
-        Command(self.command).has(Opts::SENDCHECKOPT)
-    }
-
-    /// An automatic reply (while away): caused by the peer's message.
-    pub fn is_auto_reply(&self) -> bool {
-        Command(self.command).has(Opts::AUTORETOPT)
-    }
-}
-
-/// A message we sent, as listeners see it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Sent {
-    pub packet_no: u64,
-    pub text: String,
-    /// The command word (SECRETOPT: sealed, BROADCASTOPT, AUTORETOPT).
-    pub command: u32,
-    /// (id, peer) per recipient: the id its receipts carry. Broadcasts and
-    /// automatic replies ask for none (id 0); a broadcast lists the peers
-    /// online when it went.
-    pub to: Vec<(u64, PeerKey)>,
-    /// Files and folders offered with it: (file ID, what).
-    pub offers: Vec<(u64, OfferFile)>,
-    pub unix_ms: i64,
-}
-
-/// Something listeners are told.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Event {
-    PeerOnline(PeerInfo),
-    PeerOffline(PeerInfo),
-    PeerChanged(PeerInfo),
-    Message(Incoming),
-    /// We sent a message (from any client of this node, or an automatic
-    /// reply): what it says and to whom, before its receipts.
-    Sent(Sent),
-    /// Our away text was set (`Some`) or cleared, by any client.
-    Away(Option<String>),
-    /// A send's state for one recipient changed.
-    Receipt {
-        id: u64,
-        peer: PeerKey,
-        packet_no: u64,
-        status: Delivery,
-    },
-    /// A peer opened our sealed message.
-    Read {
-        peer: PeerKey,
-        packet_no: u64,
-    },
-    /// FeiQ window shake.
-    Shake {
-        from: PeerInfo,
-    },
-    /// A peer gave a public key other than the one pinned for it.
-    KeyChanged {
-        peer: PeerKey,
-        /// The new key's fingerprint.
-        fingerprint: String,
-    },
-    /// Why a send failed (before its `Failed` receipt).
-    SendFailed {
-        id: u64,
-        peer: PeerKey,
-        packet_no: u64,
-        reason: String,
-    },
-    /// Answer to GETINFO or GETABSENCEINFO.
-    Info {
-        peer: PeerKey,
-        version: Option<String>,
-        absence: Option<String>,
-    },
-}
-
-/// IP Messenger's answer to a message it could not decrypt.
-pub const DECRYPT_ERR: &str = "DecryptErr: my public key changed, press refresh and resend";
-
-/// How a received picture's message text starts (the saved file's path follows).
-pub const PICTURE_PREFIX: &str = "[picture] ";
-
-/// What must be stored.
-#[derive(Clone, Debug, PartialEq)]
-pub enum StoreOp {
-    /// Nothing to store: only the datagrams wait (a repeated acknowledgement
-    /// must not overtake the first one).
-    Barrier,
-    Incoming(Incoming),
-    Outgoing(Vec<Outgoing>),
-    /// State of our message to a peer.
-    OutState {
-        peer: PeerKey,
-        packet_no: u64,
-        state: Delivery,
-    },
-    /// An incoming sealed message was opened.
-    InRead {
-        peer: PeerKey,
-        packet_no: String,
-    },
-    /// A peer's details, with its instance marker (see [`Peer::marker`]).
-    Peer {
-        info: PeerInfo,
-        marker: Option<String>,
-    },
-    /// Packet numbers up to here may have been used.
-    Counter(u64),
-    /// The last packet number used, at a clean exit.
-    CounterExact(u64),
-    /// Incoming messages the user has seen (see [`Request::MarkSeen`]).
-    Seen(Option<PeerKey>),
-    /// We declined the files of a peer's message (RELEASEFILES sent).
-    Declined {
-        peer: PeerKey,
-        packet_no: String,
-    },
-    /// A peer's public key (pinned if it is its first).
-    PeerKey {
-        peer: PeerKey,
-        capa: u32,
-        exponent: Vec<u8>,
-        modulus: Vec<u8>,
-    },
-    /// The peer gave up the files of one of our messages.
-    Release {
-        peer: PeerKey,
-        packet_no: u64,
-    },
-}
-
-/// One output of the engine.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Output {
-    Transmit(Transmit),
-    Event(Event),
-    /// Store `op`; after it is durable, send `then`.
-    Store {
-        op: StoreOp,
-        then: Vec<Transmit>,
-    },
-    /// A FeiQ picture is whole: save it in the home, then tell
-    /// [`Engine::picture`] where it is.
-    SavePicture(SavePicture),
-}
-
-/// A picture to save (see [`Output::SavePicture`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct SavePicture {
-    pub from: std::net::IpAddr,
-    pub peer: PeerKey,
-    /// The last fragment's packet number and command word.
-    pub packet_no: String,
-    pub command: u32,
-    pub data: Vec<u8>,
-}
-
-/// A picture saved in the home, to be recorded as a message from its sender.
-#[derive(Clone, Debug, PartialEq)]
-pub enum PictureFrom {
-    /// Put together by the engine ([`Output::SavePicture`]).
-    Feiq(SavePicture),
-    /// Received on TCP (iptux's SENDSUBLAYER|MSGPICOPT): the header
-    /// `version:packet:user:host:command:` and the connection's address.
-    Iptux { from: std::net::IpAddr, header: Vec<u8> },
-}
-
-/// A file or folder to offer, as the caller found it on disk.
-#[derive(Clone, Debug, PartialEq)]
-pub struct OfferFile {
-    pub path: std::path::PathBuf,
-    /// The name announced (the path's last component).
-    pub name: String,
-    pub dir: bool,
-    /// Bytes; for a folder the whole tree's (iptux's GUI needs it to accept).
-    pub size: u64,
-    /// Modification time, Unix seconds.
-    pub mtime: u64,
-}
-
-/// A user's request.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Request {
-    /// Announce ourselves (start-up): NOOPERATION, BR_ENTRY after 250 ms and again after 5 s.
-    Start,
-    /// Send a message to peers (known keys).
-    Send { to: Vec<PeerKey>, text: String, sealed: bool },
-    /// Send files and folders (and a text) to peers: one SENDMSG|FILEATTACHOPT;
-    /// the offers are stored before the message goes out.
-    Offer { to: Vec<PeerKey>, text: String, sealed: bool, files: Vec<OfferFile> },
-    /// BROADCASTOPT message to every peer and target; no receipts.
-    Broadcast { text: String },
-    /// Go away (with a text) or come back (None).
-    SetAway(Option<String>),
-    /// Change nick or group.
-    SetName { nick: String, group: String },
-    /// The user opened a sealed message; `read_check`: the message asked
-    /// for a checked read receipt (READCHECKOPT).
-    Open { peer: PeerKey, packet_no: String, read_check: bool },
-    /// Ask a peer for its version and away text.
-    GetInfo(PeerKey),
-    /// FeiQ's window shake ("抖一抖"): FeiQ shakes the conversation's
-    /// window, Pigeon shows a notice; other clients ignore it.
-    Shake(PeerKey),
-    /// The key a peer gives now becomes its pinned one (`pigeon keys --trust`).
-    TrustKey(PeerKey),
-    /// IP Messenger's F5: announce ourselves again, and take every peer
-    /// that does not answer within a few tries for gone.
-    Refresh,
-    /// The user declined the files of a peer's message: RELEASEFILES, so
-    /// the sender stops serving them (§6.2).
-    Decline { peer: PeerKey, packet_no: String },
-    /// The user has seen a conversation: the store marks its plain incoming
-    /// messages read (sealed ones wait for `Open`). `None`: the broadcasts.
-    /// Nothing goes on the wire.
-    MarkSeen(Option<PeerKey>),
-    /// Leave: BR_EXIT twice, 100 ms apart.
-    Quit,
-    /// Announce ourselves by unicast to addresses outside the broadcast
-    /// domain (configured ranges), paced at 1,000 per second.
-    Probe(Vec<SocketAddr>),
-}
-
-/// Why a request was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum RequestError {
-    #[error("unknown peer {0}")]
-    UnknownPeer(PeerKey),
-    #[error("message too long for {peer} ({client}): {bytes} bytes, at most {limit} fit in one packet; split it")]
-    TooLong { peer: PeerKey, client: &'static str, bytes: usize, limit: usize },
-    #[error("cannot write the packet: {0}")]
-    Encode(String),
-}
-
-/// Counters for what was dropped.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub received: u64,
-    pub malformed: u64,
-    pub duplicates: u64,
-    pub ignored: u64,
-    pub sent: u64,
-    /// Encrypted messages we could not read (answered with DecryptErr).
-    pub undecryptable: u64,
-    /// Plain messages refused (`require_encryption`).
-    pub refused_plain: u64,
-}
-
-/// One recipient of an outgoing message still waiting for its ack.
-#[derive(Clone, Debug)]
-struct Pending {
-    id: u64,
-    peer: PeerKey,
-    packet_no: u64,
-    body: Body,
-    sends: u32,
-    next: Option<Duration>,
-    queued_at_ms: Option<i64>,
-}
-
-/// A queued message's datagram, or what it will be written from.
-#[derive(Clone, Debug)]
-enum Body {
-    Written(Vec<u8>),
-    /// For a peer whose charset and client are not known yet (known from
-    /// the store only, or restored from the outbox): written when it comes
-    /// back. `opts` keeps SECRETEXOPT and MULTICASTOPT.
-    Unwritten {
-        opts: u32,
-        text: String,
-        files: Vec<(u64, OfferFile)>,
-    },
-}
-
-impl Body {
-    fn written(&self) -> Option<&Vec<u8>> {
-        match self {
-            Body::Written(d) => Some(d),
-            Body::Unwritten { .. } => None,
-        }
-    }
-}
-
-/// A READMSG of ours waiting for its ANSREADMSG.
-#[derive(Clone, Debug)]
-struct PendingRead {
-    dst: SocketAddr,
-    packet_no: u64,
-    datagram: Vec<u8>,
-    sends: u32,
-    next: Duration,
-}
-
-/// What identifies an incoming message: sender, packet number and a hash of
-/// its text (iptux restarts its numbers at 1, so the number alone repeats).
-pub type SeenKey = (PeerKey, String, u64);
-
-/// FNV-1a, stable across versions and runs (the keys come back from disk).
-pub fn text_hash(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
-}
-
-/// How many incoming messages are remembered to drop their repeats.
-pub const DEDUP_LIMIT: usize = 200_000;
-/// IPMsg's READMSG retry: 750 ms, 12 times.
-const READ_RETRY: Duration = Duration::from_millis(750);
-const READ_TRIES: u32 = 12;
-/// At most this many addresses wait to be probed.
-const PROBE_LIMIT: usize = 65_536;
-/// Probes sent per 10 ms tick.
-const PROBE_BATCH: usize = 10;
-/// An address is answered (ANSENTRY) at most this often: a flood of
-/// BR_ENTRY from one address makes no more of them (one-shot commands run
-/// back to back from one address still each get theirs).
-const ANSWER_EVERY: Duration = Duration::from_secs(1);
-/// At most this many answers go out per answer timer (protocol.md §3.2
-/// spreads them over up to 4 s), and so per second or so: we are no
-/// reflection amplifier for spoofed entries.
-const ANSWER_BATCH: usize = 256;
-/// Addresses remembered for [`ANSWER_EVERY`].
-const ANSWERED_LIMIT: usize = 16_384;
 /// Packet numbers are reserved in blocks so a restart never reuses one.
 const COUNTER_BLOCK: u64 = 1024;
 
@@ -583,8 +73,8 @@ pub struct Engine {
     /// Sealed messages opened in this run (peer, packet number): opening
     /// one again sends no second read receipt. Bounded: the oldest go.
     opened: VecDeque<(PeerKey, String)>,
-    seen: HashSet<SeenKey>,
-    seen_order: VecDeque<SeenKey>,
+    /// Incoming messages received lately: their repeats are dropped.
+    seen: Dedup,
     /// FeiQ pictures being put together from their fragments.
     pictures: pictures::Pictures,
     /// The peers' public keys.
@@ -595,23 +85,28 @@ pub struct Engine {
     key_stored: HashSet<PeerKey>,
     /// When each address was last given our key, or a DecryptErr (by mode).
     key_answered: HashMap<(std::net::IpAddr, u8), Duration>,
-    entry_at: Vec<Duration>,
-    answer_at: Option<Duration>,
+    /// Where the answers due at [`Timer::Answer`] go.
     answer_to: Vec<SocketAddr>,
     /// Who is in `answer_to`, and when each address was last answered: an
-    /// address is answered at most once per [`ANSWER_EVERY`].
+    /// address is answered at most once per `ANSWER_EVERY` (a second).
     answering: HashSet<SocketAddr>,
     answered: std::collections::HashMap<SocketAddr, Duration>,
-    exit_at: Option<Duration>,
+    /// Addresses waiting for a probe (see [`Request::Probe`]).
     probe: VecDeque<SocketAddr>,
-    probe_at: Option<Duration>,
     /// When each known peer last sent anything (engine clock).
     heard: HashMap<PeerKey, Duration>,
     /// Peers asked whether they are still there (unicast BR_ENTRY): when
     /// to ask again or give up, and how often they were asked.
     probing: HashMap<PeerKey, (Duration, u8)>,
-    /// The next look for peers silent longer than [`SILENCE`].
-    aging_at: Option<Duration>,
+    /// When each timer is due. The timers that stand for the earliest of
+    /// a queue (`pending`, `reads`, `probing`; the outbox check while
+    /// anything is pending) are set again by [`Engine::rearm`] at the end
+    /// of every call that may change them.
+    timers: Timers,
+    /// When the outbox is next checked ([`Timer::Outbox`], armed while
+    /// anything is pending). Moved on by any `handle_timeout` after it, even
+    /// with nothing pending: it decides when what is queued later is first
+    /// checked.
     next_expiry_check: Duration,
     quitting: bool,
     stats: Stats,
@@ -643,24 +138,19 @@ impl Engine {
             pending: Vec::new(),
             reads: Vec::new(),
             opened: VecDeque::new(),
-            seen: HashSet::new(),
-            seen_order: VecDeque::new(),
+            seen: Dedup::default(),
             pictures: pictures::Pictures::default(),
             keyring: secure::Keyring::default(),
             key_asked: HashMap::new(),
             key_stored: HashSet::new(),
             key_answered: HashMap::new(),
-            entry_at: Vec::new(),
-            answer_at: None,
             answer_to: Vec::new(),
             answering: HashSet::new(),
             answered: std::collections::HashMap::new(),
-            exit_at: None,
             probe: VecDeque::new(),
-            probe_at: None,
             heard: HashMap::new(),
             probing: HashMap::new(),
-            aging_at: None,
+            timers: Timers::default(),
             next_expiry_check: Duration::ZERO,
             quitting: false,
             stats: Stats::default(),
@@ -721,6 +211,7 @@ impl Engine {
             next: None,
             queued_at_ms: Some(queued_at_ms),
         });
+        self.rearm();
     }
 
     /// A peer's public key from the store, with the modulus pinned for it.
@@ -771,10 +262,7 @@ impl Engine {
     /// again rather than treated as a duplicate.
     pub fn store_failed(&mut self, op: &StoreOp) {
         if let StoreOp::Incoming(m) = op {
-            let k = (m.from.key.clone(), m.packet_no.clone(), text_hash(&m.text));
-            if self.seen.remove(&k) {
-                self.seen_order.retain(|x| x != &k);
-            }
+            self.seen.forget(&(m.from.key.clone(), m.packet_no.clone(), text_hash(&m.text)));
         }
     }
 
@@ -785,12 +273,30 @@ impl Engine {
 
     /// When [`Engine::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        let retries = self.pending.iter().filter_map(|p| p.next);
-        let reads = self.reads.iter().map(|r| r.next);
-        let fixed = self.entry_at.iter().copied().chain(self.answer_at).chain(self.exit_at).chain(self.probe_at);
-        let expiry = (!self.pending.is_empty()).then_some(self.next_expiry_check);
-        let probes = self.probing.values().map(|(t, _)| *t);
-        retries.chain(reads).chain(fixed).chain(expiry).chain(probes).chain(self.aging_at).min()
+        self.timers.next_expiring()
+    }
+
+    /// Sets the timers that stand for the earliest of a queue again from
+    /// their queue; the others are set and stopped where their work is
+    /// scheduled.
+    fn rearm(&mut self) {
+        for timer in Timer::VALUES {
+            self.rearm_timer(timer);
+        }
+    }
+
+    /// [`Engine::rearm`] for one timer.
+    fn rearm_timer(&mut self, timer: Timer) {
+        let at = match timer {
+            Timer::AskSilent => self.next_ask(),
+            Timer::Retry => self.next_retry(),
+            Timer::ReadRetry => self.next_read_retry(),
+            Timer::Outbox => (!self.pending.is_empty()).then_some(self.next_expiry_check),
+            Timer::Aging | Timer::FirstEntry | Timer::SecondEntry | Timer::Answer | Timer::Probe | Timer::Exit => {
+                return
+            }
+        };
+        self.timers.put(timer, at);
     }
 
     fn packet_no(&mut self, now: Now) -> u64 {
@@ -826,77 +332,11 @@ impl Engine {
         s
     }
 
-    /// Our entry payload: legacy nick and group, then the UTF-8 trailer.
-    fn entry_packet(&mut self, now: Now, mode: Mode, extra: u32) -> Vec<u8> {
-        let nick = self.display_nick();
-        let entry = Entry {
-            nick: nick.clone(),
-            group: self.cfg.group.clone(),
-            trailer: Some(Utf8Trailer {
-                user: Some(self.cfg.user.clone()),
-                host: Some(self.cfg.host.clone()),
-                nick: Some(nick),
-                group: Some(self.cfg.group.clone()),
-                version: None,
-                instance: self.instance(),
-            }),
-            iptux: None,
-        };
-        let no = self.packet_no(now);
-        let command = Command::new(mode, self.status() | extra);
-        let mut out = Vec::with_capacity(128);
-        let header = self.header(no, command);
-        entry.encode(&header, self.cfg.legacy, &mut out).expect("own header fields and texts are sanitized");
-        out
-    }
-
-    /// Our instance marker for the trailer, if we have one.
-    fn instance(&self) -> Option<String> {
-        (!self.cfg.instance.is_empty()).then(|| self.cfg.instance.clone())
-    }
-
     /// True if a datagram from `from` is one of ours (our broadcast coming
     /// back): our port on one of our addresses. Names prove nothing: every
     /// Raspberry Pi is `pi@raspberrypi`.
     fn is_own(&self, from: SocketAddr) -> bool {
         from.port() == self.cfg.port && self.cfg.local.contains(&from.ip())
-    }
-
-    /// Our entry as iptux peers read it (`nick\0group\0icon\0utf-8\0`,
-    /// all UTF-8, no UTF8OPT): an iptux-compatible peer that reads UTF-8.
-    /// iptux then writes to us in UTF-8 and reads our UTF-8 as it is,
-    /// whatever its preferred charset; from the IPMsg-style entry it would
-    /// guess our charset from our bytes (GB18030, or UTF-16: protocol.md
-    /// §5.2) and garble both ways.
-    fn iptux_entry(&mut self, now: Now, mode: Mode) -> Vec<u8> {
-        let entry = Entry {
-            nick: self.display_nick(),
-            group: self.cfg.group.clone(),
-            trailer: None,
-            iptux: Some(IptuxExtra { icon: String::new(), charset: "utf-8".into() }),
-        };
-        let no = self.packet_no(now);
-        let command = Command::new(mode, self.status());
-        let header = self.header(no, command);
-        let mut out = Vec::with_capacity(96);
-        entry.encode(&header, Charset::Utf8, &mut out).expect("own header fields and texts are sanitized");
-        out
-    }
-
-    /// After a presence packet that iptux peers read as our IPMsg-style
-    /// entry (which makes iptux guess our charset again), our iptux-style
-    /// entry to each of them, by unicast: ANSENTRY after BR_ENTRY,
-    /// BR_ABSENCE after BR_ABSENCE. iptux handles datagrams in order.
-    fn tell_iptux_peers(&mut self, now: Now, mode: Mode) {
-        let addrs: Vec<SocketAddr> =
-            self.peers.all().iter().filter(|p| p.online && p.client == ClientKind::Iptux).map(|p| p.addr).collect();
-        if addrs.is_empty() {
-            return;
-        }
-        let pkt = self.iptux_entry(now, mode);
-        for a in addrs {
-            self.transmit(a, pkt.clone());
-        }
     }
 
     /// Our header for a packet.
@@ -907,13 +347,6 @@ impl Engine {
             user: self.cfg.user.as_bytes(),
             host: self.cfg.host.as_bytes(),
             command,
-        }
-    }
-
-    fn display_nick(&self) -> String {
-        match &self.cfg.away {
-            Some(_) => format!("{}[away]", self.cfg.nick),
-            None => self.cfg.nick.clone(),
         }
     }
 
@@ -940,11 +373,16 @@ impl Engine {
 
     /// Handles a user request.
     pub fn command(&mut self, now: Now, req: Request) -> Result<Vec<u64>, RequestError> {
+        let r = self.request(now, req);
+        self.rearm();
+        r
+    }
+
+    /// [`Engine::command`] but for the timers.
+    fn request(&mut self, now: Now, req: Request) -> Result<Vec<u64>, RequestError> {
         match req {
             Request::Start => {
-                let noop = self.entry_packet(now, Mode::NOOPERATION, 0);
-                self.broadcast_all(noop);
-                self.entry_at = vec![now.mono + Duration::from_millis(250), now.mono + Duration::from_millis(5250)];
+                self.start(now);
                 Ok(vec![])
             }
             Request::Send { to, text, sealed } => self.send(now, &to, &text, sealed, &[]),
@@ -1059,26 +497,13 @@ impl Engine {
                 self.transmit(p.addr, pkt.clone());
                 // Only a checked receipt is answered (ANSREADMSG), so only it is retried.
                 if read_check {
-                    self.reads.push(PendingRead {
-                        dst: p.addr,
-                        packet_no: no,
-                        datagram: pkt,
-                        sends: 1,
-                        next: now.mono + READ_RETRY,
-                    });
+                    self.await_read_answer(now, p.addr, no, pkt);
                 }
                 self.out.push_back(Output::Store { op: StoreOp::InRead { peer, packet_no }, then: Vec::new() });
                 Ok(vec![])
             }
             Request::Refresh => {
-                let entry = self.entry_packet(now, Mode::BR_ENTRY, 0);
-                self.announce(entry);
-                let online: Vec<PeerKey> =
-                    self.peers.all().iter().filter(|p| p.online).map(|p| p.key.clone()).collect();
-                for k in online {
-                    // The broadcast was the first ask; unicast ones follow.
-                    self.probing.entry(k).or_insert((now.mono + PROBE_WAIT, 1));
-                }
+                self.refresh(now);
                 Ok(vec![])
             }
             Request::Shake(peer) => {
@@ -1115,47 +540,13 @@ impl Engine {
                 Ok(vec![])
             }
             Request::Probe(addrs) => {
-                for a in addrs.into_iter().take(PROBE_LIMIT - self.probe.len().min(PROBE_LIMIT)) {
-                    self.probe.push_back(a);
-                }
-                if self.probe_at.is_none() && !self.probe.is_empty() {
-                    self.probe_at = Some(now.mono);
-                }
+                self.queue_probes(now, addrs);
                 Ok(vec![])
             }
             Request::Quit => {
-                let exit = self.entry_packet(now, Mode::BR_EXIT, 0);
-                self.announce(exit);
-                self.exit_at = Some(now.mono + Duration::from_millis(100));
-                // Nothing may announce us again after the exit: no second
-                // entry, no delayed answer, no probe.
-                self.quitting = true;
-                self.entry_at.clear();
-                self.answer_at = None;
-                self.answer_to.clear();
-                self.answering.clear();
-                self.probe.clear();
-                self.probe_at = None;
+                self.quit(now);
                 Ok(vec![])
             }
-        }
-    }
-
-    fn announce_change(&mut self, now: Now) {
-        let p = self.entry_packet(now, Mode::BR_ABSENCE, 0);
-        self.announce(p);
-        self.tell_iptux_peers(now, Mode::BR_ABSENCE);
-    }
-
-    /// Sends a presence packet to every target, and by unicast to every
-    /// online peer that is not itself a target.
-    fn announce(&mut self, payload: Vec<u8>) {
-        let targets: HashSet<SocketAddr> = self.cfg.targets.iter().copied().collect();
-        let unicast: Vec<SocketAddr> =
-            self.peers.all().iter().filter(|p| p.online && !targets.contains(&p.addr)).map(|p| p.addr).collect();
-        self.broadcast_all(payload.clone());
-        for a in unicast {
-            self.transmit(a, payload.clone());
         }
     }
 
@@ -1412,207 +803,41 @@ impl Engine {
         Ok(ids)
     }
 
-    fn queued(&mut self, id: u64, peer: PeerKey, packet_no: u64) {
-        self.event(Event::Receipt { id, peer: peer.clone(), packet_no, status: Delivery::Queued });
-        self.out.push_back(Output::Store {
-            op: StoreOp::OutState { peer, packet_no, state: Delivery::Queued },
-            then: Vec::new(),
-        });
-    }
-
-    /// Handles the passing of time: retries, delayed answers, expiry.
+    /// Handles the passing of time: every timer due at `now` (aging,
+    /// entries, delayed answers, probes, exit, retries, outbox expiry), in
+    /// that order.
     pub fn handle_timeout(&mut self, now: Now) {
-        self.age_peers(now);
-        while let Some(pos) = self.entry_at.iter().position(|&t| t <= now.mono) {
-            self.entry_at.remove(pos);
-            let entry = self.entry_packet(now, Mode::BR_ENTRY, 0);
-            self.broadcast_all(entry);
-            self.tell_iptux_peers(now, Mode::ANSENTRY);
+        if self.cfg.oneshot || self.quitting {
+            self.stop_aging();
         }
-        if self.answer_at.is_some_and(|t| t <= now.mono) {
-            self.answer_at = None;
-            self.answering.clear();
-            for dst in std::mem::take(&mut self.answer_to) {
-                let peer = self.peers.by_addr(dst).cloned();
-                let p = self.answer_packet(now, peer.as_ref());
-                self.transmit(dst, p);
-                self.note_answered(dst, now);
-            }
-        }
-        if self.probe_at.is_some_and(|t| t <= now.mono) {
-            let batch: Vec<SocketAddr> = (0..PROBE_BATCH).map_while(|_| self.probe.pop_front()).collect();
-            if !batch.is_empty() {
-                let entry = self.entry_packet(now, Mode::BR_ENTRY, Opts::DIALUPOPT);
-                for a in batch {
-                    self.transmit(a, entry.clone());
-                }
-            }
-            self.probe_at = (!self.probe.is_empty()).then_some(now.mono + Duration::from_millis(10));
-        }
-        if self.exit_at.is_some_and(|t| t <= now.mono) {
-            self.exit_at = None;
-            let exit = self.entry_packet(now, Mode::BR_EXIT, 0);
-            self.broadcast_all(exit);
-            // A clean exit records the last number used, not the reservation,
-            // so frequent short runs (cron) do not push numbers ahead.
-            self.out.push_back(Output::Store { op: StoreOp::CounterExact(self.last_packet_no), then: Vec::new() });
-        }
-        let mut resend = Vec::new();
-        let mut give_up = Vec::new();
-        let mut ask = Vec::new();
-        for (i, p) in self.pending.iter_mut().enumerate() {
-            let Some(t) = p.next else { continue };
-            if t > now.mono {
+        for timer in Timer::VALUES {
+            // What the timers before it did may have changed its queue.
+            self.rearm_timer(timer);
+            if !self.timers.is_expired(timer, now.mono) {
                 continue;
             }
-            // A key is asked for twice as long as a message is retried:
-            // under loss, both the request and the answer must get through.
-            let limit = if p.body.written().is_none() { self.cfg.retries * 2 + 1 } else { self.cfg.retries };
-            if p.sends > limit {
-                p.next = None;
-                // The outbox expiry counts from the first time it was queued.
-                p.queued_at_ms.get_or_insert(now.unix_ms);
-                give_up.push(i);
-            } else if p.body.written().is_none() {
-                // Waiting for the peer's key: ask again.
-                p.sends += 1;
-                p.next = Some(now.mono + self.cfg.retry_interval);
-                ask.push(p.peer.clone());
-            } else {
-                p.sends += 1;
-                p.next = Some(now.mono + self.cfg.retry_interval);
-                resend.push(i);
+            self.timers.stop(timer);
+            match timer {
+                Timer::Aging => self.look_for_silent(now),
+                Timer::AskSilent => self.ask_silent(now),
+                Timer::FirstEntry | Timer::SecondEntry => self.send_entry(now),
+                Timer::Answer => self.send_answers(now),
+                Timer::Probe => self.send_probes(now),
+                Timer::Exit => self.send_exit(now),
+                Timer::Retry => self.retry_sends(now),
+                Timer::ReadRetry => self.retry_reads(now),
+                Timer::Outbox => self.check_outbox(now),
             }
-        }
-        for i in resend {
-            let (key, mut dg, sends) = {
-                let p = &self.pending[i];
-                let Some(dg) = p.body.written() else { continue };
-                (p.peer.clone(), dg.clone(), p.sends)
-            };
-            // IPMsg pads the 3rd and 4th retransmissions with 64 NULs.
-            if sends >= 4 {
-                dg.extend_from_slice(&[0; 64]);
-            }
-            if let Some(addr) = self.peers.get(&key).map(|p| p.addr) {
-                self.transmit(addr, dg);
-            }
-        }
-        // One request (and probe) per peer, however many messages wait for it.
-        let mut seen_keys = HashSet::new();
-        ask.retain(|k| seen_keys.insert(k.clone()));
-        for key in ask {
-            // Bypass the once-a-second limit: this is the retry timer.
-            self.key_asked.remove(&key);
-            self.ask_key(now, &key, false);
-            // And ask whether it is there at all (every client answers a
-            // BR_ENTRY): one that answers but gives no key is told apart
-            // from one that is gone.
-            if let Some(addr) = self.peers.get(&key).map(|p| p.addr) {
-                let e = self.entry_packet(now, Mode::BR_ENTRY, 0);
-                self.transmit(addr, e);
-            }
-        }
-        let mut no_key = Vec::new();
-        // The key requests of one wait went out over this long.
-        let wait = self.cfg.retry_interval * (self.cfg.retries * 2 + 2);
-        for &i in &give_up {
-            let p = &self.pending[i];
-            // Heard from during the wait (it is there) yet no key: it will
-            // not give one. Silent: gone like any peer that does not answer,
-            // and the message waits in the outbox for it.
-            let alive = self.heard.get(&p.peer).is_some_and(|t| now.mono.saturating_sub(*t) <= wait);
-            if p.body.written().is_none() && alive {
-                no_key.push(p.id);
-            } else {
-                self.queued(p.id, p.peer.clone(), p.packet_no);
-            }
-        }
-        // An online peer that announces encryption and never gave its key:
-        // plain text only if the user allows it; else the send fails, saying why.
-        for id in no_key {
-            self.without_key(now, id);
-        }
-        let mut read_retry = Vec::new();
-        self.reads.retain_mut(|r| {
-            if r.next > now.mono {
-                return true;
-            }
-            if r.sends >= READ_TRIES {
-                return false;
-            }
-            r.sends += 1;
-            r.next = now.mono + READ_RETRY;
-            read_retry.push((r.dst, r.datagram.clone()));
-            true
-        });
-        for (dst, dg) in read_retry {
-            self.transmit(dst, dg);
         }
         if now.mono >= self.next_expiry_check {
-            self.next_expiry_check = now.mono + Duration::from_secs(60);
-            // A peer still listed online may only have lost our packets or
-            // its acks: try its queued messages again, once a minute.
-            let mut waiting: Vec<PeerKey> = self
-                .pending
-                .iter()
-                .filter(|p| p.next.is_none() && self.peers.get(&p.peer).is_some_and(|peer| peer.online))
-                .map(|p| p.peer.clone())
-                .collect();
-            waiting.sort();
-            waiting.dedup();
-            for k in waiting {
-                self.flush_outbox(now, &k);
-            }
-            let expiry_ms = self.cfg.outbox_expiry.as_millis() as i64;
-            let expired: Vec<Pending> = self
-                .pending
-                .iter()
-                .filter(|p| p.queued_at_ms.is_some_and(|q| now.unix_ms - q >= expiry_ms))
-                .cloned()
-                .collect();
-            self.pending.retain(|p| p.queued_at_ms.is_none_or(|q| now.unix_ms - q < expiry_ms));
-            for p in expired {
-                self.finish(p.id, p.peer, p.packet_no, Delivery::Failed);
-            }
+            // Nothing was pending: the check's time moves on all the same.
+            self.next_expiry_check = now.mono + OUTBOX_CHECK_EVERY;
         }
-    }
-
-    fn finish(&mut self, id: u64, peer: PeerKey, packet_no: u64, state: Delivery) {
-        self.event(Event::Receipt { id, peer: peer.clone(), packet_no, status: state });
-        self.out.push_back(Output::Store { op: StoreOp::OutState { peer, packet_no, state }, then: Vec::new() });
-    }
-
-    fn answer_packet(&mut self, now: Now, to: Option<&Peer>) -> Vec<u8> {
-        if to.is_some_and(|p| p.client == ClientKind::Iptux) {
-            return self.iptux_entry(now, Mode::ANSENTRY);
-        }
-        if !to.is_some_and(Peer::reads_utf8_flag) {
-            return self.entry_packet(now, Mode::ANSENTRY, 0);
-        }
-        // To UTF-8 readers: everything UTF-8 (as IPMsg answers), the
-        // trailer only for our instance marker.
-        let trailer = self.instance().map(|i| Utf8Trailer { instance: Some(i), ..Default::default() });
-        let entry = Entry { nick: self.display_nick(), group: self.cfg.group.clone(), trailer, iptux: None };
-        let no = self.packet_no(now);
-        let command = Command::new(Mode::ANSENTRY, self.status() | Opts::UTF8OPT);
-        let header = self.header(no, command);
-        let mut out = Vec::with_capacity(96);
-        entry.encode(&header, Charset::Utf8, &mut out).expect("own header fields and texts are sanitized");
-        out
+        self.rearm();
     }
 
     fn remember(&mut self, k: SeenKey) -> bool {
-        if !self.seen.insert(k.clone()) {
-            return false;
-        }
-        self.seen_order.push_back(k);
-        if self.seen_order.len() > DEDUP_LIMIT {
-            if let Some(old) = self.seen_order.pop_front() {
-                self.seen.remove(&old);
-            }
-        }
-        true
+        self.seen.insert(k)
     }
 
     /// A picture was saved at `path`: records it as a message from its
@@ -1682,6 +907,12 @@ impl Engine {
 
     /// Handles one datagram from `from`.
     pub fn handle(&mut self, now: Now, from: SocketAddr, datagram: &[u8]) {
+        self.datagram(now, from, datagram);
+        self.rearm();
+    }
+
+    /// [`Engine::handle`] but for the timers.
+    fn datagram(&mut self, now: Now, from: SocketAddr, datagram: &[u8]) {
         self.stats.received += 1;
         if self.is_own(from) {
             return; // our own broadcast
@@ -1723,9 +954,7 @@ impl Engine {
             };
             self.note_heard(&name, from, now);
             self.presence(now, from, &p, name, marker, entry, entry_cs, client);
-            if self.aging_at.is_none() && !self.cfg.oneshot {
-                self.aging_at = Some(now.mono + AGING_EVERY);
-            }
+            self.start_aging(now);
             return;
         }
         self.note_heard(&name, from, now);
@@ -1765,7 +994,7 @@ impl Engine {
             }
             Mode::ANSREADMSG => {
                 let Ok(r) = PacketRef::decode(p.body()) else { return self.malformed() };
-                self.reads.retain(|x| !(x.packet_no == r.value && x.dst.ip() == from.ip()));
+                self.read_answered(from, r.value);
             }
             Mode::RELEASEFILES => {
                 let Ok(r) = PacketRef::decode(p.body()) else { return self.malformed() };
@@ -1858,168 +1087,6 @@ impl Engine {
         }
     }
 
-    /// An entry-type packet from `from`, naming itself `name` (untagged).
-    #[allow(clippy::too_many_arguments)]
-    fn presence(
-        &mut self,
-        now: Now,
-        from: SocketAddr,
-        p: &Packet<'_>,
-        name: PeerKey,
-        marker: Option<String>,
-        entry: Entry,
-        cs: Charset,
-        client: ClientKind,
-    ) {
-        let mode = p.mode();
-        if mode == Mode::NOOPERATION {
-            return;
-        }
-        if mode == Mode::BR_EXIT {
-            // Only the peer itself can say it left (§3.5: by address).
-            let Some(key) = self.peers.by_source(&name, from).filter(|p| p.at(from) || p.addr.ip() == from.ip()) else {
-                self.stats.ignored += 1;
-                return;
-            };
-            let key = key.key.clone();
-            if let Some(gone) = self.peers.exit(&key) {
-                self.event(Event::PeerOffline(PeerInfo::from(&gone)));
-            }
-            return;
-        }
-        let (key, second_address) = match self.peers.identify(&name, marker.as_deref(), from, now.mono) {
-            Identity::Known(k) | Identity::New(k) => (k, false),
-            Identity::Also(k) => (k, true),
-        };
-        // A second address of one machine: the first stays where we send.
-        let addr = match self.peers.get(&key) {
-            Some(old) if second_address => old.addr,
-            _ => from,
-        };
-        let announced = entry.iptux.as_ref().and_then(|x| pigeon_protocol::Charset::from_label(&x.charset));
-        // A broadcast entry of a guessed client says what its entries are
-        // in; its other packets what its text to us is in.
-        let guessed = matches!(client, ClientKind::Iptux | ClientKind::Unknown);
-        let old = self.peers.get(&key);
-        let (charset, entry_charset) = if guessed && mode == Mode::BR_ENTRY {
-            // We tell iptux we read UTF-8 (iptux_entry): its text to us is.
-            (old.map_or(Charset::Utf8, |o| o.charset), Some(cs))
-        } else {
-            (cs, old.and_then(|o| o.entry_charset))
-        };
-        let away = p.opts().has(Opts::ABSENCEOPT) && client != ClientKind::Iptux;
-        let peer = Peer {
-            key: key.clone(),
-            nick: strip_away_marker(entry.display_nick()).to_string(),
-            group: entry.display_group().to_string(),
-            addr,
-            client,
-            version: String::from_utf8_lossy(p.version).into_owned(),
-            status: p.opts(),
-            away,
-            charset,
-            announced,
-            entry_charset,
-            online: true,
-            seen: now.mono,
-            marker,
-            also: Vec::new(),
-            moved: false,
-            key_mark: peers::KeyMark::None,
-        };
-        let change = self.peers.upsert(peer);
-        if second_address {
-            self.peers.also_at(&key, from, now.mono);
-        }
-        let info = PeerInfo::from(self.peers.get(&key).expect("just upserted"));
-        match change {
-            Change::Online => self.event(Event::PeerOnline(info.clone())),
-            Change::Changed => self.event(Event::PeerChanged(info.clone())),
-            Change::Same => {}
-        }
-        if change != Change::Same {
-            let marker = self.peers.get(&key).and_then(|p| p.marker.clone());
-            self.out.push_back(Output::Store { op: StoreOp::Peer { info: info.clone(), marker }, then: Vec::new() });
-        }
-        if mode == Mode::BR_ENTRY && !self.cfg.oneshot {
-            self.schedule_answer(now, from);
-        } else if change == Change::Online && client == ClientKind::Iptux && !self.quitting {
-            // It learnt of us from our IPMsg-style entry: tell it what we read.
-            let e = self.iptux_entry(now, Mode::ANSENTRY);
-            self.transmit(from, e);
-        }
-        if mode == Mode::BR_ENTRY || mode == Mode::ANSENTRY || change == Change::Online {
-            self.flush_outbox(now, &key);
-        }
-    }
-
-    /// A known peer sent something: it is there.
-    fn note_heard(&mut self, name: &PeerKey, from: SocketAddr, now: Now) {
-        let Some(key) = self.peers.by_source(name, from).map(|p| p.key.clone()) else { return };
-        self.probing.remove(&key);
-        self.heard.insert(key, now.mono);
-    }
-
-    /// Asks peers silent for [`SILENCE`] whether they are there (a unicast
-    /// BR_ENTRY, which every client answers), and takes those that do not
-    /// answer [`PROBE_TRIES`] asks for gone. A one-shot node does not age.
-    fn age_peers(&mut self, now: Now) {
-        if self.cfg.oneshot || self.quitting {
-            self.aging_at = None;
-            self.probing.clear();
-            return;
-        }
-        if self.aging_at.is_some_and(|t| t <= now.mono) {
-            // No timer while nobody is online (presence starts it again).
-            let anyone = self.peers.all().iter().any(|p| p.online);
-            self.aging_at = anyone.then_some(now.mono + AGING_EVERY);
-            let silent: Vec<PeerKey> = self
-                .peers
-                .all()
-                .iter()
-                .filter(|p| p.online && !self.probing.contains_key(&p.key))
-                .filter(|p| now.mono.saturating_sub(self.heard.get(&p.key).copied().unwrap_or(p.seen)) >= SILENCE)
-                .map(|p| p.key.clone())
-                .collect();
-            for k in silent {
-                self.probing.insert(k, (now.mono, 0));
-            }
-            // Forget what we heard from peers that left.
-            let peers = &self.peers;
-            self.heard.retain(|k, _| peers.get(k).is_some_and(|p| p.online));
-        }
-        let due: Vec<PeerKey> =
-            self.probing.iter().filter(|(_, (t, _))| *t <= now.mono).map(|(k, _)| k.clone()).collect();
-        for k in due {
-            let Some(&(_, tries)) = self.probing.get(&k) else { continue };
-            let Some(p) = self.peers.get(&k).filter(|p| p.online).cloned() else {
-                self.probing.remove(&k);
-                continue;
-            };
-            if tries >= PROBE_TRIES {
-                self.probing.remove(&k);
-                if let Some(gone) = self.peers.exit(&k) {
-                    self.event(Event::PeerOffline(PeerInfo::from(&gone)));
-                }
-                continue;
-            }
-            let entry = self.entry_packet(now, Mode::BR_ENTRY, 0);
-            self.transmit(p.addr, entry);
-            if p.client == ClientKind::Iptux {
-                // Our iptux-layout entry after it, as after every BR_ENTRY.
-                let again = self.iptux_entry(now, Mode::ANSENTRY);
-                self.transmit(p.addr, again);
-            }
-            self.probing.insert(k, (now.mono + PROBE_WAIT, tries + 1));
-        }
-    }
-
-    /// False if `to` was answered (or asked who it is) less than
-    /// [`ANSWER_EVERY`] ago.
-    fn may_answer(&self, to: SocketAddr, now: Now) -> bool {
-        self.answered.get(&to).is_none_or(|&t| now.mono.saturating_sub(t) >= ANSWER_EVERY)
-    }
-
     /// Answers about keys have their own limits, apart from entries' and
     /// from each other (an ANSPUBKEY does not silence a DecryptErr): 4 of
     /// each kind a second per address. True (and counted) if one of `kind`
@@ -2035,196 +1102,6 @@ impl Engine {
         }
         self.key_answered.insert(k, now.mono);
         true
-    }
-
-    /// Remembers that `to` was answered now; the memory stays bounded (a
-    /// flood of spoofed sources forgets the oldest, or all of them).
-    fn note_answered(&mut self, to: SocketAddr, now: Now) {
-        if self.answered.len() >= ANSWERED_LIMIT {
-            self.answered.retain(|_, t| now.mono.saturating_sub(*t) < ANSWER_EVERY);
-            if self.answered.len() >= ANSWERED_LIMIT {
-                self.answered.clear();
-            }
-        }
-        self.answered.insert(to, now.mono);
-    }
-
-    /// Queues an ANSENTRY after a random delay scaled by the LAN's size;
-    /// one timer serves every answer due (protocol.md §3.2).
-    fn schedule_answer(&mut self, now: Now, to: SocketAddr) {
-        if self.quitting {
-            return;
-        }
-        if !self.may_answer(to, now) {
-            self.stats.ignored += 1;
-            return;
-        }
-        if self.answer_to.len() >= ANSWER_BATCH {
-            self.stats.ignored += 1;
-            return;
-        }
-        if self.answering.insert(to) {
-            self.answer_to.push(to);
-        }
-        if self.answer_at.is_none() {
-            let mask = match self.peers.online_count() {
-                0..50 => 1023,
-                50..300 => 2047,
-                _ => 4095,
-            };
-            let delay = 5 + (self.rng.u64(..) & mask);
-            self.answer_at = Some(now.mono + Duration::from_millis(delay));
-        }
-    }
-
-    /// Sends again every queued message to a peer that reappeared.
-    fn flush_outbox(&mut self, now: Now, key: &PeerKey) {
-        let Some(peer) = self.peers.get(key).cloned() else { return };
-        // Write what waits (immutable borrow), then update the queue.
-        let mut written: HashMap<u64, Vec<u8>> = HashMap::new();
-        for p in self.pending.iter().filter(|p| &p.peer == key && p.next.is_none()) {
-            if let Body::Unwritten { opts, text, files } = &p.body {
-                if let Ok(Some((_, dg))) =
-                    self.write_message(&peer, p.packet_no, Opts::SENDCHECKOPT | *opts, text, files)
-                {
-                    written.insert(p.id, dg);
-                }
-            }
-        }
-        let mut ask = false;
-        let mut sends = Vec::new();
-        let mut too_long = Vec::new();
-        for p in self.pending.iter_mut().filter(|p| &p.peer == key && p.next.is_none()) {
-            if let Body::Unwritten { .. } = &p.body {
-                // Written now that the peer's charset and client are known
-                // (and its key, for a peer that encrypts).
-                let Some(dg) = written.remove(&p.id) else {
-                    p.sends = 1;
-                    p.next = Some(now.mono + self.cfg.retry_interval);
-                    ask = true;
-                    continue;
-                };
-                // In UTF-8 it may have grown past what the peer reads.
-                if fits(&peer, &dg).is_err() {
-                    too_long.push(p.id);
-                    continue;
-                }
-                p.body = Body::Written(dg);
-            }
-            let Body::Written(dg) = &p.body else { continue };
-            p.sends = 1;
-            p.next = Some(now.mono + self.cfg.retry_interval);
-            sends.push((p.id, p.packet_no, dg.clone()));
-        }
-        for id in too_long {
-            if let Some(i) = self.pending.iter().position(|p| p.id == id) {
-                let p = self.pending.swap_remove(i);
-                self.finish(p.id, p.peer, p.packet_no, Delivery::Failed);
-            }
-        }
-        for (id, no, dg) in sends {
-            self.transmit(peer.addr, dg);
-            self.event(Event::Receipt { id, peer: key.clone(), packet_no: no, status: Delivery::Sending });
-        }
-        if ask {
-            self.ask_key(now, key, false);
-        }
-    }
-
-    /// A peer's key arrived: what waited for it is written and sent.
-    fn key_arrived(&mut self, now: Now, key: &PeerKey) {
-        let Some(peer) = self.peers.get(key).cloned() else { return };
-        let mut written = Vec::new();
-        for p in self.pending.iter().filter(|p| &p.peer == key && p.next.is_some()) {
-            if let Body::Unwritten { opts, text, files } = &p.body {
-                match self.write_message(&peer, p.packet_no, Opts::SENDCHECKOPT | *opts, text, files) {
-                    Ok(Some((_, dg))) => written.push((p.id, Some(dg))),
-                    Ok(None) => {}
-                    Err(_) => written.push((p.id, None)),
-                }
-            }
-        }
-        for (id, dg) in written {
-            let Some(i) = self.pending.iter().position(|p| p.id == id) else { continue };
-            match dg.filter(|d| fits(&peer, d).is_ok()) {
-                Some(dg) => {
-                    let p = &mut self.pending[i];
-                    p.body = Body::Written(dg.clone());
-                    p.sends = 1;
-                    p.next = Some(now.mono + self.cfg.retry_interval);
-                    self.stats.sent += 1;
-                    self.transmit(peer.addr, dg);
-                }
-                None => {
-                    let p = self.pending.swap_remove(i);
-                    let reason = format!("too long for {} once encrypted", peer.client.display_name());
-                    self.event(Event::SendFailed { id, peer: p.peer.clone(), packet_no: p.packet_no, reason });
-                    self.finish(p.id, p.peer, p.packet_no, Delivery::Failed);
-                }
-            }
-        }
-    }
-
-    /// Pending `id` waited for its peer's key in vain: sent in plain text
-    /// if the user allows it, else failed with the reason.
-    fn without_key(&mut self, now: Now, id: u64) {
-        let Some(i) = self.pending.iter().position(|p| p.id == id) else { return };
-        let p = self.pending[i].clone();
-        let Some(peer) = self.peers.get(&p.peer).cloned() else { return };
-        // FeiQ announces ENCRYPTOPT, and whether it answers GETPUBKEY with a
-        // usable key is not known (protocol.md §13): it gets plain text
-        // after the wait, as from every client before, unless the user
-        // requires encryption.
-        let feiq = peer.client == ClientKind::Feiq && !self.cfg.require_encryption;
-        if let (true, Body::Unwritten { opts, text, files }) = (self.cfg.plaintext_fallback || feiq, &p.body) {
-            if let Ok(dg) = self.write_plain(&peer, p.packet_no, Opts::SENDCHECKOPT | *opts, text, files) {
-                let q = &mut self.pending[i];
-                q.body = Body::Written(dg.clone());
-                q.sends = 1;
-                q.next = Some(now.mono + self.cfg.retry_interval);
-                self.transmit(peer.addr, dg);
-                return;
-            }
-        }
-        self.pending.swap_remove(i);
-        let reason = format!(
-            "{} announces encryption but gave no public key: not sent in plain text \
-             (plaintext_fallback = true in config.toml allows it)",
-            peer.key
-        );
-        self.event(Event::SendFailed { id, peer: p.peer.clone(), packet_no: p.packet_no, reason });
-        self.finish(id, p.peer, p.packet_no, Delivery::Failed);
-    }
-
-    fn acked(&mut self, from: SocketAddr, packet_no: u64, state: Delivery) {
-        let peers = &self.peers;
-        // A message never sent (waiting to be written) cannot be acknowledged.
-        let peer_of = |p: &Pending| peers.get(&p.peer).filter(|_| p.body.written().is_some());
-        // The exact address first (two instances may share an IP), then the IP
-        // (iptux and FeiQ answer from 2425 whatever port we used); any
-        // address of the peer's own (a second NIC).
-        let exact =
-            self.pending.iter().position(|p| p.packet_no == packet_no && peer_of(p).is_some_and(|q| q.at(from)));
-        let by_ip = || {
-            self.pending.iter().position(|p| p.packet_no == packet_no && peer_of(p).is_some_and(|q| q.at_ip(from.ip())))
-        };
-        let Some(i) = exact.or_else(by_ip) else {
-            return; // a late duplicate ack
-        };
-        let p = self.pending.swap_remove(i);
-        self.finish(p.id, p.peer, p.packet_no, state);
-    }
-
-    fn read_receipt(&mut self, from: SocketAddr, packet_no: u64) {
-        // A READMSG also proves delivery if the RECVMSG was lost.
-        self.acked(from, packet_no, Delivery::Delivered);
-        if let Some(peer) = self.peers.by_ip(from.ip()).map(|p| p.key.clone()) {
-            self.event(Event::Read { peer: peer.clone(), packet_no });
-            self.out.push_back(Output::Store {
-                op: StoreOp::OutState { peer, packet_no, state: Delivery::Read },
-                then: Vec::new(),
-            });
-        }
     }
 
     /// GETPUBKEY (§7.1): answered with the key of the size the asker can
@@ -2284,22 +1161,6 @@ impl Engine {
             self.event(Event::KeyChanged { peer: key.clone(), fingerprint: k.fingerprint() });
         }
         self.key_arrived(now, &key);
-    }
-
-    /// A DecryptErr from `key`: its unacknowledged encrypted messages fail.
-    fn decrypt_err_from(&mut self, key: &PeerKey) {
-        let encrypted = |p: &Pending| {
-            p.body.written().is_some_and(|d| Packet::decode(d).is_ok_and(|q| q.opts().has(Opts::ENCRYPTOPT)))
-        };
-        let failed: Vec<Pending> = self.pending.iter().filter(|p| &p.peer == key && encrypted(p)).cloned().collect();
-        self.pending.retain(|p| !(&p.peer == key && encrypted(p)));
-        self.keyring.forget(key);
-        self.key_stored.remove(key);
-        for p in failed {
-            let reason = format!("{key} could not decrypt it (DecryptErr: its key changed?); send it again");
-            self.event(Event::SendFailed { id: p.id, peer: p.peer.clone(), packet_no: p.packet_no, reason });
-            self.finish(p.id, p.peer, p.packet_no, Delivery::Failed);
-        }
     }
 
     /// iptux's group-window text (0xFB, protocol.md §9): shown like a
@@ -2524,23 +1385,6 @@ fn fits(p: &Peer, pkt: &[u8]) -> Result<(), RequestError> {
     Ok(())
 }
 
-/// IPMsg adds `[absence]`-style markers to nicks of away users; the away
-/// state is shown separately, so the marker is dropped.
-fn strip_away_marker(nick: &str) -> &str {
-    for m in ["[absence]", "[away]", "[不在]", "[离开]"] {
-        if let Some(s) = nick.strip_suffix(m) {
-            return s.trim_end();
-        }
-    }
-    nick
-}
-
-/// What a message written later (the peer's charset is not known yet)
-/// keeps: what it is (sealed, to several). The charset flags are the
-/// peer's, and NOADDLISTOPT this run's.
-const KEPT_OPTS: u32 = Opts::SECRETEXOPT | Opts::MULTICASTOPT;
-
-/// A message to write later: its kept option bits (4 bytes, LE), then its text.
 #[cfg(test)]
 mod sim;
 

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use super::presence::ANSWER_BATCH;
 use super::*;
 
 const BROADCAST: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 0, 255, 255)), 2425);
@@ -586,7 +587,7 @@ fn nothing_announces_a_node_after_its_exit() {
     net.command(1, Request::Start).unwrap();
     net.run_until(3001);
     net.run_until(3260);
-    assert!(net.nodes[0].engine.answer_at.is_some(), "the scenario needs an answer pending");
+    assert!(net.nodes[0].engine.timers.get(Timer::Answer).is_some(), "the scenario needs an answer pending");
     net.command(0, Request::Quit).unwrap();
     net.run_until(7000);
     for i in 1..3 {
