@@ -5,9 +5,16 @@
 //! the event loop. It is a client of the control API like the one-shot
 //! commands: it talks to the daemon's socket when one answers, else it
 //! runs a node of its own and serves the socket itself (so `pigeon send`
-//! from another terminal goes through it). Requests and events are the
-//! API's JSON either way; history is read from the store. Unsent drafts
-//! are kept between runs in `drafts.json` beside the database.
+//! from another terminal goes through it). Requests, answers and events
+//! are the API's types either way (JSON lines on the daemon's socket; an
+//! own node's events are converted directly); history is read from the
+//! store. Unsent drafts are kept between runs in `drafts.json` beside the
+//! database.
+//!
+//! The [`app`] does no I/O: this driver carries out the [`Action`]s it
+//! queues, feeds it what comes back, and answers what it asks of the file
+//! system through `LocalFiles` (whether a path exists, its size, and the
+//! completion of a path typed in a prompt).
 //!
 //! The loop sleeps until a key, a node event, a reply or a signal comes,
 //! and draws only then: an idle chat costs no CPU.
@@ -36,7 +43,7 @@ use crate::control::api;
 use crate::net::NodeHandle;
 use crate::node::{runtime, Effective, Global};
 use crate::store::{HistoryQuery, Store};
-use app::{split_key, Action, App, ConvKey, FetchUpdate, Me};
+use app::{split_key, Action, App, ConvKey, FetchUpdate, FileStat, Files, Me};
 
 #[derive(Debug, Default, Args)]
 #[command(
@@ -119,7 +126,6 @@ impl Events {
     }
 }
 
-/// One line of the daemon's event stream (nothing if it is not JSON).
 /// One line of the daemon's `listen` stream (a line this version does not
 /// know, from a newer daemon, is passed over).
 fn daemon_event(line: &str) -> Vec<api::Event> {
@@ -260,6 +266,8 @@ pub fn run(g: &Global, args: &ChatArgs) -> Result<ExitCode> {
                 via: if daemon { "via the daemon".into() } else { format!("own node on port {}", eff.port) },
             });
             app.download_dir = Some(settings.download_dir.clone());
+            app.home_dir = directories::BaseDirs::new().map(|b| b.home_dir().to_path_buf());
+            app.files = Box::new(LocalFiles);
             if let Ok(a) = caller.call::<api::PeersAnswer>(api::Request::Peers { refresh: false }).await {
                 app.set_online_peers(&a.peers);
             }
@@ -299,6 +307,62 @@ pub fn run(g: &Global, args: &ChatArgs) -> Result<ExitCode> {
         }
         result.map(|()| ExitCode::SUCCESS)
     })
+}
+
+/// The real file system, which the app asks about (it does no I/O of its own).
+struct LocalFiles;
+
+impl Files for LocalFiles {
+    fn stat(&self, path: &Path) -> Option<FileStat> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStat { dir: m.is_dir(), size: if m.is_dir() { 0 } else { m.len() } })
+    }
+
+    fn complete(&self, typed: &str, home: Option<&Path>) -> (String, Vec<String>) {
+        complete_path(typed, home)
+    }
+}
+
+/// Completes a path: to the longest common prefix of the entries that
+/// start with what was typed; returns the new text and the candidates
+/// (folders end in `/`).
+fn complete_path(typed: &str, home: Option<&Path>) -> (String, Vec<String>) {
+    let (shown_dir, prefix) = match typed.rfind('/') {
+        Some(i) => (&typed[..=i], &typed[i + 1..]),
+        None => ("", typed),
+    };
+    let real_dir = match (shown_dir.strip_prefix("~/"), home) {
+        (Some(rest), Some(h)) => h.join(rest),
+        _ if shown_dir.is_empty() => PathBuf::from("."),
+        _ => PathBuf::from(shown_dir),
+    };
+    let Ok(entries) = std::fs::read_dir(&real_dir) else { return (typed.to_string(), Vec::new()) };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(prefix) || (name.starts_with('.') && !prefix.starts_with('.')) {
+                return None;
+            }
+            let dir = e.path().is_dir();
+            Some(if dir { format!("{name}/") } else { name })
+        })
+        .collect();
+    names.sort();
+    names.truncate(200);
+    let Some(first) = names.first() else { return (typed.to_string(), Vec::new()) };
+    let mut common = first.clone();
+    for n in &names[1..] {
+        while !n.starts_with(&common) {
+            common.pop();
+        }
+    }
+    let completed = format!("{shown_dir}{common}");
+    if names.len() == 1 {
+        (completed, Vec::new())
+    } else {
+        (completed, names)
+    }
 }
 
 /// Unsent text of each conversation, kept between runs (private: 0600).

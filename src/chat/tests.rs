@@ -49,6 +49,8 @@ fn app() -> App {
     let mut a = App::new(me());
     a.tz = Some(FixedOffset::east_opt(8 * 3600).unwrap());
     a.home_dir = None;
+    // The driver's file system: the prompts' tests use real folders.
+    a.files = Box::new(super::LocalFiles);
     a
 }
 
