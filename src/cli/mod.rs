@@ -166,10 +166,14 @@ where
 pub fn main() -> ExitCode {
     let cli = parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let command = cli.command.unwrap_or_else(|| Command::Chat(Default::default()));
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        let default = if matches!(command, Command::Daemon(_)) { "info" } else { "warn" };
-        tracing_subscriber::EnvFilter::new(default)
-    });
+    // RUST_LOG: `debug`, `pigeon=debug,info`, … (targets and levels; no
+    // regular expressions: that would cost the binary half a megabyte).
+    use tracing_subscriber::{filter::Targets, fmt, prelude::*};
+    let default = if matches!(command, Command::Daemon(_)) { "info" } else { "warn" };
+    let filter: Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| default.parse().expect("a valid level"));
     let g = &cli.global;
     if matches!(command, Command::Chat(_)) {
         // The terminal is the chat's: logs go to chat.log in the home.
@@ -178,21 +182,19 @@ pub fn main() -> ExitCode {
             std::fs::OpenOptions::new().create(true).append(true).open(h.data_dir.join("chat.log")).ok()
         });
         match log {
-            Some(f) => tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f))
+            Some(f) => tracing_subscriber::registry()
+                .with(fmt::layer().with_ansi(false).with_writer(std::sync::Mutex::new(f)))
+                .with(filter)
                 .init(),
-            None => tracing_subscriber::fmt().with_env_filter("off").init(),
+            None => tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::OFF).init(),
         }
     } else {
         // Colours only for a terminal: a daemon's log in a file or the
         // journal stays plain text.
         use std::io::IsTerminal;
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
+        tracing_subscriber::registry()
+            .with(fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr))
+            .with(filter)
             .init();
     }
     if !matches!(command, Command::Chat(_) | Command::Daemon(_)) {
