@@ -8,7 +8,6 @@ use std::path::Path;
 
 use super::{App, ConvKey, Dir, FileInfo, Files, Item, Me, Msg, Offer, OfferState, Recipient};
 use crate::control::api;
-use crate::engine::Delivery;
 use crate::store::{Direction, MessageRecord, MessageState};
 
 impl App {
@@ -116,13 +115,7 @@ fn msg_from_record(r: &MessageRecord, me: &Me, downloads: Option<(&Path, &dyn Fi
     let files = FileInfo::list(&files);
     let out = r.direction == Direction::Out;
     let auto = r.is_auto_reply();
-    let state = match r.state {
-        MessageState::Sending => Delivery::Sending,
-        MessageState::Delivered => Delivery::Delivered,
-        MessageState::Queued => Delivery::Queued,
-        MessageState::Failed => Delivery::Failed,
-        MessageState::Read | MessageState::Unread => Delivery::Read,
-    };
+    let state = r.state.delivery();
     Msg {
         dir: if out { Dir::Out } else { Dir::In },
         from: if out { String::new() } else { key.clone() },
