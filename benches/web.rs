@@ -75,8 +75,6 @@ fn fill(home: &Path) {
                     time: start + chrono::Duration::seconds(i as i64 * 400),
                     text,
                     command: 0x0000_0120,
-                    sealed: false,
-                    broadcast: false,
                     state: if out { MessageState::Delivered } else { MessageState::Read },
                     attachments_json: None,
                     security: None,

@@ -326,6 +326,23 @@ impl Command {
         self.opts().has(flag)
     }
 
+    /// A sealed message: a SENDMSG with SECRETOPT. The flags a message
+    /// shows are read from its command word here, never kept beside it.
+    pub fn sealed(self) -> bool {
+        self.mode() == Mode::SENDMSG && self.has(Opts::SECRETOPT)
+    }
+
+    /// A message to everyone: a SENDMSG with BROADCASTOPT, or iptux's
+    /// group-window text (IPTUX_SENDMSG, whose option bits mean other things).
+    pub fn broadcast(self) -> bool {
+        (self.mode() == Mode::SENDMSG && self.has(Opts::BROADCASTOPT)) || self.mode() == Mode::IPTUX_SENDMSG
+    }
+
+    /// An automatic reply: a SENDMSG with AUTORETOPT.
+    pub fn auto_reply(self) -> bool {
+        self.mode() == Mode::SENDMSG && self.has(Opts::AUTORETOPT)
+    }
+
     /// The names of the set option flags, read in this mode's family.
     pub fn option_names(self) -> Vec<String> {
         self.opts().names(self.mode().family())
@@ -345,6 +362,21 @@ impl fmt::Display for Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_flags_from_the_word() {
+        let sealed = Command::new(Mode::SENDMSG, Opts::SENDCHECKOPT | Opts::SECRETEXOPT);
+        assert!(sealed.sealed() && !sealed.broadcast() && !sealed.auto_reply());
+        let all = Command::new(Mode::SENDMSG, Opts::BROADCASTOPT);
+        assert!(all.broadcast() && !all.sealed());
+        assert!(Command::new(Mode::SENDMSG, Opts::AUTORETOPT).auto_reply());
+        // iptux's group text: its 0x0300 is IPTUX_GROUPOPT, not SECRETOPT.
+        let group = Command::new(Mode::IPTUX_SENDMSG, Opts::IPTUX_GROUPOPT);
+        assert!(group.broadcast() && !group.sealed() && !group.auto_reply());
+        // A picture fragment carries none of them.
+        let pic = Command::new(Mode::FEIQ_IMAGE, Opts::FILEATTACHOPT | Opts::SECRETOPT);
+        assert!(!pic.sealed() && !pic.broadcast() && !pic.auto_reply());
+    }
 
     #[test]
     fn ipmsg_default_entry_word() {

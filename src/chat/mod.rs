@@ -534,7 +534,7 @@ fn load_history(store: &Store, conv: &ConvKey, limit: usize) -> Result<Vec<crate
                 ..Default::default()
             })?;
             // Our broadcasts are stored once per peer; they belong to Everyone.
-            records.retain(|m| !(m.broadcast && m.direction == crate::store::Direction::Out));
+            records.retain(|m| !(m.broadcast() && m.direction == crate::store::Direction::Out));
             records
         }
         ConvKey::Everyone => {
@@ -544,7 +544,7 @@ fn load_history(store: &Store, conv: &ConvKey, limit: usize) -> Result<Vec<crate
             // Sends to several of its members; the chat picks those (one row per recipient).
             let mut all =
                 store.history(&HistoryQuery { limit: Some(limit.saturating_mul(8)), ..Default::default() })?;
-            all.retain(|m| m.direction == crate::store::Direction::Out && !m.broadcast);
+            all.retain(|m| m.direction == crate::store::Direction::Out && !m.broadcast());
             all
         }
     })

@@ -91,8 +91,6 @@ fn out_record(user: &str, text: &str, no: u64, minutes: i64, state: MessageState
         time: DateTime::parse_from_rfc3339(&at(minutes)).unwrap().with_timezone(&Utc),
         text: text.into(),
         command: 0x120,
-        sealed: false,
-        broadcast: false,
         state,
         attachments_json: None,
         security: None,
@@ -924,7 +922,7 @@ fn selection_history_and_unread_edge_cases() {
     assert_eq!(offers, [&OfferState::Declined]);
 
     let mut b1 = out_record("bob", "ok", 700, 8, MessageState::Delivered);
-    b1.broadcast = true;
+    b1.command |= 0x400; // BROADCASTOPT
     let mut b2 = b1.clone();
     b2.packet_no = "701".into();
     let mut b1_copy = b1.clone();
@@ -1000,7 +998,8 @@ fn the_new_line_counts_the_peers_messages_not_its_broadcasts() {
     a.open(bob.clone());
     let rec = |text: &str, i: u64, state: MessageState, broadcast: bool| MessageRecord {
         direction: Direction::In,
-        broadcast,
+        // SENDMSG|SENDCHECKOPT, and BROADCASTOPT for a broadcast.
+        command: if broadcast { 0x520 } else { 0x120 },
         ..out_record("bob", text, 100 + i, i as i64, state)
     };
     let records = vec![

@@ -54,7 +54,7 @@ fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
 
 /// A broadcast we sent: one record, to everyone.
 fn everyone(m: &MessageRecord) -> bool {
-    m.direction == Direction::Out && m.broadcast && m.peer.user == "*" && m.peer.host == "*"
+    m.direction == Direction::Out && m.broadcast() && m.peer.user == "*" && m.peer.host == "*"
 }
 
 /// A stored message as `history --json` prints it ([`api::HistoryEntry`]).
@@ -108,8 +108,8 @@ pub fn run(g: &Global, args: &HistoryArgs) -> Result<ExitCode> {
             let marks = format!(
                 "{}{}{}{}",
                 crate::term::security_mark(m.security),
-                if m.sealed { " [sealed]" } else { "" },
-                if m.broadcast { " [broadcast]" } else { "" },
+                if m.sealed() { " [sealed]" } else { "" },
+                if m.broadcast() { " [broadcast]" } else { "" },
                 if m.is_auto_reply() { " [auto-reply]" } else { "" }
             );
             let time = m.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S");

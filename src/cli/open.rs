@@ -31,7 +31,7 @@ pub fn run(g: &Global, args: &OpenArgs) -> Result<ExitCode> {
     let sealed: Vec<_> = store
         .history(&HistoryQuery::default())?
         .into_iter()
-        .filter(|m| m.direction == Direction::In && m.sealed)
+        .filter(|m| m.direction == Direction::In && m.sealed())
         .collect();
     let Some(no) = &args.packet_no else {
         let unread: Vec<_> = sealed.iter().filter(|m| m.state == MessageState::Unread).collect();

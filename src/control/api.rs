@@ -448,6 +448,30 @@ pub struct MessageBody {
     pub attachments: Vec<AttachmentView>,
 }
 
+impl MessageBody {
+    /// A message's body: `sealed`, `broadcast` and `auto` read from its
+    /// command word.
+    pub fn new(
+        text: &str,
+        packet_no: String,
+        command: u32,
+        unix_ms: i64,
+        attachments: Vec<AttachmentView>,
+    ) -> MessageBody {
+        let c = pigeon_protocol::Command(command);
+        MessageBody {
+            text: text.to_string(),
+            packet_no,
+            sealed: c.sealed(),
+            broadcast: c.broadcast(),
+            auto: c.auto_reply(),
+            time: rfc3339(unix_ms),
+            command,
+            attachments,
+        }
+    }
+}
+
 /// A message that came.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MessageView {
@@ -506,21 +530,18 @@ pub struct HistoryEntry {
 impl HistoryEntry {
     pub fn from_record(m: &crate::store::MessageRecord) -> HistoryEntry {
         let broadcast_of_ours =
-            m.direction == crate::store::Direction::Out && m.broadcast && m.peer.user == "*" && m.peer.host == "*";
+            m.direction == crate::store::Direction::Out && m.broadcast() && m.peer.user == "*" && m.peer.host == "*";
         HistoryEntry {
             id: m.id,
             direction: if m.direction == crate::store::Direction::In { DirectionView::In } else { DirectionView::Out },
             peer: FromView::from_ref(&m.peer),
-            body: MessageBody {
-                text: m.text.clone(),
-                packet_no: m.packet_no.clone(),
-                sealed: m.sealed,
-                broadcast: m.broadcast,
-                auto: m.is_auto_reply(),
-                time: rfc3339(m.time.timestamp_millis()),
-                command: m.command,
-                attachments: m.attachments_json.as_deref().map(AttachmentView::from_column).unwrap_or_default(),
-            },
+            body: MessageBody::new(
+                &m.text,
+                m.packet_no.clone(),
+                m.command,
+                m.time.timestamp_millis(),
+                m.attachments_json.as_deref().map(AttachmentView::from_column).unwrap_or_default(),
+            ),
             state: (!broadcast_of_ours).then_some(m.state),
             security: m.security.map(SecurityView::from),
         }
@@ -704,34 +725,25 @@ impl From<&engine::Event> for Event {
                     nick: m.from.nick.clone(),
                     addr: m.from.addr.to_string(),
                 },
-                body: MessageBody {
-                    text: m.text.clone(),
-                    packet_no: m.packet_no.clone(),
-                    sealed: m.sealed,
-                    broadcast: m.broadcast,
-                    auto: m.auto,
-                    time: rfc3339(m.unix_ms),
-                    command: m.command,
-                    attachments: AttachmentView::from_wire(&m.attachments),
-                },
+                body: MessageBody::new(
+                    &m.text,
+                    m.packet_no.clone(),
+                    m.command,
+                    m.unix_ms,
+                    AttachmentView::from_wire(&m.attachments),
+                ),
                 security: m.security.into(),
             }),
-            E::Sent(m) => {
-                let opts = pigeon_protocol::Command(m.command);
-                Event::Sent(SentView {
-                    to: m.to.iter().map(|(id, k)| SentTo { peer: k.to_string(), id: *id }).collect(),
-                    body: MessageBody {
-                        text: m.text.clone(),
-                        packet_no: m.packet_no.to_string(),
-                        sealed: opts.has(pigeon_protocol::Opts::SECRETOPT),
-                        broadcast: opts.has(pigeon_protocol::Opts::BROADCASTOPT),
-                        auto: opts.has(pigeon_protocol::Opts::AUTORETOPT),
-                        time: rfc3339(m.unix_ms),
-                        command: m.command,
-                        attachments: AttachmentView::from_offers(&m.offers),
-                    },
-                })
-            }
+            E::Sent(m) => Event::Sent(SentView {
+                to: m.to.iter().map(|(id, k)| SentTo { peer: k.to_string(), id: *id }).collect(),
+                body: MessageBody::new(
+                    &m.text,
+                    m.packet_no.to_string(),
+                    m.command,
+                    m.unix_ms,
+                    AttachmentView::from_offers(&m.offers),
+                ),
+            }),
             E::Away(text) => Event::Away { away: text.clone() },
             E::Receipt { id, peer, packet_no, status } => {
                 Event::Receipt { id: *id, peer: peer.to_string(), packet_no: packet_no.to_string(), status: *status }

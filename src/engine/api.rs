@@ -174,11 +174,9 @@ pub struct Incoming {
     pub from: PeerInfo,
     pub text: String,
     pub packet_no: String,
+    /// The command word as it came: sealed, broadcast and automatic reply
+    /// are read from it ([`Incoming::sealed`] …), never kept beside it.
     pub command: u32,
-    pub sealed: bool,
-    pub broadcast: bool,
-    /// An automatic reply (away message).
-    pub auto: bool,
     pub attachments: Vec<Attachment>,
     pub unix_ms: i64,
     /// From a peer heard (its entry) before this message, from its own
@@ -200,13 +198,36 @@ pub struct Outgoing {
     pub offers_expire_ms: i64,
     pub text: String,
     pub packet_no: u64,
+    /// The command word sent: sealed and broadcast are read from it.
     pub command: u32,
-    pub sealed: bool,
-    pub broadcast: bool,
     pub unix_ms: i64,
 }
 
+impl Incoming {
+    pub fn sealed(&self) -> bool {
+        Command(self.command).sealed()
+    }
+
+    /// To everyone (a broadcast, or iptux's group window).
+    pub fn broadcast(&self) -> bool {
+        Command(self.command).broadcast()
+    }
+
+    /// An automatic reply (away message).
+    pub fn auto(&self) -> bool {
+        Command(self.command).auto_reply()
+    }
+}
+
 impl Outgoing {
+    pub fn sealed(&self) -> bool {
+        Command(self.command).sealed()
+    }
+
+    pub fn broadcast(&self) -> bool {
+        Command(self.command).broadcast()
+    }
+
     /// Broadcasts and automatic replies ask for none: they are stored done.
     pub fn asks_receipt(&self) -> bool {
         Command(self.command).has(Opts::SENDCHECKOPT)

@@ -317,7 +317,7 @@ fn sealed_message_read_receipt_and_away_reply() {
         .iter()
         .find_map(|e| if let Event::Message(m) = e { Some(m.clone()) } else { None })
         .unwrap();
-    assert!(m.sealed);
+    assert!(m.sealed());
     net.command(1, Request::Open { peer: net.key(0), packet_no: m.packet_no.clone(), read_check: true }).unwrap();
     net.run_until(8000);
     assert!(net.nodes[0].events.iter().any(|e| matches!(e, Event::Read { .. })));
@@ -340,14 +340,14 @@ fn sealed_message_read_receipt_and_away_reply() {
     let replies: Vec<&Incoming> =
         net.nodes[0].events.iter().filter_map(|e| if let Event::Message(m) = e { Some(m) } else { None }).collect();
     assert_eq!(replies.len(), 1);
-    assert!(replies[0].auto && replies[0].text == "at lunch");
+    assert!(replies[0].auto() && replies[0].text == "at lunch");
     // The automatic reply is not answered by another one.
     net.command(0, Request::SetAway(Some("also away".into()))).unwrap();
     net.command(1, Request::Send { to: vec![net.key(0)], text: "ping".into(), sealed: false }).unwrap();
     net.run_until(12_000);
-    let autos = net.nodes[1].events.iter().filter(|e| matches!(e, Event::Message(m) if m.auto)).count();
+    let autos = net.nodes[1].events.iter().filter(|e| matches!(e, Event::Message(m) if m.auto())).count();
     assert_eq!(autos, 1);
-    let autos0 = net.nodes[0].events.iter().filter(|e| matches!(e, Event::Message(m) if m.auto)).count();
+    let autos0 = net.nodes[0].events.iter().filter(|e| matches!(e, Event::Message(m) if m.auto())).count();
     assert_eq!(autos0, 1, "no ping-pong of automatic replies");
     // Listeners of node 1 are told what it replied by itself.
     let own = |n: usize, auto: bool| -> Vec<Sent> {
@@ -1368,9 +1368,9 @@ fn iptux_pictures_and_group_texts() {
     assert_eq!(msgs.len(), 2, "{msgs:?}");
     assert_eq!(msgs[0].text, format!("{PICTURE_PREFIX}/h/pictures/p.png"));
     assert_eq!(msgs[0].from.key, PeerKey::new("tux", "tux-pc"));
-    assert!(!msgs[0].broadcast);
+    assert!(!msgs[0].broadcast());
     assert_eq!(msgs[1].text, "组里的话");
-    assert!(msgs[1].broadcast);
+    assert!(msgs[1].broadcast());
     assert!(!out.iter().any(|o| matches!(o, Output::Transmit(t) if t.dst == tux)), "nothing answers a group text");
 }
 

@@ -398,8 +398,6 @@ fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
                 time: time(m.unix_ms),
                 text: m.text.clone(),
                 command: m.command,
-                sealed: m.sealed,
-                broadcast: m.broadcast,
                 state: store::MessageState::Unread,
                 attachments_json: attachments,
                 security: Some(m.security),
@@ -416,8 +414,6 @@ fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
                     time: time(r.unix_ms),
                     text: r.text.clone(),
                     command: r.command,
-                    sealed: r.sealed,
-                    broadcast: r.broadcast,
                     state: if r.asks_receipt() { store::MessageState::Sending } else { store::MessageState::Delivered },
                     attachments_json: (!r.offers.is_empty())
                         .then(|| StoredAttachment::to_column(&StoredAttachment::from_offers(&r.offers))),

@@ -208,10 +208,11 @@ pub struct MessageRecord {
     /// Stored with millisecond precision.
     pub time: DateTime<Utc>,
     pub text: String,
-    /// The IPMsg command word (mode + flags) as sent or received.
+    /// The IPMsg command word (mode + flags) as sent or received: sealed,
+    /// broadcast and automatic reply are read from it, never kept beside
+    /// it (the table's `sealed` and `broadcast` columns, which its indexes
+    /// and queries use, are written from it by [`Tx::insert_message`]).
     pub command: u32,
-    pub sealed: bool,
-    pub broadcast: bool,
     pub state: MessageState,
     /// Opaque JSON, stored as is.
     pub attachments_json: Option<String>,
@@ -223,7 +224,17 @@ pub struct MessageRecord {
 impl MessageRecord {
     /// An automatic reply (AUTORETOPT): a peer's, or ours while away.
     pub fn is_auto_reply(&self) -> bool {
-        pigeon_protocol::Command(self.command).has(pigeon_protocol::Opts::AUTORETOPT)
+        pigeon_protocol::Command(self.command).auto_reply()
+    }
+
+    /// A sealed message (SECRETOPT).
+    pub fn sealed(&self) -> bool {
+        pigeon_protocol::Command(self.command).sealed()
+    }
+
+    /// To everyone (BROADCASTOPT, or iptux's group window).
+    pub fn broadcast(&self) -> bool {
+        pigeon_protocol::Command(self.command).broadcast()
     }
 }
 
@@ -738,8 +749,8 @@ impl Tx<'_> {
                 m.time.timestamp_millis(),
                 m.text,
                 i64::from(m.command),
-                m.sealed,
-                m.broadcast,
+                m.sealed(),
+                m.broadcast(),
                 m.state,
                 m.attachments_json,
                 m.security.map(Security::name),
@@ -1012,8 +1023,6 @@ fn message_from_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
         time: time_from_millis(r, 7)?,
         text: r.get(8)?,
         command: u32::try_from(command).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(9, command))?,
-        sealed: r.get(10)?,
-        broadcast: r.get(11)?,
         state: r.get(12)?,
         attachments_json: r.get(13)?,
         security: r.get::<_, Option<String>>(14)?.and_then(|s| Security::from_name(&s)),

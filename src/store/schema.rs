@@ -179,6 +179,15 @@ CREATE TABLE peer_keys (
     PRIMARY KEY (user, host)
 ) WITHOUT ROWID;
 "#,
+    // 9: `sealed` and `broadcast` are what the command word says (the
+    // program reads them from it; the columns serve the indexes and
+    // queries): a SENDMSG (mode 0x20) with SECRETOPT (0x200) or
+    // BROADCASTOPT (0x400), or iptux's group text (mode 0xFB).
+    r#"
+UPDATE messages SET
+    sealed = ((command & 255) = 32 AND (command & 512) != 0),
+    broadcast = (((command & 255) = 32 AND (command & 1024) != 0) OR (command & 255) = 251);
+"#,
 ];
 
 #[cfg(test)]

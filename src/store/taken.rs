@@ -157,8 +157,6 @@ mod tests {
             time: Utc::now(),
             text: "files".into(),
             command: 0x0020_0020,
-            sealed: false,
-            broadcast: false,
             state: MessageState::Unread,
             attachments_json: Some("[]".into()),
             security: None,

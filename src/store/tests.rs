@@ -19,8 +19,6 @@ fn msg(dir: Direction, user: &str, packet_no: &str, ms: i64, text: &str) -> Mess
         time: at(ms),
         text: text.into(),
         command: 0x0000_0120,
-        sealed: false,
-        broadcast: false,
         state: match dir {
             Direction::In => MessageState::Unread,
             Direction::Out => MessageState::Sending,
@@ -105,9 +103,8 @@ fn message_round_trips_every_field() {
     let mut store = Store::open_in_memory().unwrap();
     let mut m = msg(Direction::Out, "bob", "1700000001", T0 + 123, "all fields");
     m.peer.nick = "鲍勃".into();
-    m.command = 0x8040_0120;
-    m.sealed = true;
-    m.broadcast = true;
+    // SENDMSG with SENDCHECKOPT, SECRETOPT, BROADCASTOPT and high bits.
+    m.command = 0x8040_0720;
     m.state = MessageState::Queued;
     m.attachments_json = Some(r#"[{"name":"a.txt","size":3}]"#.into());
     let id = insert(&mut store, &m).unwrap();
@@ -191,12 +188,58 @@ fn state_changes() {
     assert_eq!(store.message(i).unwrap().unwrap().state, MessageState::Read);
 }
 
+/// The `sealed` and `broadcast` columns follow the command word, whatever
+/// wrote them: the insert, and migration 9 for rows of older versions.
+#[test]
+fn flag_columns_follow_the_command_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pigeon.db");
+    let mut store = Store::open(&path).unwrap();
+    let rows = [
+        (0x120, "plain", false, false),
+        (0x320, "sealed", true, false),
+        (0x520, "broadcast", false, true),
+        (0x3FB, "iptux group", false, true),
+        (0x2000C0, "picture", false, false),
+    ];
+    store
+        .transaction(|tx| {
+            for (i, (command, text, ..)) in rows.iter().enumerate() {
+                tx.insert_message(&MessageRecord {
+                    command: *command,
+                    ..msg(Direction::In, "bob", &i.to_string(), T0, text)
+                })?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let columns = |path: &Path| -> Vec<(String, bool, bool)> {
+        let c = rusqlite::Connection::open(path).unwrap();
+        let mut st = c.prepare("SELECT text, sealed, broadcast FROM messages ORDER BY id").unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let want: Vec<(String, bool, bool)> = rows.iter().map(|(_, t, s, b)| (t.to_string(), *s, *b)).collect();
+    assert_eq!(columns(&path), want);
+    for m in store.history(&HistoryQuery::default()).unwrap() {
+        let (_, _, s, b) = rows.iter().find(|r| r.1 == m.text).unwrap();
+        assert_eq!((m.sealed(), m.broadcast()), (*s, *b), "{}", m.text);
+    }
+    // A row an older version wrote with other flags is mended by migration 9.
+    drop(store);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch("UPDATE messages SET sealed = 1 - sealed, broadcast = 1 - broadcast; PRAGMA user_version = 8;")
+        .unwrap();
+    drop(c);
+    drop(Store::open(&path).unwrap());
+    assert_eq!(columns(&path), want);
+}
+
 #[test]
 fn unread_counts_and_marking_seen() {
     let mut store = Store::open_in_memory().unwrap();
     let plain = msg(Direction::In, "bob", "1", T0, "hi");
-    let sealed = MessageRecord { sealed: true, ..msg(Direction::In, "bob", "2", T0 + 1, "secret") };
-    let bcast = MessageRecord { broadcast: true, ..msg(Direction::In, "carol", "3", T0 + 2, "all hands") };
+    let sealed = MessageRecord { command: 0x320, ..msg(Direction::In, "bob", "2", T0 + 1, "secret") };
+    let bcast = MessageRecord { command: 0x520, ..msg(Direction::In, "carol", "3", T0 + 2, "all hands") };
     let carol = msg(Direction::In, "carol", "4", T0 + 3, "to you");
     let out = msg(Direction::Out, "bob", "5", T0 + 4, "mine");
     for m in [&plain, &sealed, &bcast, &carol, &out] {
@@ -311,7 +354,7 @@ fn history_by_peer_since_and_limit() {
     store
         .transaction(|tx| {
             let mut b = msg(Direction::In, "carol", "9", T0 + 9000, "everyone!");
-            b.broadcast = true;
+            b.command |= 0x400; // BROADCASTOPT
             tx.insert_message(&b).map(|_| ())
         })
         .unwrap();
@@ -764,7 +807,7 @@ fn a_schema_3_database_migrates_without_loss() {
     // The broadcast's rows per peer became one, to everyone (migration 6).
     let b = &all[2];
     assert_eq!((b.peer.user.as_str(), b.peer.host.as_str(), b.peer.nick.as_str()), ("*", "*", "everyone"));
-    assert_eq!((b.broadcast, b.command, b.time.timestamp_millis()), (true, 1056, 1_700_000_002_000));
+    assert_eq!((b.broadcast(), b.command, b.time.timestamp_millis()), (true, 1056, 1_700_000_002_000));
     let q = HistoryQuery { search: Some("notice".into()), ..Default::default() };
     assert_eq!(store.history(&q).unwrap().len(), 1, "the search index follows");
     assert_eq!(texts(&store.outbox().unwrap()), ["queued one"]);

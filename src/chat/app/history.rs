@@ -64,7 +64,7 @@ impl App {
         let members: HashSet<String> = self.peers.iter().filter(|p| p.group == group).map(|p| p.key.clone()).collect();
         let mut sends: Vec<Msg> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
-        for r in records.iter().filter(|r| r.direction == Direction::Out && !r.broadcast) {
+        for r in records.iter().filter(|r| r.direction == Direction::Out && !r.broadcast()) {
             let mut m = msg_from_record(r, &self.me, None);
             if !m.recipients.iter().all(|x| members.contains(&x.key)) {
                 continue;
@@ -122,14 +122,14 @@ fn msg_from_record(r: &MessageRecord, me: &Me, downloads: Option<(&Path, &dyn Fi
         nick: if out { me.nick.clone() } else { r.peer.nick.clone() },
         time: r.time,
         text: r.text.clone(),
-        sealed: r.sealed,
+        sealed: r.sealed(),
         opened: !out && r.state == MessageState::Read,
-        broadcast: r.broadcast,
+        broadcast: r.broadcast(),
         auto,
         command: r.command,
         packet_no: r.packet_no.clone(),
         // Broadcasts and automatic replies ask for no receipt: "sent".
-        recipients: if out && !r.broadcast && !auto {
+        recipients: if out && !r.broadcast() && !auto {
             vec![Recipient { key, id: None, packet_no: Some(r.packet_no.clone()), state }]
         } else {
             Vec::new()
