@@ -315,7 +315,7 @@ pub fn spawn_auto_accept(eff: &Effective, node: &crate::net::NodeHandle) {
                 tracing::warn!("not accepting {who}'s offer automatically: more than auto_accept_max_mb");
                 continue;
             }
-            let Ok(packet_no) = m.packet_no.parse() else { continue };
+            let Some(packet_no) = m.packet_no.number() else { continue };
             let src =
                 source_for(&eff, &m.from.key.to_string(), m.from.addr, packet_no, m.command, m.from.client.name());
             let into = into.clone();
@@ -333,8 +333,13 @@ pub fn spawn_auto_accept(eff: &Effective, node: &crate::net::NodeHandle) {
                     })
                     .collect();
                 let k = &m.from.key;
-                let offer =
-                    Offer { src: &src, from: (&k.user, &k.host), packet_no: &m.packet_no, into: &into, db: &db };
+                let offer = Offer {
+                    src: &src,
+                    from: (&k.user, &k.host),
+                    packet_no: m.packet_no.as_str(),
+                    into: &into,
+                    db: &db,
+                };
                 fetch_offer(&offer, &items, false, &mut |p| {
                     if let OfferProgress::Done(item, result) = p {
                         match result {

@@ -49,7 +49,7 @@ pub use entry::{Entry, IptuxExtra, Utf8Trailer};
 pub use error::{Error, Result};
 pub use hostlist::{HostEntry, HostList};
 pub use message::MessageBody;
-pub use packet::{write_packet, Header, Packet};
+pub use packet::{write_packet, Header, Packet, PacketNo};
 pub use pubkey::{Capa, KeyPair, PeerKey};
 pub use reply::PacketRef;
 pub use request::{FileRequest, RequestKind};

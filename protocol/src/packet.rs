@@ -13,6 +13,73 @@ use crate::error::{Error, Result};
 /// The largest UDP payload over IPv4; anything longer is not a datagram.
 pub const MAX_DATAGRAM: usize = 65_507;
 
+/// A packet number as its sender wrote it, checked once where it is read
+/// ([`Packet::decode`], or [`PacketNo::from_str`] for one a user or the
+/// control API gives): 1 to 32 printable ASCII characters (a `:` would have
+/// ended the field). Kept as text, because receipts name it and encryption
+/// uses its text as the IV; [`PacketNo::number`] is its value when it is
+/// the decimal number every real client writes (FeiQ's are 13 digits).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PacketNo(String);
+
+impl PacketNo {
+    /// The longest packet number taken.
+    pub const MAX_LEN: usize = 32;
+
+    fn check(raw: &[u8]) -> Result<()> {
+        let why = if raw.is_empty() {
+            "empty"
+        } else if raw.len() > Self::MAX_LEN {
+            "longer than 32 characters"
+        } else if !raw.iter().all(|b| b.is_ascii_graphic() && *b != b':') {
+            "not printable ASCII"
+        } else {
+            return Ok(());
+        };
+        Err(Error::Malformed { what: "packet number", why: format!("{:?}: {why}", String::from_utf8_lossy(raw)) })
+    }
+
+    /// A packet number read from the wire, checked.
+    pub fn from_wire(raw: &[u8]) -> Result<PacketNo> {
+        Self::check(raw)?;
+        Ok(PacketNo(String::from_utf8_lossy(raw).into_owned()))
+    }
+
+    /// Its value, if it is a decimal number that fits in 64 bits.
+    pub fn number(&self) -> Option<u64> {
+        crate::error::dec_u64("packet number", self.0.as_bytes()).ok()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for PacketNo {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<PacketNo> {
+        PacketNo::from_wire(s.as_bytes())
+    }
+}
+
+impl From<u64> for PacketNo {
+    fn from(n: u64) -> PacketNo {
+        PacketNo(n.to_string())
+    }
+}
+
+impl std::fmt::Display for PacketNo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for PacketNo {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
 /// One IPMsg packet, borrowed from the datagram it was read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Packet<'a> {
@@ -57,6 +124,7 @@ impl<'a> Packet<'a> {
         if version.is_empty() {
             return Err(Error::EmptyField("version"));
         }
+        PacketNo::check(packet_no)?;
         let command = parse_command(command)?;
         Ok(Packet { version, packet_no, user, host, command, payload: rest })
     }
@@ -79,6 +147,11 @@ impl<'a> Packet<'a> {
     /// The packet number as text (it is ASCII digits in every real client).
     pub fn packet_no_str(&self) -> std::borrow::Cow<'a, str> {
         String::from_utf8_lossy(self.packet_no)
+    }
+
+    /// The packet number, as [`Packet::decode`] checked it.
+    pub fn no(&self) -> PacketNo {
+        PacketNo(self.packet_no_str().into_owned())
     }
 
     /// The message body: the payload up to its first NUL.
@@ -267,6 +340,24 @@ pub fn sanitize_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packet_numbers_are_checked_once_read() {
+        let p = Packet::decode(b"1:1700000123456:bob:pc:32:hi\0").unwrap();
+        assert_eq!(p.no().number(), Some(1_700_000_123_456));
+        assert_eq!(p.no().as_str(), "1700000123456");
+        // Not decimal, but printable: kept (receipts echo it), no value.
+        assert_eq!(Packet::decode(b"1:abc_1:bob:pc:32:hi\0").unwrap().no().number(), None);
+        for bad in
+            [&b"1::bob:pc:32:hi"[..], b"1:12 3:bob:pc:32:hi", b"1:\xe4\xbd\xa0:bob:pc:32:hi", b"1:\x01:bob:pc:32:hi"]
+        {
+            assert!(matches!(Packet::decode(bad), Err(Error::Malformed { what: "packet number", .. })), "{bad:?}");
+        }
+        let long = format!("1:{}:bob:pc:32:hi", "9".repeat(33));
+        assert!(Packet::decode(long.as_bytes()).is_err());
+        assert_eq!("42".parse::<PacketNo>().unwrap(), PacketNo::from(42));
+        assert!("".parse::<PacketNo>().is_err() && "4:2".parse::<PacketNo>().is_err());
+    }
 
     #[test]
     fn colons_in_body_belong_to_body() {

@@ -727,7 +727,7 @@ impl From<&engine::Event> for Event {
                 },
                 body: MessageBody::new(
                     &m.text,
-                    m.packet_no.clone(),
+                    m.packet_no.to_string(),
                     m.command,
                     m.unix_ms,
                     AttachmentView::from_wire(&m.attachments),

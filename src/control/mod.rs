@@ -207,11 +207,12 @@ pub async fn answer(req: &api::Request, node: &NodeHandle) -> Result<Value> {
             // READCHECKOPT only if the message asked for it (§4.2); unknown: ask.
             let read_check = read_check.unwrap_or(true);
             let peer = PeerKey::new(user, host);
-            node.request(Request::Open { peer, packet_no: packet_no.clone(), read_check }).await?;
+            node.request(Request::Open { peer, packet_no: checked_no(packet_no)?, read_check }).await?;
             Ok(api::ok_json(&api::Done {}))
         }
         R::Decline { user, host, packet_no } => {
-            node.request(Request::Decline { peer: PeerKey::new(user, host), packet_no: packet_no.clone() }).await?;
+            let packet_no = checked_no(packet_no)?;
+            node.request(Request::Decline { peer: PeerKey::new(user, host), packet_no }).await?;
             Ok(api::ok_json(&api::Done {}))
         }
         R::Seen { user, host, broadcasts } => {
@@ -242,6 +243,11 @@ pub async fn answer(req: &api::Request, node: &NodeHandle) -> Result<Value> {
         // The socket's server answers it (it knows how the web UI runs).
         R::Web => Err(ApiError::new(ErrorCode::Failed, "no daemon serves the web UI here").into()),
     }
+}
+
+/// A packet number a client gave, checked (the protocol's rule).
+fn checked_no(s: &str) -> Result<pigeon_protocol::PacketNo> {
+    s.parse().map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("{e}")).into())
 }
 
 /// `send`: resolves the recipients, sends (in parts when too long), and

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use pigeon_protocol::charset::Charset;
 use pigeon_protocol::pubkey::Security;
+pub use pigeon_protocol::PacketNo;
 use pigeon_protocol::{Attachment, ClientKind, Command, Opts};
 
 use super::{secure, Peer, PeerKey};
@@ -173,7 +174,7 @@ impl From<&Peer> for PeerInfo {
 pub struct Incoming {
     pub from: PeerInfo,
     pub text: String,
-    pub packet_no: String,
+    pub packet_no: PacketNo,
     /// The command word as it came: sealed, broadcast and automatic reply
     /// are read from it ([`Incoming::sealed`] …), never kept beside it.
     pub command: u32,
@@ -327,7 +328,7 @@ pub enum StoreOp {
     /// An incoming sealed message was opened.
     InRead {
         peer: PeerKey,
-        packet_no: String,
+        packet_no: PacketNo,
     },
     /// A peer's details, with its instance marker (see [`Peer::marker`]).
     Peer {
@@ -343,7 +344,7 @@ pub enum StoreOp {
     /// We declined the files of a peer's message (RELEASEFILES sent).
     Declined {
         peer: PeerKey,
-        packet_no: String,
+        packet_no: PacketNo,
     },
     /// A peer's public key (pinned if it is its first).
     PeerKey {
@@ -380,7 +381,7 @@ pub struct SavePicture {
     pub from: std::net::IpAddr,
     pub peer: PeerKey,
     /// The last fragment's packet number and command word.
-    pub packet_no: String,
+    pub packet_no: PacketNo,
     pub command: u32,
     pub data: Vec<u8>,
 }
@@ -426,7 +427,7 @@ pub enum Request {
     SetName { nick: String, group: String },
     /// The user opened a sealed message; `read_check`: the message asked
     /// for a checked read receipt (READCHECKOPT).
-    Open { peer: PeerKey, packet_no: String, read_check: bool },
+    Open { peer: PeerKey, packet_no: PacketNo, read_check: bool },
     /// Ask a peer for its version and away text.
     GetInfo(PeerKey),
     /// FeiQ's window shake ("抖一抖"): FeiQ shakes the conversation's
@@ -439,7 +440,7 @@ pub enum Request {
     Refresh,
     /// The user declined the files of a peer's message: RELEASEFILES, so
     /// the sender stops serving them (§6.2).
-    Decline { peer: PeerKey, packet_no: String },
+    Decline { peer: PeerKey, packet_no: PacketNo },
     /// The user has seen a conversation: the store marks its plain incoming
     /// messages read (sealed ones wait for `Open`). `None`: the broadcasts.
     /// Nothing goes on the wire.

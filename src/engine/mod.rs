@@ -72,7 +72,7 @@ pub struct Engine {
     reads: Vec<PendingRead>,
     /// Sealed messages opened in this run (peer, packet number): opening
     /// one again sends no second read receipt. Bounded: the oldest go.
-    opened: VecDeque<(PeerKey, String)>,
+    opened: VecDeque<(PeerKey, PacketNo)>,
     /// Incoming messages received lately: their repeats are dropped.
     seen: Dedup,
     /// FeiQ pictures being put together from their fragments.
@@ -262,7 +262,7 @@ impl Engine {
     /// again rather than treated as a duplicate.
     pub fn store_failed(&mut self, op: &StoreOp) {
         if let StoreOp::Incoming(m) = op {
-            self.seen.forget(&(m.from.key.clone(), m.packet_no.clone(), text_hash(&m.text)));
+            self.seen.forget(&(m.from.key.clone(), m.packet_no.to_string(), text_hash(&m.text)));
         }
     }
 
@@ -480,7 +480,8 @@ impl Engine {
             }
             Request::Open { peer, packet_no, read_check } => {
                 let p = self.peers.get(&peer).cloned().ok_or_else(|| RequestError::UnknownPeer(peer.clone()))?;
-                if packet_no.is_empty() || packet_no.len() > 20 || !packet_no.bytes().all(|b| b.is_ascii_digit()) {
+                // READMSG names a decimal number (protocol.md §4).
+                if packet_no.number().is_none() {
                     return Err(RequestError::Encode(format!("{packet_no:?} is not a packet number")));
                 }
                 let key = (peer.clone(), packet_no.clone());
@@ -492,7 +493,7 @@ impl Engine {
                 }
                 self.opened.push_back(key);
                 let opts = if read_check { Opts::READCHECKOPT } else { 0 };
-                let pkt = self.simple_packet(now, Mode::READMSG, opts, packet_no.as_bytes());
+                let pkt = self.simple_packet(now, Mode::READMSG, opts, packet_no.as_str().as_bytes());
                 let no = self.last_packet_no;
                 self.transmit(p.addr, pkt.clone());
                 // Only a checked receipt is answered (ANSREADMSG), so only it is retried.
@@ -522,10 +523,10 @@ impl Engine {
             }
             Request::Decline { peer, packet_no } => {
                 let p = self.peers.get(&peer).cloned().ok_or_else(|| RequestError::UnknownPeer(peer.clone()))?;
-                if packet_no.is_empty() || packet_no.len() > 20 || !packet_no.bytes().all(|b| b.is_ascii_digit()) {
+                if packet_no.number().is_none() {
                     return Err(RequestError::Encode(format!("{packet_no:?} is not a packet number")));
                 }
-                let pkt = self.simple_packet(now, Mode::RELEASEFILES, 0, packet_no.as_bytes());
+                let pkt = self.simple_packet(now, Mode::RELEASEFILES, 0, packet_no.as_str().as_bytes());
                 self.transmit(p.addr, pkt);
                 // Recorded for every client (`pigeon offers` says declined).
                 self.out.push_back(Output::Store { op: StoreOp::Declined { peer, packet_no }, then: Vec::new() });
@@ -868,7 +869,7 @@ impl Engine {
                     .by_source(&name, addr)
                     .filter(|q| q.addr.ip() == from)
                     .map_or_else(|| peer.key.clone(), |q| q.key.clone());
-                (key, addr, String::from_utf8_lossy(p.packet_no).into_owned(), p.command.0)
+                (key, addr, p.no(), p.command.0)
             }
         };
         let verified = self.trusted_source(&key, from);
@@ -1049,7 +1050,7 @@ impl Engine {
                     self.out.push_back(Output::SavePicture(SavePicture {
                         from: from.ip(),
                         peer: key,
-                        packet_no: String::from_utf8_lossy(p.packet_no).into_owned(),
+                        packet_no: p.no(),
                         command: p.command.0,
                         data,
                     }));
@@ -1175,7 +1176,7 @@ impl Engine {
             verified,
             from: self.info_for(&key, from),
             text,
-            packet_no: String::from_utf8_lossy(p.packet_no).into_owned(),
+            packet_no: p.no(),
             command: p.command.0,
             attachments: Vec::new(),
             unix_ms: now.unix_ms,
@@ -1297,7 +1298,7 @@ impl Engine {
             verified,
             from: self.info_for(&key, from),
             text: body.text,
-            packet_no: String::from_utf8_lossy(p.packet_no).into_owned(),
+            packet_no: p.no(),
             command: p.command.0,
             attachments: body.attachments,
             unix_ms: now.unix_ms,

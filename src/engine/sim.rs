@@ -302,7 +302,7 @@ fn outbox_is_sent_when_the_peer_returns() {
     let got: Vec<&Incoming> =
         net.nodes[1].events.iter().filter_map(|e| if let Event::Message(m) = e { Some(m) } else { None }).collect();
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].packet_no, first_no.to_string());
+    assert_eq!(got[0].packet_no, PacketNo::from(first_no));
 }
 
 #[test]
@@ -870,7 +870,7 @@ fn declining_an_offer_sends_releasefiles() {
     e.handle(now, bob, b"1:1:bob:pc:1:Bob\0\0");
     while e.poll_output().is_some() {}
     let key = PeerKey::new("bob", "pc");
-    e.command(now, Request::Decline { peer: key.clone(), packet_no: "4242".into() }).unwrap();
+    e.command(now, Request::Decline { peer: key.clone(), packet_no: PacketNo::from(4242) }).unwrap();
     let sent: Vec<Transmit> = std::iter::from_fn(|| e.poll_output())
         .filter_map(|o| if let Output::Transmit(t) = o { Some(t) } else { None })
         .collect();
@@ -879,8 +879,11 @@ fn declining_an_offer_sends_releasefiles() {
     let p = Packet::decode(&sent[0].payload).unwrap();
     assert_eq!(p.mode(), Mode::RELEASEFILES);
     assert_eq!(p.payload.split(|&b| b == 0).next().unwrap(), b"4242");
-    assert!(e.command(now, Request::Decline { peer: key, packet_no: "x".into() }).is_err());
-    assert!(e.command(now, Request::Decline { peer: PeerKey::new("eve", "pc"), packet_no: "1".into() }).is_err());
+    // Printable, so a packet number, but not the decimal RELEASEFILES names.
+    assert!(e.command(now, Request::Decline { peer: key, packet_no: "x".parse().unwrap() }).is_err());
+    assert!(e
+        .command(now, Request::Decline { peer: PeerKey::new("eve", "pc"), packet_no: PacketNo::from(1) })
+        .is_err());
 }
 
 /// A LAN of `n` nodes that all call themselves pi@raspberrypi, with

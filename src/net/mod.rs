@@ -382,7 +382,7 @@ fn time(unix_ms: i64) -> chrono::DateTime<chrono::Utc> {
 
 fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
     match op {
-        StoreOp::Declined { peer, packet_no } => tx.mark_declined(&peer.user, &peer.host, packet_no),
+        StoreOp::Declined { peer, packet_no } => tx.mark_declined(&peer.user, &peer.host, packet_no.as_str()),
         StoreOp::PeerKey { peer, capa, exponent, modulus } => {
             tx.save_peer_key(&peer.user, &peer.host, *capa, exponent, modulus, chrono::Utc::now())
         }
@@ -394,7 +394,7 @@ fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
                 id: 0,
                 direction: store::Direction::In,
                 peer: peer_ref(&m.from),
-                packet_no: m.packet_no.clone(),
+                packet_no: m.packet_no.to_string(),
                 time: time(m.unix_ms),
                 text: m.text.clone(),
                 command: m.command,
@@ -441,7 +441,7 @@ fn apply(tx: &store::Tx<'_>, op: &StoreOp) -> Result<(), store::StoreError> {
             tx.set_out_state(&peer.user, &peer.host, &packet_no.to_string(), (*state).into()).map(|_| ())
         }
         StoreOp::InRead { peer, packet_no } => {
-            tx.set_in_state(&peer.user, &peer.host, packet_no, store::MessageState::Read).map(|_| ())
+            tx.set_in_state(&peer.user, &peer.host, packet_no.as_str(), store::MessageState::Read).map(|_| ())
         }
         StoreOp::Seen(p) => tx.mark_seen(p.as_ref().map(|k| (k.user.as_str(), k.host.as_str()))).map(|_| ()),
         StoreOp::Peer { info: p, marker } => tx.upsert_peer(&store::PeerRecord {

@@ -37,7 +37,10 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OfferRecord> {
         Ok(DateTime::from_timestamp_millis(r.get::<_, i64>(i)?).unwrap_or_default())
     };
     Ok(OfferRecord {
-        packet_no: packet_no.parse().unwrap_or(0),
+        // Ours, written decimal: anything else is a damaged row, said as such.
+        packet_no: packet_no.parse().map_err(|e: std::num::ParseIntError| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })?,
         file_id: r.get::<_, i64>(1)? as u64,
         peer: PeerRef { user: r.get(2)?, host: r.get(3)?, nick: String::new(), addr: r.get(4)? },
         path: PathBuf::from(std::ffi::OsStr::from_bytes(&path)),
