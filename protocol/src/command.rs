@@ -141,6 +141,47 @@ pub enum Family {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Opts(pub u32);
 
+impl From<u32> for Opts {
+    fn from(bits: u32) -> Opts {
+        Opts(bits)
+    }
+}
+
+/// `opts | Opts::SECRETOPT`: these options with a flag's bits added.
+impl std::ops::BitOr<u32> for Opts {
+    type Output = Opts;
+    fn bitor(self, flag: u32) -> Opts {
+        self.with(flag)
+    }
+}
+
+impl std::ops::BitOr for Opts {
+    type Output = Opts;
+    fn bitor(self, other: Opts) -> Opts {
+        self.with(other.0)
+    }
+}
+
+impl std::ops::BitOrAssign<u32> for Opts {
+    fn bitor_assign(&mut self, flag: u32) {
+        self.0 |= flag;
+    }
+}
+
+impl std::ops::BitOrAssign for Opts {
+    fn bitor_assign(&mut self, other: Opts) {
+        self.0 |= other.0;
+    }
+}
+
+/// `opts & MASK`: only the flags of the mask.
+impl std::ops::BitAnd<u32> for Opts {
+    type Output = Opts;
+    fn bitand(self, mask: u32) -> Opts {
+        Opts(self.0 & mask)
+    }
+}
+
 impl Opts {
     // Status / capability flags (entry packets).
     pub const ABSENCEOPT: u32 = 0x0000_0100;
@@ -306,9 +347,10 @@ const IPTUX_SUBLAYER_NAMES: &[(u32, &str)] =
 pub struct Command(pub u32);
 
 impl Command {
-    /// Builds a command word from a mode and option bits.
-    pub fn new(mode: Mode, opts: u32) -> Command {
-        Command((opts & 0xFFFF_FF00) | mode.0 as u32)
+    /// Builds a command word from a mode and options (an [`Opts`], or
+    /// the bits of its constants).
+    pub fn new(mode: Mode, opts: impl Into<Opts>) -> Command {
+        Command((opts.into().0 & 0xFFFF_FF00) | mode.0 as u32)
     }
 
     /// The mode (low 8 bits).

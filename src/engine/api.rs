@@ -74,11 +74,11 @@ pub struct Config {
 
 impl Config {
     /// A one-shot process asks peers not to list it (NOADDLISTOPT).
-    pub(super) fn oneshot_flag(&self) -> u32 {
+    pub(super) fn oneshot_flag(&self) -> Opts {
         if self.oneshot {
-            Opts::NOADDLISTOPT
+            Opts(Opts::NOADDLISTOPT)
         } else {
-            0
+            Opts(0)
         }
     }
 

@@ -206,7 +206,7 @@ impl Engine {
             id,
             peer,
             packet_no,
-            body: Body::Unwritten { opts: command & KEPT_OPTS, text: text.to_string(), files },
+            body: Body::Unwritten { opts: Command(command).opts() & KEPT_OPTS, text: text.to_string(), files },
             sends: 0,
             next: None,
             queued_at_ms: Some(queued_at_ms),
@@ -319,8 +319,8 @@ impl Engine {
     }
 
     /// Our status flags.
-    fn status(&self) -> u32 {
-        let mut s = Opts::FILEATTACHOPT | Opts::CAPUTF8OPT;
+    fn status(&self) -> Opts {
+        let mut s = Opts(Opts::FILEATTACHOPT | Opts::CAPUTF8OPT);
         if self.cfg.keys.is_some() {
             // CAPFILEENCOPT: encrypted, signed file requests are taken
             // (net::sealed) and made (transfer::fetch).
@@ -351,7 +351,7 @@ impl Engine {
     }
 
     /// Writes a packet with a plain body to `peer`'s charset (UTF8OPT if it reads it).
-    fn simple_packet(&mut self, now: Now, mode: Mode, opts: u32, body: &[u8]) -> Vec<u8> {
+    fn simple_packet(&mut self, now: Now, mode: Mode, opts: impl Into<Opts>, body: &[u8]) -> Vec<u8> {
         let no = self.packet_no(now);
         let command = Command::new(mode, opts);
         let mut out = Vec::with_capacity(64 + body.len());
@@ -388,7 +388,7 @@ impl Engine {
             Request::Send { to, text, sealed } => self.send(now, &to, &text, sealed, &[]),
             Request::Offer { to, text, sealed, files } => self.send(now, &to, &text, sealed, &files),
             Request::Broadcast { text } => {
-                let flags = Opts::BROADCASTOPT | self.cfg.oneshot_flag();
+                let flags = self.cfg.oneshot_flag() | Opts::BROADCASTOPT;
                 let no = self.packet_no(now);
                 let mut sent_to = HashSet::new();
                 let p = self.message_packet(no, flags, &text, self.cfg.legacy, &[])?;
@@ -554,7 +554,7 @@ impl Engine {
     fn message_packet(
         &self,
         no: u64,
-        opts: u32,
+        opts: Opts,
         text: &str,
         cs: Charset,
         attachments: &[Attachment],
@@ -580,10 +580,10 @@ impl Engine {
         &self,
         p: &Peer,
         no: u64,
-        flags: u32,
+        flags: Opts,
         text: &str,
         files: &[(u64, OfferFile)],
-    ) -> Result<Option<(u32, Vec<u8>)>, RequestError> {
+    ) -> Result<Option<(Opts, Vec<u8>)>, RequestError> {
         let (opts, cs, attachments) = self.message_parts(p, flags, files);
         let encode_err = |e: pigeon_protocol::Error| RequestError::Encode(e.to_string());
         if let (true, Some(ours)) = (self.must_encrypt(p), self.cfg.keys.as_deref()) {
@@ -622,7 +622,7 @@ impl Engine {
         &self,
         p: &Peer,
         no: u64,
-        flags: u32,
+        flags: Opts,
         text: &str,
         files: &[(u64, OfferFile)],
     ) -> Result<Vec<u8>, RequestError> {
@@ -633,7 +633,7 @@ impl Engine {
     /// A message's option bits (`flags`, FILEATTACHOPT, UTF-8 for a peer
     /// that reads it), the charset it is written in, and its file list in
     /// the form `p`'s client reads.
-    fn message_parts(&self, p: &Peer, flags: u32, files: &[(u64, OfferFile)]) -> (u32, Charset, Vec<Attachment>) {
+    fn message_parts(&self, p: &Peer, flags: Opts, files: &[(u64, OfferFile)]) -> (Opts, Charset, Vec<Attachment>) {
         let mut opts = flags | self.cfg.oneshot_flag();
         if !files.is_empty() {
             opts |= Opts::FILEATTACHOPT;
@@ -667,7 +667,7 @@ impl Engine {
 
     /// The row the store keeps of a SENDMSG we sent to `to` (sealed and
     /// broadcast are read from `opts`).
-    fn outgoing_row(&self, id: u64, to: PeerInfo, text: &str, no: u64, opts: u32, now: Now) -> Outgoing {
+    fn outgoing_row(&self, id: u64, to: PeerInfo, text: &str, no: u64, opts: Opts, now: Now) -> Outgoing {
         Outgoing {
             id,
             to,
@@ -692,7 +692,7 @@ impl Engine {
             .iter()
             .map(|k| self.peers.get(k).cloned().ok_or_else(|| RequestError::UnknownPeer(k.clone())))
             .collect::<Result<_, _>>()?;
-        let mut base = Opts::SENDCHECKOPT | self.cfg.oneshot_flag();
+        let mut base = self.cfg.oneshot_flag() | Opts::SENDCHECKOPT;
         if sealed {
             base |= Opts::SECRETEXOPT;
         }
@@ -1225,7 +1225,7 @@ impl Engine {
                     tracing::debug!("cannot decrypt a message from {key}: DecryptErr");
                     if !automatic && self.may_answer_crypto(from, Mode::SENDMSG, now) {
                         let no = self.packet_no(now);
-                        let flags = Opts::AUTORETOPT | Opts::NOLOGOPT;
+                        let flags = Opts(Opts::AUTORETOPT | Opts::NOLOGOPT);
                         if let Ok(reply) = self.message_packet(no, flags, DECRYPT_ERR, self.cfg.legacy, &[]) {
                             self.transmit(from, reply);
                         }
@@ -1311,11 +1311,11 @@ impl Engine {
                 Some(pp) => (pp.write_charset(self.cfg.legacy), pp.reads_utf8_flag()),
                 None => (cs, false),
             };
-            let mut flags = Opts::AUTORETOPT | if utf8 { Opts::UTF8OPT | Opts::CAPUTF8OPT } else { 0 };
+            let mut flags = Opts(Opts::AUTORETOPT | if utf8 { Opts::UTF8OPT | Opts::CAPUTF8OPT } else { 0 });
             let no = self.packet_no(now);
             // Encrypted to a peer that must get ciphertext (none without its key).
             let reply = match peer.as_ref().filter(|pp| self.must_encrypt(pp)) {
-                Some(pp) => match self.write_message(pp, no, Opts::AUTORETOPT, &text, &[]) {
+                Some(pp) => match self.write_message(pp, no, Opts(Opts::AUTORETOPT), &text, &[]) {
                     Ok(Some((o, dg))) => {
                         flags = o;
                         Ok(dg)

@@ -45,7 +45,7 @@ pub(super) enum Body {
     /// the store only, or restored from the outbox): written when it comes
     /// back. `opts` keeps SECRETEXOPT and MULTICASTOPT.
     Unwritten {
-        opts: u32,
+        opts: Opts,
         text: String,
         files: Vec<(u64, OfferFile)>,
     },
@@ -249,7 +249,7 @@ impl Engine {
         for p in self.pending.iter().filter(|p| &p.peer == key && p.next.is_none()) {
             if let Body::Unwritten { opts, text, files } = &p.body {
                 if let Ok(Some((_, dg))) =
-                    self.write_message(&peer, p.packet_no, Opts::SENDCHECKOPT | *opts, text, files)
+                    self.write_message(&peer, p.packet_no, *opts | Opts::SENDCHECKOPT, text, files)
                 {
                     written.insert(p.id, dg);
                 }
@@ -301,7 +301,7 @@ impl Engine {
         let mut written = Vec::new();
         for p in self.pending.iter().filter(|p| &p.peer == key && p.next.is_some()) {
             if let Body::Unwritten { opts, text, files } = &p.body {
-                match self.write_message(&peer, p.packet_no, Opts::SENDCHECKOPT | *opts, text, files) {
+                match self.write_message(&peer, p.packet_no, *opts | Opts::SENDCHECKOPT, text, files) {
                     Ok(Some((_, dg))) => written.push((p.id, Some(dg))),
                     Ok(None) => {}
                     Err(_) => written.push((p.id, None)),
@@ -341,7 +341,7 @@ impl Engine {
         // requires encryption.
         let feiq = peer.client == ClientKind::Feiq && !self.cfg.require_encryption;
         if let (true, Body::Unwritten { opts, text, files }) = (self.cfg.plaintext_fallback || feiq, &p.body) {
-            if let Ok(dg) = self.write_plain(&peer, p.packet_no, Opts::SENDCHECKOPT | *opts, text, files) {
+            if let Ok(dg) = self.write_plain(&peer, p.packet_no, *opts | Opts::SENDCHECKOPT, text, files) {
                 let q = &mut self.pending[i];
                 q.body = Body::Written(dg.clone());
                 q.sends = 1;

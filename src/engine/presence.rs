@@ -149,7 +149,7 @@ impl Engine {
     }
 
     /// Our entry payload: legacy nick and group, then the UTF-8 trailer.
-    pub(super) fn entry_packet(&mut self, now: Now, mode: Mode, extra: u32) -> Vec<u8> {
+    pub(super) fn entry_packet(&mut self, now: Now, mode: Mode, extra: impl Into<Opts>) -> Vec<u8> {
         let nick = self.display_nick();
         let entry = Entry {
             nick: nick.clone(),
@@ -165,7 +165,7 @@ impl Engine {
             iptux: None,
         };
         let no = self.packet_no(now);
-        let command = Command::new(mode, self.status() | extra);
+        let command = Command::new(mode, self.status() | extra.into());
         let mut out = Vec::with_capacity(128);
         let header = self.header(no, command);
         entry.encode(&header, self.cfg.legacy, &mut out).expect("own header fields and texts are sanitized");
