@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde_json::{json, Value};
 
 use crate::control::api::{self, AttachmentView, OfferState};
 use crate::node::OfferProgress;
@@ -40,6 +39,11 @@ fn offers(store: &Store) -> Result<Vec<(MessageRecord, Vec<AttachmentView>)>> {
             (!list.is_empty()).then_some((m, list))
         })
         .collect())
+}
+
+/// One line of `fetch --json`.
+fn event(e: &api::FetchEvent) -> String {
+    serde_json::to_string(e).expect("plain data")
 }
 
 /// An offer to us with what became of each file ([`api::offered_files`]).
@@ -160,16 +164,18 @@ fn run_mine(store: &Store, json_out: bool) -> Result<ExitCode> {
         }
     };
     if json_out {
-        let v: Vec<Value> = all
+        let v: Vec<api::MyOfferEntry> = all
             .iter()
-            .map(|(o, f)| {
-                json!({
-                    "packet_no": o.packet_no.to_string(), "to": format!("{}@{}", o.peer.user, o.peer.host),
-                    "name": o.name, "kind": if o.dir { "dir" } else { "file" }, "size": o.size,
-                    "path": o.path, "state": state(o, f),
-                    "created": o.created.with_timezone(&chrono::Local).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-                    "expires": o.expires.with_timezone(&chrono::Local).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-                })
+            .map(|(o, f)| api::MyOfferEntry {
+                packet_no: o.packet_no.to_string(),
+                to: format!("{}@{}", o.peer.user, o.peer.host),
+                name: o.name.clone(),
+                kind: if o.dir { api::FileKind::Dir } else { api::FileKind::File },
+                size: o.size,
+                path: o.path.to_string_lossy().into_owned(),
+                state: state(o, f).to_string(),
+                created: api::local_secs(o.created),
+                expires: api::local_secs(o.expires),
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -323,7 +329,7 @@ fn on_interrupt(json_out: bool, offer: i64, current: Interrupted) {
         let now = current.lock().ok().and_then(|c| c.clone());
         if json_out {
             let (name, bytes, size) = now.unwrap_or_default();
-            println!("{}", json!({"event": "interrupted", "name": name, "bytes": bytes, "size": size}));
+            println!("{}", event(&api::FetchEvent::Interrupted { name, bytes, size }));
         }
         eprintln!("\npigeon: interrupted; `pigeon fetch {offer}` resumes where it stopped");
         std::process::exit(130);
@@ -399,8 +405,13 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
             if json {
                 println!(
                     "{}",
-                    json!({"event": "start", "name": item.name, "size": total, "resumed_at": offset,
-                           "request": request_kind, "body": body_kind})
+                    event(&api::FetchEvent::Start {
+                        name: item.name.clone(),
+                        size: total,
+                        resumed_at: offset,
+                        request: request_kind.into(),
+                        body: body_kind.into(),
+                    })
                 );
             }
             if let Some(b) = &bar {
@@ -423,12 +434,15 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
             // At most 10 events a second: progress must not slow the stream.
             if json && last.elapsed() >= std::time::Duration::from_millis(100) {
                 last = std::time::Instant::now();
-                println!("{}", json!({"event": "progress", "name": item.name, "bytes": done, "size": item.size}));
+                println!(
+                    "{}",
+                    event(&api::FetchEvent::Progress { name: item.name.clone(), bytes: done, size: item.size })
+                );
             }
         }
         OfferProgress::Progress(_, Progress::File { path }) => {
             if json {
-                println!("{}", json!({"event": "file", "path": path}));
+                println!("{}", event(&api::FetchEvent::File { path: path.to_string_lossy().into_owned() }));
             }
         }
         OfferProgress::Done(item, Ok(path)) => {
@@ -440,7 +454,12 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
             if json {
                 println!(
                     "{}",
-                    json!({"event": "done", "name": item.name, "path": path, "seconds": secs, "received": received})
+                    event(&api::FetchEvent::Done {
+                        name: item.name.clone(),
+                        path: path.to_string_lossy().into_owned(),
+                        seconds: secs,
+                        received,
+                    })
                 );
             } else {
                 println!("{}", super::clean_path(path));
@@ -451,7 +470,7 @@ pub fn run_fetch(g: &Global, args: &FetchArgs) -> Result<ExitCode> {
                 b.abandon();
             }
             if json {
-                println!("{}", json!({"event": "error", "name": item.name, "error": e.to_string()}));
+                println!("{}", event(&api::FetchEvent::Error { name: item.name.clone(), error: e.to_string() }));
             } else {
                 // The error may quote the name, or a name inside a folder.
                 eprintln!("pigeon: {}", super::clean(&format!("{}: {e}", item.name)));

@@ -548,6 +548,50 @@ impl HistoryEntry {
     }
 }
 
+/// What `pigeon fetch --json` prints, one a line, file by file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum FetchEvent {
+    /// A file or folder starts; `resumed_at` bytes of it were there already.
+    Start {
+        name: String,
+        size: u64,
+        resumed_at: u64,
+        /// `encrypted` (signed, protocol.md §7.7) or `plain`.
+        request: String,
+        /// `aes-256-ctr` or `plain`.
+        body: String,
+    },
+    /// Bytes of it so far (at most ten events a second).
+    Progress { name: String, bytes: u64, size: u64 },
+    /// A file inside a folder is complete.
+    File { path: String },
+    /// It is complete: where it was saved.
+    Done { name: String, path: String, seconds: f64, received: u64 },
+    /// It failed (what came is kept: fetching again resumes).
+    Error { name: String, error: String },
+    /// Ctrl-C or SIGTERM: where it stopped.
+    Interrupted { name: String, bytes: u64, size: u64 },
+}
+
+/// An offer we made, as `pigeon offers --mine --json` lists it (one entry a file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MyOfferEntry {
+    pub packet_no: String,
+    /// `user@host` of its addressee.
+    pub to: String,
+    pub name: String,
+    pub kind: FileKind,
+    pub size: u64,
+    /// The file or folder on this machine.
+    pub path: String,
+    /// `served`, `fetched`, `released` (cancelled by us or declined) or `expired`.
+    pub state: String,
+    /// RFC 3339, local time, seconds.
+    pub created: String,
+    pub expires: String,
+}
+
 /// What became of a file offered to us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -776,6 +820,8 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         ("answers.schema.json", s(schemars::schema_for!(Answers))),
         ("history.schema.json", s(schemars::schema_for!(HistoryEntry))),
         ("offers.schema.json", s(schemars::schema_for!(Vec<OfferEntry>))),
+        ("offers-mine.schema.json", s(schemars::schema_for!(Vec<MyOfferEntry>))),
+        ("fetch.schema.json", s(schemars::schema_for!(FetchEvent))),
     ]
 }
 
