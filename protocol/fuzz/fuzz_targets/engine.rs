@@ -223,14 +223,19 @@ impl Driver {
             6 => Request::Broadcast { text },
             7 => Request::SetAway(Some(text)),
             8 => Request::SetAway(None),
-            9 => Request::Open {
-                peer: key(b(1)).unwrap_or_else(|| PeerKey::new("x", "y")),
-                packet_no: text,
-                read_check: sealed,
+            // A packet number a client gives is checked (PacketNo) before
+            // it reaches the engine: what the check refuses never does.
+            9 => match text.parse() {
+                Ok(packet_no) => Request::Open {
+                    peer: key(b(1)).unwrap_or_else(|| PeerKey::new("x", "y")),
+                    packet_no,
+                    read_check: sealed,
+                },
+                Err(_) => return,
             },
-            10 => match key(b(1)) {
-                Some(peer) => Request::Decline { peer, packet_no: text },
-                None => return,
+            10 => match (key(b(1)), text.parse()) {
+                (Some(peer), Ok(packet_no)) => Request::Decline { peer, packet_no },
+                _ => return,
             },
             11 => match key(b(1)) {
                 Some(peer) => Request::GetInfo(peer),
