@@ -162,6 +162,12 @@ impl Effective {
         c
     }
 
+    /// How long offers are served (`offer_expiry_days`): an offer to us
+    /// older than this is taken for expired.
+    pub fn offer_expiry(&self) -> chrono::Duration {
+        chrono::Duration::days(i64::try_from(self.offer_expiry_days).unwrap_or(i64::MAX / 86_400_000))
+    }
+
     /// Opens this identity's database (creating the home).
     pub fn store(&self) -> Result<Store> {
         self.home.create()?;

@@ -79,7 +79,7 @@ pub fn run_offers(g: &Global, args: &OffersArgs) -> Result<ExitCode> {
         return run_mine(&Store::open(&db)?, args.json);
     }
     let store = Store::open(&db)?;
-    let expiry = chrono::Duration::days(i64::try_from(eff.offer_expiry_days).unwrap_or(i64::MAX / 86_400_000));
+    let expiry = eff.offer_expiry();
     let all = offers(&store)?
         .iter()
         .map(|(m, list)| Ok((m.clone(), annotate(&store, m, list, expiry)?)))

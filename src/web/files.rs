@@ -166,7 +166,7 @@ pub async fn fetch(State(app): State<App>, Json(f): Json<FetchRequest>) -> Respo
         };
         let m = s.message(id)?.ok_or_else(|| anyhow::anyhow!("no offer {packet_no} from {user}@{host}"))?;
         let list = m.attachments_json.as_deref().map(api::AttachmentView::from_column).unwrap_or_default();
-        let expiry = chrono::Duration::days(i64::try_from(app2.eff.offer_expiry_days).unwrap_or(i64::MAX / 86_400_000));
+        let expiry = app2.eff.offer_expiry();
         let states = api::offered_files(s, &m, &list, expiry)?;
         let src = crate::node::offer_source(&app2.eff, s, &m)?;
         Ok((m, states, src))

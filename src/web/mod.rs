@@ -400,7 +400,7 @@ struct WebEntry {
 }
 
 fn entries(app: &App, store: &Store, records: &[MessageRecord]) -> Result<Vec<WebEntry>> {
-    let expiry = chrono::Duration::days(i64::try_from(app.eff.offer_expiry_days).unwrap_or(i64::MAX / 86_400_000));
+    let expiry = app.eff.offer_expiry();
     records
         .iter()
         .map(|m| {
